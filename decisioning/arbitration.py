@@ -1,0 +1,215 @@
+"""Arbitration and the decision itself: candidates -> eligibility -> scoring -> top-k.
+
+priority = propensity × value × context weight × lever. An action whose priority is not
+above the do-nothing threshold is dropped; if none is left the decision is [] (do nothing).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from decisioning.catalog import Action, Catalog, context_of
+from decisioning.config import DecisioningSpec
+from decisioning.features import FeaturePlan
+from decisioning.model import ModelManifest, Scorer
+from decisioning.rules import Env
+
+__all__ = ["Decision", "LoadedModel", "ScoredAction", "decide", "rank"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A verified model ready to score: manifest, scorer and its feature plan."""
+
+    manifest: ModelManifest
+    scorer: Scorer
+    plan: FeaturePlan
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredAction:
+    action_id: str
+    group: str
+    channel: str
+    propensity: float
+    value: float
+    weight: float
+    lever: float
+    priority: float
+    model_version: str | None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "action_id": self.action_id,
+            "group": self.group,
+            "channel": self.channel,
+            "propensity": self.propensity,
+            "value": self.value,
+            "priority": self.priority,
+            "model_version": self.model_version,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What was decided for whom, when, and with which models."""
+
+    decision_id: str
+    customer_id: str
+    ts: float
+    channel: str
+    placement: str | None
+    actions: list[ScoredAction]
+    candidates: int
+    eligible: int
+    model_versions: list[str]
+    explanation: list[dict[str, Any]] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "decision_id": self.decision_id,
+            "customer_id": self.customer_id,
+            "ts": self.ts,
+            "channel": self.channel,
+            "placement": self.placement,
+            "model_version": ",".join(self.model_versions) or None,
+            "actions": [a.to_wire() for a in self.actions],
+        }
+        if self.explanation is not None:
+            out["explanation"] = self.explanation
+        return out
+
+
+@dataclass(slots=True)
+class Stages:
+    """Nanoseconds spent per stage, accumulated (for the benchmark)."""
+
+    eligibility: int = 0
+    features: int = 0
+    scoring: int = 0
+    arbitration: int = 0
+    count: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+def decide(
+    *,
+    decision_id: str,
+    customer_id: str,
+    profile: np.ndarray,
+    channel: str,
+    placement: str | None,
+    context: Mapping[str, Any],
+    limit: int,
+    catalog: Catalog,
+    models: Mapping[str, LoadedModel],
+    settings: DecisioningSpec,
+    now: float,
+    explain: bool = False,
+    stages: Stages | None = None,
+) -> Decision:
+    """Decide the best actions for one customer from their profile feature vector."""
+    t0 = time.perf_counter_ns() if stages is not None else 0
+    ctx = context_of(channel, placement, context)
+    env = Env(profile.tolist(), ctx)
+    live = catalog.live(channel, now)
+    eligible: list[Action] = []
+    values: list[float] = []
+    weights: list[float] = []
+    removed: list[dict[str, Any]] = []
+    for a in live:
+        env.action = a
+        env.value = value = a.value(env)
+        if a.eligibility is not None and not a.eligibility.holds(env):
+            if explain:
+                removed.append({"action_id": a.id, "eligible": False, "rule": a.eligibility.source})
+            continue
+        eligible.append(a)
+        values.append(value)
+        weights.append(catalog.weight(env))
+    t1 = time.perf_counter_ns() if stages is not None else 0
+
+    propensity = np.full(len(eligible), settings.default_propensity, dtype=np.float64)
+    versions: dict[str, str | None] = {}
+    used: list[str] = []
+    by_model: dict[str, list[int]] = {}
+    for i, a in enumerate(eligible):
+        if a.model is not None and a.model in models:
+            by_model.setdefault(a.model, []).append(i)
+    feat_ns = score_ns = 0
+    for name, idx in by_model.items():
+        m = models[name]
+        f0 = time.perf_counter_ns() if stages is not None else 0
+        x = m.plan.matrix(
+            profile, [eligible[i] for i in idx], [values[i] for i in idx], channel, ctx
+        )
+        f1 = time.perf_counter_ns() if stages is not None else 0
+        propensity[idx] = m.scorer.predict(x)
+        if stages is not None:
+            feat_ns += f1 - f0
+            score_ns += time.perf_counter_ns() - f1
+        versions[name] = m.manifest.ref
+        used.append(m.manifest.ref)
+    t2 = time.perf_counter_ns() if stages is not None else 0
+
+    scored = rank(eligible, propensity, values, weights, channel, versions)
+    chosen = [s for s in scored if s.priority > settings.do_nothing_threshold][:limit]
+    explanation = None
+    if explain:
+        explanation = removed + [
+            {"action_id": s.action_id, "eligible": True, "propensity": s.propensity,
+             "value": s.value, "weight": s.weight, "lever": s.lever, "priority": s.priority,
+             "chosen": s in chosen}
+            for s in scored
+        ]
+    if stages is not None:
+        stages.eligibility += t1 - t0
+        stages.features += feat_ns
+        stages.scoring += score_ns
+        stages.arbitration += time.perf_counter_ns() - t2
+        stages.count += 1
+    return Decision(
+        decision_id=decision_id,
+        customer_id=customer_id,
+        ts=now,
+        channel=channel,
+        placement=placement,
+        actions=chosen,
+        candidates=len(live),
+        eligible=len(eligible),
+        model_versions=sorted(set(used)),
+        explanation=explanation,
+    )
+
+
+def rank(
+    actions: list[Action],
+    propensity: np.ndarray,
+    values: list[float],
+    weights: list[float],
+    channel: str,
+    versions: Mapping[str, str | None],
+) -> list[ScoredAction]:
+    """Score every candidate and sort by priority (highest first, then by action id)."""
+    out = []
+    for a, p, v, w in zip(actions, propensity.tolist(), values, weights, strict=True):
+        out.append(
+            ScoredAction(
+                action_id=a.id,
+                group=a.group,
+                channel=channel,
+                propensity=p,
+                value=v,
+                weight=w,
+                lever=a.lever,
+                priority=p * v * w * a.lever,
+                model_version=versions.get(a.model) if a.model else None,
+            )
+        )
+    out.sort(key=lambda s: (-s.priority, s.action_id))
+    return out

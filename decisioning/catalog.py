@@ -1,0 +1,184 @@
+"""The action catalog, compiled once: rules resolved against the profile schema."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from decisioning.config import ActionSpec, Config
+from decisioning.errors import RuleError
+from decisioning.profile import ProfileSchema
+from decisioning.rules import Env, FieldInfo, Rule, compile_rule
+
+__all__ = ["Action", "Catalog", "RuleLocation", "make_resolver"]
+
+_ACTION_FIELDS = {"id": "str", "group": "str", "value": "num", "lever": "num"}
+
+
+@dataclass(frozen=True, slots=True)
+class RuleLocation:
+    """Where in the config a rule that failed to compile lives (for the error message)."""
+
+    field: str
+    error: RuleError
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """A catalog action with its rules compiled."""
+
+    index: int
+    id: str
+    group: str
+    channels: frozenset[str]
+    lever: float
+    model: str | None
+    start: float
+    end: float
+    value_const: float
+    value_rule: Rule | None
+    eligibility: Rule | None
+
+    def value(self, env: Env) -> float:
+        """The action's business value for this customer and context (0 when null)."""
+        if self.value_rule is None:
+            return self.value_const
+        v = self.value_rule(env)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            return 0.0
+        return float(v)
+
+
+def make_resolver(config: Config, schema: ProfileSchema, *, allow_action_value: bool = True):  # noqa: ANN201
+    """The name resolver rules compile against: profile, consent, context, action fields."""
+    ctx_fields = {c.name: c for c in config.context}
+
+    def resolve(ns: str, name: str) -> FieldInfo | None:
+        if ns == "profile":
+            idx = schema.index.get(name)
+            if idx is None or name.startswith("consent_"):
+                return None
+            vocab = schema.categories.get(name)
+            return FieldInfo(ns, name, idx, "str" if vocab else "num", vocab)
+        if ns == "consent":
+            idx = schema.index.get(f"consent_{name}")
+            return None if idx is None else FieldInfo(ns, name, idx, "bool")
+        if ns == "context":
+            if name == "channel":
+                return FieldInfo(ns, name, name, "str", tuple(config.channels))
+            if name == "placement":
+                return FieldInfo(ns, name, name, "str")
+            spec = ctx_fields.get(name)
+            if spec is None:
+                return FieldInfo(ns, name, name, "any")
+            vocab = tuple(spec.values) if spec.values else None
+            return FieldInfo(ns, name, name, "num" if spec.type == "numeric" else "str", vocab)
+        if ns == "action" and name in _ACTION_FIELDS:
+            if name == "value" and not allow_action_value:
+                return None
+            return FieldInfo(ns, name, name, _ACTION_FIELDS[name])
+        return None
+
+    return resolve
+
+
+class Catalog:
+    """Compiled actions, indexed by channel, plus the context-weight rules."""
+
+    def __init__(self, config: Config, schema: ProfileSchema) -> None:
+        errors: list[RuleLocation] = []
+        resolve = make_resolver(config, schema)
+        resolve_value = make_resolver(config, schema, allow_action_value=False)
+
+        def compile_at(field: str, source: str, resolver: Any = resolve) -> Rule | None:
+            try:
+                return compile_rule(source, resolver)
+            except RuleError as e:
+                errors.append(RuleLocation(field, e))
+                return None
+
+        self.actions: list[Action] = []
+        for i, spec in enumerate(config.actions):
+            self.actions.append(self._compile(i, spec, compile_at, resolve_value))
+        self.context_weights: list[tuple[Rule, float]] = []
+        for i, cw in enumerate(config.decisioning.context_weights):
+            rule = compile_at(f"decisioning.context_weights[{i}].when", cw.when)
+            if rule is not None:
+                self.context_weights.append((rule, cw.weight))
+        if errors:
+            raise CatalogError(errors)
+        self.by_id = {a.id: a for a in self.actions}
+        self.by_channel: dict[str, list[Action]] = {ch: [] for ch in config.channels}
+        for a in self.actions:
+            for ch in a.channels:
+                self.by_channel[ch].append(a)
+        self.action_ids = [a.id for a in self.actions]
+        self.groups = sorted({a.group for a in self.actions})
+        self.models = sorted({a.model for a in self.actions if a.model})
+        dump = json.dumps(
+            [s.model_dump(mode="json") for s in config.actions]
+            + [config.decisioning.model_dump(mode="json")],
+            sort_keys=True,
+        )
+        self.version = hashlib.sha256(dump.encode()).hexdigest()[:12]
+
+    @staticmethod
+    def _compile(i: int, spec: ActionSpec, compile_at: Any, resolve_value: Any) -> Action:
+        value_rule = None
+        value_const = 0.0
+        if isinstance(spec.value, str):
+            value_rule = compile_at(f"actions[{i}].value", spec.value, resolve_value)
+        else:
+            value_const = float(spec.value)
+        eligibility = None
+        if spec.eligibility is not None:
+            eligibility = compile_at(f"actions[{i}].eligibility", spec.eligibility)
+        return Action(
+            index=i,
+            id=spec.id,
+            group=spec.group,
+            channels=frozenset(spec.channels),
+            lever=spec.lever,
+            model=spec.model,
+            start=spec.start.timestamp() if spec.start else -math.inf,
+            end=spec.end.timestamp() if spec.end else math.inf,
+            value_const=value_const,
+            value_rule=value_rule,
+            eligibility=eligibility,
+        )
+
+    def live(self, channel: str, now: float) -> list[Action]:
+        """Actions deliverable on `channel` whose start/end dates include `now`."""
+        return [a for a in self.by_channel.get(channel, ()) if a.start <= now < a.end]
+
+    def weight(self, env: Env) -> float:
+        """The product of the context weights whose condition holds."""
+        w = 1.0
+        for rule, weight in self.context_weights:
+            if rule.holds(env):
+                w *= weight
+        return w
+
+
+class CatalogError(RuleError):
+    """One or more catalog rules failed to compile; `locations` says where."""
+
+    def __init__(self, locations: list[RuleLocation]) -> None:
+        self.locations = locations
+        first = locations[0].error
+        super().__init__(first.expression, first.reason, first.line, first.column)
+
+    def problems(self) -> list[tuple[str, str]]:
+        return [(loc.field, str(loc.error)) for loc in self.locations]
+
+
+def context_of(channel: str, placement: str | None, context: Mapping[str, Any]) -> dict[str, Any]:
+    """The context rules see: the request's context plus channel and placement."""
+    ctx = dict(context)
+    ctx["channel"] = channel
+    ctx["placement"] = placement
+    return ctx

@@ -1,0 +1,231 @@
+"""The typed config tree: profile schema, catalog, decisioning and server settings.
+
+Loaded once at the edge (see `decisioning.loader.load_config`); the core receives these
+objects and never reads environment variables itself.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+__all__ = [
+    "ActionSpec",
+    "AggregateSpec",
+    "AttributeSpec",
+    "Config",
+    "ContextFieldSpec",
+    "ContextWeightSpec",
+    "DecisioningSpec",
+    "ProfileSpec",
+    "ServerSpec",
+    "parse_duration",
+]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_IDENT = r"^[a-z][a-z0-9_]{0,62}$"
+
+
+def parse_duration(value: object) -> float:
+    """'90s', '15m', '24h', '7d', '2w' or a number of seconds -> seconds (float)."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '24h'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ValueError(f"{value!r} is not a duration (examples: '90s', '15m', '24h', '7d')")
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Ident = Annotated[str, Field(pattern=_IDENT)]
+Scalar = str | int | float | bool
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AttributeSpec(_Model):
+    """A customer attribute set by `profile_update` events."""
+
+    name: Ident = Field(description="Attribute name; also its feature name.")
+    type: Literal["numeric", "categorical"] = Field(description="Numeric or categorical.")
+    values: list[str] | None = Field(
+        None, description="The allowed values of a categorical attribute, in code order."
+    )
+
+    @model_validator(mode="after")
+    def _values_for_categorical(self) -> AttributeSpec:
+        if self.type == "categorical" and not self.values:
+            raise ValueError("a categorical attribute needs 'values'")
+        if self.type == "numeric" and self.values is not None:
+            raise ValueError("'values' is only for categorical attributes")
+        return self
+
+
+AggregateKind = Literal["count", "sum", "min", "max", "last", "time_since", "decayed_count"]
+_NEEDS_PROPERTY = {"sum", "min", "max", "last"}
+
+
+class AggregateSpec(_Model):
+    """A feature computed from events as they arrive, optionally over a sliding window."""
+
+    name: Ident = Field(description="Feature name.")
+    kind: AggregateKind = Field(description="What is computed from the matching events.")
+    event: str = Field(min_length=1, description="Event type that feeds it.")
+    property: str | None = Field(
+        None, description="Numeric event property to aggregate (sum, min, max, last)."
+    )
+    where: dict[str, Scalar] | None = Field(
+        None, description="Only events whose properties equal all of these values count."
+    )
+    window: Duration | None = Field(
+        None, description="Sliding window such as '1h', '24h', '7d', '30d'; absent = all time."
+    )
+    buckets: int = Field(
+        6,
+        ge=1,
+        le=64,
+        description="Windowed aggregates keep this many time buckets; the window slides "
+        "by window/buckets, so expiry is exact to that granularity.",
+    )
+    half_life: Duration | None = Field(None, description="Half-life of a decayed_count.")
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> AggregateSpec:
+        if self.kind in _NEEDS_PROPERTY and not self.property:
+            raise ValueError(f"a {self.kind} aggregate needs 'property'")
+        if self.kind == "decayed_count" and self.half_life is None:
+            raise ValueError("a decayed_count needs 'half_life'")
+        if self.kind != "decayed_count" and self.half_life is not None:
+            raise ValueError("'half_life' is only for decayed_count")
+        if self.kind in ("time_since", "decayed_count") and self.window is not None:
+            raise ValueError(f"a {self.kind} aggregate takes no 'window'")
+        return self
+
+
+class ProfileSpec(_Model):
+    """What each customer's live profile holds."""
+
+    attributes: list[AttributeSpec] = Field(default_factory=list, description="Attributes.")
+    aggregates: list[AggregateSpec] = Field(default_factory=list, description="Aggregates.")
+
+
+class ContextFieldSpec(_Model):
+    """A request context field that models may use as feature `context_<name>`."""
+
+    name: Ident = Field(description="Context key.")
+    type: Literal["numeric", "categorical"] = Field(description="Numeric or categorical.")
+    values: list[str] | None = Field(None, description="Allowed values if categorical.")
+
+
+class ActionSpec(_Model):
+    """One entry of the action catalog: an offer, message or service action."""
+
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = Field(
+        description="Stable action id."
+    )
+    group: Ident = Field(description="Group/category, e.g. cards, loans, retention.")
+    channels: list[str] = Field(min_length=1, description="Channels it can be delivered on.")
+    value: float | str = Field(
+        1.0, description="Business value: a number or an expression (rule language)."
+    )
+    eligibility: str | None = Field(
+        None, description="Expression that must be true for the action to be a candidate."
+    )
+    start: datetime | None = Field(None, description="Not offered before this time.")
+    end: datetime | None = Field(None, description="Not offered from this time on.")
+    lever: float = Field(1.0, ge=0, allow_inf_nan=False, description="Business lever weight.")
+    model: str | None = Field(
+        None, description="Name of the model that scores it; none = default_propensity."
+    )
+    description: str = Field("", description="Free text for people.")
+
+
+class ContextWeightSpec(_Model):
+    """A multiplier applied to the priority of every candidate for which `when` holds."""
+
+    when: str = Field(description="Expression over context, profile and action fields.")
+    weight: float = Field(ge=0, allow_inf_nan=False, description="Multiplier.")
+
+
+class DecisioningSpec(_Model):
+    """Arbitration settings."""
+
+    do_nothing_threshold: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="Actions whose priority is below it are "
+        "dropped; when none is left the answer is [] (do nothing)."
+    )
+    default_limit: int = Field(1, ge=1, le=100, description="Actions returned by default.")
+    max_limit: int = Field(20, ge=1, le=100, description="Largest `limit` a request may ask.")
+    default_propensity: float = Field(
+        0.0, ge=0, le=1, description="Propensity of an action whose model is not loaded."
+    )
+    context_weights: list[ContextWeightSpec] = Field(
+        default_factory=list, description="Context weights, multiplied when they apply."
+    )
+    recent_decisions: int = Field(
+        10, ge=0, le=1000, description="Decisions kept per customer for the profile view."
+    )
+
+
+class ServerSpec(_Model):
+    """Where and how the server runs; every field can be set by NEXTBEST_<FIELD>."""
+
+    host: str = Field("127.0.0.1", description="HTTP bind address.")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
+    shards: int = Field(2, ge=1, le=16384, description="Number of shard actors.")
+    data_dir: str = Field("data", description="Data dir: model registry, logs, snapshots.")
+    ingress_replicas: int = Field(1, ge=1, description="Serve ingress replicas.")
+    max_ongoing_requests: int = Field(
+        256, ge=1, description="Concurrent requests per ingress replica before queueing."
+    )
+    max_batch: int = Field(1000, ge=1, description="Largest event batch accepted.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body.")
+    namespace: str = Field("nextbest", description="Ray namespace of the named actors.")
+
+
+class Config(_Model):
+    """The whole nextbest config file."""
+
+    channels: list[Ident] = Field(min_length=1, description="Known channels.")
+    profile: ProfileSpec = Field(default_factory=ProfileSpec, description="Profile schema.")
+    context: list[ContextFieldSpec] = Field(
+        default_factory=list, description="Context fields usable as model features."
+    )
+    actions: list[ActionSpec] = Field(min_length=1, description="The action catalog.")
+    decisioning: DecisioningSpec = Field(
+        default_factory=DecisioningSpec, description="Arbitration settings."
+    )
+    server: ServerSpec = Field(default_factory=ServerSpec, description="Server settings.")
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        seen: dict[str, str] = {}
+        names = [("attribute", a.name) for a in self.profile.attributes]
+        names += [("aggregate", a.name) for a in self.profile.aggregates]
+        for kind, name in names:
+            if name in seen:
+                raise ValueError(f"feature name {name!r} is used twice ({seen[name]}, {kind})")
+            if name.startswith(("consent_", "action_", "context_")) or name == "channel":
+                raise ValueError(f"feature name {name!r} uses a reserved prefix")
+            seen[name] = kind
+        ids = [a.id for a in self.actions]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate action ids: {', '.join(dupes)}")
+        known = set(self.channels)
+        for a in self.actions:
+            bad = [c for c in a.channels if c not in known]
+            if bad:
+                raise ValueError(f"action {a.id!r} names unknown channels: {', '.join(bad)}")
+        return self

@@ -1,0 +1,88 @@
+"""The error tree of the decisioning core.
+
+    NextbestError
+     ├── ConfigError          a config file is invalid (file, field, problem)
+     ├── RuleError            an expression does not compile (line, column, message)
+     ├── InvalidInput         a request or event is malformed          (code, field)
+     │    └── NotFound        it names something that does not exist   (code)
+     └── ModelError           a model is refused; the serving model stays
+          ├── ModelIntegrityError   the file does not match its manifest
+          └── ModelIncompatible     the shard cannot build its features
+
+How an error maps to an HTTP status lives in serving/, not here.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "InvalidInput",
+    "ModelError",
+    "ModelIncompatible",
+    "ModelIntegrityError",
+    "NextbestError",
+    "NotFound",
+    "RuleError",
+]
+
+
+class NextbestError(Exception):
+    """Root of every error nextbest raises on purpose."""
+
+
+class ConfigError(NextbestError):
+    """A config file is invalid; the message names the file, the field and the problem."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = [f"{source}: {field}: {problem}" for field, problem in problems]
+        super().__init__("invalid config\n  " + "\n  ".join(lines))
+
+
+class RuleError(NextbestError):
+    """An expression failed to compile; line and column are 1-based."""
+
+    def __init__(self, expression: str, message: str, line: int = 1, column: int = 1) -> None:
+        self.expression = expression
+        self.line = line
+        self.column = column
+        self.reason = message
+        super().__init__(f"line {line}, column {column}: {message} in {expression!r}")
+
+
+class InvalidInput(NextbestError):
+    """Malformed input from a client; `code` is machine readable, `field` optional."""
+
+    code = "invalid_field"
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if code is not None:
+            self.code = code
+
+
+class NotFound(InvalidInput):
+    """The input names something that does not exist (a decision, an action)."""
+
+    code = "not_found"
+
+
+class ModelError(NextbestError):
+    """A model was refused; whatever served before keeps serving."""
+
+
+class ModelIntegrityError(ModelError):
+    """The model file does not match its manifest (sha256, format)."""
+
+
+class ModelIncompatible(ModelError):
+    """The model needs features this deployment cannot build."""
+
+    def __init__(self, model: str, missing: list[str]) -> None:
+        self.missing = missing
+        super().__init__(
+            f"model {model} needs features this config cannot build: {', '.join(missing)}"
+        )

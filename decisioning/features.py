@@ -1,0 +1,181 @@
+"""The one feature function: profile + action + context -> a model's feature matrix.
+
+Feature names a model may use:
+  <attribute>, <aggregate>, consent_<channel>     from the live profile
+  action_id, action_group (categorical), action_value, action_lever
+  channel (categorical)
+  context_<name>                                  declared context fields
+Categorical features are integer codes into the vocabulary in the model's manifest, so a
+model keeps its own encoding even when the catalog or config order changes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from decisioning.catalog import Action, Catalog
+from decisioning.config import Config
+from decisioning.errors import ModelIncompatible
+from decisioning.profile import ProfileSchema
+
+__all__ = ["FeaturePlan", "default_vocabularies", "encode"]
+
+
+def encode(values: Sequence[Any], vocab: Sequence[str]) -> np.ndarray:
+    """Strings -> float codes into `vocab`; unknown or missing -> NaN."""
+    index = {v: float(i) for i, v in enumerate(vocab)}
+    return np.array([index.get(v, math.nan) for v in values], dtype=np.float64)
+
+
+def default_vocabularies(config: Config, schema: ProfileSchema) -> dict[str, list[str]]:
+    """The categorical vocabularies nextbest's own training writes into a manifest."""
+    vocab: dict[str, list[str]] = {k: list(v) for k, v in schema.categories.items()}
+    vocab["action_id"] = [a.id for a in config.actions]
+    vocab["action_group"] = sorted({a.group for a in config.actions})
+    vocab["channel"] = list(config.channels)
+    for c in config.context:
+        if c.values:
+            vocab[f"context_{c.name}"] = list(c.values)
+    return vocab
+
+
+def _remap(source: Sequence[str], target: Sequence[str]) -> np.ndarray:
+    """A lookup table from codes of `source` to codes of `target` (NaN if absent)."""
+    return encode(list(source), target)
+
+
+@dataclass(frozen=True, slots=True)
+class FeaturePlan:
+    """How to fill each column of one model's feature matrix."""
+
+    names: tuple[str, ...]
+    prof_pos: np.ndarray
+    prof_idx: np.ndarray
+    prof_remaps: tuple[tuple[int, np.ndarray], ...]  # (column, lookup) for categoricals
+    action_cols: tuple[tuple[int, np.ndarray], ...]  # (column, per-action code/lever)
+    value_col: int
+    channel_col: int
+    channel_codes: Mapping[str, float]
+    ctx_cols: tuple[tuple[int, str, Mapping[str, float] | None], ...]
+    categorical: tuple[int, ...]
+
+    @classmethod
+    def build(
+        cls,
+        model: str,
+        names: Sequence[str],
+        categories: Mapping[str, Sequence[str]],
+        config: Config,
+        schema: ProfileSchema,
+        catalog: Catalog,
+    ) -> FeaturePlan:
+        """Resolve every feature name, or refuse the model listing what is missing."""
+        ctx_fields = {f"context_{c.name}": c for c in config.context}
+        prof_pos: list[int] = []
+        prof_idx: list[int] = []
+        remaps: list[tuple[int, np.ndarray]] = []
+        action_cols: list[tuple[int, np.ndarray]] = []
+        ctx_cols: list[tuple[int, str, Mapping[str, float] | None]] = []
+        value_col = channel_col = -1
+        channel_codes: dict[str, float] = {}
+        missing: list[str] = []
+        categorical: list[int] = []
+
+        def vocab_for(name: str) -> Sequence[str] | None:
+            v = categories.get(name)
+            if v is None:
+                missing.append(f"{name} (categorical, but the manifest has no vocabulary)")
+            return v
+
+        for col, name in enumerate(names):
+            if name in schema.index:
+                prof_pos.append(col)
+                prof_idx.append(schema.index[name])
+                if name in schema.categories:
+                    categorical.append(col)
+                    vocab = vocab_for(name)
+                    if vocab is not None:
+                        remaps.append((col, _remap(schema.categories[name], vocab)))
+            elif name in ("action_id", "action_group"):
+                categorical.append(col)
+                vocab = vocab_for(name)
+                if vocab is not None:
+                    keys = [a.id if name == "action_id" else a.group for a in catalog.actions]
+                    action_cols.append((col, encode(keys, vocab)))
+            elif name == "action_lever":
+                action_cols.append((col, np.array([a.lever for a in catalog.actions])))
+            elif name == "action_value":
+                value_col = col
+            elif name == "channel":
+                categorical.append(col)
+                vocab = vocab_for(name)
+                if vocab is not None:
+                    channel_col = col
+                    channel_codes = {v: float(i) for i, v in enumerate(vocab)}
+            elif name in ctx_fields:
+                spec = ctx_fields[name]
+                if spec.type == "categorical":
+                    categorical.append(col)
+                    vocab = vocab_for(name)
+                    if vocab is not None:
+                        ctx_cols.append((col, spec.name, {v: float(i) for i, v in enumerate(vocab)}))
+                else:
+                    ctx_cols.append((col, spec.name, None))
+            else:
+                missing.append(name)
+        if missing:
+            raise ModelIncompatible(model, missing)
+        return cls(
+            names=tuple(names),
+            prof_pos=np.array(prof_pos, dtype=np.intp),
+            prof_idx=np.array(prof_idx, dtype=np.intp),
+            prof_remaps=tuple(remaps),
+            action_cols=tuple(action_cols),
+            value_col=value_col,
+            channel_col=channel_col,
+            channel_codes=channel_codes,
+            ctx_cols=tuple(ctx_cols),
+            categorical=tuple(categorical),
+        )
+
+    def matrix(
+        self,
+        profile: np.ndarray,
+        actions: Sequence[Action],
+        values: Sequence[float],
+        channel: str,
+        context: Mapping[str, Any],
+    ) -> np.ndarray:
+        """The feature matrix: one row per candidate action, columns in model order."""
+        k = len(actions)
+        x = np.empty((k, len(self.names)), dtype=np.float64)
+        row = np.empty(len(self.names), dtype=np.float64)
+        row[self.prof_pos] = profile[self.prof_idx]
+        for col, lookup in self.prof_remaps:
+            code = row[col]
+            row[col] = math.nan if code != code else lookup[int(code)]
+        if self.channel_col >= 0:
+            row[self.channel_col] = self.channel_codes.get(channel, math.nan)
+        for col, key, vocab in self.ctx_cols:
+            row[col] = _context_value(context.get(key), vocab)
+        x[:] = row
+        if self.action_cols:
+            idx = np.fromiter((a.index for a in actions), dtype=np.intp, count=k)
+            for col, per_action in self.action_cols:
+                x[:, col] = per_action[idx]
+        if self.value_col >= 0:
+            x[:, self.value_col] = values
+        return x
+
+
+def _context_value(v: Any, vocab: Mapping[str, float] | None) -> float:
+    if vocab is not None:
+        return vocab.get(v, math.nan) if isinstance(v, str) else math.nan
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return math.nan
+    return float(v)
