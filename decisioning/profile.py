@@ -24,7 +24,7 @@ import numpy as np
 from decisioning.config import AggregateSpec, Config
 from decisioning.errors import InvalidInput
 
-__all__ = ["Event", "ProfileSchema", "ProfileStore", "PROFILE_UPDATE", "CONSENT"]
+__all__ = ["CONSENT", "PROFILE_UPDATE", "Event", "ProfileSchema", "ProfileStore", "event_from_wire"]
 
 PROFILE_UPDATE = "profile_update"
 CONSENT = "consent"
@@ -42,6 +42,17 @@ class Event:
     ts: float
     properties: Mapping[str, Any] = field(default_factory=dict)
     event_id: str | None = None
+
+
+def event_from_wire(e: Mapping[str, Any]) -> Event:
+    """An event from its (already validated) wire dict."""
+    return Event(
+        customer_id=e["customer_id"],
+        type=e["type"],
+        ts=e["ts"],
+        properties=e.get("properties") or {},
+        event_id=e.get("event_id"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,7 +421,8 @@ class ProfileStore:
         consent: dict[str, bool | None] = {}
         for i, name in enumerate(s.feature_names):
             v = float(vec[i])
-            value: Any = None if math.isnan(v) else v
+            # state is float32: show the 7 significant digits it really holds
+            value: Any = None if math.isnan(v) else float(f"{v:.7g}")
             if name in s.attr_col:
                 vocab = s.categories.get(name)
                 attrs[name] = vocab[int(v)] if vocab and value is not None else value

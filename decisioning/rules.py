@@ -78,10 +78,13 @@ def compile_rule(source: str, resolve: Resolve) -> Rule:
         raise RuleError(str(source), "an expression must be a non-empty string")
     if len(source) > MAX_EXPRESSION_CHARS:
         raise RuleError(source[:40] + "…", f"longer than {MAX_EXPRESSION_CHARS} characters")
+    text = source.strip()
     try:
-        tree = ast.parse(source.strip(), mode="eval")
+        # parenthesised so that a rule may span lines (YAML block strings)
+        tree = ast.parse(f"({text}\n)", mode="eval")
     except SyntaxError as e:
-        raise RuleError(source, f"syntax error: {e.msg}", e.lineno or 1, e.offset or 1) from None
+        line, col = e.lineno or 1, e.offset or 1
+        raise RuleError(source, f"syntax error: {e.msg}", line, col - 1 if line == 1 else col) from None
     except (ValueError, RecursionError, MemoryError):
         raise RuleError(source, "expression cannot be parsed") from None
     try:
@@ -157,8 +160,8 @@ class _Compiler:
 
     def fail(self, node: ast.AST, message: str) -> RuleError:
         line = getattr(node, "lineno", 1)
-        col = getattr(node, "col_offset", 0) + 1
-        return RuleError(self.source, message, line, col)
+        col = getattr(node, "col_offset", 0) + (0 if line == 1 else 1)  # "(" opens line 1
+        return RuleError(self.source, message, line, max(col, 1))
 
     def visit(self, node: ast.expr) -> tuple[Fn, str]:
         """Compile `node` to (closure, static type)."""

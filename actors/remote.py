@@ -1,0 +1,204 @@
+"""Every Ray call of nextbest's actors lives here: shard actors, supervisor, router.
+
+Shard actors are named (`shard-<i>`), detached and restarted by Ray when they die; a
+restarted shard reloads the deployed models from the registry before it answers. The
+supervisor (named `supervisor`) creates the shards and owns the slot -> shard map.
+Errors from the core come back as data (`{"error": {...}}`), not as Ray exceptions, so
+the request path never pays for a remote traceback on bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
+
+from actors.shard import Shard, decision_slot
+from decisioning.config import Config
+from decisioning.errors import ModelError, NextbestError
+from decisioning.model import ModelBundle, ModelManifest
+from decisioning.registry import Registry
+from decisioning.slots import contiguous_map, slot_of
+
+__all__ = [
+    "ShardUnavailable",
+    "ShardRouter",
+    "ensure_supervisor",
+    "shutdown_cluster",
+]
+
+log = logging.getLogger("nextbest.actors")
+SUPERVISOR = "supervisor"
+UNAVAILABLE = (RayActorError, ActorDiedError, ActorUnavailableError, GetTimeoutError)
+
+
+class ShardUnavailable(Exception):
+    """The shard that owns a customer is restarting or gone; retry later (503)."""
+
+
+def _error(e: NextbestError) -> dict[str, Any]:
+    return {
+        "error": {
+            "type": type(e).__name__,
+            "code": getattr(e, "code", "error"),
+            "message": getattr(e, "message", str(e)),
+            "field": getattr(e, "field", None),
+        }
+    }
+
+
+_REQUEST_METHODS = frozenset(
+    ("apply_events", "decide", "check_outcomes", "record_outcomes", "get_profile")
+)
+
+
+class ShardActor(Shard):
+    """A Shard as a Ray actor: loads deployed models at (re)start, returns errors as data."""
+
+    def __init__(self, shard_id: int, config: Config) -> None:
+        registry = Registry(config.server.data_dir)
+        bundles = []
+        for name in registry.names():
+            try:
+                version = registry.deployed(name)
+                if version is not None:
+                    bundles.append(registry.read(name, version))
+            except ModelError as e:
+                log.error("shard %d: deployed model %s refused at start: %s", shard_id, name, e)
+        super().__init__(shard_id, config, bundles)
+
+    def ready(self) -> bool:
+        return True
+
+    def call(self, method: str, *args: Any) -> Any:
+        """Run one of the request-path methods; a core error comes back as a dict."""
+        if method not in _REQUEST_METHODS:
+            raise ValueError(f"not a request method: {method}")
+        try:
+            return getattr(self, method)(*args)
+        except NextbestError as e:
+            return _error(e)
+
+
+class Supervisor:
+    """Creates the shard actors, owns the slot map, rolls models out to every shard."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.namespace = config.server.namespace
+        self.slot_map = contiguous_map(config.server.shards)
+        actor_cls = ray.remote(ShardActor)
+        self.shards = [
+            actor_cls.options(
+                name=f"shard-{i}",
+                namespace=self.namespace,
+                lifetime="detached",
+                get_if_exists=True,
+                max_restarts=-1,
+                max_task_retries=0,
+                num_cpus=0,
+                scheduling_strategy="SPREAD",
+            ).remote(i, config)
+            for i in range(config.server.shards)
+        ]
+        ray.get([s.ready.remote() for s in self.shards])
+
+    def ready(self) -> bool:
+        return True
+
+    def layout(self) -> tuple[list[str], list[int]]:
+        """Shard actor names and the slot -> shard map."""
+        return [f"shard-{i}" for i in range(len(self.shards))], self.slot_map
+
+    def deploy_model(self, manifest: dict[str, Any], model_text: str) -> dict[str, Any]:
+        """Register a model, stage it on every shard, then serve it everywhere.
+
+        If any shard refuses it, no shard switches and the error says why.
+        """
+        bundle = ModelBundle.verified(ModelManifest.from_dict(manifest), model_text)
+        registry = Registry(self.config.server.data_dir)
+        m = registry.register(bundle)
+        staged = [s.stage_model.remote(manifest, model_text) for s in self.shards]
+        try:
+            ray.get(staged)
+        except ray.exceptions.RayTaskError as e:
+            ray.get([s.abort_model.remote(m.name) for s in self.shards])
+            cause = e.cause if isinstance(e.cause, Exception) else e
+            raise ModelError(f"refused by a shard, nothing changed: {cause}") from None
+        ray.get([s.commit_model.remote(m.name) for s in self.shards])
+        registry.set_deployed(m.name, m.version)
+        return {"deployed": m.ref, "shards": len(self.shards)}
+
+    def status(self) -> list[dict[str, Any]]:
+        out = []
+        for i, s in enumerate(self.shards):
+            try:
+                out.append(ray.get(s.status.remote(), timeout=5))
+            except UNAVAILABLE:
+                out.append({"shard": i, "ready": False})
+        return out
+
+    def stop_shards(self) -> None:
+        for s in self.shards:
+            ray.kill(s, no_restart=True)
+
+
+def ensure_supervisor(config: Config, timeout: float = 120.0) -> Any:
+    """Get the running supervisor or start it (and its shards); waits until ready."""
+    actor = ray.remote(Supervisor).options(
+        name=SUPERVISOR,
+        namespace=config.server.namespace,
+        lifetime="detached",
+        get_if_exists=True,
+        max_restarts=-1,
+        num_cpus=0,
+    ).remote(config)
+    ray.get(actor.ready.remote(), timeout=timeout)
+    return actor
+
+
+def shutdown_cluster(config: Config) -> None:
+    """Stop the supervisor and every shard of this deployment (named, detached actors)."""
+    try:
+        sup = ray.get_actor(SUPERVISOR, namespace=config.server.namespace)
+    except ValueError:
+        return
+    try:
+        ray.get(sup.stop_shards.remote(), timeout=30)
+    except UNAVAILABLE:
+        pass
+    ray.kill(sup, no_restart=True)
+
+
+class ShardRouter:
+    """Used by ingress replicas: customer -> slot -> shard handle, and the calls."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.supervisor = ensure_supervisor(config)
+        names, self.slot_map = ray.get(self.supervisor.layout.remote())
+        ns = config.server.namespace
+        self.shards = [ray.get_actor(n, namespace=ns) for n in names]
+
+    def shard_of(self, customer_id: str) -> int:
+        return self.slot_map[slot_of(customer_id)]
+
+    def shard_of_decision(self, decision_id: str) -> int:
+        return self.slot_map[decision_slot(decision_id)]
+
+    async def call(self, shard: int, method: str, *args: Any) -> Any:
+        try:
+            return await self.shards[shard].call.remote(method, *args)
+        except UNAVAILABLE as e:
+            raise ShardUnavailable(f"shard {shard} is unavailable: {type(e).__name__}") from None
+
+    async def call_all(self, calls: list[tuple[int, str, Any]]) -> list[Any]:
+        aws: list[Awaitable[Any]] = [self.call(shard, m, arg) for shard, m, arg in calls]
+        return list(await asyncio.gather(*aws))
+
+    async def supervisor_call(self, method: str, *args: Any) -> Any:
+        return await getattr(self.supervisor, method).remote(*args)

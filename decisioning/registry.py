@@ -1,0 +1,113 @@
+"""The model registry under the data dir: immutable versions and a deployed pointer.
+
+    <data_dir>/models/<name>/<version>/model.txt
+    <data_dir>/models/<name>/<version>/manifest.json
+    <data_dir>/models/<name>/deployed.json       {"version": N}
+
+The data dir is a local path or any pyarrow filesystem URI (s3://, gs://, hdfs://...).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.fs as pafs
+
+from decisioning.errors import ModelError, ModelIntegrityError
+from decisioning.model import MANIFEST_FILE, MODEL_FILE, ModelBundle, ModelManifest
+
+__all__ = ["Registry"]
+
+
+class Registry:
+    """Model versions on a pyarrow filesystem."""
+
+    def __init__(self, data_dir: str) -> None:
+        if "://" in data_dir:
+            self.fs, root = pafs.FileSystem.from_uri(data_dir)
+        else:
+            import os
+
+            self.fs, root = pafs.LocalFileSystem(), os.path.abspath(data_dir)
+        self.root = root.rstrip("/") + "/models"
+
+    def _read(self, path: str) -> str:
+        with self.fs.open_input_stream(path) as f:
+            return f.read().decode("utf-8")
+
+    def _write(self, path: str, text: str) -> None:
+        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        tmp = path + ".tmp"
+        with self.fs.open_output_stream(tmp) as f:
+            f.write(text.encode("utf-8"))
+        self.fs.move(tmp, path)
+
+    def _exists(self, path: str) -> bool:
+        return self.fs.get_file_info(path).type != pafs.FileType.NotFound
+
+    def names(self) -> list[str]:
+        if not self._exists(self.root):
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(self.root))
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
+    def versions(self, name: str) -> list[int]:
+        base = f"{self.root}/{name}"
+        if not self._exists(base):
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(base))
+        out = []
+        for i in infos:
+            if i.type == pafs.FileType.Directory and i.base_name.isdigit():
+                if self._exists(f"{base}/{i.base_name}/{MANIFEST_FILE}"):
+                    out.append(int(i.base_name))
+        return sorted(out)
+
+    def next_version(self, name: str) -> int:
+        return max(self.versions(name), default=0) + 1
+
+    def path(self, name: str, version: int) -> str:
+        return f"{self.root}/{name}/{version}"
+
+    def read(self, name: str, version: int) -> ModelBundle:
+        d = self.path(name, version)
+        try:
+            manifest = ModelManifest.from_dict(json.loads(self._read(f"{d}/{MANIFEST_FILE}")))
+            text = self._read(f"{d}/{MODEL_FILE}")
+        except FileNotFoundError:
+            raise ModelError(f"model {name}@{version} is not in the registry") from None
+        except json.JSONDecodeError as e:
+            raise ModelIntegrityError(f"{d}/{MANIFEST_FILE}: {e}") from None
+        return ModelBundle.verified(manifest, text)
+
+    def register(self, bundle: ModelBundle) -> ModelManifest:
+        """Store a version; storing the same bytes again is a no-op, other bytes a refusal."""
+        m = bundle.manifest
+        d = self.path(m.name, m.version)
+        if self._exists(f"{d}/{MANIFEST_FILE}"):
+            existing = self.read(m.name, m.version)
+            if existing.manifest.sha256 != m.sha256:
+                raise ModelError(
+                    f"{m.ref} already exists with different content; versions are immutable"
+                )
+            return existing.manifest
+        self._write(f"{d}/{MODEL_FILE}", bundle.model_text)
+        self._write(f"{d}/{MANIFEST_FILE}", json.dumps(m.to_dict(), indent=2, sort_keys=True))
+        return m
+
+    def deployed(self, name: str) -> int | None:
+        path = f"{self.root}/{name}/deployed.json"
+        if not self._exists(path):
+            return None
+        return int(json.loads(self._read(path))["version"])
+
+    def set_deployed(self, name: str, version: int) -> None:
+        self._write(f"{self.root}/{name}/deployed.json", json.dumps({"version": version}))
+
+    def deployed_bundles(self) -> list[ModelBundle]:
+        out = []
+        for name in self.names():
+            v = self.deployed(name)
+            if v is not None:
+                out.append(self.read(name, v))
+        return out

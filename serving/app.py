@@ -1,0 +1,253 @@
+"""The Ray Serve application: a FastAPI ingress that validates, routes and encodes.
+
+(No `from __future__ import annotations` here: FastAPI must resolve `Request` in the
+route signatures at import time.)
+
+`build_app(config)` is the single entry used by `nextbest serve`, the tests and
+`serve build`/`serve deploy` (through `app_builder`). Each route is thin: decode,
+validate, route to the customer's shard, encode.
+"""
+
+
+import logging
+import os
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from actors.remote import ShardRouter, ShardUnavailable
+from decisioning.config import Config
+from decisioning.errors import ModelError, NextbestError
+from decisioning.loader import load_config
+from decisioning.profile import ProfileSchema, event_from_wire
+from serving.openapi import install_openapi
+from serving.wire import (
+    DecideIn,
+    EventIn,
+    ModelDeployIn,
+    OutcomeIn,
+    WireError,
+    decode_body,
+    encode_body,
+    error_body,
+    status_of,
+    validate,
+)
+
+__all__ = ["Ingress", "app_builder", "build_app", "fastapi_app"]
+
+log = logging.getLogger("nextbest.serving")
+RETRY_AFTER = "1"
+
+fastapi_app = FastAPI(
+    title="nextbest",
+    version="1",
+    description="Real-time next-best-action decisions from live profiles and LightGBM models.",
+)
+
+
+def _reply(request: Request, value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body, media = encode_body(value, request.headers.get("accept"))
+    return Response(body, status_code=status, media_type=media, headers=headers)
+
+
+def _fail(request: Request, status: int, code: str, message: str, field: str | None = None,
+          headers: dict[str, str] | None = None) -> Response:
+    return _reply(request, error_body(code, message, field), status, headers)
+
+
+def _core_error(request: Request, result: Any) -> Response | None:
+    """A shard's error dict -> a 4xx response; None when the result is not an error."""
+    if isinstance(result, dict) and "error" in result and len(result) == 1:
+        err = result["error"]
+        status = 404 if err["type"] == "NotFound" else 422
+        return _fail(request, status, err["code"], err["message"], err.get("field"))
+    return None
+
+
+@fastapi_app.exception_handler(RequestValidationError)
+async def _request_validation(request: Request, exc: RequestValidationError) -> Response:
+    err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    field = ".".join(str(p) for p in err["loc"])
+    return _fail(request, 422, "invalid_field", f"{field}: {err['msg']}", field or None)
+
+
+@fastapi_app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return _fail(request, exc.status_code, code, str(exc.detail))
+
+
+@fastapi_app.exception_handler(WireError)
+async def _wire_error(request: Request, exc: WireError) -> Response:
+    return _fail(request, exc.status, exc.code, exc.message, exc.field)
+
+
+@fastapi_app.exception_handler(ShardUnavailable)
+async def _unavailable(request: Request, exc: ShardUnavailable) -> Response:
+    return _fail(request, 503, "shard_unavailable", str(exc), headers={"Retry-After": RETRY_AFTER})
+
+
+@fastapi_app.exception_handler(Exception)
+async def _internal(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s", request.url.path)
+    return _fail(request, 500, "internal_error", "internal error; the server logs say more")
+
+
+def _one_or_many(data: Any, model: type, max_batch: int) -> list[Any]:
+    items = data if isinstance(data, list) else [data]
+    if not items:
+        raise WireError(422, "empty_batch", "the batch is empty")
+    if len(items) > max_batch:
+        raise WireError(413, "batch_too_large", f"a batch holds at most {max_batch} items")
+    prefix = isinstance(data, list)
+    return [validate(model, item, f"[{i}]." if prefix else "") for i, item in enumerate(items)]
+
+
+@serve.deployment(
+    name="nextbest",
+    logging_config={"enable_access_log": False},
+    health_check_period_s=10,
+)
+@serve.ingress(fastapi_app)
+class Ingress:
+    """Stateless ingress replica: validates requests and routes them to shard actors."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.schema = ProfileSchema(config)
+        self.channels = frozenset(config.channels)
+        self.max_body = config.server.max_body_bytes
+        self.max_batch = config.server.max_batch
+        self.router = ShardRouter(config)
+
+    async def _body(self, request: Request) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            raise WireError(413, "body_too_large", f"body is larger than {self.max_body} bytes")
+        return decode_body(await request.body(), request.headers.get("content-type"), self.max_body)
+
+    @fastapi_app.post("/v1/events", tags=["events"], summary="Send one event or a batch")
+    async def events(self, request: Request) -> Response:
+        items = _one_or_many(await self._body(request), EventIn, self.max_batch)
+        now = time.time()
+        by_shard: dict[int, list[dict[str, Any]]] = {}
+        for i, ev in enumerate(items):
+            wire = ev.model_dump()
+            if wire["ts"] is None:
+                wire["ts"] = now
+            try:
+                self.schema.check_event(event_from_wire(wire))
+            except NextbestError as e:
+                field = getattr(e, "field", None)
+                field = f"[{i}].{field}" if len(items) > 1 and field else field
+                return _fail(request, status_of(e), getattr(e, "code", "invalid_field"), str(e), field)
+            by_shard.setdefault(self.router.shard_of(wire["customer_id"]), []).append(wire)
+        results = await self.router.call_all([(s, "apply_events", evs) for s, evs in by_shard.items()])
+        for r in results:
+            if (resp := _core_error(request, r)) is not None:
+                return resp
+        return _reply(request, {"accepted": sum(results)})
+
+    @fastapi_app.post("/v1/decide", tags=["decisions"], summary="Decide the next best actions")
+    async def decide(self, request: Request) -> Response:
+        req = validate(DecideIn, await self._body(request))
+        if req.channel not in self.channels:
+            raise WireError(422, "unknown_channel",
+                            f"unknown channel {req.channel!r} (known: {', '.join(sorted(self.channels))})",
+                            "channel")
+        wire = req.model_dump()
+        if wire["event"] is not None and wire["event"]["ts"] is None:
+            wire["event"]["ts"] = time.time()
+        result = await self.router.call(self.router.shard_of(req.customer_id), "decide", wire)
+        return _core_error(request, result) or _reply(request, result)
+
+    @fastapi_app.post("/v1/outcomes", tags=["decisions"], summary="Report outcomes of decisions")
+    async def outcomes(self, request: Request) -> Response:
+        items = _one_or_many(await self._body(request), OutcomeIn, self.max_batch)
+        by_shard: dict[int, list[dict[str, Any]]] = {}
+        for i, o in enumerate(items):
+            try:
+                shard = self.router.shard_of_decision(o.decision_id)
+            except NextbestError as e:
+                prefix = f"[{i}]." if len(items) > 1 else ""
+                return _fail(request, 404, "unknown_decision", str(e), prefix + "decision_id")
+            by_shard.setdefault(shard, []).append(o.model_dump())
+        calls = list(by_shard.items())
+        if len(calls) > 1:  # check on every shard before any applies: never half a batch
+            checks = await self.router.call_all([(s, "check_outcomes", os_) for s, os_ in calls])
+            for r in checks:
+                if (resp := _core_error(request, r)) is not None:
+                    return resp
+        results = await self.router.call_all([(s, "record_outcomes", os_) for s, os_ in calls])
+        for r in results:
+            if (resp := _core_error(request, r)) is not None:
+                return resp
+        return _reply(request, {"accepted": sum(results)})
+
+    @fastapi_app.get("/v1/profiles/{customer_id}", tags=["profiles"], summary="A live profile")
+    async def profile(self, customer_id: str, request: Request) -> Response:
+        if not 1 <= len(customer_id) <= 128:
+            raise WireError(422, "invalid_field", "customer_id must be 1 to 128 characters",
+                            "customer_id")
+        result = await self.router.call(self.router.shard_of(customer_id), "get_profile", customer_id)
+        return _core_error(request, result) or _reply(request, result)
+
+    @fastapi_app.get("/v1/models", tags=["models"], summary="Models served by every shard")
+    async def models(self, request: Request) -> Response:
+        status = await self.router.supervisor_call("status")
+        return _reply(request, {"shards": [{"shard": s["shard"], "models": s.get("models")} for s in status]})
+
+    @fastapi_app.post("/v1/models/deploy", tags=["models"], summary="Deploy a model version")
+    async def deploy(self, request: Request) -> Response:
+        req = validate(ModelDeployIn, decode_body(await request.body(),
+                                                   request.headers.get("content-type"),
+                                                   64 * 1024 * 1024))
+        try:
+            result = await self.router.supervisor_call("deploy_model", req.manifest, req.model_text)
+        except Exception as e:  # a refused model must be reported, never a 500
+            cause = getattr(e, "cause", e)
+            if isinstance(cause, ModelError | NextbestError):
+                return _fail(request, 422, "model_refused", str(cause).splitlines()[-1])
+            raise
+        return _reply(request, result)
+
+    @fastapi_app.get("/v1/status", tags=["ops"], summary="Every shard's state")
+    async def status(self, request: Request) -> Response:
+        return _reply(request, {"shards": await self.router.supervisor_call("status")})
+
+    @fastapi_app.get("/healthz", tags=["ops"], summary="Liveness")
+    async def healthz(self, request: Request) -> Response:
+        return _reply(request, {"status": "ok"})
+
+    @fastapi_app.get("/readyz", tags=["ops"], summary="Readiness: every shard answers")
+    async def readyz(self, request: Request) -> Response:
+        status = await self.router.supervisor_call("status")
+        ready = all(s.get("ready", True) for s in status)
+        return _reply(request, {"ready": ready, "shards": len(status)}, 200 if ready else 503)
+
+
+install_openapi(fastapi_app, {
+    "/v1/events": (EventIn, True),
+    "/v1/decide": (DecideIn, False),
+    "/v1/outcomes": (OutcomeIn, True),
+    "/v1/models/deploy": (ModelDeployIn, False),
+})
+
+
+def build_app(config: Config) -> Any:
+    """The nextbest Serve application for `config` (used by the CLI, tests, serve build)."""
+    return Ingress.options(
+        num_replicas=config.server.ingress_replicas,
+        max_ongoing_requests=config.server.max_ongoing_requests,
+    ).bind(config)
+
+
+def app_builder(args: dict[str, str]) -> Any:
+    """Entry for `serve build` / `serve deploy`: args {"config": "path/to/nextbest.yaml"}."""
+    return build_app(load_config(args.get("config", "examples/nextbest.yaml"), os.environ))

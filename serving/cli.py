@@ -1,0 +1,249 @@
+"""The `nextbest` command line: serve, train, models, demo, status, bench."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from decisioning.config import Config
+from decisioning.errors import ConfigError, NextbestError
+from decisioning.loader import load_config
+from decisioning.model import read_model_dir
+from decisioning.registry import Registry
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="nextbest: real-time next-best-action server on Ray.")
+models_app = typer.Typer(no_args_is_help=True, help="List and deploy model versions.")
+app.add_typer(models_app, name="models")
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Config file (YAML).")]
+DEFAULT_CONFIG = Path("examples/nextbest.yaml")
+UrlOpt = Annotated[str | None, typer.Option(help="Server URL (default: from the config).")]
+
+
+def _config(path: Path) -> Config:
+    try:
+        return load_config(path, os.environ)
+    except ConfigError as e:
+        typer.secho(str(e), fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+def _url(config: Config, url: str | None) -> str:
+    return url or f"http://{config.server.host}:{config.server.port}"
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(message, fg="red", err=True)
+    return typer.Exit(1)
+
+
+def ensure_demo_model(config: Config, customers: int = 3000) -> None:
+    """Train and mark deployed the demo model, unless a model is deployed already."""
+    from training.demo import generate
+    from training.train import train
+
+    registry = Registry(config.server.data_dir)
+    if any(registry.deployed(n) is not None for n in registry.names()):
+        return
+    typer.echo(f"first run: generating demo data for {customers} customers and training…")
+    data = generate(config, customers=customers)
+    result = train(data.training, config, name="propensity",
+                   progress=lambda m: typer.echo("  " + m))
+    registry.set_deployed(result.manifest.name, result.manifest.version)
+
+
+def load_demo_events(url: str, config: Config, customers: int) -> int:
+    """Send the demo event streams of customers c-0..c-<customers-1> to a running server."""
+    from training.demo import event_batches, generate
+
+    data = generate(config, customers=customers, offers=0, now=time.time())
+    sent = 0
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for batch in event_batches(data.events):
+            r = client.post("/v1/events", json=batch)
+            if r.status_code != 200:
+                raise _fail(f"loading demo events failed ({r.status_code}): {r.text[:500]}")
+            sent += len(batch)
+    return sent
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    demo: Annotated[bool, typer.Option(help="Train the demo model on first run; load demo "
+                                             "profiles.")] = False,
+    num_cpus: Annotated[int, typer.Option(help="CPUs for a local Ray.")] = 2,
+) -> None:
+    """Start Ray (local unless RAY_ADDRESS is set), the shards and the Serve app."""
+    from serving import server
+
+    cfg = _config(config)
+    if demo:
+        ensure_demo_model(cfg)
+    started = server.start_ray(num_cpus=num_cpus)
+    stopping = False
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        typer.echo(f"starting {cfg.server.shards} shards and the Serve app…")
+        url = server.start(cfg)
+        if demo:
+            n = load_demo_events(url, cfg, customers=200)
+            typer.echo(f"loaded {n} demo events for customers c-0 … c-199")
+        typer.secho(f"nextbest is listening on {url}  (OpenAPI: {url}/docs)", fg="green")
+        typer.echo(f"  curl -s {url}/v1/decide -H 'content-type: application/json' "
+                   "-d '{\"customer_id\": \"c-42\", \"channel\": \"web\"}'")
+        typer.echo("Ctrl-C stops it.")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        stopping = True
+    finally:
+        typer.echo("stopping…" if stopping else "stopping after an error…")
+        try:
+            server.stop(cfg)
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()
+        typer.echo("stopped.")
+
+
+@app.command("train")
+def train_cmd(
+    table: Annotated[Path, typer.Argument(help="Parquet or CSV table: label + features.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    name: Annotated[str, typer.Option(help="Model name (actions refer to it).")] = "propensity",
+    label: Annotated[str, typer.Option(help="Label column (0/1).")] = "label",
+    rounds: Annotated[int, typer.Option(help="Boosting rounds.")] = 200,
+    out: Annotated[Path | None, typer.Option(help="Write here instead of the registry.")] = None,
+) -> None:
+    """Train a LightGBM model version from a table and write it with its manifest."""
+    from training.train import read_table, train
+
+    cfg = _config(config)
+    try:
+        result = train(read_table(table), cfg, name=name, label=label, rounds=rounds,
+                       out_dir=str(out) if out else None)
+    except NextbestError as e:
+        raise _fail(f"train: {e}") from None
+    typer.echo(f"deploy it with: nextbest models deploy {result.path}")
+
+
+@models_app.command("deploy")
+def models_deploy(
+    path: Annotated[Path, typer.Argument(help="Model version directory.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    url: UrlOpt = None,
+) -> None:
+    """Load a model version into every running shard, without a restart."""
+    cfg = _config(config)
+    try:
+        bundle = read_model_dir(path)
+    except NextbestError as e:
+        raise _fail(f"refused: {e}") from None
+    body = {"manifest": bundle.manifest.to_dict(), "model_text": bundle.model_text}
+    try:
+        r = httpx.post(f"{_url(cfg, url)}/v1/models/deploy", json=body, timeout=120)
+    except httpx.HTTPError as e:
+        raise _fail(f"cannot reach the server at {_url(cfg, url)}: {e}") from None
+    if r.status_code != 200:
+        raise _fail(f"refused ({r.status_code}): {r.json().get('error', {}).get('message')}")
+    typer.echo(f"deployed {r.json()['deployed']} to {r.json()['shards']} shards")
+
+
+@models_app.command("list")
+def models_list(config: ConfigOpt = DEFAULT_CONFIG, url: UrlOpt = None) -> None:
+    """Model versions in the registry, and what each running shard serves."""
+    cfg = _config(config)
+    registry = Registry(cfg.server.data_dir)
+    for name in registry.names():
+        deployed = registry.deployed(name)
+        for v in registry.versions(name):
+            m = registry.read(name, v).manifest
+            mark = "*" if v == deployed else " "
+            typer.echo(f"{mark} {m.ref:<20} auc={m.metrics.get('auc')}  {m.created_at}")
+    try:
+        r = httpx.get(f"{_url(cfg, url)}/v1/models", timeout=10)
+        typer.echo("serving: " + json.dumps(r.json()["shards"]))
+    except httpx.HTTPError:
+        typer.echo("serving: (server not reachable)")
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    customers: Annotated[int, typer.Option(help="Customers to simulate.")] = 3000,
+    out: Annotated[Path, typer.Option(help="Where to write the tables.")] = Path("data/demo"),
+    load: UrlOpt = None,
+) -> None:
+    """Generate the synthetic bank data set: training table and event streams."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from training.demo import generate
+
+    cfg = _config(config)
+    data = generate(cfg, customers=customers)
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(data.training, out / "training.parquet")
+    events = pa.table({
+        "customer_id": [e.customer_id for e in data.events],
+        "type": [e.type for e in data.events],
+        "ts": [e.ts for e in data.events],
+        "properties": [json.dumps(dict(e.properties)) for e in data.events],
+    })
+    pq.write_table(events, out / "events.parquet")
+    typer.echo(f"wrote {data.training.num_rows} training rows and {events.num_rows} events "
+               f"to {out}/")
+    if load:
+        typer.echo(f"sent {load_demo_events(load, cfg, customers)} events to {load}")
+
+
+@app.command()
+def status(config: ConfigOpt = DEFAULT_CONFIG, url: UrlOpt = None) -> None:
+    """Each shard: customers, models, counters."""
+    cfg = _config(config)
+    try:
+        r = httpx.get(f"{_url(cfg, url)}/v1/status", timeout=10)
+    except httpx.HTTPError as e:
+        raise _fail(f"cannot reach the server: {e}") from None
+    for s in r.json()["shards"]:
+        typer.echo(json.dumps(s))
+
+
+@app.command()
+def bench(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    seconds: Annotated[float, typer.Option(help="Seconds per load step.")] = 5.0,
+    connections: Annotated[int, typer.Option(help="Concurrent connections.")] = 32,
+    profiles: Annotated[int, typer.Option(help="Profiles for the memory figure.")] = 1_000_000,
+) -> None:
+    """Measure the floor, /v1/decide, /v1/events, in-actor time and memory per profile."""
+    from bench.run import run
+
+    run(_config(config), seconds=seconds, connections=connections, profiles=profiles)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

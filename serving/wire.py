@@ -1,0 +1,220 @@
+"""The v1 wire format: request schemas, JSON/msgpack codecs, and error responses.
+
+The mapping from core errors to HTTP status and error code lives here, not on the
+error classes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgpack
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
+
+from decisioning.errors import InvalidInput, ModelError, NextbestError, NotFound
+
+__all__ = [
+    "DecideIn",
+    "EventIn",
+    "ModelDeployIn",
+    "OutcomeIn",
+    "WireError",
+    "decode_body",
+    "encode_body",
+    "error_body",
+    "status_of",
+    "validate",
+]
+
+JSON = "application/json"
+MSGPACK = "application/msgpack"
+_MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
+MAX_TS = 4102444800.0  # 2100-01-01
+
+
+class WireError(Exception):
+    """A request that cannot be decoded or validated; carries status and error code."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+def _timestamp(v: Any) -> float:
+    if isinstance(v, bool):
+        raise ValueError("a timestamp is unix seconds or an RFC 3339 string")
+    if isinstance(v, int | float):
+        ts = float(v)
+    elif isinstance(v, str):
+        try:
+            dt = datetime.fromisoformat(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an RFC 3339 timestamp") from None
+        if dt.tzinfo is None:
+            raise ValueError("an RFC 3339 timestamp needs a time zone (e.g. Z)")
+        ts = dt.timestamp()
+    else:
+        raise ValueError("a timestamp is unix seconds or an RFC 3339 string")
+    if not (math.isfinite(ts) and 0 < ts < MAX_TS):
+        raise ValueError("timestamp out of range")
+    return ts
+
+
+Timestamp = Annotated[float, BeforeValidator(_timestamp)]
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Scalar = StrictStr | StrictInt | StrictFloat | StrictBool | None
+Properties = dict[Annotated[str, Field(max_length=128)], Scalar]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+
+class EventBody(_Wire):
+    """An event that causes a decision (its customer is the decision's)."""
+
+    event_id: Id | None = Field(None, description="Client id of the event (idempotency).")
+    type: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="Event type.")
+    ts: Timestamp | None = Field(None, description="Unix seconds or RFC 3339; default now.")
+    properties: Properties = Field(default_factory=dict, description="Scalar properties.")
+
+
+class EventIn(EventBody):
+    """A customer event: POST /v1/events takes one or a list."""
+
+    customer_id: Id = Field(description="Customer id.")
+
+
+class DecideIn(_Wire):
+    """POST /v1/decide."""
+
+    customer_id: Id = Field(description="Customer id; unknown customers get a cold start.")
+    channel: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="Channel.")
+    placement: Annotated[str, Field(max_length=128)] | None = Field(None, description="Slot.")
+    context: Properties = Field(default_factory=dict, description="Request context.")
+    limit: Annotated[int, Field(ge=1, le=100)] | None = Field(None, description="How many.")
+    explain: bool = Field(False, description="Return why each candidate won or lost.")
+    dry_run: bool = Field(False, description="Decide without recording anything.")
+    event: EventBody | None = Field(None, description="Event to apply before deciding.")
+
+
+class OutcomeIn(_Wire):
+    """POST /v1/outcomes takes one or a list."""
+
+    decision_id: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="Id.")
+    action_id: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="Action.")
+    outcome: Literal["impression", "click", "accept", "reject", "convert"] = Field(
+        description="What the customer did."
+    )
+    ts: Timestamp | None = Field(None, description="Unix seconds or RFC 3339; default now.")
+
+
+class ModelDeployIn(_Wire):
+    """POST /v1/models/deploy: a model version (manifest + LightGBM text)."""
+
+    manifest: dict[str, Any] = Field(description="The model's manifest.json.")
+    model_text: str = Field(description="The LightGBM text model.")
+
+
+def _reject_constant(token: str) -> float:
+    raise ValueError(f"{token} is not allowed in JSON")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def decode_body(body: bytes, content_type: str | None, max_bytes: int) -> Any:
+    """Bytes -> Python value by Content-Type (JSON when absent); strict about both."""
+    if len(body) > max_bytes:
+        raise WireError(413, "body_too_large", f"body is larger than {max_bytes} bytes")
+    if not body:
+        raise WireError(400, "empty_body", "the request has no body")
+    ctype = (content_type or JSON).split(";")[0].strip().lower()
+    if ctype in _MSGPACK_TYPES:
+        try:
+            return msgpack.unpackb(
+                body,
+                raw=False,
+                strict_map_key=True,
+                max_buffer_size=max_bytes,
+                ext_hook=_no_ext,
+            )
+        except (ValueError, TypeError, msgpack.UnpackException, msgpack.ExtraData) as e:
+            raise WireError(400, "invalid_msgpack", f"body is not valid msgpack: {e}") from None
+    if ctype == JSON or ctype.endswith("+json"):
+        try:
+            return json.loads(
+                body, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates
+            )
+        except (ValueError, RecursionError) as e:
+            raise WireError(400, "invalid_json", f"body is not valid JSON: {e}") from None
+    raise WireError(
+        415, "unsupported_media_type", f"Content-Type {ctype!r}: use {JSON} or {MSGPACK}"
+    )
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise ValueError("msgpack ext types are not accepted")
+
+
+def encode_body(value: Any, accept: str | None) -> tuple[bytes, str]:
+    """Python value -> (bytes, media type), msgpack when the client accepts it."""
+    if accept and "msgpack" in accept:
+        return msgpack.packb(value, use_bin_type=True), MSGPACK
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode(), JSON
+
+
+def validate(model: type[BaseModel], data: Any, prefix: str = "") -> Any:
+    """Validate decoded data against a wire model; the first problem becomes a WireError."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        field = prefix + ".".join(str(p) for p in err["loc"])
+        kind = err["type"]
+        if kind == "missing":
+            code, msg = "missing_field", "field required"
+        elif kind == "extra_forbidden":
+            code, msg = "unknown_field", "unknown field"
+        else:
+            code, msg = "invalid_field", err["msg"].removeprefix("Value error, ")
+        raise WireError(422, code, f"{field or 'body'}: {msg}", field or None) from None
+
+
+def status_of(e: Exception) -> int:
+    """HTTP status of a core error."""
+    if isinstance(e, NotFound):
+        return 404
+    if isinstance(e, InvalidInput):
+        return 422
+    if isinstance(e, ModelError):
+        return 422
+    if isinstance(e, NextbestError):
+        return 400
+    return 500
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        err["field"] = field
+    return {"error": err}

@@ -1,0 +1,66 @@
+"""Shared fixtures: the example config, a small config, a tiny trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from decisioning.config import Config
+from decisioning.loader import config_from_dict, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "nextbest.yaml"
+
+SMALL: dict[str, Any] = {
+    "channels": ["web", "email"],
+    "profile": {
+        "attributes": [
+            {"name": "age", "type": "numeric"},
+            {"name": "segment", "type": "categorical", "values": ["mass", "affluent"]},
+        ],
+        "aggregates": [
+            {"name": "views_1h", "kind": "count", "event": "page_view", "window": "1h"},
+            {"name": "views_all", "kind": "count", "event": "page_view"},
+            {"name": "spend_1h", "kind": "sum", "event": "purchase", "property": "amount",
+             "window": "1h"},
+            {"name": "min_1h", "kind": "min", "event": "purchase", "property": "amount",
+             "window": "1h"},
+            {"name": "max_1h", "kind": "max", "event": "purchase", "property": "amount",
+             "window": "1h"},
+            {"name": "spend_all", "kind": "sum", "event": "purchase", "property": "amount"},
+            {"name": "min_all", "kind": "min", "event": "purchase", "property": "amount"},
+            {"name": "max_all", "kind": "max", "event": "purchase", "property": "amount"},
+            {"name": "last_amount", "kind": "last", "event": "purchase", "property": "amount"},
+            {"name": "last_amount_1h", "kind": "last", "event": "purchase",
+             "property": "amount", "window": "1h"},
+            {"name": "since_login", "kind": "time_since", "event": "login"},
+            {"name": "logins_decay", "kind": "decayed_count", "event": "login",
+             "half_life": "1h"},
+            {"name": "card_views_1h", "kind": "count", "event": "page_view",
+             "where": {"page": "cards"}, "window": "1h"},
+        ],
+    },
+    "actions": [
+        {"id": "card", "group": "cards", "channels": ["web", "email"], "value": 100,
+         "model": "propensity", "eligibility": "profile.age >= 18"},
+        {"id": "loan", "group": "loans", "channels": ["web"], "value": "2 * profile.age",
+         "model": "propensity"},
+        {"id": "tip", "group": "service", "channels": ["web"], "value": 1},
+    ],
+    "decisioning": {"default_limit": 3, "do_nothing_threshold": 0.0,
+                    "default_propensity": 0.5},
+    "server": {"shards": 2},
+}
+
+
+@pytest.fixture
+def small_config(tmp_path: Path) -> Config:
+    data = {**SMALL, "server": {**SMALL["server"], "data_dir": str(tmp_path / "data")}}
+    return config_from_dict(data, "small.yaml")
+
+
+@pytest.fixture
+def example_config(tmp_path: Path) -> Config:
+    return load_config(EXAMPLE, {"NEXTBEST_DATA_DIR": str(tmp_path / "data")})

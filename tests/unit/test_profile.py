@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from decisioning.config import Config
+from decisioning.errors import InvalidInput
+from decisioning.profile import Event, ProfileSchema, ProfileStore
+
+T0 = 1_700_000_000.0  # a multiple of 3600 would hide bucket edge cases; it is not one
+H = 3600.0
+
+
+def store(config: Config) -> ProfileStore:
+    return ProfileStore(ProfileSchema(config), capacity=2)
+
+
+def feat(s: ProfileStore, cid: str, name: str, now: float) -> float:
+    return float(s.features(cid, now)[s.schema.index[name]])
+
+
+def test_all_time_count_sum_min_max_last(small_config: Config) -> None:
+    s = store(small_config)
+    for amount in (30.0, 10.0, 50.0):
+        s.apply(Event("c", "purchase", T0, {"amount": amount}))
+    s.apply(Event("c", "page_view", T0))
+    now = T0 + 10 * 86400
+    assert feat(s, "c", "spend_all", now) == 90.0
+    assert feat(s, "c", "min_all", now) == 10.0
+    assert feat(s, "c", "max_all", now) == 50.0
+    assert feat(s, "c", "last_amount", now) == 50.0
+    assert feat(s, "c", "views_all", now) == 1.0
+
+
+def test_windows_expire_as_time_passes(small_config: Config) -> None:
+    s = store(small_config)
+    s.apply(Event("c", "purchase", T0, {"amount": 20.0}))
+    s.apply(Event("c", "purchase", T0 + 600, {"amount": 5.0}))
+    s.apply(Event("c", "page_view", T0))
+    assert feat(s, "c", "spend_1h", T0 + 700) == 25.0
+    assert feat(s, "c", "min_1h", T0 + 700) == 5.0
+    assert feat(s, "c", "max_1h", T0 + 700) == 20.0
+    assert feat(s, "c", "last_amount_1h", T0 + 700) == 5.0
+    assert feat(s, "c", "views_1h", T0 + 700) == 1.0
+    # two hours later everything in the 1h window has expired; all-time stays
+    later = T0 + 2 * H
+    assert feat(s, "c", "spend_1h", later) == 0.0
+    assert math.isnan(feat(s, "c", "min_1h", later))
+    assert math.isnan(feat(s, "c", "max_1h", later))
+    assert math.isnan(feat(s, "c", "last_amount_1h", later))
+    assert feat(s, "c", "views_1h", later) == 0.0
+    assert feat(s, "c", "spend_all", later) == 25.0
+
+
+def test_window_slides_by_bucket(small_config: Config) -> None:
+    """1h window, 6 buckets: an event leaves the window within one 10-minute bucket."""
+    s = store(small_config)
+    s.apply(Event("c", "page_view", T0))
+    width = H / 6
+    bucket_end = (math.floor(T0 / width) + 1) * width
+    assert feat(s, "c", "views_1h", bucket_end - 1 + H - width) == 1.0
+    assert feat(s, "c", "views_1h", bucket_end + H - width) == 0.0
+
+
+def test_old_event_counts_all_time_only(small_config: Config) -> None:
+    s = store(small_config)
+    s.apply(Event("c", "page_view", T0 + 5 * H))
+    s.apply(Event("c", "page_view", T0))  # 5 hours late: outside the 1h window
+    assert feat(s, "c", "views_1h", T0 + 5 * H) == 1.0
+    assert feat(s, "c", "views_all", T0 + 5 * H) == 2.0
+
+
+def test_where_filter(small_config: Config) -> None:
+    s = store(small_config)
+    s.apply(Event("c", "page_view", T0, {"page": "cards"}))
+    s.apply(Event("c", "page_view", T0, {"page": "loans"}))
+    assert feat(s, "c", "card_views_1h", T0 + 1) == 1.0
+    assert feat(s, "c", "views_1h", T0 + 1) == 2.0
+
+
+def test_time_since_and_decay(small_config: Config) -> None:
+    s = store(small_config)
+    assert math.isnan(feat(s, "c", "since_login", T0))
+    s.apply(Event("c", "login", T0))
+    s.apply(Event("c", "login", T0 + H))
+    assert feat(s, "c", "since_login", T0 + 2 * H) == pytest.approx(H)
+    # two logins, one an hour old at T0+H: 0.5 + 1 = 1.5 at T0+H, halves an hour later
+    assert feat(s, "c", "logins_decay", T0 + H) == pytest.approx(1.5, rel=1e-6)
+    assert feat(s, "c", "logins_decay", T0 + 2 * H) == pytest.approx(0.75, rel=1e-6)
+    # a late login adds its own decayed weight
+    s.apply(Event("c", "login", T0))
+    assert feat(s, "c", "logins_decay", T0 + H) == pytest.approx(2.0, rel=1e-6)
+    assert feat(s, "c", "since_login", T0 + 2 * H) == pytest.approx(H)
+
+
+def test_missing_or_non_numeric_property_is_skipped(small_config: Config) -> None:
+    s = store(small_config)
+    s.apply(Event("c", "purchase", T0, {"amount": "lots"}))
+    s.apply(Event("c", "purchase", T0, {}))
+    assert feat(s, "c", "spend_all", T0) == 0.0
+
+
+def test_attributes_consent_and_batch_atomicity(small_config: Config) -> None:
+    s = store(small_config)
+    s.apply_many([Event("c", "profile_update", T0, {"age": 40, "segment": "affluent"}),
+                  Event("c", "consent", T0, {"email": False, "web": True})])
+    view = s.profile_view("c", T0)
+    assert view["attributes"] == {"age": 40.0, "segment": "affluent"}
+    assert view["consent"] == {"web": True, "email": False}
+    with pytest.raises(InvalidInput) as e:
+        s.apply_many([Event("c", "page_view", T0),
+                      Event("c", "profile_update", T0, {"segment": "platinum"})])
+    assert e.value.field == "properties.segment"
+    assert feat(s, "c", "views_all", T0) == 0.0  # the good event before it was not applied
+    with pytest.raises(InvalidInput):
+        s.apply_many([Event("c", "profile_update", T0, {"shoe_size": 42})])
+    with pytest.raises(InvalidInput) as e:
+        s.apply_many([Event("c", "consent", T0, {"fax": True})])
+    assert e.value.code == "unknown_channel"
+
+
+def test_unknown_customer_is_an_empty_profile(small_config: Config) -> None:
+    s = store(small_config)
+    v = s.profile_view("nobody", T0)
+    assert v["known"] is False
+    assert v["aggregates"]["views_all"] == 0.0
+    assert len(s) == 0
+
+
+def test_store_grows_past_capacity(small_config: Config) -> None:
+    s = store(small_config)
+    for i in range(50):
+        s.apply(Event(f"c{i}", "page_view", T0))
+    assert len(s) == 50
+    assert all(feat(s, f"c{i}", "views_all", T0) == 1.0 for i in range(50))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    offsets=st.lists(st.floats(min_value=0, max_value=4 * H), max_size=25),
+    now_offset=st.floats(min_value=0, max_value=6 * H),
+)
+def test_windowed_count_matches_brute_force(
+    small_config: Config, offsets: list[float], now_offset: float
+) -> None:
+    """Any arrival order: the 1h count equals the events in the bucket-aligned window."""
+    s = store(small_config)
+    for off in offsets:
+        s.apply(Event("c", "page_view", T0 + off))
+    now = T0 + max(now_offset, max(offsets, default=0.0))
+    width = H / 6
+    e_now = math.floor(now / width)
+    expected = sum(1 for off in offsets if e_now - 6 < math.floor((T0 + off) / width) <= e_now)
+    assert feat(s, "c", "views_1h", now) == expected

@@ -1,0 +1,1 @@
+"""Training: tables and demo data -> LightGBM model versions in the registry."""

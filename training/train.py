@@ -1,0 +1,191 @@
+"""`nextbest train`: a Parquet/CSV table -> a LightGBM model version with a manifest.
+
+The table has a label column (0/1) and feature columns named like the features the
+shards build (profile features, action_id, action_group, action_value, action_lever,
+channel, context_<name>); other columns (ids, timestamps) are ignored and listed.
+Categorical columns hold the category strings; they are encoded with the same
+vocabularies the shards use, and the vocabularies go into the manifest.
+"""
+
+from __future__ import annotations
+
+import getpass
+import math
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from decisioning.catalog import Catalog
+from decisioning.config import Config
+from decisioning.errors import NextbestError
+from decisioning.features import FeaturePlan, default_vocabularies, encode
+from decisioning.model import ModelBundle, ModelManifest, sha256_text, write_model_dir
+from decisioning.profile import ProfileSchema
+from decisioning.registry import Registry
+from training.metrics import auc, logloss
+
+__all__ = ["TrainingError", "TrainResult", "read_table", "train"]
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "objective": "binary",
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_data_in_leaf": 20,
+    "feature_fraction": 0.9,
+    "bagging_fraction": 0.9,
+    "bagging_freq": 1,
+    "verbose": -1,
+    "num_threads": 2,
+    "seed": 7,
+}
+
+
+class TrainingError(NextbestError):
+    """The table cannot be trained on; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrainResult:
+    manifest: ModelManifest
+    path: str
+
+
+def read_table(path: str | Path) -> pa.Table:
+    p = str(path)
+    try:
+        if p.endswith(".csv"):
+            return pacsv.read_csv(p)
+        return pq.read_table(p)
+    except (OSError, pa.ArrowInvalid) as e:
+        raise TrainingError(f"cannot read {p}: {e}") from None
+
+
+def _candidate_features(config: Config, schema: ProfileSchema) -> set[str]:
+    names = set(schema.feature_names)
+    names |= {"action_id", "action_group", "action_value", "action_lever", "channel"}
+    names |= {f"context_{c.name}" for c in config.context}
+    return names
+
+
+def train(
+    table: pa.Table,
+    config: Config,
+    *,
+    name: str = "propensity",
+    label: str = "label",
+    features: list[str] | None = None,
+    rounds: int = 200,
+    params: dict[str, Any] | None = None,
+    out_dir: str | None = None,
+    valid_fraction: float = 0.2,
+    seed: int = 7,
+    progress: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train, evaluate on a held-out split, write the version to the registry (or out_dir)."""
+    schema = ProfileSchema(config)
+    catalog = Catalog(config, schema)
+    if label not in table.column_names:
+        raise TrainingError(f"the table has no label column {label!r}")
+    known = _candidate_features(config, schema)
+    if features is None:
+        features = [c for c in table.column_names if c in known and c != label]
+        ignored = [c for c in table.column_names if c not in known and c != label]
+        if ignored:
+            progress(f"ignoring columns that are not features: {', '.join(ignored)}")
+    unknown = [f for f in features if f not in known]
+    if unknown:
+        raise TrainingError(f"not features the shards can build: {', '.join(unknown)}")
+    if not features:
+        raise TrainingError("no feature columns found (names must match profile features)")
+    vocab_all = default_vocabularies(config, schema)
+    categories = {f: vocab_all[f] for f in features if f in vocab_all}
+    # the shard must be able to build exactly these features: check before training
+    FeaturePlan.build(name, features, categories, config, schema, catalog)
+
+    x = np.empty((table.num_rows, len(features)), dtype=np.float64)
+    for j, f in enumerate(features):
+        col = table.column(f)
+        if f in categories:
+            if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
+                raise TrainingError(f"column {f} is categorical: it must hold strings")
+            x[:, j] = encode(col.to_pylist(), categories[f])
+        else:
+            if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+                    or pa.types.is_boolean(col.type) or pa.types.is_null(col.type)):
+                raise TrainingError(f"column {f} must be numeric, not {col.type}")
+            x[:, j] = col.cast(pa.float64()).fill_null(math.nan).to_numpy()
+    y_col = table.column(label).cast(pa.float64())
+    if y_col.null_count:
+        raise TrainingError(f"label column {label!r} has {y_col.null_count} nulls")
+    y = y_col.to_numpy()
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise TrainingError(f"label column {label!r} must be 0/1")
+    if y.min() == y.max():
+        raise TrainingError("the label has a single class; nothing to learn")
+
+    rng = np.random.default_rng(seed)
+    if "ts" in table.column_names:  # split by time: validate on the latest rows
+        order = np.argsort(table.column("ts").cast(pa.float64()).to_numpy(), kind="stable")
+        split = "time"
+    else:
+        order = rng.permutation(table.num_rows)
+        split = "random"
+    n_valid = max(1, int(table.num_rows * valid_fraction))
+    train_idx, valid_idx = order[:-n_valid], order[-n_valid:]
+    cat_idx = [j for j, f in enumerate(features) if f in categories]
+    p = {**DEFAULT_PARAMS, "seed": seed, **(params or {})}
+    dtrain = lgb.Dataset(x[train_idx], y[train_idx], feature_name=features,
+                         categorical_feature=cat_idx, free_raw_data=False)
+    dvalid = dtrain.create_valid(x[valid_idx], y[valid_idx])
+    progress(f"training {name}: {len(train_idx)} rows, {len(features)} features, "
+             f"{len(valid_idx)} held out ({split} split), up to {rounds} rounds")
+
+    def report(env: Any) -> None:
+        if (env.iteration + 1) % 50 == 0 or env.iteration + 1 == env.end_iteration:
+            loss = env.evaluation_result_list[0][2]
+            progress(f"  round {env.iteration + 1}/{env.end_iteration}  valid logloss {loss:.4f}")
+
+    booster = lgb.train(p, dtrain, num_boost_round=rounds, valid_sets=[dvalid],
+                        valid_names=["valid"], callbacks=[report])
+    pv = booster.predict(x[valid_idx], num_threads=1)
+    metrics = {
+        "auc": round(auc(y[valid_idx], pv), 6),
+        "logloss": round(logloss(y[valid_idx], pv), 6),
+        "base_rate": round(float(y[valid_idx].mean()), 6),
+        "rows_train": len(train_idx),
+        "rows_valid": len(valid_idx),
+        "trees": booster.num_trees(),
+    }
+    text = booster.model_to_string()
+    registry = Registry(config.server.data_dir)
+    version = registry.next_version(name)
+    manifest = ModelManifest(
+        name=name,
+        version=version,
+        features=list(features),
+        sha256=sha256_text(text),
+        categories=categories,
+        metrics=metrics,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        created_by=f"{getpass.getuser()}@{socket.gethostname()}",
+        training={"label": label, "rounds": rounds, "split": split, "params": p,
+                  "lightgbm": lgb.__version__},
+    )
+    bundle = ModelBundle.verified(manifest, text)
+    if out_dir is None:
+        registry.register(bundle)
+        path = registry.path(name, version)
+    else:
+        path = str(write_model_dir(out_dir, bundle))
+    progress(f"{manifest.ref}: AUC {metrics['auc']:.3f}, logloss {metrics['logloss']:.4f} "
+             f"-> {path}")
+    return TrainResult(manifest, path)
