@@ -140,7 +140,7 @@ class LightGBMScorer:
         import lightgbm as lgb
 
         try:
-            self.booster = lgb.Booster(model_str=model_text, params={"num_threads": 1})
+            self.booster = lgb.Booster(model_str=model_text)
         except lgb.basic.LightGBMError as e:
             raise ModelIntegrityError(f"LightGBM cannot load the model: {e}") from None
         self.feature_names = list(self.booster.feature_name())

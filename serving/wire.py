@@ -155,7 +155,6 @@ def decode_body(body: bytes, content_type: str | None, max_bytes: int) -> Any:
                 body,
                 raw=False,
                 strict_map_key=True,
-                max_buffer_size=max_bytes,
                 ext_hook=_no_ext,
             )
         except (ValueError, TypeError, msgpack.UnpackException, msgpack.ExtraData) as e:

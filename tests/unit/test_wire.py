@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import json
+import math
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from serving.wire import DecideIn, EventIn, WireError, decode_body, encode_body, validate
+
+MAX = 10_000
+
+
+def err(body: bytes, ctype: str | None = "application/json") -> WireError:
+    with pytest.raises(WireError) as e:
+        decode_body(body, ctype, MAX)
+    return e.value
+
+
+@pytest.mark.parametrize("body, code", [
+    (b"{", "invalid_json"),
+    (b'{"a": NaN}', "invalid_json"),
+    (b'{"a": Infinity}', "invalid_json"),
+    (b'{"a": 1, "a": 2}', "invalid_json"),
+    (b"", "empty_body"),
+    (b"x" * (MAX + 1), "body_too_large"),
+])
+def test_bad_json(body: bytes, code: str) -> None:
+    assert err(body).code == code
+
+
+def test_bad_msgpack_and_media_types() -> None:
+    assert err(b"\xc1", "application/msgpack").code == "invalid_msgpack"
+    ext = msgpack.packb(msgpack.ExtType(1, b"x"))
+    assert err(ext, "application/msgpack").code == "invalid_msgpack"
+    assert err(b"{}", "text/plain").status == 415
+
+
+def test_validation_codes() -> None:
+    ok = {"customer_id": "c", "type": "page_view"}
+    assert validate(EventIn, ok).ts is None
+    cases = [
+        ({"type": "x"}, "missing_field", "customer_id"),
+        ({**ok, "colour": 1}, "unknown_field", "colour"),
+        ({**ok, "ts": "yesterday"}, "invalid_field", "ts"),
+        ({**ok, "ts": "2026-01-01T00:00:00"}, "invalid_field", "ts"),  # no time zone
+        ({**ok, "ts": math.nan}, "invalid_field", "ts"),
+        ({**ok, "properties": {"a": {"nested": 1}}}, "invalid_field", "properties.a.str"),
+        ({**ok, "properties": {"a": math.inf}}, "invalid_field", None),
+        ({**ok, "customer_id": 42}, "invalid_field", "customer_id"),
+        ({**ok, "customer_id": "a\nb"}, "invalid_field", "customer_id"),
+    ]
+    for data, code, field in cases:
+        with pytest.raises(WireError) as e:
+            validate(EventIn, data)
+        assert e.value.code == code, data
+        assert e.value.status == 422
+        if field:
+            assert (e.value.field or "").startswith(field.split(".")[0]), (data, e.value.field)
+    with pytest.raises(WireError):
+        validate(DecideIn, {"customer_id": "c", "channel": "web", "limit": "3"})
+    assert validate(EventIn, {**ok, "ts": "2026-01-01T00:00:00Z"}).ts == 1767225600.0
+
+
+scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20) | \
+    st.floats(allow_nan=False, allow_infinity=False)
+values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) |
+                      st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+
+
+@given(values)
+def test_codecs_round_trip(value: object) -> None:
+    for accept, ctype in (("application/json", "application/json"),
+                          ("application/msgpack", "application/msgpack")):
+        body, media = encode_body(value, accept)
+        assert media == ctype
+        assert decode_body(body, ctype, 10**6) == value
+
+
+def test_json_encoder_refuses_nan() -> None:
+    with pytest.raises(ValueError):
+        encode_body({"x": math.nan}, "application/json")
+    assert json.loads(encode_body({"x": 1}, None)[0]) == {"x": 1}
