@@ -10,6 +10,7 @@ the request path never pays for a remote traceback on bad input.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable
 from typing import Any
@@ -149,14 +150,18 @@ class Supervisor:
 
 def ensure_supervisor(config: Config, timeout: float = 120.0) -> Any:
     """Get the running supervisor or start it (and its shards); waits until ready."""
-    actor = ray.remote(Supervisor).options(
-        name=SUPERVISOR,
-        namespace=config.server.namespace,
-        lifetime="detached",
-        get_if_exists=True,
-        max_restarts=-1,
-        num_cpus=0,
-    ).remote(config)
+    actor = (
+        ray.remote(Supervisor)
+        .options(
+            name=SUPERVISOR,
+            namespace=config.server.namespace,
+            lifetime="detached",
+            get_if_exists=True,
+            max_restarts=-1,
+            num_cpus=0,
+        )
+        .remote(config)
+    )
     ray.get(actor.ready.remote(), timeout=timeout)
     return actor
 
@@ -167,10 +172,8 @@ def shutdown_cluster(config: Config) -> None:
         sup = ray.get_actor(SUPERVISOR, namespace=config.server.namespace)
     except ValueError:
         return
-    try:
+    with contextlib.suppress(*UNAVAILABLE):
         ray.get(sup.stop_shards.remote(), timeout=30)
-    except UNAVAILABLE:
-        pass
     ray.kill(sup, no_restart=True)
 
 

@@ -31,13 +31,15 @@ def decision_slot(decision_id: str) -> int:
     """The customer slot a decision id was made for ('d-<4 hex slot>-<random>')."""
     parts = decision_id.split("-")
     if len(parts) != 3 or parts[0] != "d" or len(parts[1]) != 4:
-        raise NotFound(f"unknown decision {decision_id!r}", field="decision_id",
-                       code="unknown_decision")
+        raise NotFound(
+            f"unknown decision {decision_id!r}", field="decision_id", code="unknown_decision"
+        )
     try:
         return int(parts[1], 16)
     except ValueError:
-        raise NotFound(f"unknown decision {decision_id!r}", field="decision_id",
-                       code="unknown_decision") from None
+        raise NotFound(
+            f"unknown decision {decision_id!r}", field="decision_id", code="unknown_decision"
+        ) from None
 
 
 class Shard:
@@ -82,8 +84,9 @@ class Shard:
         customer_id = request["customer_id"]
         channel = request["channel"]
         if channel not in self.catalog.by_channel:
-            raise InvalidInput(f"unknown channel {channel!r}", field="channel",
-                               code="unknown_channel")
+            raise InvalidInput(
+                f"unknown channel {channel!r}", field="channel", code="unknown_channel"
+            )
         limit = request.get("limit") or cfg.default_limit
         if not 1 <= limit <= cfg.max_limit:
             raise InvalidInput(f"limit must be between 1 and {cfg.max_limit}", field="limit")
@@ -126,14 +129,16 @@ class Shard:
             recent = self.recent.get(d.customer_id)
             if recent is None:
                 recent = self.recent[d.customer_id] = deque(maxlen=keep)
-            recent.append({
-                "decision_id": d.decision_id,
-                "ts": d.ts,
-                "channel": d.channel,
-                "placement": d.placement,
-                "actions": [a.action_id for a in d.actions],
-                "model_version": ",".join(d.model_versions) or None,
-            })
+            recent.append(
+                {
+                    "decision_id": d.decision_id,
+                    "ts": d.ts,
+                    "channel": d.channel,
+                    "placement": d.placement,
+                    "actions": [a.action_id for a in d.actions],
+                    "model_version": ",".join(d.model_versions) or None,
+                }
+            )
 
     # -- outcomes ------------------------------------------------------------------------
 
@@ -154,23 +159,28 @@ class Shard:
             if tracked is None:
                 raise NotFound(
                     f"unknown decision {o['decision_id']!r} (too old, or never made here)",
-                    field=f"[{i}].decision_id", code="unknown_decision",
+                    field=f"[{i}].decision_id",
+                    code="unknown_decision",
                 )
             customer_id, actions = tracked
             if o["action_id"] not in actions:
                 raise InvalidInput(
                     f"action {o['action_id']!r} was not part of decision {o['decision_id']!r}",
-                    field=f"[{i}].action_id", code="action_not_in_decision",
+                    field=f"[{i}].action_id",
+                    code="action_not_in_decision",
                 )
             if o["outcome"] not in OUTCOMES:
-                raise InvalidInput(f"outcome must be one of {', '.join(OUTCOMES)}",
-                                   field=f"[{i}].outcome")
-            events.append(Event(
-                customer_id=customer_id,
-                type=f"outcome.{o['outcome']}",
-                ts=o.get("ts") or self.clock(),
-                properties={"action_id": o["action_id"], "decision_id": o["decision_id"]},
-            ))
+                raise InvalidInput(
+                    f"outcome must be one of {', '.join(OUTCOMES)}", field=f"[{i}].outcome"
+                )
+            events.append(
+                Event(
+                    customer_id=customer_id,
+                    type=f"outcome.{o['outcome']}",
+                    ts=o.get("ts") or self.clock(),
+                    properties={"action_id": o["action_id"], "decision_id": o["decision_id"]},
+                )
+            )
         return events
 
     # -- profiles ------------------------------------------------------------------------
@@ -227,4 +237,3 @@ class Shard:
             "state_bytes": self.store.nbytes(),
             **self.counters,
         }
-

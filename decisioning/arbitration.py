@@ -162,9 +162,16 @@ def decide(
     explanation = None
     if explain:
         explanation = removed + [
-            {"action_id": s.action_id, "eligible": True, "propensity": s.propensity,
-             "value": s.value, "weight": s.weight, "lever": s.lever, "priority": s.priority,
-             "chosen": s in chosen}
+            {
+                "action_id": s.action_id,
+                "eligible": True,
+                "propensity": s.propensity,
+                "value": s.value,
+                "weight": s.weight,
+                "lever": s.lever,
+                "priority": s.priority,
+                "chosen": s in chosen,
+            }
             for s in scored
         ]
     if stages is not None:

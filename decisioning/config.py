@@ -162,8 +162,11 @@ class DecisioningSpec(_Model):
     """Arbitration settings."""
 
     do_nothing_threshold: float = Field(
-        0.0, ge=0, allow_inf_nan=False, description="Actions whose priority is below it are "
-        "dropped; when none is left the answer is [] (do nothing)."
+        0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Actions whose priority is below it are "
+        "dropped; when none is left the answer is [] (do nothing).",
     )
     default_limit: int = Field(1, ge=1, le=100, description="Actions returned by default.")
     max_limit: int = Field(20, ge=1, le=100, description="Largest `limit` a request may ask.")

@@ -123,7 +123,9 @@ class FeaturePlan:
                     categorical.append(col)
                     vocab = vocab_for(name)
                     if vocab is not None:
-                        ctx_cols.append((col, spec.name, {v: float(i) for i, v in enumerate(vocab)}))
+                        ctx_cols.append(
+                            (col, spec.name, {v: float(i) for i, v in enumerate(vocab)})
+                        )
                 else:
                     ctx_cols.append((col, spec.name, None))
             else:

@@ -68,7 +68,9 @@ class ModelManifest:
                 version=int(data["version"]),
                 features=[str(f) for f in data["features"]],
                 sha256=str(data["sha256"]),
-                categories={str(k): [str(x) for x in v] for k, v in data.get("categories", {}).items()},
+                categories={
+                    str(k): [str(x) for x in v] for k, v in data.get("categories", {}).items()
+                },
                 metrics=dict(data.get("metrics", {})),
                 created_at=str(data.get("created_at", "")),
                 created_by=str(data.get("created_by", "")),

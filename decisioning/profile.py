@@ -185,9 +185,7 @@ class ProfileSchema:
         self.window_groups = [
             _WindowGroup(
                 buckets=b,
-                cols=np.array(
-                    [[a.col + k for k in range(b)] for a in members], dtype=np.intp
-                ),
+                cols=np.array([[a.col + k for k in range(b)] for a in members], dtype=np.intp),
                 ep_cols=np.array([a.ep_col for a in members], dtype=np.intp),
                 widths=np.array([a.width for a in members], dtype=np.float64),
                 kinds=np.array([_KIND_CODE[a.spec.kind] for a in members], dtype=np.int8),

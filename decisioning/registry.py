@@ -58,9 +58,9 @@ class Registry:
         infos = self.fs.get_file_info(pafs.FileSelector(base))
         out = []
         for i in infos:
-            if i.type == pafs.FileType.Directory and i.base_name.isdigit():
-                if self._exists(f"{base}/{i.base_name}/{MANIFEST_FILE}"):
-                    out.append(int(i.base_name))
+            complete = self._exists(f"{base}/{i.base_name}/{MANIFEST_FILE}")
+            if i.type == pafs.FileType.Directory and i.base_name.isdigit() and complete:
+                out.append(int(i.base_name))
         return sorted(out)
 
     def next_version(self, name: str) -> int:

@@ -84,7 +84,9 @@ def compile_rule(source: str, resolve: Resolve) -> Rule:
         tree = ast.parse(f"({text}\n)", mode="eval")
     except SyntaxError as e:
         line, col = e.lineno or 1, e.offset or 1
-        raise RuleError(source, f"syntax error: {e.msg}", line, col - 1 if line == 1 else col) from None
+        raise RuleError(
+            source, f"syntax error: {e.msg}", line, col - 1 if line == 1 else col
+        ) from None
     except (ValueError, RecursionError, MemoryError):
         raise RuleError(source, "expression cannot be parsed") from None
     try:
@@ -262,9 +264,7 @@ class _Compiler:
             return steps[0], "bool"
         return (lambda env: all(s(env) for s in steps)), "bool"
 
-    def _membership(
-        self, op: ast.cmpop, left: Fn, info: FieldInfo | None, node: ast.expr
-    ) -> Fn:
+    def _membership(self, op: ast.cmpop, left: Fn, info: FieldInfo | None, node: ast.expr) -> Fn:
         if not isinstance(node, ast.List | ast.Tuple | ast.Set):
             raise self.fail(node, "'in' needs a list of constants, e.g. x in ['a', 'b']")
         values = []
@@ -328,19 +328,23 @@ def _check_category(c: _Compiler, info: FieldInfo | None, node: ast.expr) -> Non
     """Comparing a categorical field with a value it can never take is a typo: refuse it."""
     if info is None or info.values is None:
         return
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        if node.value not in info.values:
-            raise c.fail(
-                node,
-                f"{node.value!r} is not a value of {info.namespace}.{info.name} "
-                f"(values: {', '.join(info.values)})",
-            )
+    if (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and node.value not in info.values
+    ):
+        raise c.fail(
+            node,
+            f"{node.value!r} is not a value of {info.namespace}.{info.name} "
+            f"(values: {', '.join(info.values)})",
+        )
 
 
 def _accessor(info: FieldInfo) -> Fn:
     key = info.key
     if info.namespace == "context":
-        return lambda env: env.context.get(key)
+        name = str(key)
+        return lambda env: env.context.get(name)
     if info.namespace == "action":
         if key == "value":
             return lambda env: env.value

@@ -8,7 +8,6 @@ route signatures at import time.)
 validate, route to the customer's shard, encode.
 """
 
-
 import logging
 import os
 import time
@@ -51,13 +50,21 @@ fastapi_app = FastAPI(
 )
 
 
-def _reply(request: Request, value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def _reply(
+    request: Request, value: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     body, media = encode_body(value, request.headers.get("accept"))
     return Response(body, status_code=status, media_type=media, headers=headers)
 
 
-def _fail(request: Request, status: int, code: str, message: str, field: str | None = None,
-          headers: dict[str, str] | None = None) -> Response:
+def _fail(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
     return _reply(request, error_body(code, message, field), status, headers)
 
 
@@ -146,9 +153,13 @@ class Ingress:
             except NextbestError as e:
                 field = getattr(e, "field", None)
                 field = f"[{i}].{field}" if len(items) > 1 and field else field
-                return _fail(request, status_of(e), getattr(e, "code", "invalid_field"), str(e), field)
+                return _fail(
+                    request, status_of(e), getattr(e, "code", "invalid_field"), str(e), field
+                )
             by_shard.setdefault(self.router.shard_of(wire["customer_id"]), []).append(wire)
-        results = await self.router.call_all([(s, "apply_events", evs) for s, evs in by_shard.items()])
+        results = await self.router.call_all(
+            [(s, "apply_events", evs) for s, evs in by_shard.items()]
+        )
         for r in results:
             if (resp := _core_error(request, r)) is not None:
                 return resp
@@ -158,9 +169,12 @@ class Ingress:
     async def decide(self, request: Request) -> Response:
         req = validate(DecideIn, await self._body(request))
         if req.channel not in self.channels:
-            raise WireError(422, "unknown_channel",
-                            f"unknown channel {req.channel!r} (known: {', '.join(sorted(self.channels))})",
-                            "channel")
+            raise WireError(
+                422,
+                "unknown_channel",
+                f"unknown channel {req.channel!r} (known: {', '.join(sorted(self.channels))})",
+                "channel",
+            )
         wire = req.model_dump()
         if wire["event"] is not None and wire["event"]["ts"] is None:
             wire["event"]["ts"] = time.time()
@@ -193,21 +207,29 @@ class Ingress:
     @fastapi_app.get("/v1/profiles/{customer_id}", tags=["profiles"], summary="A live profile")
     async def profile(self, customer_id: str, request: Request) -> Response:
         if not 1 <= len(customer_id) <= 128:
-            raise WireError(422, "invalid_field", "customer_id must be 1 to 128 characters",
-                            "customer_id")
-        result = await self.router.call(self.router.shard_of(customer_id), "get_profile", customer_id)
+            raise WireError(
+                422, "invalid_field", "customer_id must be 1 to 128 characters", "customer_id"
+            )
+        result = await self.router.call(
+            self.router.shard_of(customer_id), "get_profile", customer_id
+        )
         return _core_error(request, result) or _reply(request, result)
 
     @fastapi_app.get("/v1/models", tags=["models"], summary="Models served by every shard")
     async def models(self, request: Request) -> Response:
         status = await self.router.supervisor_call("status")
-        return _reply(request, {"shards": [{"shard": s["shard"], "models": s.get("models")} for s in status]})
+        return _reply(
+            request, {"shards": [{"shard": s["shard"], "models": s.get("models")} for s in status]}
+        )
 
     @fastapi_app.post("/v1/models/deploy", tags=["models"], summary="Deploy a model version")
     async def deploy(self, request: Request) -> Response:
-        req = validate(ModelDeployIn, decode_body(await request.body(),
-                                                   request.headers.get("content-type"),
-                                                   64 * 1024 * 1024))
+        req = validate(
+            ModelDeployIn,
+            decode_body(
+                await request.body(), request.headers.get("content-type"), 64 * 1024 * 1024
+            ),
+        )
         try:
             result = await self.router.supervisor_call("deploy_model", req.manifest, req.model_text)
         except Exception as e:  # a refused model must be reported, never a 500
@@ -232,12 +254,15 @@ class Ingress:
         return _reply(request, {"ready": ready, "shards": len(status)}, 200 if ready else 503)
 
 
-install_openapi(fastapi_app, {
-    "/v1/events": (EventIn, True),
-    "/v1/decide": (DecideIn, False),
-    "/v1/outcomes": (OutcomeIn, True),
-    "/v1/models/deploy": (ModelDeployIn, False),
-})
+install_openapi(
+    fastapi_app,
+    {
+        "/v1/events": (EventIn, True),
+        "/v1/decide": (DecideIn, False),
+        "/v1/outcomes": (OutcomeIn, True),
+        "/v1/models/deploy": (ModelDeployIn, False),
+    },
+)
 
 
 def build_app(config: Config) -> Any:

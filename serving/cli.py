@@ -19,8 +19,11 @@ from decisioning.loader import load_config
 from decisioning.model import read_model_dir
 from decisioning.registry import Registry
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="nextbest: real-time next-best-action server on Ray.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="nextbest: real-time next-best-action server on Ray.",
+)
 models_app = typer.Typer(no_args_is_help=True, help="List and deploy model versions.")
 app.add_typer(models_app, name="models")
 
@@ -56,8 +59,9 @@ def ensure_demo_model(config: Config, customers: int = 3000) -> None:
         return
     typer.echo(f"first run: generating demo data for {customers} customers and training…")
     data = generate(config, customers=customers)
-    result = train(data.training, config, name="propensity",
-                   progress=lambda m: typer.echo("  " + m))
+    result = train(
+        data.training, config, name="propensity", progress=lambda m: typer.echo("  " + m)
+    )
     registry.set_deployed(result.manifest.name, result.manifest.version)
 
 
@@ -79,8 +83,9 @@ def load_demo_events(url: str, config: Config, customers: int) -> int:
 @app.command()
 def serve(
     config: ConfigOpt = DEFAULT_CONFIG,
-    demo: Annotated[bool, typer.Option(help="Train the demo model on first run; load demo "
-                                             "profiles.")] = False,
+    demo: Annotated[
+        bool, typer.Option(help="Train the demo model on first run; load demo profiles.")
+    ] = False,
     num_cpus: Annotated[int, typer.Option(help="CPUs for a local Ray.")] = 2,
 ) -> None:
     """Start Ray (local unless RAY_ADDRESS is set), the shards and the Serve app."""
@@ -103,8 +108,10 @@ def serve(
             n = load_demo_events(url, cfg, customers=200)
             typer.echo(f"loaded {n} demo events for customers c-0 … c-199")
         typer.secho(f"nextbest is listening on {url}  (OpenAPI: {url}/docs)", fg="green")
-        typer.echo(f"  curl -s {url}/v1/decide -H 'content-type: application/json' "
-                   "-d '{\"customer_id\": \"c-42\", \"channel\": \"web\"}'")
+        typer.echo(
+            f"  curl -s {url}/v1/decide -H 'content-type: application/json' "
+            '-d \'{"customer_id": "c-42", "channel": "web"}\''
+        )
         typer.echo("Ctrl-C stops it.")
         while True:
             time.sleep(3600)
@@ -136,8 +143,14 @@ def train_cmd(
 
     cfg = _config(config)
     try:
-        result = train(read_table(table), cfg, name=name, label=label, rounds=rounds,
-                       out_dir=str(out) if out else None)
+        result = train(
+            read_table(table),
+            cfg,
+            name=name,
+            label=label,
+            rounds=rounds,
+            out_dir=str(out) if out else None,
+        )
     except NextbestError as e:
         raise _fail(f"train: {e}") from None
     typer.echo(f"deploy it with: nextbest models deploy {result.path}")
@@ -200,15 +213,18 @@ def demo(
     data = generate(cfg, customers=customers)
     out.mkdir(parents=True, exist_ok=True)
     pq.write_table(data.training, out / "training.parquet")
-    events = pa.table({
-        "customer_id": [e.customer_id for e in data.events],
-        "type": [e.type for e in data.events],
-        "ts": [e.ts for e in data.events],
-        "properties": [json.dumps(dict(e.properties)) for e in data.events],
-    })
+    events = pa.table(
+        {
+            "customer_id": [e.customer_id for e in data.events],
+            "type": [e.type for e in data.events],
+            "ts": [e.ts for e in data.events],
+            "properties": [json.dumps(dict(e.properties)) for e in data.events],
+        }
+    )
     pq.write_table(events, out / "events.parquet")
-    typer.echo(f"wrote {data.training.num_rows} training rows and {events.num_rows} events "
-               f"to {out}/")
+    typer.echo(
+        f"wrote {data.training.num_rows} training rows and {events.num_rows} events to {out}/"
+    )
     if load:
         typer.echo(f"sent {load_demo_events(load, cfg, customers)} events to {load}")
 

@@ -35,8 +35,9 @@ def install_openapi(app: FastAPI, bodies: dict[str, tuple[type[BaseModel], bool]
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
-        spec = get_openapi(title=app.title, version=app.version,
-                           description=app.description, routes=app.routes)
+        spec = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
         schemas = spec.setdefault("components", {}).setdefault("schemas", {})
         schemas["Error"] = _ERROR
         for path, (model, many) in bodies.items():
@@ -48,14 +49,18 @@ def install_openapi(app: FastAPI, bodies: dict[str, tuple[type[BaseModel], bool]
             for op in spec["paths"].get(path, {}).values():
                 op["requestBody"] = {
                     "required": True,
-                    "content": {"application/json": {"schema": body},
-                                "application/msgpack": {"schema": body}},
+                    "content": {
+                        "application/json": {"schema": body},
+                        "application/msgpack": {"schema": body},
+                    },
                 }
         for ops in spec["paths"].values():
             for op in ops.values():
                 op.setdefault("responses", {})["4XX"] = {
                     "description": "Bad input: a machine-readable error code",
-                    "content": {"application/json": {"schema": {"$ref": _REF.format(model="Error")}}},
+                    "content": {
+                        "application/json": {"schema": {"$ref": _REF.format(model="Error")}}
+                    },
                 }
         app.openapi_schema = spec
         return spec

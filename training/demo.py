@@ -26,16 +26,41 @@ __all__ = ["DemoData", "generate", "DEMO_FEATURES"]
 
 DAY = 86400.0
 PAGES = ["cards", "loans", "savings", "travel", "insurance", "home"]
-TOPIC = {"cards": "card_views_7d", "loans": "loan_views_7d", "savings": "savings_views_7d",
-         "insurance": "insurance_views_30d"}
+TOPIC = {
+    "cards": "card_views_7d",
+    "loans": "loan_views_7d",
+    "savings": "savings_views_7d",
+    "insurance": "insurance_views_30d",
+}
 DEMO_FEATURES = [
-    "age", "income", "tenure_months", "credit_score", "segment", "region",
-    "has_credit_card", "has_mortgage", "has_savings",
-    "page_views_24h", "card_views_7d", "loan_views_7d", "savings_views_7d",
-    "travel_views_30d", "insurance_views_30d", "purchases_30d", "spend_30d",
-    "travel_spend_30d", "max_purchase_30d", "balance", "since_last_login",
-    "logins_decayed", "complaints_30d",
-    "action_id", "action_group", "action_value", "channel", "context_device",
+    "age",
+    "income",
+    "tenure_months",
+    "credit_score",
+    "segment",
+    "region",
+    "has_credit_card",
+    "has_mortgage",
+    "has_savings",
+    "page_views_24h",
+    "card_views_7d",
+    "loan_views_7d",
+    "savings_views_7d",
+    "travel_views_30d",
+    "insurance_views_30d",
+    "purchases_30d",
+    "spend_30d",
+    "travel_spend_30d",
+    "max_purchase_30d",
+    "balance",
+    "since_last_login",
+    "logins_decayed",
+    "complaints_30d",
+    "action_id",
+    "action_group",
+    "action_value",
+    "channel",
+    "context_device",
 ]
 
 
@@ -52,31 +77,55 @@ def _customer_events(rng: np.random.Generator, cid: str, now: float) -> list[Eve
         age = int(rng.integers(18, 26))
     income = float(rng.lognormal(10.6 + (0.6 if segment in ("affluent", "private") else 0), 0.4))
     attrs: dict[str, Any] = {
-        "age": age, "income": round(income, 2), "tenure_months": int(rng.integers(1, 240)),
-        "credit_score": int(np.clip(rng.normal(680, 60), 400, 850)), "segment": segment,
+        "age": age,
+        "income": round(income, 2),
+        "tenure_months": int(rng.integers(1, 240)),
+        "credit_score": int(np.clip(rng.normal(680, 60), 400, 850)),
+        "segment": segment,
         "region": str(rng.choice(["north", "south", "east", "west"])),
-        "has_credit_card": int(rng.random() < 0.45), "has_mortgage": int(rng.random() < 0.3),
+        "has_credit_card": int(rng.random() < 0.45),
+        "has_mortgage": int(rng.random() < 0.3),
         "has_savings": int(rng.random() < 0.5),
     }
     start = now - 30 * DAY
-    events = [Event(cid, PROFILE_UPDATE, start, attrs),
-              Event(cid, CONSENT, start, {"web": True, "app": True, "email": rng.random() < 0.7,
-                                          "sms": rng.random() < 0.4, "call_center": True})]
+    events = [
+        Event(cid, PROFILE_UPDATE, start, attrs),
+        Event(
+            cid,
+            CONSENT,
+            start,
+            {
+                "web": True,
+                "app": True,
+                "email": rng.random() < 0.7,
+                "sms": rng.random() < 0.4,
+                "call_center": True,
+            },
+        ),
+    ]
     interest = rng.dirichlet(np.ones(len(PAGES)) * 0.6)
     activity = rng.gamma(2.0, 1.0)
     for _ in range(int(rng.poisson(12 * activity))):
         events.append(Event(cid, "login", start + rng.random() * 30 * DAY))
     for _ in range(int(rng.poisson(25 * activity))):
         page = str(rng.choice(PAGES, p=interest))
-        events.append(Event(cid, "page_view", now - rng.exponential(6 * DAY) % (30 * DAY),
-                            {"page": page}))
+        events.append(
+            Event(cid, "page_view", now - rng.exponential(6 * DAY) % (30 * DAY), {"page": page})
+        )
     for _ in range(int(rng.poisson(8 * activity))):
         cat = "travel" if rng.random() < interest[3] * 2 else "retail"
-        events.append(Event(cid, "purchase", start + rng.random() * 30 * DAY,
-                            {"amount": round(float(rng.lognormal(3.5, 1.0)), 2), "category": cat}))
+        events.append(
+            Event(
+                cid,
+                "purchase",
+                start + rng.random() * 30 * DAY,
+                {"amount": round(float(rng.lognormal(3.5, 1.0)), 2), "category": cat},
+            )
+        )
     balance = float(rng.lognormal(8.0 + (1.5 if segment in ("affluent", "private") else 0), 1.0))
-    events.append(Event(cid, "balance_update", now - rng.random() * 5 * DAY,
-                        {"balance": round(balance, 2)}))
+    events.append(
+        Event(cid, "balance_update", now - rng.random() * 5 * DAY, {"balance": round(balance, 2)})
+    )
     if rng.random() < 0.08:
         events.append(Event(cid, "complaint", now - rng.random() * 20 * DAY, {"topic": "fees"}))
     events.sort(key=lambda e: e.ts)
@@ -128,14 +177,19 @@ def generate(
     store = ProfileStore(schema, capacity=customers)
     vocab = default_vocabularies(config, schema)
     features = list(DEMO_FEATURES)
-    plan = FeaturePlan.build("demo", features, {k: v for k, v in vocab.items() if k in features},
-                             config, schema, catalog)
+    plan = FeaturePlan.build(
+        "demo", features, {k: v for k, v in vocab.items() if k in features}, config, schema, catalog
+    )
     all_events: list[Event] = []
     rows: list[np.ndarray] = []
     labels: list[int] = []
     meta: dict[str, list[Any]] = {"customer_id": [], "ts": []}
-    raw: dict[str, list[Any]] = {"action_id": [], "action_group": [], "channel": [],
-                                  "context_device": []}
+    raw: dict[str, list[Any]] = {
+        "action_id": [],
+        "action_group": [],
+        "channel": [],
+        "context_device": [],
+    }
     channels = [c for c in ("web", "app", "email") if c in config.channels]
     for i in range(customers):
         cid = f"c-{i}"
@@ -164,15 +218,25 @@ def generate(
             labels.append(int(rng.random() < p))
             meta["customer_id"].append(cid)
             meta["ts"].append(t)
-            for k, val in (("action_id", a.id), ("action_group", a.group), ("channel", channel),
-                           ("context_device", device)):
+            for k, val in (
+                ("action_id", a.id),
+                ("action_group", a.group),
+                ("channel", channel),
+                ("context_device", device),
+            ):
                 raw[k].append(val)
     mat = np.vstack(rows) if rows else np.empty((0, len(features)))
     cols: dict[str, Any] = {}
     for j, f in enumerate(features):
-        cols[f] = raw[f] if f in raw else (
-            [schema.categories[f][int(c)] if c == c else None for c in mat[:, j]]
-            if f in schema.categories else mat[:, j])
+        cols[f] = (
+            raw[f]
+            if f in raw
+            else (
+                [schema.categories[f][int(c)] if c == c else None for c in mat[:, j]]
+                if f in schema.categories
+                else mat[:, j]
+            )
+        )
     cols["label"] = labels
     cols.update(meta)
     return DemoData(events=all_events, training=pa.table(cols))
@@ -181,5 +245,12 @@ def generate(
 def event_batches(events: list[Event], size: int = 500) -> Iterator[list[dict[str, Any]]]:
     """Events as wire dicts, in batches (for loading them into a running server)."""
     for i in range(0, len(events), size):
-        yield [{"customer_id": e.customer_id, "type": e.type, "ts": e.ts,
-                "properties": dict(e.properties)} for e in events[i : i + size]]
+        yield [
+            {
+                "customer_id": e.customer_id,
+                "type": e.type,
+                "ts": e.ts,
+                "properties": dict(e.properties),
+            }
+            for e in events[i : i + size]
+        ]

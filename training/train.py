@@ -119,8 +119,12 @@ def train(
                 raise TrainingError(f"column {f} is categorical: it must hold strings")
             x[:, j] = encode(col.to_pylist(), categories[f])
         else:
-            if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
-                    or pa.types.is_boolean(col.type) or pa.types.is_null(col.type)):
+            if not (
+                pa.types.is_integer(col.type)
+                or pa.types.is_floating(col.type)
+                or pa.types.is_boolean(col.type)
+                or pa.types.is_null(col.type)
+            ):
                 raise TrainingError(f"column {f} must be numeric, not {col.type}")
             x[:, j] = col.cast(pa.float64()).fill_null(math.nan).to_numpy()
     y_col = table.column(label).cast(pa.float64())
@@ -143,19 +147,32 @@ def train(
     train_idx, valid_idx = order[:-n_valid], order[-n_valid:]
     cat_idx = [j for j, f in enumerate(features) if f in categories]
     p = {**DEFAULT_PARAMS, "seed": seed, **(params or {})}
-    dtrain = lgb.Dataset(x[train_idx], y[train_idx], feature_name=features,
-                         categorical_feature=cat_idx, free_raw_data=False)
+    dtrain = lgb.Dataset(
+        x[train_idx],
+        y[train_idx],
+        feature_name=features,
+        categorical_feature=cat_idx,
+        free_raw_data=False,
+    )
     dvalid = dtrain.create_valid(x[valid_idx], y[valid_idx])
-    progress(f"training {name}: {len(train_idx)} rows, {len(features)} features, "
-             f"{len(valid_idx)} held out ({split} split), up to {rounds} rounds")
+    progress(
+        f"training {name}: {len(train_idx)} rows, {len(features)} features, "
+        f"{len(valid_idx)} held out ({split} split), up to {rounds} rounds"
+    )
 
     def report(env: Any) -> None:
         if (env.iteration + 1) % 50 == 0 or env.iteration + 1 == env.end_iteration:
             loss = env.evaluation_result_list[0][2]
             progress(f"  round {env.iteration + 1}/{env.end_iteration}  valid logloss {loss:.4f}")
 
-    booster = lgb.train(p, dtrain, num_boost_round=rounds, valid_sets=[dvalid],
-                        valid_names=["valid"], callbacks=[report])
+    booster = lgb.train(
+        p,
+        dtrain,
+        num_boost_round=rounds,
+        valid_sets=[dvalid],
+        valid_names=["valid"],
+        callbacks=[report],
+    )
     pv = booster.predict(x[valid_idx], num_threads=1)
     metrics = {
         "auc": round(auc(y[valid_idx], pv), 6),
@@ -177,8 +194,13 @@ def train(
         metrics=metrics,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         created_by=f"{getpass.getuser()}@{socket.gethostname()}",
-        training={"label": label, "rounds": rounds, "split": split, "params": p,
-                  "lightgbm": lgb.__version__},
+        training={
+            "label": label,
+            "rounds": rounds,
+            "split": split,
+            "params": p,
+            "lightgbm": lgb.__version__,
+        },
     )
     bundle = ModelBundle.verified(manifest, text)
     if out_dir is None:
@@ -186,6 +208,7 @@ def train(
         path = registry.path(name, version)
     else:
         path = str(write_model_dir(out_dir, bundle))
-    progress(f"{manifest.ref}: AUC {metrics['auc']:.3f}, logloss {metrics['logloss']:.4f} "
-             f"-> {path}")
+    progress(
+        f"{manifest.ref}: AUC {metrics['auc']:.3f}, logloss {metrics['logloss']:.4f} -> {path}"
+    )
     return TrainResult(manifest, path)

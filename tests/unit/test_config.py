@@ -16,8 +16,9 @@ def test_example_config_loads() -> None:
 
 
 def test_env_overrides_server_settings() -> None:
-    c = load_config(EXAMPLE, {"NEXTBEST_SHARDS": "4", "NEXTBEST_PORT": "9000",
-                              "NEXTBEST_DATA_DIR": "/tmp/x"})
+    c = load_config(
+        EXAMPLE, {"NEXTBEST_SHARDS": "4", "NEXTBEST_PORT": "9000", "NEXTBEST_DATA_DIR": "/tmp/x"}
+    )
     assert (c.server.shards, c.server.port, c.server.data_dir) == (4, 9000, "/tmp/x")
     with pytest.raises(ConfigError) as e:
         load_config(EXAMPLE, {"NEXTBEST_SHARDS": "many"})
@@ -32,11 +33,14 @@ def _problem(data: dict, tmp_path: Path) -> str:
     return msg
 
 
-@pytest.mark.parametrize("patch, fragment", [
-    ({"colour": "red"}, "colour: unknown field"),
-    ({"server": {"shards": 0}}, "server.shards: Input should be greater than or equal to 1"),
-    ({"channels": []}, "channels: List should have at least 1 item"),
-])
+@pytest.mark.parametrize(
+    "patch, fragment",
+    [
+        ({"colour": "red"}, "colour: unknown field"),
+        ({"server": {"shards": 0}}, "server.shards: Input should be greater than or equal to 1"),
+        ({"channels": []}, "channels: List should have at least 1 item"),
+    ],
+)
 def test_top_level_problems_name_the_field(patch: dict, fragment: str, tmp_path: Path) -> None:
     assert fragment in _problem({**SMALL, **patch}, tmp_path)
 

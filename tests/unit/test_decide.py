@@ -30,10 +30,20 @@ class Clock:
 
 def _decide(config: Config, profile: np.ndarray, channel: str = "web", **kw: object):
     schema = ProfileSchema(config)
-    return decide(decision_id="d-1", customer_id="c", profile=profile, channel=channel,
-                  placement=kw.pop("placement", None), context=kw.pop("context", {}),
-                  limit=kw.pop("limit", 3), catalog=Catalog(config, schema), models={},
-                  settings=config.decisioning, now=NOW, **kw)
+    return decide(
+        decision_id="d-1",
+        customer_id="c",
+        profile=profile,
+        channel=channel,
+        placement=kw.pop("placement", None),
+        context=kw.pop("context", {}),
+        limit=kw.pop("limit", 3),
+        catalog=Catalog(config, schema),
+        models={},
+        settings=config.decisioning,
+        now=NOW,
+        **kw,
+    )
 
 
 def _profile(config: Config, **values: float) -> np.ndarray:
@@ -53,16 +63,20 @@ def test_priority_is_propensity_value_weight_lever(small_config: Config) -> None
 
 
 def test_eligibility_limit_and_channel(small_config: Config) -> None:
-    assert "card" not in [a.action_id for a in _decide(small_config,
-                                                       _profile(small_config, age=16)).actions]
+    assert "card" not in [
+        a.action_id for a in _decide(small_config, _profile(small_config, age=16)).actions
+    ]
     assert len(_decide(small_config, _profile(small_config, age=30), limit=1).actions) == 1
-    assert [a.action_id for a in _decide(small_config, _profile(small_config, age=30),
-                                         channel="email").actions] == ["card"]
+    assert [
+        a.action_id
+        for a in _decide(small_config, _profile(small_config, age=30), channel="email").actions
+    ] == ["card"]
 
 
 def test_do_nothing_when_no_priority_clears_the_threshold() -> None:
-    cfg = config_from_dict({**SMALL, "decisioning": {"do_nothing_threshold": 1000,
-                                                     "default_propensity": 0.5}})
+    cfg = config_from_dict(
+        {**SMALL, "decisioning": {"do_nothing_threshold": 1000, "default_propensity": 0.5}}
+    )
     d = _decide(cfg, _profile(cfg, age=30))
     assert d.actions == []
     assert d.to_wire()["actions"] == []
@@ -70,10 +84,21 @@ def test_do_nothing_when_no_priority_clears_the_threshold() -> None:
 
 def test_context_weights_and_levers() -> None:
     actions = [{**SMALL["actions"][0], "lever": 3.0}, SMALL["actions"][2]]
-    cfg = config_from_dict({**SMALL, "actions": actions, "decisioning": {
-        "default_propensity": 0.5,
-        "context_weights": [{"when": "context.placement == 'hero' and action.group == 'service'",
-                             "weight": 1000}]}})
+    cfg = config_from_dict(
+        {
+            **SMALL,
+            "actions": actions,
+            "decisioning": {
+                "default_propensity": 0.5,
+                "context_weights": [
+                    {
+                        "when": "context.placement == 'hero' and action.group == 'service'",
+                        "weight": 1000,
+                    }
+                ],
+            },
+        }
+    )
     d = _decide(cfg, _profile(cfg, age=30), placement="hero", explain=True)
     assert d.actions[0].action_id == "tip"
     assert d.actions[0].priority == pytest.approx(0.5 * 1 * 1000)
@@ -91,16 +116,19 @@ def test_feature_plan_follows_model_order_and_vocabulary(small_config: Config) -
     schema = ProfileSchema(small_config)
     catalog = Catalog(small_config, schema)
     names = ["action_id", "segment", "age", "action_value", "channel", "views_all"]
-    cats = {"action_id": ["tip", "loan", "card"], "segment": ["affluent", "mass"],
-            "channel": ["email", "web"]}
+    cats = {
+        "action_id": ["tip", "loan", "card"],
+        "segment": ["affluent", "mass"],
+        "channel": ["email", "web"],
+    }
     plan = FeaturePlan.build("m", names, cats, small_config, schema, catalog)
     prof = _profile(small_config, age=30, segment=0.0, views_all=4)  # segment 0 = "mass"
-    x = plan.matrix(prof, [catalog.by_id["card"], catalog.by_id["loan"]], [100.0, 60.0],
-                    "web", {})
+    x = plan.matrix(prof, [catalog.by_id["card"], catalog.by_id["loan"]], [100.0, 60.0], "web", {})
     assert x.tolist() == [[2.0, 1.0, 30.0, 100.0, 1.0, 4.0], [1.0, 1.0, 30.0, 60.0, 1.0, 4.0]]
     with pytest.raises(ModelIncompatible) as e:
-        FeaturePlan.build("m", ["age", "shoe_size", "action_group"], {}, small_config,
-                          schema, catalog)
+        FeaturePlan.build(
+            "m", ["age", "shoe_size", "action_group"], {}, small_config, schema, catalog
+        )
     assert "shoe_size" in str(e.value) and "action_group" in str(e.value)
 
 
@@ -108,8 +136,9 @@ def test_shard_events_change_the_decision(small_config: Config) -> None:
     shard = Shard(0, small_config, clock=Clock())
     req = {"customer_id": "c", "channel": "web"}
     assert [a["action_id"] for a in shard.decide(req)["actions"]] == ["tip"]  # cold start
-    shard.apply_events([{"customer_id": "c", "type": "profile_update", "ts": NOW,
-                         "properties": {"age": 30}}])
+    shard.apply_events(
+        [{"customer_id": "c", "type": "profile_update", "ts": NOW, "properties": {"age": 30}}]
+    )
     assert [a["action_id"] for a in shard.decide(req)["actions"]] == ["card", "loan", "tip"]
     view = shard.get_profile("c")
     assert view["attributes"]["age"] == 30.0
@@ -118,21 +147,38 @@ def test_shard_events_change_the_decision(small_config: Config) -> None:
 
 def test_shard_triggering_event_dry_run_and_outcomes(small_config: Config) -> None:
     shard = Shard(0, small_config, clock=Clock())
-    d = shard.decide({"customer_id": "c", "channel": "web", "dry_run": True,
-                      "event": {"type": "profile_update", "ts": NOW, "properties": {"age": 30}}})
+    d = shard.decide(
+        {
+            "customer_id": "c",
+            "channel": "web",
+            "dry_run": True,
+            "event": {"type": "profile_update", "ts": NOW, "properties": {"age": 30}},
+        }
+    )
     assert d["actions"][0]["action_id"] == "tip"  # dry run: event not applied
     assert shard.get_profile("c")["known"] is False
-    d = shard.decide({"customer_id": "c", "channel": "web",
-                      "event": {"type": "profile_update", "ts": NOW, "properties": {"age": 30}}})
+    d = shard.decide(
+        {
+            "customer_id": "c",
+            "channel": "web",
+            "event": {"type": "profile_update", "ts": NOW, "properties": {"age": 30}},
+        }
+    )
     assert d["actions"][0]["action_id"] == "card"
-    assert shard.record_outcomes([{"decision_id": d["decision_id"], "action_id": "card",
-                                   "outcome": "accept", "ts": NOW}]) == 1
+    assert (
+        shard.record_outcomes(
+            [{"decision_id": d["decision_id"], "action_id": "card", "outcome": "accept", "ts": NOW}]
+        )
+        == 1
+    )
     with pytest.raises(NotFound):
-        shard.record_outcomes([{"decision_id": "d-0000-ffff", "action_id": "card",
-                                "outcome": "accept", "ts": NOW}])
+        shard.record_outcomes(
+            [{"decision_id": "d-0000-ffff", "action_id": "card", "outcome": "accept", "ts": NOW}]
+        )
     with pytest.raises(InvalidInput) as e:
-        shard.record_outcomes([{"decision_id": d["decision_id"], "action_id": "nope",
-                                "outcome": "click", "ts": NOW}])
+        shard.record_outcomes(
+            [{"decision_id": d["decision_id"], "action_id": "nope", "outcome": "click", "ts": NOW}]
+        )
     assert e.value.code == "action_not_in_decision"
     with pytest.raises(InvalidInput) as e:
         shard.decide({"customer_id": "c", "channel": "fax"})
@@ -142,8 +188,9 @@ def test_shard_triggering_event_dry_run_and_outcomes(small_config: Config) -> No
 def test_shard_scores_with_a_real_model_and_refuses_bad_ones(small_config: Config) -> None:
     bundle = tiny_model(small_config)
     shard = Shard(0, small_config, [bundle], clock=Clock())
-    shard.apply_events([{"customer_id": "c", "type": "profile_update", "ts": NOW,
-                         "properties": {"age": 30}}])
+    shard.apply_events(
+        [{"customer_id": "c", "type": "profile_update", "ts": NOW, "properties": {"age": 30}}]
+    )
     d = shard.decide({"customer_id": "c", "channel": "web", "limit": 3})
     scored = [a for a in d["actions"] if a["model_version"] == "propensity@1"]
     assert scored and all(0 < a["propensity"] < 1 for a in scored)
@@ -152,8 +199,9 @@ def test_shard_scores_with_a_real_model_and_refuses_bad_ones(small_config: Confi
     tampered = bundle.model_text.replace("Tree=0", "Tree=0 ", 1)
     with pytest.raises(ModelError):
         shard.stage_model(m.to_dict(), tampered)
-    wrong = ModelManifest(**{**m.to_dict(), "version": 2, "features": ["age", "shoe_size"],
-                             "sha256": m.sha256})
+    wrong = ModelManifest(
+        **{**m.to_dict(), "version": 2, "features": ["age", "shoe_size"], "sha256": m.sha256}
+    )
     with pytest.raises(ModelIncompatible):
         shard.stage_model(wrong.to_dict(), bundle.model_text)
     assert shard.model_versions() == {"propensity": "propensity@1"}

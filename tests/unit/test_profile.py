@@ -105,14 +105,19 @@ def test_missing_or_non_numeric_property_is_skipped(small_config: Config) -> Non
 
 def test_attributes_consent_and_batch_atomicity(small_config: Config) -> None:
     s = store(small_config)
-    s.apply_many([Event("c", "profile_update", T0, {"age": 40, "segment": "affluent"}),
-                  Event("c", "consent", T0, {"email": False, "web": True})])
+    s.apply_many(
+        [
+            Event("c", "profile_update", T0, {"age": 40, "segment": "affluent"}),
+            Event("c", "consent", T0, {"email": False, "web": True}),
+        ]
+    )
     view = s.profile_view("c", T0)
     assert view["attributes"] == {"age": 40.0, "segment": "affluent"}
     assert view["consent"] == {"web": True, "email": False}
     with pytest.raises(InvalidInput) as e:
-        s.apply_many([Event("c", "page_view", T0),
-                      Event("c", "profile_update", T0, {"segment": "platinum"})])
+        s.apply_many(
+            [Event("c", "page_view", T0), Event("c", "profile_update", T0, {"segment": "platinum"})]
+        )
     assert e.value.field == "properties.segment"
     assert feat(s, "c", "views_all", T0) == 0.0  # the good event before it was not applied
     with pytest.raises(InvalidInput):
@@ -138,7 +143,9 @@ def test_store_grows_past_capacity(small_config: Config) -> None:
     assert all(feat(s, f"c{i}", "views_all", T0) == 1.0 for i in range(50))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     offsets=st.lists(st.floats(min_value=0, max_value=4 * H), max_size=25),
     now_offset=st.floats(min_value=0, max_value=6 * H),

@@ -26,31 +26,40 @@ class _Action:
     group = "cards"
 
 
-def run(expr: str, age: float = 30.0, segment: float = 1.0, email: float = 1.0,
-        context: dict[str, Any] | None = None, value: float | None = 10.0) -> Any:
+def run(
+    expr: str,
+    age: float = 30.0,
+    segment: float = 1.0,
+    email: float = 1.0,
+    context: dict[str, Any] | None = None,
+    value: float | None = 10.0,
+) -> Any:
     env = Env([age, segment, email], context or {}, _Action())
     env.value = value
     return compile_rule(expr, resolve)(env)
 
 
-@pytest.mark.parametrize("expr, expected", [
-    ("profile.age >= 18", True),
-    ("profile.age > 18 and profile.age < 25", False),
-    ("profile.age < 18 or profile.segment == 'affluent'", True),
-    ("not profile.age < 18", True),
-    ("profile.segment in ['mass', 'affluent']", True),
-    ("profile.segment not in ['affluent']", False),
-    ("profile.age * 2 + 1 == 61", True),
-    ("profile.age % 7 == 2", True),
-    ("consent.email", True),
-    ("action.group == 'cards' and action.value >= 10", True),
-    ("context.page == '/cards'", False),
-    ("abs(-3) == 3 and min(profile.age, 5) == 5 and max(1, 2) == 2", True),
-    ("coalesce(context.page, 'home') == 'home'", True),
-    ("18 <= profile.age < 65", True),
-    ("true and not false", True),
-    ("-profile.age < 0", True),
-])
+@pytest.mark.parametrize(
+    "expr, expected",
+    [
+        ("profile.age >= 18", True),
+        ("profile.age > 18 and profile.age < 25", False),
+        ("profile.age < 18 or profile.segment == 'affluent'", True),
+        ("not profile.age < 18", True),
+        ("profile.segment in ['mass', 'affluent']", True),
+        ("profile.segment not in ['affluent']", False),
+        ("profile.age * 2 + 1 == 61", True),
+        ("profile.age % 7 == 2", True),
+        ("consent.email", True),
+        ("action.group == 'cards' and action.value >= 10", True),
+        ("context.page == '/cards'", False),
+        ("abs(-3) == 3 and min(profile.age, 5) == 5 and max(1, 2) == 2", True),
+        ("coalesce(context.page, 'home') == 'home'", True),
+        ("18 <= profile.age < 65", True),
+        ("true and not false", True),
+        ("-profile.age < 0", True),
+    ],
+)
 def test_evaluates(expr: str, expected: bool) -> None:
     assert run(expr) == expected
 
@@ -69,31 +78,34 @@ def test_null_handling() -> None:
     assert run("context.page > 3", context={"page": "x"}) is False  # type clash at runtime
 
 
-@pytest.mark.parametrize("expr, fragment", [
-    ("__import__('os').system('id')", "function calls are limited"),
-    ("open('/etc/passwd')", "function calls are limited"),
-    ("profile.__class__", "names starting with '_'"),
-    ("profile.age.__class__", "only profile.x"),
-    ("().__class__.__bases__", "only profile.x"),
-    ("[x for x in [1]]", "comprehension"),
-    ("lambda: 1", "lambda"),
-    ("profile['age']", "indexing"),
-    ("(x := 1)", "assignment"),
-    ("f'{profile.age}'", "f-string"),
-    ("os.system", "only profile.x"),
-    ("eval", "unknown name"),
-    ("profile.shoe_size > 3", "unknown field 'profile.shoe_size'"),
-    ("profile.segment == 'afluent'", "'afluent' is not a value of profile.segment"),
-    ("profile.segment in ['gold']", "'gold' is not a value"),
-    ("profile.segment + 1", "arithmetic on a str"),
-    ("profile.age == 'old'", "cannot compare a num with a str"),
-    ("profile.age in profile.age", "'in' needs a list"),
-    ("min(1)", "takes 2 to 8 arguments"),
-    ("{'a': 1}", "dict literal"),
-    ("1 if profile.age else 2", "if-expression"),
-    ("profile.age ** 2", "Pow is not allowed"),
-    ("", "non-empty"),
-])
+@pytest.mark.parametrize(
+    "expr, fragment",
+    [
+        ("__import__('os').system('id')", "function calls are limited"),
+        ("open('/etc/passwd')", "function calls are limited"),
+        ("profile.__class__", "names starting with '_'"),
+        ("profile.age.__class__", "only profile.x"),
+        ("().__class__.__bases__", "only profile.x"),
+        ("[x for x in [1]]", "comprehension"),
+        ("lambda: 1", "lambda"),
+        ("profile['age']", "indexing"),
+        ("(x := 1)", "assignment"),
+        ("f'{profile.age}'", "f-string"),
+        ("os.system", "only profile.x"),
+        ("eval", "unknown name"),
+        ("profile.shoe_size > 3", "unknown field 'profile.shoe_size'"),
+        ("profile.segment == 'afluent'", "'afluent' is not a value of profile.segment"),
+        ("profile.segment in ['gold']", "'gold' is not a value"),
+        ("profile.segment + 1", "arithmetic on a str"),
+        ("profile.age == 'old'", "cannot compare a num with a str"),
+        ("profile.age in profile.age", "'in' needs a list"),
+        ("min(1)", "takes 2 to 8 arguments"),
+        ("{'a': 1}", "dict literal"),
+        ("1 if profile.age else 2", "if-expression"),
+        ("profile.age ** 2", "Pow is not allowed"),
+        ("", "non-empty"),
+    ],
+)
 def test_refuses(expr: str, fragment: str) -> None:
     with pytest.raises(RuleError) as e:
         compile_rule(expr, resolve)

@@ -44,8 +44,13 @@ def test_csv_and_out_dir(example_config: Config, tmp_path: Path) -> None:
     table = generate(example_config, customers=150, offers=4).training
     path = tmp_path / "t.csv"
     pacsv.write_csv(table, path)
-    result = train(read_table(path), example_config, rounds=5, out_dir=str(tmp_path / "m"),
-                   progress=lambda m: None)
+    result = train(
+        read_table(path),
+        example_config,
+        rounds=5,
+        out_dir=str(tmp_path / "m"),
+        progress=lambda m: None,
+    )
     manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
     assert manifest["sha256"] == result.manifest.sha256
     assert manifest["metrics"]["rows_train"] + manifest["metrics"]["rows_valid"] == table.num_rows

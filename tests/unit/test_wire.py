@@ -19,14 +19,17 @@ def err(body: bytes, ctype: str | None = "application/json") -> WireError:
     return e.value
 
 
-@pytest.mark.parametrize("body, code", [
-    (b"{", "invalid_json"),
-    (b'{"a": NaN}', "invalid_json"),
-    (b'{"a": Infinity}', "invalid_json"),
-    (b'{"a": 1, "a": 2}', "invalid_json"),
-    (b"", "empty_body"),
-    (b"x" * (MAX + 1), "body_too_large"),
-])
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        (b"{", "invalid_json"),
+        (b'{"a": NaN}', "invalid_json"),
+        (b'{"a": Infinity}', "invalid_json"),
+        (b'{"a": 1, "a": 2}', "invalid_json"),
+        (b"", "empty_body"),
+        (b"x" * (MAX + 1), "body_too_large"),
+    ],
+)
 def test_bad_json(body: bytes, code: str) -> None:
     assert err(body).code == code
 
@@ -64,16 +67,28 @@ def test_validation_codes() -> None:
     assert validate(EventIn, {**ok, "ts": "2026-01-01T00:00:00Z"}).ts == 1767225600.0
 
 
-scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20) | \
-    st.floats(allow_nan=False, allow_infinity=False)
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) |
-                      st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.text(max_size=20)
+    | st.floats(allow_nan=False, allow_infinity=False)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
 
 
 @given(values)
 def test_codecs_round_trip(value: object) -> None:
-    for accept, ctype in (("application/json", "application/json"),
-                          ("application/msgpack", "application/msgpack")):
+    for accept, ctype in (
+        ("application/json", "application/json"),
+        ("application/msgpack", "application/msgpack"),
+    ):
         body, media = encode_body(value, accept)
         assert media == ctype
         assert decode_body(body, ctype, 10**6) == value
