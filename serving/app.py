@@ -116,6 +116,18 @@ def _one_or_many(data: Any, model: type, max_batch: int) -> list[Any]:
     return [validate(model, item, f"[{i}]." if prefix else "") for i, item in enumerate(items)]
 
 
+# before @serve.ingress, which freezes (pickles) the app as it is at that moment
+install_openapi(
+    fastapi_app,
+    {
+        "/v1/events": (EventIn, True),
+        "/v1/decide": (DecideIn, False),
+        "/v1/outcomes": (OutcomeIn, True),
+        "/v1/models/deploy": (ModelDeployIn, False),
+    },
+)
+
+
 @serve.deployment(
     name="nextbest",
     logging_config={"enable_access_log": False},
@@ -252,17 +264,6 @@ class Ingress:
         status = await self.router.supervisor_call("status")
         ready = all(s.get("ready", True) for s in status)
         return _reply(request, {"ready": ready, "shards": len(status)}, 200 if ready else 503)
-
-
-install_openapi(
-    fastapi_app,
-    {
-        "/v1/events": (EventIn, True),
-        "/v1/decide": (DecideIn, False),
-        "/v1/outcomes": (OutcomeIn, True),
-        "/v1/models/deploy": (ModelDeployIn, False),
-    },
-)
 
 
 def build_app(config: Config) -> Any:
