@@ -53,7 +53,7 @@ def _error(e: NextbestError) -> dict[str, Any]:
 
 
 _REQUEST_METHODS = frozenset(
-    ("apply_events", "decide", "check_outcomes", "record_outcomes", "get_profile")
+    ("apply_events", "decide", "check_outcomes", "record_outcomes", "get_profile", "stage_model")
 )
 
 
@@ -116,21 +116,28 @@ class Supervisor:
         return [f"shard-{i}" for i in range(len(self.shards))], self.slot_map
 
     def deploy_model(self, manifest: dict[str, Any], model_text: str) -> dict[str, Any]:
-        """Register a model, stage it on every shard, then serve it everywhere.
+        """Stage a model on every shard; only if all accept it, register and serve it.
 
-        If any shard refuses it, no shard switches and the error says why.
+        If any shard refuses it, no shard switches, the registry is untouched, and the
+        returned error says why.
         """
-        bundle = ModelBundle.verified(ModelManifest.from_dict(manifest), model_text)
-        registry = Registry(self.config.server.data_dir)
-        m = registry.register(bundle)
-        staged = [s.stage_model.remote(manifest, model_text) for s in self.shards]
         try:
-            ray.get(staged)
-        except ray.exceptions.RayTaskError as e:
-            ray.get([s.abort_model.remote(m.name) for s in self.shards])
-            cause = e.cause if isinstance(e.cause, Exception) else e
-            raise ModelError(f"refused by a shard, nothing changed: {cause}") from None
-        ray.get([s.commit_model.remote(m.name) for s in self.shards])
+            bundle = ModelBundle.verified(ModelManifest.from_dict(manifest), model_text)
+        except NextbestError as e:
+            return _error(e)
+        name = bundle.manifest.name
+        staged = ray.get([s.call.remote("stage_model", manifest, model_text) for s in self.shards])
+        refused = [r for r in staged if isinstance(r, dict)]
+        if refused:
+            ray.get([s.abort_model.remote(name) for s in self.shards])
+            return refused[0]
+        registry = Registry(self.config.server.data_dir)
+        try:
+            m = registry.register(bundle)
+        except ModelError as e:
+            ray.get([s.abort_model.remote(name) for s in self.shards])
+            return _error(e)
+        ray.get([s.commit_model.remote(name) for s in self.shards])
         registry.set_deployed(m.name, m.version)
         return {"deployed": m.ref, "shards": len(self.shards)}
 

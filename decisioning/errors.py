@@ -27,7 +27,21 @@ __all__ = [
 
 
 class NextbestError(Exception):
-    """Root of every error nextbest raises on purpose."""
+    """Root of every error nextbest raises on purpose.
+
+    Errors cross process boundaries (Ray actors), so they pickle as their class and
+    their instance attributes, whatever their constructor takes.
+    """
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), str(self), self.__dict__))
+
+
+def _rebuild(cls: type[NextbestError], message: str, state: dict[str, object]) -> NextbestError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.__dict__.update(state)
+    return err
 
 
 class ConfigError(NextbestError):

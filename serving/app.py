@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from actors.remote import ShardRouter, ShardUnavailable
 from decisioning.config import Config
-from decisioning.errors import ModelError, NextbestError
+from decisioning.errors import NextbestError
 from decisioning.loader import load_config
 from decisioning.profile import ProfileSchema, event_from_wire
 from serving.openapi import install_openapi
@@ -242,13 +242,9 @@ class Ingress:
                 await request.body(), request.headers.get("content-type"), 64 * 1024 * 1024
             ),
         )
-        try:
-            result = await self.router.supervisor_call("deploy_model", req.manifest, req.model_text)
-        except Exception as e:  # a refused model must be reported, never a 500
-            cause = getattr(e, "cause", e)
-            if isinstance(cause, ModelError | NextbestError):
-                return _fail(request, 422, "model_refused", str(cause).splitlines()[-1])
-            raise
+        result = await self.router.supervisor_call("deploy_model", req.manifest, req.model_text)
+        if isinstance(result, dict) and "error" in result:
+            return _fail(request, 422, "model_refused", result["error"]["message"])
         return _reply(request, result)
 
     @fastapi_app.get("/v1/status", tags=["ops"], summary="Every shard's state")

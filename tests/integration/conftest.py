@@ -40,15 +40,24 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("nextbest-data")
-    config = load_config(EXAMPLE, {"NEXTBEST_DATA_DIR": str(data_dir),
-                                   "NEXTBEST_PORT": str(_free_port()),
-                                   "NEXTBEST_SHARDS": "2",
-                                   "NEXTBEST_NAMESPACE": "nextbest-test"})
+    config = load_config(
+        EXAMPLE,
+        {
+            "NEXTBEST_DATA_DIR": str(data_dir),
+            "NEXTBEST_PORT": str(_free_port()),
+            "NEXTBEST_SHARDS": "2",
+            "NEXTBEST_NAMESPACE": "nextbest-test",
+        },
+    )
     data = generate(config, customers=300, offers=5)
     model = train(data.training, config, rounds=40, progress=lambda m: None)
     Registry(config.server.data_dir).set_deployed("propensity", model.manifest.version)
-    ray.init(num_cpus=2, object_store_memory=200 * 1024 * 1024, include_dashboard=False,
-             log_to_driver=False)
+    ray.init(
+        num_cpus=2,
+        object_store_memory=200 * 1024 * 1024,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
     try:
         url = nb_server.start(config)
         yield Server(url, config, data_dir, model)

@@ -54,11 +54,18 @@ def test_events_change_the_profile_and_so_the_decision(client: httpx.Client) -> 
     eligible = {e["action_id"] for e in before["explanation"] if e["eligible"]}
     assert "retention_call" not in eligible  # needs a complaint in the last 30 days
     now = time.time()
-    r = client.post("/v1/events", json=[
-        {"customer_id": c, "type": "complaint", "ts": now, "properties": {"topic": "fees"}},
-        {"customer_id": c, "type": "profile_update", "ts": now,
-         "properties": {"age": 45, "credit_score": 720, "segment": "affluent"}},
-    ])
+    r = client.post(
+        "/v1/events",
+        json=[
+            {"customer_id": c, "type": "complaint", "ts": now, "properties": {"topic": "fees"}},
+            {
+                "customer_id": c,
+                "type": "profile_update",
+                "ts": now,
+                "properties": {"age": 45, "credit_score": 720, "segment": "affluent"},
+            },
+        ],
+    )
     assert r.json() == {"accepted": 2}
     profile = client.get(f"/v1/profiles/{c}").json()
     assert profile["aggregates"]["complaints_30d"] == 1.0
@@ -72,15 +79,21 @@ def test_events_change_the_profile_and_so_the_decision(client: httpx.Client) -> 
 
 def test_triggering_event_is_applied_before_deciding(client: httpx.Client) -> None:
     c = cid()
-    d = decide(client, c, channel="call_center", limit=20,
-               event={"type": "complaint", "properties": {"topic": "app"}})
+    d = decide(
+        client,
+        c,
+        channel="call_center",
+        limit=20,
+        event={"type": "complaint", "properties": {"topic": "app"}},
+    )
     assert "retention_call" in [a["action_id"] for a in d["actions"]]
 
 
 def test_msgpack_both_ways(client: httpx.Client) -> None:
     c = cid()
-    body = msgpack.packb({"customer_id": c, "type": "page_view", "ts": time.time(),
-                          "properties": {"page": "cards"}})
+    body = msgpack.packb(
+        {"customer_id": c, "type": "page_view", "ts": time.time(), "properties": {"page": "cards"}}
+    )
     r = client.post("/v1/events", content=body, headers=MSGPACK)
     assert r.headers["content-type"] == "application/msgpack"
     assert msgpack.unpackb(r.content) == {"accepted": 1}
@@ -97,10 +110,13 @@ def test_outcomes_feed_the_profile(client: httpx.Client) -> None:
     c = cid()
     d = decide(client, c, limit=1)
     action = d["actions"][0]["action_id"]
-    r = client.post("/v1/outcomes", json=[
-        {"decision_id": d["decision_id"], "action_id": action, "outcome": "impression"},
-        {"decision_id": d["decision_id"], "action_id": action, "outcome": "accept"},
-    ])
+    r = client.post(
+        "/v1/outcomes",
+        json=[
+            {"decision_id": d["decision_id"], "action_id": action, "outcome": "impression"},
+            {"decision_id": d["decision_id"], "action_id": action, "outcome": "accept"},
+        ],
+    )
     assert r.json() == {"accepted": 2}
     aggs = client.get(f"/v1/profiles/{c}").json()["aggregates"]
     assert (aggs["impressions_7d"], aggs["accepts_30d"]) == (1.0, 1.0)
@@ -111,8 +127,9 @@ def test_dry_run_records_nothing(client: httpx.Client) -> None:
     d = decide(client, c, dry_run=True, event={"type": "complaint"})
     profile = client.get(f"/v1/profiles/{c}").json()
     assert profile["known"] is False and profile["recent_decisions"] == []
-    r = client.post("/v1/outcomes", json={"decision_id": d["decision_id"],
-                                          "action_id": "x", "outcome": "click"})
+    r = client.post(
+        "/v1/outcomes", json={"decision_id": d["decision_id"], "action_id": "x", "outcome": "click"}
+    )
     assert r.status_code == 404
 
 
@@ -127,25 +144,65 @@ BAD = [
     ("/v1/events", b'{"customer_id": 7, "type": "x"}', JSON, 422, "invalid_field"),
     ("/v1/events", b"[]", JSON, 422, "empty_batch"),
     ("/v1/events", b'"just a string"', JSON, 422, "invalid_field"),
-    ("/v1/events", b'{"customer_id": "c", "type": "profile_update", "properties": {"age": "x"}}',
-     JSON, 422, "invalid_field"),
-    ("/v1/events", b'{"customer_id": "c", "type": "consent", "properties": {"fax": true}}',
-     JSON, 422, "unknown_channel"),
+    (
+        "/v1/events",
+        b'{"customer_id": "c", "type": "profile_update", "properties": {"age": "x"}}',
+        JSON,
+        422,
+        "invalid_field",
+    ),
+    (
+        "/v1/events",
+        b'{"customer_id": "c", "type": "consent", "properties": {"fax": true}}',
+        JSON,
+        422,
+        "unknown_channel",
+    ),
     ("/v1/events", b"{}", {"content-type": "text/csv"}, 415, "unsupported_media_type"),
     ("/v1/decide", b'{"customer_id": "c", "channel": "fax"}', JSON, 422, "unknown_channel"),
-    ("/v1/decide", b'{"customer_id": "c", "channel": "web", "limit": 0}', JSON, 422,
-     "invalid_field"),
-    ("/v1/decide", b'{"customer_id": "c", "channel": "web", "limit": 50}', JSON, 422,
-     "invalid_field"),
-    ("/v1/decide", b'{"customer_id": "c", "channel": "web", "context": {"a": [1]}}', JSON, 422,
-     "invalid_field"),
+    (
+        "/v1/decide",
+        b'{"customer_id": "c", "channel": "web", "limit": 0}',
+        JSON,
+        422,
+        "invalid_field",
+    ),
+    (
+        "/v1/decide",
+        b'{"customer_id": "c", "channel": "web", "limit": 50}',
+        JSON,
+        422,
+        "invalid_field",
+    ),
+    (
+        "/v1/decide",
+        b'{"customer_id": "c", "channel": "web", "context": {"a": [1]}}',
+        JSON,
+        422,
+        "invalid_field",
+    ),
     ("/v1/decide", b'{"customer_id": "c"}', JSON, 422, "missing_field"),
-    ("/v1/outcomes", b'{"decision_id": "d-0000-00", "action_id": "a", "outcome": "accept"}',
-     JSON, 404, "unknown_decision"),
-    ("/v1/outcomes", b'{"decision_id": "nonsense", "action_id": "a", "outcome": "accept"}',
-     JSON, 404, "unknown_decision"),
-    ("/v1/outcomes", b'{"decision_id": "d-0000-00", "action_id": "a", "outcome": "love"}',
-     JSON, 422, "invalid_field"),
+    (
+        "/v1/outcomes",
+        b'{"decision_id": "d-0000-00", "action_id": "a", "outcome": "accept"}',
+        JSON,
+        404,
+        "unknown_decision",
+    ),
+    (
+        "/v1/outcomes",
+        b'{"decision_id": "nonsense", "action_id": "a", "outcome": "accept"}',
+        JSON,
+        404,
+        "unknown_decision",
+    ),
+    (
+        "/v1/outcomes",
+        b'{"decision_id": "d-0000-00", "action_id": "a", "outcome": "love"}',
+        JSON,
+        422,
+        "invalid_field",
+    ),
     ("/v1/nowhere", b"{}", JSON, 404, "not_found"),
 ]
 
@@ -177,10 +234,16 @@ def test_nan_in_msgpack_and_oversized_bodies(server: Server, client: httpx.Clien
 
 def test_a_batch_with_one_bad_event_applies_nothing(client: httpx.Client) -> None:
     customers = [cid() for _ in range(6)]  # spread over both shards
-    batch = [{"customer_id": c, "type": "page_view", "properties": {"page": "cards"}}
-             for c in customers]
-    batch.append({"customer_id": customers[0], "type": "profile_update",
-                  "properties": {"segment": "platinum"}})
+    batch = [
+        {"customer_id": c, "type": "page_view", "properties": {"page": "cards"}} for c in customers
+    ]
+    batch.append(
+        {
+            "customer_id": customers[0],
+            "type": "profile_update",
+            "properties": {"segment": "platinum"},
+        }
+    )
     r = client.post("/v1/events", json=batch)
     assert r.status_code == 422 and r.json()["error"]["field"] == "[6].properties.segment"
     for c in customers:
@@ -190,8 +253,14 @@ def test_a_batch_with_one_bad_event_applies_nothing(client: httpx.Client) -> Non
 def test_outcome_batch_across_shards_is_all_or_nothing(client: httpx.Client) -> None:
     decisions = [decide(client, cid(), limit=1) for _ in range(6)]
     assert len({d["decision_id"][2:6] for d in decisions}) > 1
-    good = [{"decision_id": d["decision_id"], "action_id": d["actions"][0]["action_id"],
-             "outcome": "click"} for d in decisions]
+    good = [
+        {
+            "decision_id": d["decision_id"],
+            "action_id": d["actions"][0]["action_id"],
+            "outcome": "click",
+        }
+        for d in decisions
+    ]
     bad = {**good[-1], "action_id": "not_offered"}
     r = client.post("/v1/outcomes", json=good[:-1] + [bad])
     assert (r.status_code, r.json()["error"]["code"]) == (422, "action_not_in_decision")

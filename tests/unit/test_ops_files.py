@@ -38,8 +38,13 @@ def test_the_validation_would_catch_a_broken_cluster_yaml() -> None:
 def test_serve_config_matches_serve_build(tmp_path: Path) -> None:
     out = tmp_path / "built.yaml"
     serve = Path(sys.executable).parent / "serve"
-    subprocess.run([str(serve), "build", "serving.deploy:app", "-o", str(out)],
-                   cwd=ROOT, check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [str(serve), "build", "serving.deploy:app", "-o", str(out)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     assert out.read_text() == (ROOT / "serve_config.yaml").read_text(), (
         "serve_config.yaml is stale: run `serve build serving.deploy:app -o serve_config.yaml`"
     )

@@ -1,0 +1,40 @@
+"""A shard actor that dies is restarted by Ray; meanwhile its customers get 503, not 500.
+
+(Named test_zz_* so it runs after the other integration tests: it kills a shard.)
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import ray
+
+from decisioning.slots import contiguous_map, slot_of
+from tests.integration.conftest import Server
+
+
+def test_killed_shard_answers_503_then_recovers(server: Server, client: httpx.Client) -> None:
+    owners = contiguous_map(server.config.server.shards)
+    customer = next(f"k-{i}" for i in range(1000) if owners[slot_of(f"k-{i}")] == 0)
+    other = next(f"k-{i}" for i in range(1000) if owners[slot_of(f"k-{i}")] == 1)
+    body = {"customer_id": customer, "channel": "web"}
+    assert client.post("/v1/decide", json=body).status_code == 200
+    shard = ray.get_actor("shard-0", namespace=server.config.server.namespace)
+    ray.kill(shard, no_restart=False)
+    seen = []
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        r = client.post("/v1/decide", json=body)
+        seen.append(r.status_code)
+        if r.status_code == 503:
+            assert r.headers["retry-after"] == "1"
+            assert r.json()["error"]["code"] == "shard_unavailable"
+        if r.status_code == 200 and 503 in seen:
+            break
+        # the other shard keeps answering throughout
+        assert client.post("/v1/decide", json={**body, "customer_id": other}).status_code == 200
+        time.sleep(0.2)
+    assert set(seen) <= {200, 503}, seen
+    assert seen[-1] == 200, seen
+    assert r.json()["model_version"] is not None  # the restarted shard reloaded its model
