@@ -185,7 +185,19 @@ class ServerSpec(_Model):
     """Where and how the server runs; every field can be set by NEXTBEST_<FIELD>."""
 
     host: str = Field("127.0.0.1", description="HTTP bind address.")
-    port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port channels call.")
+    serving_path: Literal["direct", "proxy"] = Field(
+        "direct",
+        description="direct: Serve's throughput-optimized direct ingress, the ingress replica "
+        "listens on `port` itself (about 10x the default proxy's throughput); proxy: Serve's "
+        "default HTTP proxy listens on `port`.",
+    )
+    proxy_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="In direct mode, where Serve's own (slower) proxy listens; default port + 100.",
+    )
     shards: int = Field(2, ge=1, le=16384, description="Number of shard actors.")
     data_dir: str = Field("data", description="Data dir: model registry, logs, snapshots.")
     ingress_replicas: int = Field(1, ge=1, description="Serve ingress replicas.")

@@ -94,7 +94,7 @@ def serve(
     cfg = _config(config)
     if demo:
         ensure_demo_model(cfg)
-    started = server.start_ray(num_cpus=num_cpus)
+    started = server.start_ray(cfg, num_cpus=num_cpus)
     stopping = False
 
     def on_term(signum: int, frame: Any) -> None:
@@ -251,7 +251,9 @@ def bench(
     """Measure the floor, /v1/decide, /v1/events, in-actor time and memory per profile."""
     from bench.run import run
 
-    run(_config(config), seconds=seconds, connections=connections, profiles=profiles)
+    run(
+        _config(config), seconds=seconds, connections=connections, profiles=profiles, say=typer.echo
+    )
 
 
 def main() -> None:

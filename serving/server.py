@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
+import httpx
 import ray
 from ray import serve
 
@@ -13,13 +15,38 @@ from actors.remote import ensure_supervisor, shutdown_cluster
 from decisioning.config import Config
 from serving.app import build_app
 
-__all__ = ["APP_NAME", "start", "start_ray", "stop"]
+__all__ = ["APP_NAME", "proxy_port", "serve_env", "start", "start_ray", "status", "stop"]
 
 log = logging.getLogger("nextbest")
 APP_NAME = "nextbest"
 
 
-def start_ray(num_cpus: int = 2, object_store_mb: int = 256) -> bool:
+def serve_env(config: Config) -> dict[str, str]:
+    """Environment Ray must start with for the configured serving path.
+
+    In direct mode the ingress replica serves HTTP itself on `port` (Serve's direct
+    ingress, part of RAY_SERVE_THROUGHPUT_OPTIMIZED); a cluster started elsewhere
+    (RAY_ADDRESS) needs the same variables on `ray start` (see cluster.yaml).
+    """
+    s = config.server
+    if s.serving_path == "proxy":
+        return {}
+    return {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(s.port),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(s.port + s.ingress_replicas),
+    }
+
+
+def proxy_port(config: Config) -> int:
+    """Where Serve's own HTTP proxy listens: `port` itself in proxy mode."""
+    s = config.server
+    if s.serving_path == "proxy":
+        return s.port
+    return s.proxy_port or s.port + 100
+
+
+def start_ray(config: Config, num_cpus: int = 2, object_store_mb: int = 256) -> bool:
     """Connect to RAY_ADDRESS, or start a small local Ray; True if we started it."""
     if ray.is_initialized():
         return False
@@ -27,6 +54,8 @@ def start_ray(num_cpus: int = 2, object_store_mb: int = 256) -> bool:
     if address:
         ray.init(address=address, log_to_driver=False)
         return False
+    for key, value in serve_env(config).items():
+        os.environ.setdefault(key, value)  # inherited by every Ray process started here
     ray.init(
         num_cpus=num_cpus,
         object_store_memory=object_store_mb * 1024 * 1024,
@@ -39,14 +68,30 @@ def start_ray(num_cpus: int = 2, object_store_mb: int = 256) -> bool:
 
 
 def start(config: Config) -> str:
-    """Create the shards, deploy the Serve app, and return the URL it listens on."""
+    """Create the shards, deploy the Serve app, and return the URL once it answers."""
     ensure_supervisor(config)
     serve.start(
-        http_options={"host": config.server.host, "port": config.server.port},
+        http_options={"host": config.server.host, "port": proxy_port(config)},
         logging_config={"enable_access_log": False, "log_level": "WARNING"},
     )
     serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
-    return f"http://{config.server.host}:{config.server.port}"
+    url = f"http://{config.server.host}:{config.server.port}"
+    _wait_until_answering(url)
+    return url
+
+
+def _wait_until_answering(url: str, timeout: float = 60.0) -> None:
+    """serve.run returns before a direct-ingress replica has bound its port: wait for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nextbest did not answer on {url} within {timeout:.0f}s")
+        time.sleep(0.1)
 
 
 def stop(config: Config) -> None:

@@ -45,6 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         {
             "NEXTBEST_DATA_DIR": str(data_dir),
             "NEXTBEST_PORT": str(_free_port()),
+            "NEXTBEST_PROXY_PORT": str(_free_port()),
             "NEXTBEST_SHARDS": "2",
             "NEXTBEST_NAMESPACE": "nextbest-test",
         },
@@ -52,12 +53,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data = generate(config, customers=300, offers=5)
     model = train(data.training, config, rounds=40, progress=lambda m: None)
     Registry(config.server.data_dir).set_deployed("propensity", model.manifest.version)
-    ray.init(
-        num_cpus=2,
-        object_store_memory=200 * 1024 * 1024,
-        include_dashboard=False,
-        log_to_driver=False,
-    )
+    nb_server.start_ray(config, num_cpus=2, object_store_mb=200)
     try:
         url = nb_server.start(config)
         yield Server(url, config, data_dir, model)

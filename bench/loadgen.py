@@ -1,0 +1,154 @@
+"""A lean HTTP/1.1 keep-alive load generator on asyncio, with HdrHistogram latencies.
+
+closed loop: N connections send back-to-back -> maximum throughput.
+open loop:   requests are scheduled at a fixed rate and latency is measured from the
+             scheduled send time, so a stalled server cannot hide its queueing
+             (no coordinated omission).
+Only ever targets 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hdrh.histogram import HdrHistogram
+
+__all__ = ["Result", "closed_loop", "open_loop", "build_requests"]
+
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    requests: int
+    errors: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def build_requests(port: int, path: str, bodies: Sequence[bytes], ctype: str) -> list[bytes]:
+    return [
+        (
+            f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(b)}\r\nConnection: keep-alive\r\n\r\n"
+        ).encode()
+        + b
+        for b in bodies
+    ]
+
+
+class _Conn:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def send(self, request: bytes) -> int:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        if length:
+            await self.reader.readexactly(length)
+        return status
+
+
+async def _connect(port: int) -> _Conn:
+    r, w = await asyncio.open_connection(HOST, port)
+    return _Conn(r, w)
+
+
+def _hist() -> HdrHistogram:
+    return HdrHistogram(1, 60_000_000, 3)  # microseconds, up to 60 s
+
+
+def _result(h: HdrHistogram, n: int, errors: int, seconds: float) -> Result:
+    return Result(
+        n,
+        errors,
+        seconds,
+        h.get_value_at_percentile(50) / 1000,
+        h.get_value_at_percentile(99) / 1000,
+        h.get_value_at_percentile(99.9) / 1000,
+    )
+
+
+async def _closed(port: int, requests: list[bytes], connections: int, seconds: float) -> Result:
+    conns = [await _connect(port) for _ in range(connections)]
+    h = _hist()
+    counts = [0, 0]
+    stop = time.perf_counter() + seconds
+
+    async def worker(i: int, conn: _Conn) -> None:
+        j = i
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            status = await conn.send(requests[j % len(requests)])
+            h.record_value(max(1, int((time.perf_counter() - t0) * 1e6)))
+            counts[0] += 1
+            counts[1] += status != 200
+            j += connections
+
+    t = time.perf_counter()
+    await asyncio.gather(*(worker(i, c) for i, c in enumerate(conns)))
+    elapsed = time.perf_counter() - t
+    for c in conns:
+        c.writer.close()
+    return _result(h, counts[0], counts[1], elapsed)
+
+
+async def _open(
+    port: int, requests: list[bytes], rate: float, seconds: float, max_connections: int
+) -> Result:
+    idle: asyncio.Queue[_Conn] = asyncio.Queue()
+    opened = 0
+    h = _hist()
+    counts = [0, 0]
+    tasks = []
+
+    async def one(scheduled: float, request: bytes) -> None:
+        nonlocal opened
+        if idle.empty() and opened < max_connections:
+            opened += 1
+            conn = await _connect(port)
+        else:
+            conn = await idle.get()
+        status = await conn.send(request)
+        h.record_value(max(1, int((time.perf_counter() - scheduled) * 1e6)))
+        counts[0] += 1
+        counts[1] += status != 200
+        idle.put_nowait(conn)
+
+    start = time.perf_counter()
+    n = int(rate * seconds)
+    for i in range(n):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one(scheduled, requests[i % len(requests)])))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    while not idle.empty():
+        idle.get_nowait().writer.close()
+    return _result(h, counts[0], counts[1], elapsed)
+
+
+def closed_loop(port: int, requests: list[bytes], connections: int, seconds: float) -> Result:
+    return asyncio.run(_closed(port, requests, connections, seconds))
+
+
+def open_loop(
+    port: int, requests: list[bytes], rate: float, seconds: float, max_connections: int = 256
+) -> Result:
+    return asyncio.run(_open(port, requests, rate, seconds, max_connections))

@@ -1,0 +1,292 @@
+"""`nextbest bench`: every nextbest figure as a ratio against a bare Serve floor.
+
+1. floor: a no-op Serve deployment behind the same proxy and options, same run;
+2. /v1/decide (20 candidate actions, 200-tree model, profile read, decision recorded)
+   and /v1/events (single and batches of 100): max throughput, and p50/p99/p99.9 at
+   half of max;
+3. in-actor time per decision, by stage;
+4. memory per profile with 1,000,000 profiles in one shard, 40 features.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+import tempfile
+import time
+import tracemalloc
+from typing import Any
+
+import msgpack
+import numpy as np
+import ray
+from ray import serve
+
+from actors.shard import Shard
+from bench.loadgen import Result, build_requests, closed_loop, open_loop
+from bench.noop import Noop
+from decisioning.arbitration import Stages
+from decisioning.config import Config
+from decisioning.loader import config_from_dict
+from decisioning.profile import Event, ProfileSchema, ProfileStore
+from decisioning.registry import Registry
+from serving import server as nb_server
+from training.demo import event_batches, generate
+from training.train import train
+
+__all__ = ["run"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bench_config(config: Config, data_dir: str, port: int) -> Config:
+    """The demo catalog with every action on the web channel: 20 candidates per decision."""
+    data = config.model_dump(mode="json")
+    for a in data["actions"]:
+        if "web" not in a["channels"]:
+            a["channels"].append("web")
+    data["server"].update(data_dir=data_dir, port=port, namespace="nextbest-bench")
+    return config_from_dict(data, "bench")
+
+
+def _step(label: str, r: Result, floor: Result | None, unit: float = 1.0) -> dict[str, Any]:
+    row = {
+        "step": label,
+        "rps": r.rps * unit,
+        "p50_ms": r.p50_ms,
+        "p99_ms": r.p99_ms,
+        "p999_ms": r.p999_ms,
+        "errors": r.errors,
+        "requests": r.requests,
+    }
+    if floor is not None:
+        row["ratio_rps"] = r.rps / floor.rps
+    return row
+
+
+def _measure(
+    port: int, path: str, bodies: list[bytes], ctype: str, seconds: float, connections: int
+) -> tuple[Result, Result]:
+    reqs = build_requests(port, path, bodies, ctype)
+    closed_loop(port, reqs, connections, min(1.0, seconds))  # warm up
+    top = closed_loop(port, reqs, connections, seconds)
+    half = open_loop(port, reqs, max(1.0, top.rps / 2), seconds)
+    return top, half
+
+
+def http_figures(cfg: Config, seconds: float, connections: int, say: Any) -> list[dict[str, Any]]:
+    port = cfg.server.port
+    serve.run(
+        Noop.options(max_ongoing_requests=cfg.server.max_ongoing_requests).bind(),
+        name="noop",
+        route_prefix="/noop",
+        blocking=False,
+    )
+    time.sleep(1)
+    customers = [f"c-{i}" for i in range(1000)]
+    rows = []
+    say("floor: no-op Serve deployment …")
+    floor, floor_half = _measure(port, "/noop/", [b"{}"], "application/json", seconds, connections)
+    rows += [_step("floor max", floor, None), _step("floor @ half max", floor_half, None)]
+    say("/v1/decide …")
+    bodies = [
+        json.dumps(
+            {"customer_id": c, "channel": "web", "placement": "home_hero", "limit": 3}
+        ).encode()
+        for c in customers
+    ]
+    top, half = _measure(port, "/v1/decide", bodies, "application/json", seconds, connections)
+    rows += [_step("decide max", top, floor), _step("decide @ half max", half, floor)]
+    mp = [msgpack.packb({"customer_id": c, "channel": "web", "limit": 3}) for c in customers]
+    top, _ = _measure(port, "/v1/decide", mp[:200], "application/msgpack", seconds / 2, connections)
+    rows.append(_step("decide msgpack max", top, floor))
+    say("/v1/events …")
+    now = time.time()
+    single = [
+        json.dumps(
+            {"customer_id": c, "type": "page_view", "ts": now, "properties": {"page": "cards"}}
+        ).encode()
+        for c in customers
+    ]
+    top, half = _measure(port, "/v1/events", single, "application/json", seconds, connections)
+    rows += [_step("events single max", top, floor), _step("events single @ half", half, floor)]
+    batches = [
+        json.dumps(
+            [
+                {
+                    "customer_id": customers[(i * 100 + j) % 1000],
+                    "type": "page_view",
+                    "ts": now,
+                    "properties": {"page": "loans"},
+                }
+                for j in range(100)
+            ]
+        ).encode()
+        for i in range(20)
+    ]
+    top, _ = _measure(port, "/v1/events", batches, "application/json", seconds, connections // 4)
+    row = _step("events batch-100 max (events/s)", top, floor, unit=100)
+    row["ratio_rps"] = top.rps / floor.rps  # batches/s against requests/s of the floor
+    rows.append(row)
+    serve.delete("noop")
+    return rows
+
+
+def in_actor(cfg: Config, n: int = 3000) -> dict[str, float]:
+    registry = Registry(cfg.server.data_dir)
+    bundle = registry.read("propensity", registry.deployed("propensity") or 1)
+    now = time.time()
+    shard = Shard(0, cfg, [bundle], clock=lambda: now)
+    data = generate(cfg, customers=1000, offers=0, now=now)
+    shard.store.apply_many(data.events)
+    customers = [f"c-{i}" for i in range(1000)]
+    for c in customers[:200]:  # warm up
+        shard.decide({"customer_id": c, "channel": "web", "placement": "home_hero", "limit": 3})
+    shard.stages = Stages()
+    totals = []
+    eligible = []
+    for i in range(n):
+        t0 = time.perf_counter_ns()
+        d = shard.decide(
+            {
+                "customer_id": customers[i % 1000],
+                "channel": "web",
+                "placement": "home_hero",
+                "limit": 3,
+                "explain": False,
+            }
+        )
+        totals.append(time.perf_counter_ns() - t0)
+        eligible.append(len(d["actions"]))
+    s = shard.stages
+    per = {
+        k: getattr(s, k) / s.count / 1000
+        for k in ("eligibility", "features", "scoring", "arbitration")
+    }
+    total = statistics.mean(totals) / 1000
+    cands = len(shard.catalog.live("web", now))
+    probe = [
+        shard.decide(
+            {"customer_id": c, "channel": "web", "limit": 20, "explain": True, "dry_run": True}
+        )
+        for c in customers[:200]
+    ]
+    scored = statistics.mean(sum(1 for e in d["explanation"] if e["eligible"]) for d in probe)
+    return {
+        "total_us": total,
+        **{f"{k}_us": v for k, v in per.items()},
+        "other_us": total - sum(per.values()),
+        "candidates": cands,
+        "eligible_avg": scored,
+        "p99_us": float(np.percentile(totals, 99)) / 1000,
+    }
+
+
+def memory_per_profile(cfg: Config, n: int) -> dict[str, float]:
+    data = cfg.model_dump(mode="json")
+    data["profile"]["attributes"] += [
+        {"name": f"extra_{i}", "type": "numeric"}
+        for i in range(40 - len(ProfileSchema(cfg).feature_names))
+    ]
+    cfg40 = config_from_dict(data, "bench-40")
+    schema = ProfileSchema(cfg40)
+    tracemalloc.start()
+    store = ProfileStore(schema, capacity=n)
+    base = tracemalloc.get_traced_memory()[0]
+    for i in range(n):
+        store.row(f"customer-{i:08d}")
+    index = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    store.apply(Event("customer-00000001", "page_view", time.time(), {"page": "cards"}))
+    columns = store.nbytes()
+    return {
+        "features": len(schema.feature_names),
+        "profiles": n,
+        "columns_bytes": columns / n,
+        "index_bytes": index / n,
+        "total_bytes": (columns + index) / n,
+        "f32_cols": schema.n32,
+        "f64_cols": schema.n64,
+        "i32_cols": schema.ni,
+    }
+
+
+def run(
+    config: Config,
+    seconds: float = 5.0,
+    connections: int = 32,
+    profiles: int = 1_000_000,
+    say: Any = print,
+) -> dict[str, Any]:
+    data_dir = tempfile.mkdtemp(prefix="nextbest-bench-")
+    cfg = bench_config(config, data_dir, _free_port())
+    say(f"training the bench model (200 trees) in {data_dir} …")
+    demo = generate(cfg, customers=2000, offers=5)
+    model = train(demo.training, cfg, rounds=200, progress=lambda m: None)
+    Registry(data_dir).set_deployed("propensity", model.manifest.version)
+    started = nb_server.start_ray(cfg, num_cpus=2)
+    try:
+        url = nb_server.start(cfg)
+        import httpx
+
+        live = generate(cfg, customers=1000, offers=0, now=time.time())
+        with httpx.Client(base_url=url, timeout=60) as c:
+            for batch in event_batches(live.events):
+                c.post("/v1/events", json=batch).raise_for_status()
+        rows = http_figures(cfg, seconds, connections, say)
+        nb_server.stop(cfg)
+    finally:
+        if started:
+            ray.shutdown()
+    say("in-actor decision time …")
+    actor = in_actor(cfg)
+    say(f"memory per profile ({profiles:,} profiles) …")
+    mem = memory_per_profile(cfg, profiles)
+    result = {
+        "http": rows,
+        "in_actor": actor,
+        "memory": mem,
+        "model": {
+            "trees": model.manifest.metrics["trees"],
+            "features": len(model.manifest.features),
+        },
+    }
+    say(report(result))
+    return result
+
+
+def report(r: dict[str, Any]) -> str:
+    lines = [
+        "",
+        "| step | req/s | × floor | p50 ms | p99 ms | p99.9 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in r["http"]:
+        ratio = f"{row['ratio_rps']:.2f}" if "ratio_rps" in row else "1.00"
+        lines.append(
+            f"| {row['step']} | {row['rps']:,.0f} | {ratio} | {row['p50_ms']:.2f} | "
+            f"{row['p99_ms']:.2f} | {row['p999_ms']:.2f} | {row['errors']} |"
+        )
+    a = r["in_actor"]
+    lines += [
+        "",
+        f"in-actor decision ({a['candidates']} candidates, {a['eligible_avg']:.1f} "
+        f"eligible on average, {r['model']['trees']}-tree model, "
+        f"{r['model']['features']} features):",
+        f"  total {a['total_us']:.0f} µs (p99 {a['p99_us']:.0f} µs) = eligibility "
+        f"{a['eligibility_us']:.0f} + features {a['features_us']:.0f} + scoring "
+        f"{a['scoring_us']:.0f} + arbitration {a['arbitration_us']:.0f} + profile read/"
+        f"record {a['other_us']:.0f}",
+    ]
+    m = r["memory"]
+    lines += [
+        f"memory: {m['total_bytes']:.0f} bytes/profile at {m['profiles']:,} profiles, "
+        f"{m['features']} features (columns {m['columns_bytes']:.0f} + id index "
+        f"{m['index_bytes']:.0f})"
+    ]
+    return "\n".join(lines)
