@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ class Result:
     p50_ms: float
     p99_ms: float
     p999_ms: float
+    statuses: dict[int, int]
 
     @property
     def rps(self) -> float:
@@ -72,21 +74,23 @@ def _hist() -> HdrHistogram:
     return HdrHistogram(1, 60_000_000, 3)  # microseconds, up to 60 s
 
 
-def _result(h: HdrHistogram, n: int, errors: int, seconds: float) -> Result:
+def _result(h: HdrHistogram, statuses: Counter[int], seconds: float) -> Result:
+    n = sum(statuses.values())
     return Result(
-        n,
-        errors,
-        seconds,
-        h.get_value_at_percentile(50) / 1000,
-        h.get_value_at_percentile(99) / 1000,
-        h.get_value_at_percentile(99.9) / 1000,
+        requests=n,
+        errors=n - statuses.get(200, 0),
+        seconds=seconds,
+        p50_ms=h.get_value_at_percentile(50) / 1000,
+        p99_ms=h.get_value_at_percentile(99) / 1000,
+        p999_ms=h.get_value_at_percentile(99.9) / 1000,
+        statuses=dict(statuses),
     )
 
 
 async def _closed(port: int, requests: list[bytes], connections: int, seconds: float) -> Result:
     conns = [await _connect(port) for _ in range(connections)]
     h = _hist()
-    counts = [0, 0]
+    statuses: Counter[int] = Counter()
     stop = time.perf_counter() + seconds
 
     async def worker(i: int, conn: _Conn) -> None:
@@ -95,8 +99,7 @@ async def _closed(port: int, requests: list[bytes], connections: int, seconds: f
             t0 = time.perf_counter()
             status = await conn.send(requests[j % len(requests)])
             h.record_value(max(1, int((time.perf_counter() - t0) * 1e6)))
-            counts[0] += 1
-            counts[1] += status != 200
+            statuses[status] += 1
             j += connections
 
     t = time.perf_counter()
@@ -104,7 +107,7 @@ async def _closed(port: int, requests: list[bytes], connections: int, seconds: f
     elapsed = time.perf_counter() - t
     for c in conns:
         c.writer.close()
-    return _result(h, counts[0], counts[1], elapsed)
+    return _result(h, statuses, elapsed)
 
 
 async def _open(
@@ -113,7 +116,7 @@ async def _open(
     idle: asyncio.Queue[_Conn] = asyncio.Queue()
     opened = 0
     h = _hist()
-    counts = [0, 0]
+    statuses: Counter[int] = Counter()
     tasks = []
 
     async def one(scheduled: float, request: bytes) -> None:
@@ -125,8 +128,7 @@ async def _open(
             conn = await idle.get()
         status = await conn.send(request)
         h.record_value(max(1, int((time.perf_counter() - scheduled) * 1e6)))
-        counts[0] += 1
-        counts[1] += status != 200
+        statuses[status] += 1
         idle.put_nowait(conn)
 
     start = time.perf_counter()
@@ -141,7 +143,7 @@ async def _open(
     elapsed = time.perf_counter() - start
     while not idle.empty():
         idle.get_nowait().writer.close()
-    return _result(h, counts[0], counts[1], elapsed)
+    return _result(h, statuses, elapsed)
 
 
 def closed_loop(port: int, requests: list[bytes], connections: int, seconds: float) -> Result:

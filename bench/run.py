@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import statistics
 import tempfile
@@ -18,6 +19,7 @@ import time
 import tracemalloc
 from typing import Any
 
+import httpx
 import msgpack
 import numpy as np
 import ray
@@ -36,6 +38,8 @@ from training.demo import event_batches, generate
 from training.train import train
 
 __all__ = ["run"]
+
+NOOP_PORTS = 10
 
 
 def _free_port() -> int:
@@ -229,11 +233,13 @@ def run(
     demo = generate(cfg, customers=2000, offers=5)
     model = train(demo.training, cfg, rounds=200, progress=lambda m: None)
     Registry(data_dir).set_deployed("propensity", model.manifest.version)
+    # room for the no-op floor app, a second ingress with its own port in direct mode
+    os.environ.setdefault(
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT", str(cfg.server.port + NOOP_PORTS)
+    )
     started = nb_server.start_ray(cfg, num_cpus=2)
     try:
         url = nb_server.start(cfg)
-        import httpx
-
         live = generate(cfg, customers=1000, offers=0, now=time.time())
         with httpx.Client(base_url=url, timeout=60) as c:
             for batch in event_batches(live.events):
@@ -268,9 +274,11 @@ def report(r: dict[str, Any]) -> str:
     ]
     for row in r["http"]:
         ratio = f"{row['ratio_rps']:.2f}" if "ratio_rps" in row else "1.00"
+        bad = {k: v for k, v in row["statuses"].items() if k != 200}
+        errors = f"{row['errors']} {bad}" if bad else "0"
         lines.append(
             f"| {row['step']} | {row['rps']:,.0f} | {ratio} | {row['p50_ms']:.2f} | "
-            f"{row['p99_ms']:.2f} | {row['p999_ms']:.2f} | {row['errors']} |"
+            f"{row['p99_ms']:.2f} | {row['p999_ms']:.2f} | {errors} |"
         )
     a = r["in_actor"]
     lines += [

@@ -30,7 +30,6 @@ PROFILE_UPDATE = "profile_update"
 CONSENT = "consent"
 _NEVER = np.iinfo(np.int32).min + 1
 _CLEAR = {"count": 0.0, "sum": 0.0, "min": math.inf, "max": -math.inf}
-_KIND_CODE = {"count": 0, "sum": 1, "min": 2, "max": 3}
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +72,12 @@ class _WindowGroup:
     cols: np.ndarray  # (n, B) float32 columns
     ep_cols: np.ndarray  # (n,)
     widths: np.ndarray  # (n,)
-    kinds: np.ndarray  # (n,) codes
     features: np.ndarray  # (n,)
+    slots: np.ndarray  # (1, B) bucket indices
+    fill: np.ndarray  # (n, 1) value of an empty bucket: 0, +inf (min), -inf (max)
+    sum_rows: np.ndarray  # which of the n are counts or sums
+    min_rows: np.ndarray
+    max_rows: np.ndarray
 
 
 class ProfileSchema:
@@ -182,17 +185,27 @@ class ProfileSchema:
         for a in self.aggs:
             if a.ep_col >= 0:
                 groups.setdefault(a.spec.buckets, []).append(a)
-        self.window_groups = [
-            _WindowGroup(
-                buckets=b,
-                cols=np.array([[a.col + k for k in range(b)] for a in members], dtype=np.intp),
-                ep_cols=np.array([a.ep_col for a in members], dtype=np.intp),
-                widths=np.array([a.width for a in members], dtype=np.float64),
-                kinds=np.array([_KIND_CODE[a.spec.kind] for a in members], dtype=np.int8),
-                features=np.array([a.feature for a in members], dtype=np.intp),
+        self.window_groups = []
+        for b, members in groups.items():
+            kinds = [a.spec.kind for a in members]
+
+            def rows(*wanted: str, kinds: list[str] = kinds) -> np.ndarray:
+                return np.array([i for i, k in enumerate(kinds) if k in wanted], dtype=np.intp)
+
+            self.window_groups.append(
+                _WindowGroup(
+                    buckets=b,
+                    cols=np.array([[a.col + k for k in range(b)] for a in members], dtype=np.intp),
+                    ep_cols=np.array([a.ep_col for a in members], dtype=np.intp),
+                    widths=np.array([a.width for a in members], dtype=np.float64),
+                    features=np.array([a.feature for a in members], dtype=np.intp),
+                    slots=np.arange(b, dtype=np.int64)[None, :],
+                    fill=np.array([[_CLEAR[k]] for k in kinds], dtype=np.float32),
+                    sum_rows=rows("count", "sum"),
+                    min_rows=rows("min"),
+                    max_rows=rows("max"),
+                )
             )
-            for b, members in groups.items()
-        ]
 
     def check_event(self, event: Event) -> None:
         """Refuse an event that cannot be applied, before anything is applied."""
@@ -438,16 +451,23 @@ class ProfileStore:
 
 
 def _read_windows(g: _WindowGroup, f32: np.ndarray, i32: np.ndarray, now: float) -> np.ndarray:
-    b = g.buckets
-    buckets = f32[g.cols].astype(np.float64)  # (n, B)
-    last = i32[g.ep_cols].astype(np.int64)[:, None]
-    slots = np.arange(b, dtype=np.int64)[None, :]
-    slot_epoch = last - np.mod(last - slots, b)
-    now_epoch = np.floor(now / g.widths).astype(np.int64)[:, None]
-    valid = (slot_epoch > now_epoch - b) & (slot_epoch <= now_epoch)
-    total = np.where(valid, buckets, 0.0).sum(axis=1)
-    low = np.where(valid, buckets, np.inf).min(axis=1)
-    high = np.where(valid, buckets, -np.inf).max(axis=1)
-    low = np.where(np.isinf(low), np.nan, low)
-    high = np.where(np.isinf(high), np.nan, high)
-    return np.select([g.kinds <= 1, g.kinds == 2], [total, low], high)
+    """Sum/min/max of the buckets still inside each window, for one group, in a few ops.
+
+    Bucket k of an aggregate last advanced to epoch L holds epoch L - d with
+    d = (L - k) mod B. It is inside the window at epoch E iff E - B < L - d <= E, i.e.
+    L - E <= d < B - (E - L).
+    """
+    last = i32[g.ep_cols].astype(np.int64)
+    age = (now // g.widths).astype(np.int64) - last
+    d = np.mod(last[:, None] - g.slots, g.buckets)
+    valid = (d < (g.buckets - age)[:, None]) & (d >= (-age)[:, None])
+    masked = np.where(valid, f32[g.cols], g.fill)
+    out = np.empty(len(g.features), dtype=np.float64)
+    if g.sum_rows.size:
+        out[g.sum_rows] = masked[g.sum_rows].sum(axis=1)
+    if g.min_rows.size:
+        out[g.min_rows] = masked[g.min_rows].min(axis=1)
+    if g.max_rows.size:
+        out[g.max_rows] = masked[g.max_rows].max(axis=1)
+    out[np.isinf(out)] = np.nan  # no event in the window: min/max are null
+    return out

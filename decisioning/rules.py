@@ -97,7 +97,15 @@ def compile_rule(source: str, resolve: Resolve) -> Rule:
 
 
 def _truthy(v: Any) -> bool:
-    return bool(v) and not (isinstance(v, float) and math.isnan(v))
+    return v is True or (v is not False and v is not None and bool(v) and v == v)
+
+
+def _and(a: Fn, b: Fn) -> Fn:
+    return lambda env: _truthy(a(env)) and _truthy(b(env))
+
+
+def _or(a: Fn, b: Fn) -> Fn:
+    return lambda env: _truthy(a(env)) or _truthy(b(env))
 
 
 def _safe(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
@@ -208,9 +216,11 @@ class _Compiler:
 
     def visit_BoolOp(self, node: ast.BoolOp) -> tuple[Fn, str]:
         parts = [self.visit(v)[0] for v in node.values]
-        if isinstance(node.op, ast.And):
-            return (lambda env: all(_truthy(p(env)) for p in parts)), "bool"
-        return (lambda env: any(_truthy(p(env)) for p in parts)), "bool"
+        fn = _and if isinstance(node.op, ast.And) else _or
+        combined = parts[0]
+        for part in parts[1:]:  # nested closures: no generator per evaluation
+            combined = fn(combined, part)
+        return (lambda env: _truthy(combined(env))), "bool"
 
     def visit_UnaryOp(self, node: ast.UnaryOp) -> tuple[Fn, str]:
         inner, typ = self.visit(node.operand)

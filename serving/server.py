@@ -26,7 +26,9 @@ def serve_env(config: Config) -> dict[str, str]:
 
     In direct mode the ingress replica serves HTTP itself on `port` (Serve's direct
     ingress, part of RAY_SERVE_THROUGHPUT_OPTIMIZED); a cluster started elsewhere
-    (RAY_ADDRESS) needs the same variables on `ray start` (see cluster.yaml).
+    (RAY_ADDRESS) needs the same variables on `ray start` (see cluster.yaml). Port
+    quarantine exists to protect HAProxy's server list; without HAProxy it would keep a
+    restarted ingress replica off `port` for minutes, so it is off.
     """
     s = config.server
     if s.serving_path == "proxy":
@@ -35,6 +37,7 @@ def serve_env(config: Config) -> dict[str, str]:
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
         "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(s.port),
         "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(s.port + s.ingress_replicas),
+        "RAY_SERVE_PORT_QUARANTINE_S": "0",
     }
 
 
