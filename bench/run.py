@@ -67,6 +67,7 @@ def _step(label: str, r: Result, floor: Result | None, unit: float = 1.0) -> dic
         "p999_ms": r.p999_ms,
         "errors": r.errors,
         "requests": r.requests,
+        "statuses": r.statuses,
     }
     if floor is not None:
         row["ratio_rps"] = r.rps / floor.rps
@@ -83,6 +84,22 @@ def _measure(
     return top, half
 
 
+def _noop_port(cfg: Config) -> int:
+    """The no-op app is a second ingress: in direct mode it gets a port of its own."""
+    if cfg.server.serving_path == "proxy":
+        return cfg.server.port
+    for _ in range(100):
+        for port in range(cfg.server.port + 1, cfg.server.port + NOOP_PORTS + 1):
+            try:
+                r = httpx.post(f"http://127.0.0.1:{port}/noop/", content=b"{}", timeout=2)
+                if r.status_code == 200:
+                    return port
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.2)
+    raise RuntimeError("the no-op floor app did not start")
+
+
 def http_figures(cfg: Config, seconds: float, connections: int, say: Any) -> list[dict[str, Any]]:
     port = cfg.server.port
     serve.run(
@@ -91,11 +108,13 @@ def http_figures(cfg: Config, seconds: float, connections: int, say: Any) -> lis
         route_prefix="/noop",
         blocking=False,
     )
-    time.sleep(1)
+    noop_port = _noop_port(cfg)
     customers = [f"c-{i}" for i in range(1000)]
     rows = []
-    say("floor: no-op Serve deployment …")
-    floor, floor_half = _measure(port, "/noop/", [b"{}"], "application/json", seconds, connections)
+    say(f"floor: no-op Serve deployment ({cfg.server.serving_path} ingress, port {noop_port}) …")
+    floor, floor_half = _measure(
+        noop_port, "/noop/", [b"{}"], "application/json", seconds, connections
+    )
     rows += [_step("floor max", floor, None), _step("floor @ half max", floor_half, None)]
     say("/v1/decide …")
     bodies = [
@@ -262,6 +281,10 @@ def run(
             "features": len(model.manifest.features),
         },
     }
+    out = os.path.join(data_dir, "bench.json")
+    with open(out, "w") as f:
+        json.dump(result, f, indent=2)
+    say(f"raw figures: {out}")
     say(report(result))
     return result
 
