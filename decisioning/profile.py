@@ -187,7 +187,7 @@ class ProfileSchema:
                 groups.setdefault(a.spec.buckets, []).append(a)
         self.window_groups = []
         for b, members in groups.items():
-            kinds = [a.spec.kind for a in members]
+            kinds: list[str] = [a.spec.kind for a in members]
 
             def rows(*wanted: str, kinds: list[str] = kinds) -> np.ndarray:
                 return np.array([i for i, k in enumerate(kinds) if k in wanted], dtype=np.intp)

@@ -153,7 +153,8 @@ class Ingress:
 
     @fastapi_app.post("/v1/events", tags=["events"], summary="Send one event or a batch")
     async def events(self, request: Request) -> Response:
-        items = _one_or_many(await self._body(request), EventIn, self.max_batch)
+        data = await self._body(request)
+        items = _one_or_many(data, EventIn, self.max_batch)
         now = time.time()
         by_shard: dict[int, list[dict[str, Any]]] = {}
         for i, ev in enumerate(items):
@@ -164,7 +165,7 @@ class Ingress:
                 self.schema.check_event(event_from_wire(wire))
             except NextbestError as e:
                 field = getattr(e, "field", None)
-                field = f"[{i}].{field}" if len(items) > 1 and field else field
+                field = f"[{i}].{field}" if isinstance(data, list) and field else field
                 return _fail(
                     request, status_of(e), getattr(e, "code", "invalid_field"), str(e), field
                 )
@@ -195,13 +196,14 @@ class Ingress:
 
     @fastapi_app.post("/v1/outcomes", tags=["decisions"], summary="Report outcomes of decisions")
     async def outcomes(self, request: Request) -> Response:
-        items = _one_or_many(await self._body(request), OutcomeIn, self.max_batch)
+        data = await self._body(request)
+        items = _one_or_many(data, OutcomeIn, self.max_batch)
         by_shard: dict[int, list[dict[str, Any]]] = {}
         for i, o in enumerate(items):
             try:
                 shard = self.router.shard_of_decision(o.decision_id)
             except NextbestError as e:
-                prefix = f"[{i}]." if len(items) > 1 else ""
+                prefix = f"[{i}]." if isinstance(data, list) else ""
                 return _fail(request, 404, "unknown_decision", str(e), prefix + "decision_id")
             by_shard.setdefault(shard, []).append(o.model_dump())
         calls = list(by_shard.items())

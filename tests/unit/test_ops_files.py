@@ -28,6 +28,19 @@ def test_cluster_yaml_is_valid_for_ray() -> None:
     assert any("pip install" in c and "nextbest" in c for c in prepared["setup_commands"])
 
 
+def test_cluster_starts_ray_with_the_serving_path_variables() -> None:
+    from decisioning.loader import load_config
+    from serving.server import serve_env
+
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    env = serve_env(load_config(ROOT / "examples" / "nextbest.yaml", {}))
+    assert env
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = " ".join(config[key])
+        for name, value in env.items():
+            assert f"{name}={value}" in start, (key, name)
+
+
 def test_the_validation_would_catch_a_broken_cluster_yaml() -> None:
     config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
     config["head_node_type"] = "missing"
