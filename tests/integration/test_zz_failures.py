@@ -1,6 +1,7 @@
-"""A shard actor that dies is restarted by Ray; meanwhile its customers get 503, not 500.
+"""Things die: a shard actor is restarted by Ray (its customers get 503 meanwhile, never
+500); an ingress replica is replaced by Serve on the same port.
 
-(Named test_zz_* so it runs after the other integration tests: it kills a shard.)
+(Named test_zz_* so it runs after the other integration tests: it kills actors.)
 """
 
 from __future__ import annotations
@@ -38,3 +39,28 @@ def test_killed_shard_answers_503_then_recovers(server: Server, client: httpx.Cl
     assert set(seen) <= {200, 503}, seen
     assert seen[-1] == 200, seen
     assert r.json()["model_version"] is not None  # the restarted shard reloaded its model
+
+
+def test_killed_ingress_replica_comes_back_on_the_same_port(server: Server) -> None:
+    """Serve's port quarantine is off in direct mode, so channels keep their URL."""
+    replicas = [
+        a
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == "serve" and "nextbest" in a["name"] and "REPLICA" in a["name"].upper()
+    ]
+    assert replicas, ray.util.list_named_actors(all_namespaces=True)
+    for r in replicas:
+        ray.kill(ray.get_actor(r["name"], namespace="serve"), no_restart=True)
+    deadline = time.time() + 120
+    down_seen = False
+    while time.time() < deadline:
+        try:
+            ok = httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            ok, down_seen = False, True
+        if ok and down_seen:
+            break
+        time.sleep(0.25)
+    assert down_seen, "the replica was never down: the kill did not happen"
+    r = httpx.post(f"{server.url}/v1/decide", json={"customer_id": "x", "channel": "web"})
+    assert r.status_code == 200
