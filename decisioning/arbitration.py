@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -94,7 +94,6 @@ class Stages:
     scoring: int = 0
     arbitration: int = 0
     count: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 def decide(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +53,9 @@ class Action:
         return float(v)
 
 
-def make_resolver(config: Config, schema: ProfileSchema, *, allow_action_value: bool = True):  # noqa: ANN201
+def make_resolver(
+    config: Config, schema: ProfileSchema, *, allow_action_value: bool = True
+) -> Callable[[str, str], FieldInfo | None]:
     """The name resolver rules compile against: profile, consent, context, action fields."""
     ctx_fields = {c.name: c for c in config.context}
 
