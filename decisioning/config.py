@@ -201,6 +201,13 @@ class ServerSpec(_Model):
     shards: int = Field(2, ge=1, le=16384, description="Number of shard actors.")
     data_dir: str = Field("data", description="Data dir: model registry, logs, snapshots.")
     ingress_replicas: int = Field(1, ge=1, description="Serve ingress replicas.")
+    drain_s: float = Field(
+        2.0,
+        ge=0,
+        le=600,
+        description="Direct mode: seconds a stopping ingress replica keeps serving (Serve's "
+        "default is 30, for load balancers to notice); raise it behind a load balancer.",
+    )
     max_ongoing_requests: int = Field(
         256, ge=1, description="Concurrent requests per ingress replica before queueing."
     )

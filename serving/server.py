@@ -38,6 +38,7 @@ def serve_env(config: Config) -> dict[str, str]:
         "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(s.port),
         "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(s.port + s.ingress_replicas),
         "RAY_SERVE_PORT_QUARANTINE_S": "0",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": f"{s.drain_s:g}",
     }
 
 
@@ -72,6 +73,8 @@ def start_ray(config: Config, num_cpus: int = 2, object_store_mb: int = 256) -> 
 
 def start(config: Config) -> str:
     """Create the shards, deploy the Serve app, and return the URL once it answers."""
+    # Serve's INFO lines name its proxy port, not the one channels use: keep them out
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
     ensure_supervisor(config)
     serve.start(
         http_options={"host": config.server.host, "port": proxy_port(config)},
