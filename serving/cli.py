@@ -100,7 +100,9 @@ def serve(
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
+    # both, explicitly: a process started in the background inherits SIGINT as ignored
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
     try:
         typer.echo(f"starting {cfg.server.shards} shards and the Serve app…")
         url = server.start(cfg)
