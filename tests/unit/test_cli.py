@@ -1,0 +1,55 @@
+"""The CLI as a user runs it (no server needed): demo, train, models list, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from decisioning.registry import Registry
+from serving.cli import app
+from tests.conftest import EXAMPLE
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {"NEXTBEST_DATA_DIR": str(tmp_path / "data"), "NEXTBEST_PORT": "1"}
+
+
+def test_demo_then_train_then_list(tmp_path: Path, env: dict[str, str]) -> None:
+    out = tmp_path / "demo"
+    r = runner.invoke(
+        app, ["demo", "--config", str(EXAMPLE), "--customers", "150", "--out", str(out)], env=env
+    )
+    assert r.exit_code == 0, r.output
+    assert (out / "training.parquet").exists() and (out / "events.parquet").exists()
+    r = runner.invoke(
+        app,
+        ["train", str(out / "training.parquet"), "--config", str(EXAMPLE), "--rounds", "20"],
+        env=env,
+    )
+    assert r.exit_code == 0, r.output
+    assert "round 20/20" in r.output  # progress is shown
+    assert "propensity@1: AUC" in r.output
+    assert "nextbest models deploy" in r.output
+    assert Registry(env["NEXTBEST_DATA_DIR"]).versions("propensity") == [1]
+    r = runner.invoke(app, ["models", "list", "--config", str(EXAMPLE)], env=env)
+    assert r.exit_code == 0 and "propensity@1" in r.output
+    assert "server not reachable" in r.output
+
+
+def test_user_errors_are_messages_not_tracebacks(tmp_path: Path, env: dict[str, str]) -> None:
+    r = runner.invoke(
+        app, ["train", str(tmp_path / "nope.parquet"), "--config", str(EXAMPLE)], env=env
+    )
+    assert r.exit_code == 1 and "cannot read" in r.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(EXAMPLE.read_text().replace("shards: 2", "shards: zero"))
+    r = runner.invoke(app, ["models", "list", "--config", str(bad)], env=env)
+    assert r.exit_code == 2
+    assert "bad.yaml: server.shards" in r.output
+    r = runner.invoke(app, ["models", "deploy", str(tmp_path), "--config", str(EXAMPLE)], env=env)
+    assert r.exit_code == 1 and "manifest.json not found" in r.output
