@@ -10,6 +10,7 @@ import httpx
 import msgpack
 import pytest
 
+from decisioning.slots import contiguous_map, slot_of
 from tests.integration.conftest import Server
 
 JSON = {"content-type": "application/json"}
@@ -18,6 +19,15 @@ MSGPACK = {"content-type": "application/msgpack", "accept": "application/msgpack
 
 def cid() -> str:
     return f"it-{uuid.uuid4().hex[:10]}"
+
+
+def on_both_shards(n: int) -> list[str]:
+    """n fresh customer ids, at least one owned by each of the two shards."""
+    owners = contiguous_map(2)
+    ids: list[str] = []
+    while len(ids) < n or len({owners[slot_of(c)] for c in ids}) < 2:
+        ids.append(cid())
+    return ids
 
 
 def decide(client: httpx.Client, customer: str, **kw: object) -> dict:
@@ -233,7 +243,7 @@ def test_nan_in_msgpack_and_oversized_bodies(server: Server, client: httpx.Clien
 
 
 def test_a_batch_with_one_bad_event_applies_nothing(client: httpx.Client) -> None:
-    customers = [cid() for _ in range(6)]  # spread over both shards
+    customers = on_both_shards(6)
     batch = [
         {"customer_id": c, "type": "page_view", "properties": {"page": "cards"}} for c in customers
     ]
@@ -245,14 +255,14 @@ def test_a_batch_with_one_bad_event_applies_nothing(client: httpx.Client) -> Non
         }
     )
     r = client.post("/v1/events", json=batch)
-    assert r.status_code == 422 and r.json()["error"]["field"] == "[6].properties.segment"
+    assert r.status_code == 422
+    assert r.json()["error"]["field"] == f"[{len(customers)}].properties.segment"
     for c in customers:
         assert client.get(f"/v1/profiles/{c}").json()["known"] is False
 
 
 def test_outcome_batch_across_shards_is_all_or_nothing(client: httpx.Client) -> None:
-    decisions = [decide(client, cid(), limit=1) for _ in range(6)]
-    assert len({d["decision_id"][2:6] for d in decisions}) > 1
+    decisions = [decide(client, c, limit=1) for c in on_both_shards(6)]
     good = [
         {
             "decision_id": d["decision_id"],
@@ -267,4 +277,4 @@ def test_outcome_batch_across_shards_is_all_or_nothing(client: httpx.Client) -> 
     for d in decisions:
         assert client.get(f"/v1/profiles/{d['customer_id']}").json()["known"] is True
     r = client.post("/v1/outcomes", json=good)
-    assert r.json() == {"accepted": 6}
+    assert r.json() == {"accepted": len(decisions)}
