@@ -118,9 +118,6 @@ class Catalog:
         for a in self.actions:
             for ch in a.channels:
                 self.by_channel[ch].append(a)
-        self.action_ids = [a.id for a in self.actions]
-        self.groups = sorted({a.group for a in self.actions})
-        self.models = sorted({a.model for a in self.actions if a.model})
         dump = json.dumps(
             [s.model_dump(mode="json") for s in config.actions]
             + [config.decisioning.model_dump(mode="json")],

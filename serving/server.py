@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
 
 import httpx
 import ray
@@ -15,7 +14,7 @@ from actors.remote import ensure_supervisor, shutdown_cluster
 from decisioning.config import Config
 from serving.app import build_app
 
-__all__ = ["APP_NAME", "proxy_port", "serve_env", "start", "start_ray", "status", "stop"]
+__all__ = ["APP_NAME", "proxy_port", "serve_env", "start", "start_ray", "stop"]
 
 log = logging.getLogger("nextbest")
 APP_NAME = "nextbest"
@@ -108,8 +107,3 @@ def stop(config: Config) -> None:
         log.warning("serve.delete: %s", e)
     shutdown_cluster(config)
     serve.shutdown()
-
-
-def status(config: Config) -> list[dict[str, Any]]:
-    sup = ray.get_actor("supervisor", namespace=config.server.namespace)
-    return list(ray.get(sup.status.remote()))

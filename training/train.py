@@ -109,7 +109,7 @@ def train(
     vocab_all = default_vocabularies(config, schema)
     categories = {f: vocab_all[f] for f in features if f in vocab_all}
     # the shard must be able to build exactly these features: check before training
-    FeaturePlan.build(name, features, categories, config, schema, catalog)
+    plan = FeaturePlan.build(name, features, categories, config, schema, catalog)
 
     x = np.empty((table.num_rows, len(features)), dtype=np.float64)
     for j, f in enumerate(features):
@@ -145,13 +145,12 @@ def train(
         split = "random"
     n_valid = max(1, int(table.num_rows * valid_fraction))
     train_idx, valid_idx = order[:-n_valid], order[-n_valid:]
-    cat_idx = [j for j, f in enumerate(features) if f in categories]
     p = {**DEFAULT_PARAMS, "seed": seed, **(params or {})}
     dtrain = lgb.Dataset(
         x[train_idx],
         y[train_idx],
         feature_name=features,
-        categorical_feature=cat_idx,
+        categorical_feature=list(plan.categorical),
         free_raw_data=False,
     )
     dvalid = dtrain.create_valid(x[valid_idx], y[valid_idx])
