@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -21,7 +23,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutErro
 from actors.shard import Shard, decision_slot
 from decisioning.config import Config
 from decisioning.errors import ModelError, NextbestError
-from decisioning.model import ModelBundle, ModelManifest
+from decisioning.model import ModelBundle, ModelManifest, compile_native, native_tag
 from decisioning.registry import Registry
 from decisioning.slots import contiguous_map, slot_of
 
@@ -62,12 +64,13 @@ class ShardActor(Shard):
 
     def __init__(self, shard_id: int, config: Config) -> None:
         registry = Registry(config.server.data_dir)
+        tag = native_tag() if config.server.scorer == "native" else None
         bundles = []
         for name in registry.names():
             try:
                 version = registry.deployed(name)
                 if version is not None:
-                    bundles.append(registry.read(name, version))
+                    bundles.append(registry.read(name, version, tag))
             except ModelError as e:
                 log.error("shard %d: deployed model %s refused at start: %s", shard_id, name, e)
         super().__init__(shard_id, config, bundles)
@@ -96,6 +99,12 @@ class Supervisor:
         self.config = config
         self.namespace = config.server.namespace
         self.slot_map = contiguous_map(config.server.shards)
+        self.deploying = threading.Lock()  # one rollout at a time; status stays answerable
+        registry = Registry(config.server.data_dir)
+        for name in registry.names():  # shards (re)starting find native code ready
+            with contextlib.suppress(ModelError):
+                if (version := registry.deployed(name)) is not None:
+                    self._native(registry.read(name, version))
         actor_cls = ray.remote(ShardActor)
         self.shards = [
             actor_cls.options(
@@ -125,12 +134,19 @@ class Supervisor:
         If any shard refuses it, no shard switches, the registry is untouched, and the
         returned error says why.
         """
+        with self.deploying:
+            return self._deploy(manifest, model_text)
+
+    def _deploy(self, manifest: dict[str, Any], model_text: str) -> dict[str, Any]:
         try:
             bundle = ModelBundle.verified(ModelManifest.from_dict(manifest), model_text)
         except NextbestError as e:
             return _error(e)
         name = bundle.manifest.name
-        staged = ray.get([s.call.remote("stage_model", manifest, model_text) for s in self.shards])
+        native = self._native(bundle)
+        staged = ray.get(
+            [s.call.remote("stage_model", manifest, model_text, native) for s in self.shards]
+        )
         refused = [r for r in staged if isinstance(r, dict)]
         if refused:
             ray.get([s.abort_model.remote(name) for s in self.shards])
@@ -144,6 +160,33 @@ class Supervisor:
         ray.get([s.commit_model.remote(name) for s in self.shards])
         registry.set_deployed(m.name, m.version)
         return {"deployed": m.ref, "shards": len(self.shards)}
+
+    def _native(self, bundle: ModelBundle) -> bytes | None:
+        """The model's native code for this CPU kind: from the registry, else compiled now.
+
+        Shards on nodes of another CPU kind find none for theirs and score with LightGBM
+        (they log it); `nextbest status` shows each shard's scorer.
+        """
+        tag = native_tag() if self.config.server.scorer == "native" else None
+        if tag is None:
+            return None
+        registry = Registry(self.config.server.data_dir)
+        sha = bundle.manifest.sha256
+        native = registry.read_native(sha, tag)
+        if native is None:
+            started = time.perf_counter()
+            try:
+                native = compile_native(bundle.model_text)
+            except Exception as e:  # noqa: BLE001 - scoring falls back to LightGBM
+                log.warning("%s: native compilation failed: %s", bundle.manifest.ref, e)
+                return None
+            registry.write_native(sha, tag, native)
+            log.warning(
+                "%s: compiled to native code in %.1fs",
+                bundle.manifest.ref,
+                time.perf_counter() - started,
+            )
+        return native
 
     def status(self) -> list[dict[str, Any]]:
         out = []
@@ -169,6 +212,7 @@ def ensure_supervisor(config: Config, timeout: float = 120.0) -> Any:
             lifetime="detached",
             get_if_exists=True,
             max_restarts=-1,
+            max_concurrency=4,
             num_cpus=0,
         )
         .remote(config)

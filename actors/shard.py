@@ -17,7 +17,7 @@ from decisioning.catalog import Catalog
 from decisioning.config import Config
 from decisioning.errors import InvalidInput, ModelError, NotFound
 from decisioning.features import FeaturePlan
-from decisioning.model import LightGBMScorer, ModelBundle, ModelManifest
+from decisioning.model import LightGBMScorer, ModelBundle, ModelManifest, scorer_for
 from decisioning.profile import Event, ProfileSchema, ProfileStore, event_from_wire
 from decisioning.slots import slot_of
 
@@ -199,17 +199,22 @@ class Shard:
         plan = FeaturePlan.build(
             m.ref, m.features, m.categories, self.config, self.schema, self.catalog
         )
-        scorer = LightGBMScorer(bundle.model_text)
-        if scorer.feature_names != list(m.features):
+        reference = LightGBMScorer(bundle.model_text)
+        if reference.feature_names != list(m.features):
             raise ModelError(
                 f"{m.ref}: the model file's features do not match the manifest's "
-                f"(file: {scorer.feature_names[:5]}…, manifest: {list(m.features)[:5]}…)"
+                f"(file: {reference.feature_names[:5]}…, manifest: {list(m.features)[:5]}…)"
             )
-        return LoadedModel(m, scorer, plan)
+        sizes = {c: len(m.categories.get(m.features[c], ())) for c in plan.categorical}
+        use_native = self.config.server.scorer == "native"
+        scorer, kind = scorer_for(bundle, reference, sizes, use_native)
+        return LoadedModel(m, scorer, plan, kind)
 
-    def stage_model(self, manifest: dict[str, Any], model_text: str) -> str:
+    def stage_model(
+        self, manifest: dict[str, Any], model_text: str, native: bytes | None = None
+    ) -> str:
         """Load and check a model without serving it; raises ModelError if refused."""
-        bundle = ModelBundle.verified(ModelManifest.from_dict(manifest), model_text)
+        bundle = ModelBundle.verified(ModelManifest.from_dict(manifest), model_text, native)
         loaded = self._load(bundle)
         self._staged[loaded.manifest.name] = loaded
         return loaded.manifest.ref
@@ -226,6 +231,10 @@ class Shard:
     def model_versions(self) -> dict[str, str]:
         return {name: m.manifest.ref for name, m in self.models.items()}
 
+    def scorers(self) -> dict[str, str]:
+        """How each served model is scored: "native" or "lightgbm"."""
+        return {name: m.scorer_kind for name, m in self.models.items()}
+
     # -- status --------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -233,6 +242,7 @@ class Shard:
             "shard": self.shard_id,
             "customers": len(self.store),
             "models": self.model_versions(),
+            "scorers": self.scorers(),
             "catalog_version": self.catalog.version,
             "state_bytes": self.store.nbytes(),
             **self.counters,

@@ -31,6 +31,7 @@ from bench.noop import Noop
 from decisioning.arbitration import Stages
 from decisioning.config import Config
 from decisioning.loader import config_from_dict
+from decisioning.model import native_tag
 from decisioning.profile import Event, ProfileSchema, ProfileStore
 from decisioning.registry import Registry
 from serving import server as nb_server
@@ -166,7 +167,7 @@ def http_figures(cfg: Config, seconds: float, connections: int, say: Any) -> lis
 
 def in_actor(cfg: Config, n: int = 3000) -> dict[str, float]:
     registry = Registry(cfg.server.data_dir)
-    bundle = registry.read("propensity", registry.deployed("propensity") or 1)
+    bundle = registry.read("propensity", registry.deployed("propensity") or 1, native_tag())
     now = time.time()
     shard = Shard(0, cfg, [bundle], clock=lambda: now)
     data = generate(cfg, customers=1000, offers=0, now=now)
@@ -211,6 +212,7 @@ def in_actor(cfg: Config, n: int = 3000) -> dict[str, float]:
         "candidates": cands,
         "eligible_avg": scored,
         "p99_us": float(np.percentile(totals, 99)) / 1000,
+        "scorer": shard.scorers()["propensity"],
     }
 
 

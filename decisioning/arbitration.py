@@ -29,6 +29,7 @@ class LoadedModel:
     manifest: ModelManifest
     scorer: Scorer
     plan: FeaturePlan
+    scorer_kind: str = "lightgbm"
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,20 +3,27 @@
     <data_dir>/models/<name>/<version>/model.txt
     <data_dir>/models/<name>/<version>/manifest.json
     <data_dir>/models/<name>/deployed.json       {"version": N}
+    <data_dir>/native/<sha256>/<native tag>.o     a model compiled for one kind of CPU
 
 The data dir is a local path or any pyarrow filesystem URI (s3://, gs://, hdfs://...).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
 
 import pyarrow.fs as pafs
 
 from decisioning.errors import ModelError, ModelIntegrityError
 from decisioning.model import MANIFEST_FILE, MODEL_FILE, ModelBundle, ModelManifest
 
-__all__ = ["Registry"]
+__all__ = ["NATIVE_MAGIC", "Registry"]
+
+log = logging.getLogger("nextbest.registry")
+NATIVE_MAGIC = b"nextbest-native-v1 sha256="
 
 
 class Registry:
@@ -26,21 +33,50 @@ class Registry:
         if "://" in data_dir:
             self.fs, root = pafs.FileSystem.from_uri(data_dir)
         else:
-            import os
-
             self.fs, root = pafs.LocalFileSystem(), os.path.abspath(data_dir)
         self.root = root.rstrip("/") + "/models"
+        self.native_root = root.rstrip("/") + "/native"
 
     def _read(self, path: str) -> str:
         with self.fs.open_input_stream(path) as f:
             return f.read().decode("utf-8")
 
-    def _write(self, path: str, text: str) -> None:
+    def _write(self, path: str, data: str | bytes) -> None:
         self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        tmp = path + ".tmp"
+        tmp = f"{path}.{os.getpid()}.tmp"
         with self.fs.open_output_stream(tmp) as f:
-            f.write(text.encode("utf-8"))
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
         self.fs.move(tmp, path)
+
+    # -- native code: content-addressed by the model's sha256, one file per CPU kind ------
+
+    def _native_path(self, sha256: str, tag: str) -> str:
+        return f"{self.native_root}/{sha256}/{tag}.o"
+
+    def read_native(self, sha256: str, tag: str | None) -> bytes | None:
+        """The model's native code for CPU kind `tag`; None if not compiled or damaged.
+
+        The file is `NATIVE_MAGIC`, the payload's sha256 and a newline, then the payload:
+        LLVM would abort the process on a truncated object file, so a damaged one is
+        never returned (it is logged and the shard scores with LightGBM).
+        """
+        if tag is None:
+            return None
+        path = self._native_path(sha256, tag)
+        try:
+            with self.fs.open_input_stream(path) as f:
+                data = bytes(f.read())
+        except FileNotFoundError:
+            return None
+        head, _, payload = data.partition(b"\n")
+        if head != NATIVE_MAGIC + hashlib.sha256(payload).hexdigest().encode():
+            log.warning("%s is damaged (checksum mismatch); ignoring it", path)
+            return None
+        return payload
+
+    def write_native(self, sha256: str, tag: str, native: bytes) -> None:
+        head = NATIVE_MAGIC + hashlib.sha256(native).hexdigest().encode()
+        self._write(self._native_path(sha256, tag), head + b"\n" + native)
 
     def _exists(self, path: str) -> bool:
         return self.fs.get_file_info(path).type != pafs.FileType.NotFound
@@ -69,7 +105,8 @@ class Registry:
     def path(self, name: str, version: int) -> str:
         return f"{self.root}/{name}/{version}"
 
-    def read(self, name: str, version: int) -> ModelBundle:
+    def read(self, name: str, version: int, native_tag: str | None = None) -> ModelBundle:
+        """A verified version; with `native_tag`, also its native code if compiled."""
         d = self.path(name, version)
         try:
             manifest = ModelManifest.from_dict(json.loads(self._read(f"{d}/{MANIFEST_FILE}")))
@@ -78,7 +115,7 @@ class Registry:
             raise ModelError(f"model {name}@{version} is not in the registry") from None
         except json.JSONDecodeError as e:
             raise ModelIntegrityError(f"{d}/{MANIFEST_FILE}: {e}") from None
-        return ModelBundle.verified(manifest, text)
+        return ModelBundle.verified(manifest, text, self.read_native(manifest.sha256, native_tag))
 
     def register(self, bundle: ModelBundle) -> ModelManifest:
         """Store a version; storing the same bytes again is a no-op, other bytes a refusal."""
@@ -104,10 +141,10 @@ class Registry:
     def set_deployed(self, name: str, version: int) -> None:
         self._write(f"{self.root}/{name}/deployed.json", json.dumps({"version": version}))
 
-    def deployed_bundles(self) -> list[ModelBundle]:
+    def deployed_bundles(self, native_tag: str | None = None) -> list[ModelBundle]:
         out = []
         for name in self.names():
             v = self.deployed(name)
             if v is not None:
-                out.append(self.read(name, v))
+                out.append(self.read(name, v, native_tag))
         return out

@@ -77,6 +77,9 @@ def test_deploy_while_requests_flow_loses_none(
     assert versions[0] == server.model.manifest.ref
     assert versions[-1] == v2.manifest.ref
     assert served(client) == {v2.manifest.ref}
+    # compiled once by the supervisor, checked and loaded by every shard
+    shards = client.get("/v1/status").json()["shards"]
+    assert [s["scorers"] for s in shards] == [{"propensity": "native"}] * len(shards)
     listing = nextbest("models", "list", "--url", server.url)
     assert v2.manifest.ref in listing.stdout
 

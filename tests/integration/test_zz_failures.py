@@ -39,6 +39,8 @@ def test_killed_shard_answers_503_then_recovers(server: Server, client: httpx.Cl
     assert set(seen) <= {200, 503}, seen
     assert seen[-1] == 200, seen
     assert r.json()["model_version"] is not None  # the restarted shard reloaded its model
+    status = client.get("/v1/status").json()["shards"][0]
+    assert status["scorers"] == {"propensity": "native"}  # and its native code
 
 
 def test_killed_ingress_replica_comes_back_on_the_same_port(server: Server) -> None:
