@@ -6,6 +6,7 @@ above the do-nothing threshold is dropped; if none is left the decision is [] (d
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -157,7 +158,16 @@ def decide(
         used.append(m.manifest.ref)
     t2 = time.perf_counter_ns() if stages is not None else 0
 
-    scored = rank(eligible, propensity, values, weights, channel, versions)
+    scored = rank(
+        eligible,
+        propensity,
+        values,
+        weights,
+        channel,
+        versions,
+        None if explain else limit,
+        settings.do_nothing_threshold,
+    )
     chosen = [s for s in scored if s.priority > settings.do_nothing_threshold][:limit]
     explanation = None
     if explain:
@@ -201,22 +211,35 @@ def rank(
     weights: list[float],
     channel: str,
     versions: Mapping[str, str | None],
+    top: int | None = None,
+    threshold: float = -math.inf,
 ) -> list[ScoredAction]:
-    """Score every candidate and sort by priority (highest first, then by action id)."""
+    """Score the candidates and sort by priority (highest first, then by action id).
+
+    With `top`, only the first `top` whose priority clears `threshold` are built: a
+    decision needs those, an explanation needs them all.
+    """
+    keyed = sorted(
+        (-(p * v * w * a.lever), a.id, i)
+        for i, (a, p, v, w) in enumerate(zip(actions, propensity.tolist(), values, weights))
+    )
+    if top is not None:
+        keyed = [k for k in keyed if -k[0] > threshold][:top]
+    p_list = propensity.tolist()
     out = []
-    for a, p, v, w in zip(actions, propensity.tolist(), values, weights, strict=True):
+    for neg_priority, _, i in keyed:
+        a = actions[i]
         out.append(
             ScoredAction(
                 action_id=a.id,
                 group=a.group,
                 channel=channel,
-                propensity=p,
-                value=v,
-                weight=w,
+                propensity=p_list[i],
+                value=values[i],
+                weight=weights[i],
                 lever=a.lever,
-                priority=p * v * w * a.lever,
+                priority=-neg_priority,
                 model_version=versions.get(a.model) if a.model else None,
             )
         )
-    out.sort(key=lambda s: (-s.priority, s.action_id))
     return out

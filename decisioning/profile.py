@@ -66,18 +66,36 @@ class _Agg:
 
 @dataclass(frozen=True, slots=True)
 class _WindowGroup:
-    """Windowed count/sum/min/max aggregates sharing a bucket count, read in one go."""
+    """Every windowed count/sum/min/max aggregate, read in one go (numpy calls cost ~1 µs
+    each whatever their size, so one group of all windows beats one per bucket count)."""
 
-    buckets: int
-    cols: np.ndarray  # (n, B) float32 columns
-    ep_cols: np.ndarray  # (n,)
-    widths: np.ndarray  # (n,)
+    width: int  # W: the most buckets of any member; fewer are padded (never live)
+    cols: np.ndarray  # (n, W) float32 columns; members ordered count/sum, then min, then max
+    ep_cols: np.ndarray  # (n,) column of each member's last epoch
+    widths: np.ndarray  # (n,) bucket width in seconds
+    buckets: np.ndarray  # (n,) bucket count B of each member
+    table: np.ndarray  # (n,) which live table a member uses
+    live: np.ndarray  # (tables, W, 2W + 1, W) bool: see _live_tables
     features: np.ndarray  # (n,)
-    slots: np.ndarray  # (1, B) bucket indices
     fill: np.ndarray  # (n, 1) value of an empty bucket: 0, +inf (min), -inf (max)
-    sum_rows: np.ndarray  # which of the n are counts or sums
-    min_rows: np.ndarray
-    max_rows: np.ndarray
+    n_sum: int  # members [0, n_sum) are counts or sums
+    n_min: int  # members [n_sum, n_sum + n_min) are mins, the rest maxes
+
+
+def _live_tables(counts: list[int], w: int) -> np.ndarray:
+    """live[t, L mod B, clip(E - L, -B, B) + W, k]: is bucket k inside the window at E?
+
+    For table t, B = counts[t]. Bucket k of an aggregate last advanced to epoch L holds
+    epoch L - d with d = (L - k) mod B; it is inside the window at epoch E iff
+    E - B < L - d <= E. Padding buckets (k >= B) are never inside.
+    """
+    out = np.zeros((len(counts), w, 2 * w + 1, w), dtype=bool)
+    for t, b in enumerate(counts):
+        r = np.arange(b)[:, None, None]
+        age = np.arange(-b, b + 1)[None, :, None]
+        d = np.mod(r - np.arange(b)[None, None, :], b)
+        out[t, :b, w - b : w + b + 1, :b] = (d >= -age) & (d < b - age)
+    return out
 
 
 class ProfileSchema:
@@ -181,29 +199,31 @@ class ProfileSchema:
         self.dc_col = np.array([a.col for a in dc], dtype=np.intp)
         self.dc_ts = np.array([a.ts_col for a in dc], dtype=np.intp)
         self.dc_hl = np.array([a.spec.half_life for a in dc], dtype=np.float64)
-        groups: dict[int, list[_Agg]] = {}
-        for a in self.aggs:
-            if a.ep_col >= 0:
-                groups.setdefault(a.spec.buckets, []).append(a)
+        order = {"count": 0, "sum": 0, "min": 1, "max": 2}
+        members = sorted(
+            (a for a in self.aggs if a.ep_col >= 0), key=lambda a: order[a.spec.kind]
+        )
         self.window_groups = []
-        for b, members in groups.items():
+        if members:
             kinds: list[str] = [a.spec.kind for a in members]
-
-            def rows(*wanted: str, kinds: list[str] = kinds) -> np.ndarray:
-                return np.array([i for i, k in enumerate(kinds) if k in wanted], dtype=np.intp)
-
+            counts = sorted({a.spec.buckets for a in members})
+            w = max(counts)
             self.window_groups.append(
                 _WindowGroup(
-                    buckets=b,
-                    cols=np.array([[a.col + k for k in range(b)] for a in members], dtype=np.intp),
+                    width=w,
+                    cols=np.array(
+                        [[a.col + min(k, a.spec.buckets - 1) for k in range(w)] for a in members],
+                        dtype=np.intp,
+                    ),
                     ep_cols=np.array([a.ep_col for a in members], dtype=np.intp),
                     widths=np.array([a.width for a in members], dtype=np.float64),
+                    buckets=np.array([a.spec.buckets for a in members], dtype=np.int64),
+                    table=np.array([counts.index(a.spec.buckets) for a in members], dtype=np.intp),
+                    live=_live_tables(counts, w),
                     features=np.array([a.feature for a in members], dtype=np.intp),
-                    slots=np.arange(b, dtype=np.int64)[None, :],
                     fill=np.array([[_CLEAR[k]] for k in kinds], dtype=np.float32),
-                    sum_rows=rows("count", "sum"),
-                    min_rows=rows("min"),
-                    max_rows=rows("max"),
+                    n_sum=sum(k in ("count", "sum") for k in kinds),
+                    n_min=kinds.count("min"),
                 )
             )
 
@@ -451,23 +471,15 @@ class ProfileStore:
 
 
 def _read_windows(g: _WindowGroup, f32: np.ndarray, i32: np.ndarray, now: float) -> np.ndarray:
-    """Sum/min/max of the buckets still inside each window, for one group, in a few ops.
-
-    Bucket k of an aggregate last advanced to epoch L holds epoch L - d with
-    d = (L - k) mod B. It is inside the window at epoch E iff E - B < L - d <= E, i.e.
-    L - E <= d < B - (E - L).
-    """
+    """Sum/min/max of the buckets still inside each window, for one group, in a few ops."""
+    b = g.buckets
     last = i32[g.ep_cols].astype(np.int64)
-    age = (now // g.widths).astype(np.int64) - last
-    d = np.mod(last[:, None] - g.slots, g.buckets)
-    valid = (d < (g.buckets - age)[:, None]) & (d >= (-age)[:, None])
-    masked = np.where(valid, f32[g.cols], g.fill)
-    out = np.empty(len(g.features), dtype=np.float64)
-    if g.sum_rows.size:
-        out[g.sum_rows] = masked[g.sum_rows].sum(axis=1)
-    if g.min_rows.size:
-        out[g.min_rows] = masked[g.min_rows].min(axis=1)
-    if g.max_rows.size:
-        out[g.max_rows] = masked[g.max_rows].max(axis=1)
+    age = np.clip((now // g.widths).astype(np.int64) - last, -b, b) + g.width
+    masked = np.where(g.live[g.table, last % b, age], f32[g.cols], g.fill)
+    i, j = g.n_sum, g.n_sum + g.n_min
+    out = np.concatenate(
+        (masked[:i].sum(axis=1), masked[i:j].min(axis=1), masked[j:].max(axis=1)),
+        dtype=np.float64,
+    )
     out[np.isinf(out)] = np.nan  # no event in the window: min/max are null
     return out

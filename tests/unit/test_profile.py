@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from decisioning.config import Config
 from decisioning.errors import InvalidInput
+from decisioning.loader import config_from_dict
 from decisioning.profile import Event, ProfileSchema, ProfileStore
 
 T0 = 1_700_000_000.0  # a multiple of 3600 would hide bucket edge cases; it is not one
@@ -162,3 +163,57 @@ def test_windowed_count_matches_brute_force(
     e_now = math.floor(now / width)
     expected = sum(1 for off in offsets if e_now - 6 < math.floor((T0 + off) / width) <= e_now)
     assert feat(s, "c", "views_1h", now) == expected
+
+
+MIXED = [  # (name, kind, window hours, buckets): one read group pads them to 9 buckets
+    ("n_1h_6", "count", 1, 6),
+    ("n_2h_4", "count", 2, 4),
+    ("s_3h_9", "sum", 3, 9),
+    ("lo_2h_5", "min", 2, 5),
+    ("hi_1h_3", "max", 1, 3),
+]
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    events=st.lists(
+        st.tuples(st.floats(min_value=0, max_value=5 * H), st.integers(1, 1000)), max_size=25
+    ),
+    now_offset=st.floats(min_value=0, max_value=8 * H),
+)
+def test_windows_of_every_bucket_count_match_brute_force(
+    small_config: Config, events: list[tuple[float, int]], now_offset: float
+) -> None:
+    """Windows of different widths and bucket counts, read together, each stay exact."""
+    data = small_config.model_dump(mode="json")
+    data["profile"]["aggregates"] += [
+        {
+            "name": name,
+            "kind": kind,
+            "event": "purchase",
+            "window": f"{hours}h",
+            "buckets": b,
+            **({} if kind == "count" else {"property": "amount"}),
+        }
+        for name, kind, hours, b in MIXED
+    ]
+    s = ProfileStore(ProfileSchema(config_from_dict(data, "mixed")))
+    for off, amount in events:
+        s.apply(Event("c", "purchase", T0 + off, {"amount": amount}))
+    now = T0 + max(now_offset, max((off for off, _ in events), default=0.0))
+    vec = s.features("c", now)
+    names = s.schema.feature_names
+    for name, kind, hours, b in MIXED:
+        width = hours * H / b
+        e_now = math.floor(now / width)
+        inside = [a for off, a in events if e_now - b < math.floor((T0 + off) / width) <= e_now]
+        expected = {
+            "count": len(inside),
+            "sum": sum(inside),
+            "min": min(inside, default=math.nan),
+            "max": max(inside, default=math.nan),
+        }[kind]
+        got = float(vec[names.index(name)])
+        assert (math.isnan(got) and math.isnan(expected)) or got == expected, (name, got)
