@@ -219,13 +219,13 @@ def rank(
     With `top`, only the first `top` whose priority clears `threshold` are built: a
     decision needs those, an explanation needs them all.
     """
+    p_list = propensity.tolist()
     keyed = sorted(
         (-(p * v * w * a.lever), a.id, i)
-        for i, (a, p, v, w) in enumerate(zip(actions, propensity.tolist(), values, weights))
+        for i, (a, p, v, w) in enumerate(zip(actions, p_list, values, weights, strict=True))
     )
     if top is not None:
         keyed = [k for k in keyed if -k[0] > threshold][:top]
-    p_list = propensity.tolist()
     out = []
     for neg_priority, _, i in keyed:
         a = actions[i]

@@ -200,9 +200,7 @@ class ProfileSchema:
         self.dc_ts = np.array([a.ts_col for a in dc], dtype=np.intp)
         self.dc_hl = np.array([a.spec.half_life for a in dc], dtype=np.float64)
         order = {"count": 0, "sum": 0, "min": 1, "max": 2}
-        members = sorted(
-            (a for a in self.aggs if a.ep_col >= 0), key=lambda a: order[a.spec.kind]
-        )
+        members = sorted((a for a in self.aggs if a.ep_col >= 0), key=lambda a: order[a.spec.kind])
         self.window_groups = []
         if members:
             kinds: list[str] = [a.spec.kind for a in members]
