@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from decisioning.arbitration import Decision, LoadedModel, Stages, decide
 from decisioning.catalog import Catalog
@@ -25,6 +25,27 @@ __all__ = ["OUTCOMES", "Shard", "decision_slot"]
 
 OUTCOMES = ("impression", "click", "accept", "reject", "convert")
 MAX_TRACKED_DECISIONS = 200_000
+
+
+class _Record(NamedTuple):
+    """What a shard remembers of a decision: enough for outcomes and the profile view."""
+
+    customer_id: str
+    actions: tuple[str, ...]
+    ts: float
+    channel: str
+    placement: str | None
+    model_version: str | None
+
+    def to_wire(self, decision_id: str) -> dict[str, Any]:
+        return {
+            "decision_id": decision_id,
+            "ts": self.ts,
+            "channel": self.channel,
+            "placement": self.placement,
+            "actions": list(self.actions),
+            "model_version": self.model_version,
+        }
 
 
 def decision_slot(decision_id: str) -> int:
@@ -60,8 +81,11 @@ class Shard:
         self.catalog = Catalog(config, self.schema)
         self.models: dict[str, LoadedModel] = {}
         self._staged: dict[str, LoadedModel] = {}
-        self.recent: dict[str, deque[dict[str, Any]]] = {}
-        self.decisions: OrderedDict[str, tuple[str, frozenset[str]]] = OrderedDict()
+        # Decision history, bounded by MAX_TRACKED_DECISIONS whatever the number of
+        # customers: the records live in one ring (oldest evicted first), and a customer's
+        # recent list holds only ids of records still in it.
+        self.decisions: OrderedDict[str, _Record] = OrderedDict()
+        self.recent: dict[str, list[str]] = {}
         self.counters = {"events": 0, "decisions": 0, "outcomes": 0}
         self.stages: Stages | None = None
         for bundle in models:
@@ -120,25 +144,28 @@ class Shard:
         return decision.to_wire()
 
     def _record(self, d: Decision) -> None:
-        self.decisions[d.decision_id] = (d.customer_id, frozenset(a.action_id for a in d.actions))
-        if len(self.decisions) > MAX_TRACKED_DECISIONS:
-            self.decisions.popitem(last=False)
+        self.decisions[d.decision_id] = _Record(
+            d.customer_id,
+            tuple(a.action_id for a in d.actions),
+            d.ts,
+            d.channel,
+            d.placement,
+            ",".join(d.model_versions) or None,
+        )
         keep = self.config.decisioning.recent_decisions
         if keep:
             self.store.row(d.customer_id)
-            recent = self.recent.get(d.customer_id)
-            if recent is None:
-                recent = self.recent[d.customer_id] = deque(maxlen=keep)
-            recent.append(
-                {
-                    "decision_id": d.decision_id,
-                    "ts": d.ts,
-                    "channel": d.channel,
-                    "placement": d.placement,
-                    "actions": [a.action_id for a in d.actions],
-                    "model_version": ",".join(d.model_versions) or None,
-                }
-            )
+            recent = self.recent.setdefault(d.customer_id, [])
+            recent.append(d.decision_id)
+            if len(recent) > keep:
+                del recent[0]
+        if len(self.decisions) > MAX_TRACKED_DECISIONS:
+            old_id, old = self.decisions.popitem(last=False)
+            ids = self.recent.get(old.customer_id)
+            if ids is not None and old_id in ids:
+                ids.remove(old_id)
+                if not ids:
+                    del self.recent[old.customer_id]
 
     # -- outcomes ------------------------------------------------------------------------
 
@@ -162,7 +189,7 @@ class Shard:
                     field=f"[{i}].decision_id",
                     code="unknown_decision",
                 )
-            customer_id, actions = tracked
+            customer_id, actions = tracked.customer_id, tracked.actions
             if o["action_id"] not in actions:
                 raise InvalidInput(
                     f"action {o['action_id']!r} was not part of decision {o['decision_id']!r}",
@@ -187,7 +214,9 @@ class Shard:
 
     def get_profile(self, customer_id: str) -> dict[str, Any]:
         view = self.store.profile_view(customer_id, self.clock())
-        view["recent_decisions"] = list(self.recent.get(customer_id, ()))
+        view["recent_decisions"] = [
+            self.decisions[i].to_wire(i) for i in self.recent.get(customer_id, ())
+        ]
         view["shard"] = self.shard_id
         return view
 

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+import actors.shard as shard_module
 from actors.shard import Shard
 from decisioning.arbitration import decide
 from decisioning.catalog import Catalog
@@ -183,6 +184,30 @@ def test_shard_triggering_event_dry_run_and_outcomes(small_config: Config) -> No
     with pytest.raises(InvalidInput) as e:
         shard.decide({"customer_id": "c", "channel": "fax"})
     assert e.value.code == "unknown_channel"
+
+
+def test_decision_history_is_bounded_whatever_the_number_of_customers(
+    small_config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shard_module, "MAX_TRACKED_DECISIONS", 50)
+    keep = small_config.decisioning.recent_decisions
+    shard = Shard(0, small_config, clock=Clock())
+    first = shard.decide({"customer_id": "c-0", "channel": "web"})["decision_id"]
+    ids = [shard.decide({"customer_id": "loyal", "channel": "web"}) for _ in range(keep + 3)]
+    view = shard.get_profile("loyal")["recent_decisions"]
+    assert [r["decision_id"] for r in view] == [d["decision_id"] for d in ids[-keep:]]
+    assert view[-1]["actions"] == [a["action_id"] for a in ids[-1]["actions"]]
+    for i in range(1, 200):
+        shard.decide({"customer_id": f"c-{i}", "channel": "web"})
+    assert len(shard.decisions) == 50
+    assert sum(len(v) for v in shard.recent.values()) <= 50  # not one list per customer ever
+    assert len(shard.recent) <= 50
+    assert shard.get_profile("c-0")["recent_decisions"] == []
+    assert len(shard.get_profile("c-199")["recent_decisions"]) == 1
+    with pytest.raises(NotFound):  # too old: its outcome can no longer be matched
+        shard.record_outcomes(
+            [{"decision_id": first, "action_id": "tip", "outcome": "click", "ts": NOW}]
+        )
 
 
 def test_shard_scores_with_a_real_model_and_refuses_bad_ones(small_config: Config) -> None:
