@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,9 @@ def test_user_errors_are_messages_not_tracebacks(tmp_path: Path, env: dict[str, 
     )
     assert r.exit_code == 1 and "cannot read" in r.output
     bad = tmp_path / "bad.yaml"
-    bad.write_text(EXAMPLE.read_text().replace("shards: 2", "shards: zero"))
+    text, n = re.subn(r"shards: \d+", "shards: zero", EXAMPLE.read_text())
+    assert n == 1
+    bad.write_text(text)
     r = runner.invoke(app, ["models", "list", "--config", str(bad)], env=env)
     assert r.exit_code == 2
     assert "bad.yaml: server.shards" in r.output
