@@ -104,7 +104,10 @@ def serve(
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     try:
-        typer.echo(f"starting {cfg.server.shards} shards and the Serve app…")
+        typer.echo(
+            f"starting {cfg.server.shards} shards and the Serve app… (a deployed model not yet "
+            "compiled for this CPU is compiled first: seconds per model)"
+        )
         url = server.start(cfg)
         if demo:
             n = load_demo_events(url, cfg, customers=200)
@@ -171,6 +174,7 @@ def models_deploy(
     except NextbestError as e:
         raise _fail(f"refused: {e}") from None
     body = {"manifest": bundle.manifest.to_dict(), "model_text": bundle.model_text}
+    typer.echo(f"deploying {bundle.manifest.ref} (compiling to native code takes seconds)…")
     try:
         r = httpx.post(f"{_url(cfg, url)}/v1/models/deploy", json=body, timeout=120)
     except httpx.HTTPError as e:
