@@ -65,11 +65,11 @@ class _Agg:
 
 
 @dataclass(frozen=True, slots=True)
-class _WindowGroup:
+class _Windows:
     """Every windowed count/sum/min/max aggregate, read in one go (numpy calls cost ~1 µs
-    each whatever their size, so one group of all windows beats one per bucket count)."""
+    each whatever their size, so one read of all windows beats one per bucket count)."""
 
-    width: int  # W: the most buckets of any member; fewer are padded (never live)
+    max_buckets: int  # W: the most buckets of any member; fewer are padded (never live)
     cols: np.ndarray  # (n, W) float32 columns; members ordered count/sum, then min, then max
     ep_cols: np.ndarray  # (n,) column of each member's last epoch
     widths: np.ndarray  # (n,) bucket width in seconds
@@ -201,28 +201,26 @@ class ProfileSchema:
         self.dc_hl = np.array([a.spec.half_life for a in dc], dtype=np.float64)
         order = {"count": 0, "sum": 0, "min": 1, "max": 2}
         members = sorted((a for a in self.aggs if a.ep_col >= 0), key=lambda a: order[a.spec.kind])
-        self.window_groups = []
+        self.windows: _Windows | None = None
         if members:
             kinds: list[str] = [a.spec.kind for a in members]
             counts = sorted({a.spec.buckets for a in members})
             w = max(counts)
-            self.window_groups.append(
-                _WindowGroup(
-                    width=w,
-                    cols=np.array(
-                        [[a.col + min(k, a.spec.buckets - 1) for k in range(w)] for a in members],
-                        dtype=np.intp,
-                    ),
-                    ep_cols=np.array([a.ep_col for a in members], dtype=np.intp),
-                    widths=np.array([a.width for a in members], dtype=np.float64),
-                    buckets=np.array([a.spec.buckets for a in members], dtype=np.int64),
-                    table=np.array([counts.index(a.spec.buckets) for a in members], dtype=np.intp),
-                    live=_live_tables(counts, w),
-                    features=np.array([a.feature for a in members], dtype=np.intp),
-                    fill=np.array([[_CLEAR[k]] for k in kinds], dtype=np.float32),
-                    n_sum=sum(k in ("count", "sum") for k in kinds),
-                    n_min=kinds.count("min"),
-                )
+            self.windows = _Windows(
+                max_buckets=w,
+                cols=np.array(
+                    [[a.col + min(k, a.spec.buckets - 1) for k in range(w)] for a in members],
+                    dtype=np.intp,
+                ),
+                ep_cols=np.array([a.ep_col for a in members], dtype=np.intp),
+                widths=np.array([a.width for a in members], dtype=np.float64),
+                buckets=np.array([a.spec.buckets for a in members], dtype=np.int64),
+                table=np.array([counts.index(a.spec.buckets) for a in members], dtype=np.intp),
+                live=_live_tables(counts, w),
+                features=np.array([a.feature for a in members], dtype=np.intp),
+                fill=np.array([[_CLEAR[k]] for k in kinds], dtype=np.float32),
+                n_sum=sum(k in ("count", "sum") for k in kinds),
+                n_min=kinds.count("min"),
             )
 
     def check_event(self, event: Event) -> None:
@@ -437,8 +435,8 @@ class ProfileStore:
             t = f64[s.dc_ts]
             decayed = f32[s.dc_col] * np.exp2(-np.maximum(now - t, 0.0) / s.dc_hl)
             out[s.dc_feat] = np.where(np.isnan(t), 0.0, decayed)
-        for g in s.window_groups:
-            out[g.features] = _read_windows(g, f32, i32, now)
+        if s.windows is not None:
+            out[s.windows.features] = _read_windows(s.windows, f32, i32, now)
         return out
 
     def profile_view(self, customer_id: str, now: float) -> dict[str, Any]:
@@ -468,11 +466,11 @@ class ProfileStore:
         }
 
 
-def _read_windows(g: _WindowGroup, f32: np.ndarray, i32: np.ndarray, now: float) -> np.ndarray:
-    """Sum/min/max of the buckets still inside each window, for one group, in a few ops."""
+def _read_windows(g: _Windows, f32: np.ndarray, i32: np.ndarray, now: float) -> np.ndarray:
+    """Sum/min/max of the buckets still inside each window, in a dozen numpy calls."""
     b = g.buckets
     last = i32[g.ep_cols].astype(np.int64)
-    age = np.clip((now // g.widths).astype(np.int64) - last, -b, b) + g.width
+    age = np.clip((now // g.widths).astype(np.int64) - last, -b, b) + g.max_buckets
     masked = np.where(g.live[g.table, last % b, age], f32[g.cols], g.fill)
     i, j = g.n_sum, g.n_sum + g.n_min
     out = np.concatenate(
