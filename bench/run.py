@@ -242,6 +242,7 @@ def memory_per_profile(cfg: Config, n: int) -> dict[str, float]:
         "f32_cols": schema.n32,
         "f64_cols": schema.n64,
         "i32_cols": schema.ni,
+        "u16_cols": schema.n16,
     }
 
 
@@ -326,6 +327,6 @@ def report(r: dict[str, Any]) -> str:
         f"memory: {m['total_bytes']:.0f} bytes/profile at {m['profiles']:,} profiles, "
         f"{m['features']} features (columns {m['columns_bytes']:.0f} + id index "
         f"{m['index_bytes']:.0f}; {m['f32_cols']} float32, {m['f64_cols']} float64, "
-        f"{m['i32_cols']} int32 columns)",
+        f"{m['u16_cols']} uint16, {m['i32_cols']} int32 columns)",
     ]
     return "\n".join(lines)

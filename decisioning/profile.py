@@ -1,15 +1,19 @@
 """Live customer profiles as preallocated numeric columns, and `apply(event)`.
 
-A shard keeps three matrices indexed by a customer's row: float32 values (attributes,
-consent, aggregates, window buckets), float64 timestamps and int32 bucket epochs. The
-profile *features* (attributes, aggregates, consent_<channel>) are derived from that
-state at read time for a given `now`, so windows expire as time passes without any
-background work.
+A shard keeps four matrices indexed by a customer's row: float32 values (attributes,
+consent, aggregates, sum/min/max window buckets), uint16 count-window buckets, float64
+timestamps and int32 bucket epochs; an IdIndex maps customer ids to rows. The profile
+*features* (attributes, aggregates, consent_<channel>) are derived from that state at
+read time for a given `now`, so windows expire as time passes without any background
+work.
 
 Windowed aggregates keep `buckets` buckets of width window/buckets in a ring; an event
 lands in the bucket of its own timestamp, and a read at `now` sums (or mins/maxes) the
 buckets whose time range is within (now - window, now], at bucket granularity. Events
-older than the window are still counted by all-time aggregates.
+older than the window are still counted by all-time aggregates. Every window with the
+same bucket width shares one epoch (the newest bucket) per customer: moving it on clears
+the expired buckets of all of them, which is what time does to each anyway. A count
+bucket saturates at 65,535 events (one customer, one event type, one bucket).
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ import numpy as np
 
 from decisioning.config import AggregateSpec, Config
 from decisioning.errors import InvalidInput
+from decisioning.ids import IdIndex
 
 __all__ = ["CONSENT", "PROFILE_UPDATE", "Event", "ProfileSchema", "ProfileStore", "event_from_wire"]
 
 PROFILE_UPDATE = "profile_update"
 CONSENT = "consent"
 _NEVER = np.iinfo(np.int32).min + 1
+_U16_MAX = 65535
 _CLEAR = {"count": 0.0, "sum": 0.0, "min": math.inf, "max": -math.inf}
 
 
@@ -58,10 +64,22 @@ def event_from_wire(e: Mapping[str, Any]) -> Event:
 class _Agg:
     spec: AggregateSpec
     feature: int  # position in the profile feature vector
-    col: int = -1  # float32 value column (or first bucket)
+    col: int = -1  # float32 value column, or first bucket (uint16 for a count window)
     ts_col: int = -1  # float64 timestamp column
-    ep_col: int = -1  # int32 epoch column (windowed)
+    ep_col: int = -1  # int32 epoch column shared by the windows of this bucket width
     width: float = 0.0  # bucket width in seconds (windowed)
+
+
+@dataclass(frozen=True, slots=True)
+class _Clock:
+    """The windows of one bucket width, whose buckets an epoch advance clears together."""
+
+    f32_base: np.ndarray  # first float32 bucket of each sum/min/max member
+    f32_b: np.ndarray  # its bucket count
+    f32_clear: np.ndarray  # the value of its empty bucket
+    u16_base: np.ndarray  # first uint16 bucket of each count member
+    u16_b: np.ndarray
+    max_buckets: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,24 +88,27 @@ class _Windows:
     each whatever their size, so one read of all windows beats one per bucket count)."""
 
     max_buckets: int  # W: the most buckets of any member; fewer are padded (never live)
-    cols: np.ndarray  # (n, W) float32 columns; members ordered count/sum, then min, then max
-    ep_cols: np.ndarray  # (n,) column of each member's last epoch
+    cols16: np.ndarray  # (c, W) uint16 columns of the c count members (members [0, c))
+    cols: np.ndarray  # (n - c, W) float32 columns: sums, then mins, then maxes
+    ep_cols: np.ndarray  # (n,) epoch column of each member
     widths: np.ndarray  # (n,) bucket width in seconds
     buckets: np.ndarray  # (n,) bucket count B of each member
     table: np.ndarray  # (n,) which live table a member uses
     live: np.ndarray  # (tables, W, 2W + 1, W) bool: see _live_tables
     features: np.ndarray  # (n,)
-    fill: np.ndarray  # (n, 1) value of an empty bucket: 0, +inf (min), -inf (max)
+    fill: np.ndarray  # (n - c, 1) value of an empty float32 bucket: 0, +inf (min), -inf (max)
+    n_count: int  # members [0, c) are counts
     n_sum: int  # members [0, n_sum) are counts or sums
     n_min: int  # members [n_sum, n_sum + n_min) are mins, the rest maxes
 
 
 def _live_tables(counts: list[int], w: int) -> np.ndarray:
-    """live[t, L mod B, clip(E - L, -B, B) + W, k]: is bucket k inside the window at E?
+    """live[t, L mod B, clip(E - L, -W, W) + W, k]: is bucket k inside the window at E?
 
-    For table t, B = counts[t]. Bucket k of an aggregate last advanced to epoch L holds
+    For table t, B = counts[t]. Bucket k of a window whose clock is at epoch L holds
     epoch L - d with d = (L - k) mod B; it is inside the window at epoch E iff
-    E - B < L - d <= E. Padding buckets (k >= B) are never inside.
+    E - B < L - d <= E, so never when |E - L| >= B. Padding buckets (k >= B) are never
+    inside.
     """
     out = np.zeros((len(counts), w, 2 * w + 1, w), dtype=bool)
     for t, b in enumerate(counts):
@@ -106,7 +127,8 @@ class ProfileSchema:
         self.channels = list(config.channels)
         names: list[str] = []
         self.categories: dict[str, tuple[str, ...]] = {}
-        n32 = n64 = ni = 0
+        n32 = n64 = ni = n16 = 0
+        clock_of: dict[float, int] = {}  # bucket width -> its epoch column
         self.attr_col: dict[str, int] = {}
         self.attr_values: dict[str, dict[str, int]] = {}
         simple_feat: list[int] = []
@@ -120,9 +142,9 @@ class ProfileSchema:
             n32 += 1
             return n32 - 1
 
-        def add64() -> int:
+        def add64(value: float = math.nan) -> int:
             nonlocal n64
-            init64.append(math.nan)
+            init64.append(value)
             n64 += 1
             return n64 - 1
 
@@ -143,7 +165,8 @@ class ProfileSchema:
             if spec.kind in ("time_since",):
                 self.aggs.append(_Agg(spec, pos, ts_col=add64()))
             elif spec.kind == "decayed_count":
-                self.aggs.append(_Agg(spec, pos, col=add32(0.0), ts_col=add64()))
+                # "never" is -inf, so a read decays it to 0 with no special case
+                self.aggs.append(_Agg(spec, pos, col=add32(0.0), ts_col=add64(-math.inf)))
             elif spec.kind == "last":
                 ts_col = add64() if spec.window is not None else -1
                 self.aggs.append(_Agg(spec, pos, col=add32(math.nan), ts_col=ts_col))
@@ -159,11 +182,17 @@ class ProfileSchema:
                 width = spec.window / spec.buckets
                 if width < 1.0:
                     raise ValueError(f"{spec.name}: window/buckets must be at least 1s")
-                first = n32
-                for _ in range(spec.buckets):
-                    add32(_CLEAR[spec.kind])
-                self.aggs.append(_Agg(spec, pos, col=first, ep_col=ni, width=width))
-                ni += 1
+                if width not in clock_of:
+                    clock_of[width] = ni
+                    ni += 1
+                if spec.kind == "count":
+                    first = n16
+                    n16 += spec.buckets
+                else:
+                    first = n32
+                    for _ in range(spec.buckets):
+                        add32(_CLEAR[spec.kind])
+                self.aggs.append(_Agg(spec, pos, col=first, ep_col=clock_of[width], width=width))
 
         self.consent_col: dict[str, int] = {}
         for ch in self.channels:
@@ -175,7 +204,7 @@ class ProfileSchema:
 
         self.feature_names = names
         self.index = {n: i for i, n in enumerate(names)}
-        self.n32, self.n64, self.ni = n32, n64, ni
+        self.n32, self.n64, self.ni, self.n16 = n32, n64, ni, n16
         self.init32 = np.array(init32, dtype=np.float32)
         self.init64 = np.array(init64, dtype=np.float64)
         self.simple_feat = np.array(simple_feat, dtype=np.intp)
@@ -198,27 +227,47 @@ class ProfileSchema:
         self.dc_feat = np.array([a.feature for a in dc], dtype=np.intp)
         self.dc_col = np.array([a.col for a in dc], dtype=np.intp)
         self.dc_ts = np.array([a.ts_col for a in dc], dtype=np.intp)
-        self.dc_hl = np.array([a.spec.half_life for a in dc], dtype=np.float64)
-        order = {"count": 0, "sum": 0, "min": 1, "max": 2}
+        self.dc_inv_hl = np.array([1.0 / (a.spec.half_life or 1.0) for a in dc])
+        order = {"count": 0, "sum": 1, "min": 2, "max": 3}
         members = sorted((a for a in self.aggs if a.ep_col >= 0), key=lambda a: order[a.spec.kind])
+        self.clocks: dict[int, _Clock] = {}
+        for ep in sorted({a.ep_col for a in members}):
+            on = [a for a in members if a.ep_col == ep]
+            f32 = [a for a in on if a.spec.kind != "count"]
+            u16 = [a for a in on if a.spec.kind == "count"]
+            self.clocks[ep] = _Clock(
+                f32_base=np.array([a.col for a in f32], dtype=np.intp),
+                f32_b=np.array([a.spec.buckets for a in f32], dtype=np.intp),
+                f32_clear=np.array([_CLEAR[a.spec.kind] for a in f32], dtype=np.float32),
+                u16_base=np.array([a.col for a in u16], dtype=np.intp),
+                u16_b=np.array([a.spec.buckets for a in u16], dtype=np.intp),
+                max_buckets=max(a.spec.buckets for a in on),
+            )
         self.windows: _Windows | None = None
         if members:
             kinds: list[str] = [a.spec.kind for a in members]
             counts = sorted({a.spec.buckets for a in members})
             w = max(counts)
+            n_count = kinds.count("count")
+
+            def columns(aggs: list[_Agg]) -> np.ndarray:
+                cols = [[a.col + min(k, a.spec.buckets - 1) for k in range(w)] for a in aggs]
+                return np.array(cols, dtype=np.intp).reshape(len(aggs), w)
+
             self.windows = _Windows(
                 max_buckets=w,
-                cols=np.array(
-                    [[a.col + min(k, a.spec.buckets - 1) for k in range(w)] for a in members],
-                    dtype=np.intp,
-                ),
+                cols16=columns(members[:n_count]),
+                cols=columns(members[n_count:]),
                 ep_cols=np.array([a.ep_col for a in members], dtype=np.intp),
                 widths=np.array([a.width for a in members], dtype=np.float64),
                 buckets=np.array([a.spec.buckets for a in members], dtype=np.int64),
                 table=np.array([counts.index(a.spec.buckets) for a in members], dtype=np.intp),
                 live=_live_tables(counts, w),
                 features=np.array([a.feature for a in members], dtype=np.intp),
-                fill=np.array([[_CLEAR[k]] for k in kinds], dtype=np.float32),
+                fill=np.array([_CLEAR[k] for k in kinds[n_count:]], dtype=np.float32).reshape(
+                    -1, 1
+                ),
+                n_count=n_count,
                 n_sum=sum(k in ("count", "sum") for k in kinds),
                 n_min=kinds.count("min"),
             )
@@ -275,27 +324,33 @@ class ProfileStore:
 
     def __init__(self, schema: ProfileSchema, capacity: int = 1024) -> None:
         self.schema = schema
-        self.rows: dict[str, int] = {}
+        self.ids = IdIndex(capacity)
         self._capacity = 0
         self.f32 = np.empty((0, schema.n32), dtype=np.float32)
         self.f64 = np.empty((0, schema.n64), dtype=np.float64)
         self.i32 = np.empty((0, schema.ni), dtype=np.int32)
+        self.u16 = np.empty((0, schema.n16), dtype=np.uint16)
         self._grow(max(capacity, 1))
         self.empty_features = self._read(self._blank_state(), 0.0)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.ids)
 
     def __contains__(self, customer_id: str) -> bool:
-        return customer_id in self.rows
+        return customer_id in self.ids
 
     def nbytes(self) -> int:
         """Bytes held by the columns for the allocated capacity."""
-        return int(self.f32.nbytes + self.f64.nbytes + self.i32.nbytes)
+        return int(self.f32.nbytes + self.f64.nbytes + self.i32.nbytes + self.u16.nbytes)
 
-    def _blank_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _blank_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         s = self.schema
-        return s.init32.copy(), s.init64.copy(), np.full(s.ni, _NEVER, dtype=np.int32)
+        return (
+            s.init32.copy(),
+            s.init64.copy(),
+            np.full(s.ni, _NEVER, dtype=np.int32),
+            np.zeros(s.n16, dtype=np.uint16),
+        )
 
     def _grow(self, capacity: int) -> None:
         s = self.schema
@@ -308,16 +363,18 @@ class ProfileStore:
         i32 = np.full((capacity, s.ni), _NEVER, dtype=np.int32)
         i32[:old] = self.i32[:old]
         self.i32 = i32
+        u16 = np.zeros((capacity, s.n16), dtype=np.uint16)
+        u16[:old] = self.u16[:old]
+        self.u16 = u16
         self._capacity = capacity
 
     def row(self, customer_id: str) -> int:
         """The row of a customer, created empty on first sight."""
-        r = self.rows.get(customer_id)
+        r = self.ids.get(customer_id)
         if r is None:
-            r = len(self.rows)
+            r = self.ids.add(customer_id)
             if r >= self._capacity:
                 self._grow(self._capacity * 2)
-            self.rows[customer_id] = r
         return r
 
     def apply(self, event: Event) -> None:
@@ -363,7 +420,7 @@ class ProfileStore:
         elif kind == "decayed_count":
             prev_t = f64[r, agg.ts_col]
             hl = spec.half_life or 1.0
-            if prev_t != prev_t:
+            if prev_t == -math.inf:
                 f32[r, agg.col], f64[r, agg.ts_col] = 1.0, t
             elif t >= prev_t:
                 f32[r, agg.col] = f32[r, agg.col] * 2.0 ** (-(t - prev_t) / hl) + 1.0
@@ -392,38 +449,49 @@ class ProfileStore:
         b = agg.spec.buckets
         e = int(t // agg.width)
         last = int(self.i32[r, agg.ep_col])
-        clear = _CLEAR[agg.spec.kind]
         if e > last:
-            if e - last >= b:
-                self.f32[r, agg.col : agg.col + b] = clear
-            else:
-                for k in range(last + 1, e + 1):
-                    self.f32[r, agg.col + k % b] = clear
-            self.i32[r, agg.ep_col] = e
+            self._advance(r, agg.ep_col, last, e)
         elif last - e >= b:
             return  # older than the window: only all-time aggregates keep it
-        c = agg.col + e % b
-        cur = self.f32[r, c]
         kind = agg.spec.kind
         if kind == "count":
-            self.f32[r, c] = cur + 1.0
-        elif kind == "sum":
+            c = agg.col + e % b
+            if self.u16[r, c] < _U16_MAX:
+                self.u16[r, c] += 1
+            return
+        c = agg.col + e % b
+        cur = self.f32[r, c]
+        if kind == "sum":
             self.f32[r, c] = cur + v
         elif kind == "min":
             self.f32[r, c] = min(cur, v)
         else:
             self.f32[r, c] = max(cur, v)
 
+    def _advance(self, r: int, ep_col: int, last: int, e: int) -> None:
+        """Move a clock on from epoch `last` to `e`: empty the buckets of epochs
+        last+1 .. e in every window of that bucket width."""
+        clock = self.schema.clocks[ep_col]
+        ks = np.arange(max(last + 1, e - clock.max_buckets + 1), e + 1)
+        f32, u16 = self.f32[r], self.u16[r]
+        if clock.f32_base.size:
+            f32[clock.f32_base[:, None] + ks % clock.f32_b[:, None]] = clock.f32_clear[:, None]
+        if clock.u16_base.size:
+            u16[clock.u16_base[:, None] + ks % clock.u16_b[:, None]] = 0
+        self.i32[r, ep_col] = e
+
     def features(self, customer_id: str, now: float) -> np.ndarray:
         """The profile feature vector (float64, schema order) as of `now`."""
-        r = self.rows.get(customer_id)
+        r = self.ids.get(customer_id)
         if r is None:
             return self.empty_features.copy()
-        return self._read((self.f32[r], self.f64[r], self.i32[r]), now)
+        return self._read((self.f32[r], self.f64[r], self.i32[r], self.u16[r]), now)
 
-    def _read(self, state: tuple[np.ndarray, np.ndarray, np.ndarray], now: float) -> np.ndarray:
+    def _read(
+        self, state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], now: float
+    ) -> np.ndarray:
         s = self.schema
-        f32, f64, i32 = state
+        f32, f64, i32, u16 = state
         out = np.empty(len(s.feature_names), dtype=np.float64)
         out[s.simple_feat] = f32[s.simple_col]
         if s.ts_feat.size:
@@ -432,11 +500,10 @@ class ProfileStore:
             fresh = (now - f64[s.wl_ts]) < s.wl_window
             out[s.wl_feat] = np.where(fresh, f32[s.wl_col], np.nan)
         if s.dc_feat.size:
-            t = f64[s.dc_ts]
-            decayed = f32[s.dc_col] * np.exp2(-np.maximum(now - t, 0.0) / s.dc_hl)
-            out[s.dc_feat] = np.where(np.isnan(t), 0.0, decayed)
+            age = np.minimum(f64[s.dc_ts] - now, 0.0)  # -inf if never: decays to 0
+            out[s.dc_feat] = f32[s.dc_col] * np.exp2(age * s.dc_inv_hl)
         if s.windows is not None:
-            out[s.windows.features] = _read_windows(s.windows, f32, i32, now)
+            out[s.windows.features] = _read_windows(s.windows, f32, u16, i32, now)
         return out
 
     def profile_view(self, customer_id: str, now: float) -> dict[str, Any]:
@@ -459,22 +526,32 @@ class ProfileStore:
                 aggs[name] = value
         return {
             "customer_id": customer_id,
-            "known": customer_id in self.rows,
+            "known": customer_id in self.ids,
             "attributes": attrs,
             "aggregates": aggs,
             "consent": consent,
         }
 
 
-def _read_windows(g: _Windows, f32: np.ndarray, i32: np.ndarray, now: float) -> np.ndarray:
+def _read_windows(
+    g: _Windows, f32: np.ndarray, u16: np.ndarray, i32: np.ndarray, now: float
+) -> np.ndarray:
     """Sum/min/max of the buckets still inside each window, in a dozen numpy calls."""
-    b = g.buckets
+    w = g.max_buckets
     last = i32[g.ep_cols].astype(np.int64)
-    age = np.clip((now // g.widths).astype(np.int64) - last, -b, b) + g.max_buckets
-    masked = np.where(g.live[g.table, last % b, age], f32[g.cols], g.fill)
-    i, j = g.n_sum, g.n_sum + g.n_min
+    # ages beyond +-w leave no bucket live, like +-B (the table is padded to w)
+    age = np.minimum(np.maximum((now // g.widths).astype(np.int64) - last, -w), w) + w
+    live = g.live[g.table, last % g.buckets, age]
+    c = g.n_count
+    masked = np.where(live[c:], f32[g.cols], g.fill)
+    i, j = g.n_sum - c, g.n_sum + g.n_min - c
     out = np.concatenate(
-        (masked[:i].sum(axis=1), masked[i:j].min(axis=1), masked[j:].max(axis=1)),
+        (
+            np.add.reduce(u16[g.cols16] * live[:c], axis=1),
+            np.add.reduce(masked[:i], axis=1),
+            np.minimum.reduce(masked[i:j], axis=1),
+            np.maximum.reduce(masked[j:], axis=1),
+        ),
         dtype=np.float64,
     )
     out[np.isinf(out)] = np.nan  # no event in the window: min/max are null

@@ -165,12 +165,16 @@ def test_windowed_count_matches_brute_force(
     assert feat(s, "c", "views_1h", now) == expected
 
 
-MIXED = [  # (name, kind, window hours, buckets): one read group pads them to 9 buckets
-    ("n_1h_6", "count", 1, 6),
-    ("n_2h_4", "count", 2, 4),
-    ("s_3h_9", "sum", 3, 9),
-    ("lo_2h_5", "min", 2, 5),
-    ("hi_1h_3", "max", 1, 3),
+MIXED = [  # (name, kind, event, window hours, buckets): one read pads them to 9 buckets;
+    # windows of equal bucket width share a clock whatever their event or bucket count
+    ("n_1h_6", "count", "purchase", 1, 6),
+    ("n_2h_4", "count", "purchase", 2, 4),
+    ("s_3h_9", "sum", "purchase", 3, 9),
+    ("lo_2h_5", "min", "purchase", 2, 5),
+    ("hi_1h_3", "max", "purchase", 1, 3),
+    ("r_1h_6", "count", "refund", 1, 6),  # 600 s, like n_1h_6
+    ("rs_2h_6", "sum", "refund", 2, 6),  # 1200 s, like s_3h_9 and hi_1h_3
+    ("rn_4h_12", "count", "refund", 4, 12),  # 1200 s
 ]
 
 
@@ -179,36 +183,47 @@ MIXED = [  # (name, kind, window hours, buckets): one read group pads them to 9 
 )
 @given(
     events=st.lists(
-        st.tuples(st.floats(min_value=0, max_value=5 * H), st.integers(1, 1000)), max_size=25
+        st.tuples(
+            st.floats(min_value=0, max_value=5 * H),
+            st.integers(1, 1000),
+            st.sampled_from(["purchase", "refund"]),
+        ),
+        max_size=30,
     ),
     now_offset=st.floats(min_value=0, max_value=8 * H),
 )
 def test_windows_of_every_bucket_count_match_brute_force(
-    small_config: Config, events: list[tuple[float, int]], now_offset: float
+    small_config: Config, events: list[tuple[float, int, str]], now_offset: float
 ) -> None:
-    """Windows of different widths and bucket counts, read together, each stay exact."""
+    """Windows of different widths, bucket counts and events, read together, each stay
+    exact, in any arrival order."""
     data = small_config.model_dump(mode="json")
     data["profile"]["aggregates"] += [
         {
             "name": name,
             "kind": kind,
-            "event": "purchase",
+            "event": event,
             "window": f"{hours}h",
             "buckets": b,
             **({} if kind == "count" else {"property": "amount"}),
         }
-        for name, kind, hours, b in MIXED
+        for name, kind, event, hours, b in MIXED
     ]
     s = ProfileStore(ProfileSchema(config_from_dict(data, "mixed")))
-    for off, amount in events:
-        s.apply(Event("c", "purchase", T0 + off, {"amount": amount}))
-    now = T0 + max(now_offset, max((off for off, _ in events), default=0.0))
+    assert s.schema.ni == 4  # 600, 1200, 1440 and 1800 s: four clocks for 12 windows
+    for off, amount, event in events:
+        s.apply(Event("c", event, T0 + off, {"amount": amount}))
+    now = T0 + max(now_offset, max((off for off, _, _ in events), default=0.0))
     vec = s.features("c", now)
     names = s.schema.feature_names
-    for name, kind, hours, b in MIXED:
+    for name, kind, event, hours, b in MIXED:
         width = hours * H / b
         e_now = math.floor(now / width)
-        inside = [a for off, a in events if e_now - b < math.floor((T0 + off) / width) <= e_now]
+        inside = [
+            a
+            for off, a, ev in events
+            if ev == event and e_now - b < math.floor((T0 + off) / width) <= e_now
+        ]
         expected = {
             "count": len(inside),
             "sum": sum(inside),
@@ -217,3 +232,14 @@ def test_windows_of_every_bucket_count_match_brute_force(
         }[kind]
         got = float(vec[names.index(name)])
         assert (math.isnan(got) and math.isnan(expected)) or got == expected, (name, got)
+
+
+def test_count_bucket_saturates_instead_of_wrapping(small_config: Config) -> None:
+    """A count bucket is a uint16: past 65,535 events it stays there, never back to 0."""
+    s = store(small_config)
+    for _ in range(65_540):
+        s.apply(Event("c", "page_view", T0))
+    assert feat(s, "c", "views_1h", T0) == 65_535.0
+    assert feat(s, "c", "views_all", T0) == 65_540.0  # all-time counts are float32
+    s.apply(Event("c", "page_view", T0 + 600))  # the next bucket starts from zero
+    assert feat(s, "c", "views_1h", T0 + 600) == 65_536.0

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from decisioning.ids import IdIndex
+
+
+class Colliding(IdIndex):
+    """Every id hashes to one of four values: probing and the byte comparison decide."""
+
+    _hash = staticmethod(lambda key: len(key) % 4)
+
+
+ids = st.lists(st.text(min_size=0, max_size=12), max_size=200)
+
+
+@given(ids)
+def test_behaves_like_a_dict(customers: list[str]) -> None:
+    for index in (IdIndex(capacity=1), Colliding(capacity=1)):
+        expected: dict[str, int] = {}
+        for c in customers:
+            if index.get(c) is None:
+                expected[c] = index.add(c)
+            assert index.get(c) == expected[c]
+        assert len(index) == len(expected)
+        assert all(index.get(c) == r for c, r in expected.items())
+        assert list(index) == list(expected)  # row order, ids decoded back
+        assert all(index.id_of(r) == c for c, r in expected.items())
+        assert index.get("never-added-\u00e9") is None or "never-added-\u00e9" in expected
+
+
+def test_grows_and_keeps_every_row() -> None:
+    index = IdIndex(capacity=4)
+    for i in range(100_000):
+        assert index.add(f"customer-{i}") == i
+    assert all(index.get(f"customer-{i}") == i for i in range(0, 100_000, 7))
+    assert index.get("customer-100000") is None
+    assert "customer-99999" in index and 42 not in index
+    assert index.nbytes() < 60 * len(index)  # a dict of str would hold ~125 bytes per id
