@@ -96,7 +96,7 @@ class Shard:
     def apply_events(self, events: list[dict[str, Any]]) -> int:
         """Apply a batch of events: all are checked before any is applied."""
         batch = [event_from_wire(e) for e in events]
-        n = self.store.apply_many(batch)
+        n = self.store.apply_many(batch, self.clock())
         self.counters["events"] += n
         return n
 
@@ -117,7 +117,11 @@ class Shard:
         dry_run = bool(request.get("dry_run"))
         if request.get("event") is not None:
             event = event_from_wire({**request["event"], "customer_id": customer_id})
-            self.schema.check_event(event)
+            try:
+                self.schema.check_event(event, self.clock())
+            except InvalidInput as e:
+                field = f"event.{e.field}" if e.field else "event"
+                raise InvalidInput(e.message, field=field, code=e.code) from None
             if not dry_run:
                 self.store.apply(event)
                 self.counters["events"] += 1

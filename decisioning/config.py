@@ -118,6 +118,11 @@ class ProfileSpec(_Model):
 
     attributes: list[AttributeSpec] = Field(default_factory=list, description="Attributes.")
     aggregates: list[AggregateSpec] = Field(default_factory=list, description="Aggregates.")
+    max_future: Duration = Field(
+        300.0,
+        description="How far ahead of the server's clock an event's ts may be (clock skew); "
+        "later events are refused, as they would move window clocks on and empty windows.",
+    )
 
 
 class ContextFieldSpec(_Model):

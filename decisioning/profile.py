@@ -125,6 +125,7 @@ class ProfileSchema:
     def __init__(self, config: Config) -> None:
         p = config.profile
         self.channels = list(config.channels)
+        self.max_future = p.max_future
         names: list[str] = []
         self.categories: dict[str, tuple[str, ...]] = {}
         n32 = n64 = ni = n16 = 0
@@ -272,8 +273,15 @@ class ProfileSchema:
                 n_min=kinds.count("min"),
             )
 
-    def check_event(self, event: Event) -> None:
-        """Refuse an event that cannot be applied, before anything is applied."""
+    def check_event(self, event: Event, now: float | None = None) -> None:
+        """Refuse an event that cannot be applied, before anything is applied; with `now`,
+        also one dated more than `profile.max_future` ahead of it."""
+        if now is not None and event.ts > now + self.max_future:
+            raise InvalidInput(
+                f"ts is {event.ts - now:.0f}s in the future (at most {self.max_future:.0f}s "
+                "of clock skew is accepted)",
+                field="ts",
+            )
         if event.type == PROFILE_UPDATE:
             for name, value in event.properties.items():
                 self._attribute_code(name, value)
@@ -390,11 +398,11 @@ class ProfileStore:
         for agg in s.by_event.get(event.type, ()):
             self._apply_agg(r, agg, event)
 
-    def apply_many(self, events: Iterable[Event]) -> int:
+    def apply_many(self, events: Iterable[Event], now: float | None = None) -> int:
         """Check every event first, then apply them all: a batch is never half-applied."""
         batch = list(events)
         for e in batch:
-            self.schema.check_event(e)
+            self.schema.check_event(e, now)
         for e in batch:
             self.apply(e)
         return len(batch)

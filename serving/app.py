@@ -162,7 +162,7 @@ class Ingress:
             if wire["ts"] is None:
                 wire["ts"] = now
             try:
-                self.schema.check_event(event_from_wire(wire))
+                self.schema.check_event(event_from_wire(wire), now)
             except NextbestError as e:
                 field = getattr(e, "field", None)
                 field = f"[{i}].{field}" if isinstance(data, list) and field else field

@@ -278,3 +278,32 @@ def test_outcome_batch_across_shards_is_all_or_nothing(client: httpx.Client) -> 
         assert client.get(f"/v1/profiles/{d['customer_id']}").json()["known"] is True
     r = client.post("/v1/outcomes", json=good)
     assert r.json() == {"accepted": len(decisions)}
+
+
+def test_events_dated_far_in_the_future_are_refused(client: httpx.Client) -> None:
+    """A clock-skewed event within profile.max_future counts; a far-future one is refused
+    (it would move window clocks on and empty the customer's windows)."""
+    soon = time.time() + 60
+    r = client.post("/v1/events", json={"customer_id": "c-skew", "type": "login", "ts": soon})
+    assert r.status_code == 200, r.text
+    far = time.time() + 86400
+    r = client.post("/v1/events", json=[{"customer_id": "c-skew", "type": "complaint", "ts": far}])
+    assert r.status_code == 422
+    assert r.json()["error"] | {"message": ""} == {
+        "code": "invalid_field",
+        "field": "[0].ts",
+        "message": "",
+    }
+    r = client.post(
+        "/v1/decide",
+        json={
+            "customer_id": "c-skew",
+            "channel": "web",
+            "event": {"type": "complaint", "ts": far},
+        },
+    )
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_field")
+    assert r.json()["error"]["field"] == "event.ts"
+    assert "future" in r.json()["error"]["message"]
+    aggs = client.get("/v1/profiles/c-skew").json()["aggregates"]
+    assert aggs["complaints_30d"] == 0 and aggs["since_last_login"] is not None

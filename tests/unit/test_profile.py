@@ -243,3 +243,15 @@ def test_count_bucket_saturates_instead_of_wrapping(small_config: Config) -> Non
     assert feat(s, "c", "views_all", T0) == 65_540.0  # all-time counts are float32
     s.apply(Event("c", "page_view", T0 + 600))  # the next bucket starts from zero
     assert feat(s, "c", "views_1h", T0 + 600) == 65_536.0
+
+
+def test_far_future_events_are_refused_before_any_applies(small_config: Config) -> None:
+    s = store(small_config)
+    skewed = Event("c", "page_view", T0 + 299)
+    future = Event("c", "page_view", T0 + 301)  # max_future defaults to 300 s
+    with pytest.raises(InvalidInput, match="in the future") as e:
+        s.apply_many([skewed, future], now=T0)
+    assert e.value.field == "ts"
+    assert "c" not in s
+    s.apply_many([skewed], now=T0)
+    assert feat(s, "c", "views_1h", T0 + 299) == 1.0
