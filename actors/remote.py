@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Awaitable
@@ -73,13 +74,12 @@ class ShardActor(Shard):
                     bundles.append(registry.read(name, version, tag))
             except ModelError as e:
                 log.error("shard %d: deployed model %s refused at start: %s", shard_id, name, e)
-        super().__init__(shard_id, config, bundles)
+        super().__init__(shard_id, config, bundles, log_dir=shard_dir(config, shard_id))
 
     def ready(self) -> bool:
         return True
 
-    def call(self, method: str, *args: Any) -> Any:
-        """Run one of the request-path methods; a core error comes back as a dict."""
+    def _run(self, method: str, args: tuple[Any, ...]) -> Any:
         if method not in _REQUEST_METHODS:
             raise ValueError(f"not a request method: {method}")
         try:
@@ -87,9 +87,19 @@ class ShardActor(Shard):
         except NextbestError as e:
             return _error(e)
 
+    def call(self, method: str, *args: Any) -> Any:
+        """Run one of the request-path methods; a core error comes back as a dict.
+        What it applied is in the WAL (and fsynced per policy) before it returns."""
+        result = self._run(method, args)
+        self.flush()
+        return result
+
     def call_many(self, calls: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
-        """Several request-path calls in one actor task, in order (see _Coalescer)."""
-        return [self.call(method, *args) for method, args in calls]
+        """Several request-path calls in one actor task, in order (see _Coalescer); one
+        WAL commit for all of them before any answer goes out (group commit)."""
+        results = [self._run(method, args) for method, args in calls]
+        self.flush()
+        return results
 
 
 class Supervisor:
@@ -198,8 +208,29 @@ class Supervisor:
         return out
 
     def stop_shards(self) -> None:
+        """Snapshot every shard (graceful stop: the next start restores them), then stop."""
+        snaps = [s.snapshot.remote() for s in self.shards]
+        for i, ref in enumerate(snaps):
+            try:
+                ray.get(ref, timeout=300)
+            except UNAVAILABLE as e:
+                log.error("shard %d: no snapshot at stop (%s); its WAL has everything", i, e)
         for s in self.shards:
             ray.kill(s, no_restart=True)
+
+
+def shard_dir(config: Config, shard_id: int) -> str | None:
+    """Where a shard keeps its WAL and snapshots (None: `durable: false`)."""
+    s = config.server
+    if not s.durable:
+        return None
+    root = s.data_dir.removeprefix("file://")
+    if "://" in root:
+        raise ValueError(
+            f"server.data_dir {s.data_dir!r}: the write-ahead log needs a local or mounted "
+            "POSIX path (shared storage such as NFS on a cluster), not an object store URI"
+        )
+    return os.path.join(root, "shards", str(shard_id))
 
 
 def ensure_supervisor(config: Config, timeout: float = 120.0) -> Any:
@@ -228,7 +259,7 @@ def shutdown_cluster(config: Config) -> None:
     except ValueError:
         return
     with contextlib.suppress(*UNAVAILABLE):
-        ray.get(sup.stop_shards.remote(), timeout=30)
+        ray.get(sup.stop_shards.remote(), timeout=330)  # snapshots of big shards take a while
     ray.kill(sup, no_restart=True)
 
 

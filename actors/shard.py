@@ -6,12 +6,14 @@ data (dicts, lists), so it is unit-tested without Ray and made remote in `remote
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+from decisioning import snapshot
 from decisioning.arbitration import Decision, LoadedModel, Stages, decide
 from decisioning.catalog import Catalog
 from decisioning.config import Config
@@ -20,11 +22,13 @@ from decisioning.features import FeaturePlan
 from decisioning.model import LightGBMScorer, ModelBundle, ModelManifest, scorer_for
 from decisioning.profile import Event, ProfileSchema, ProfileStore, event_from_wire
 from decisioning.slots import slot_of
+from decisioning.wal import Replay, Wal, replay
 
 __all__ = ["OUTCOMES", "Shard", "decision_slot"]
 
 OUTCOMES = ("impression", "click", "accept", "reject", "convert")
 MAX_TRACKED_DECISIONS = 200_000
+log = logging.getLogger("nextbest.shard")
 
 
 class _Record(NamedTuple):
@@ -72,6 +76,7 @@ class Shard:
         config: Config,
         models: Iterable[ModelBundle] = (),
         clock: Callable[[], float] = time.time,
+        log_dir: str | None = None,
     ) -> None:
         self.shard_id = shard_id
         self.config = config
@@ -86,19 +91,149 @@ class Shard:
         # recent list holds only ids of records still in it.
         self.decisions: OrderedDict[str, _Record] = OrderedDict()
         self.recent: dict[str, list[str]] = {}
-        self.counters = {"events": 0, "decisions": 0, "outcomes": 0}
+        self.counters = {"events": 0, "decisions": 0, "outcomes": 0, "duplicates": 0}
         self.stages: Stages | None = None
+        # idempotency: event ids (and outcome keys) applied lately, oldest first
+        self.seen: dict[str, None] = {}
+        self.log_dir = log_dir
+        self.wal: Wal | None = None
+        self.recovery: dict[str, Any] = {}
+        self._changed = False
+        self._snapshot_at = time.monotonic()
         for bundle in models:
             self.models[bundle.manifest.name] = self._load(bundle)
+        if log_dir is not None:
+            self._recover(log_dir)
+
+    # -- durability ----------------------------------------------------------------------
+
+    def _recover(self, log_dir: str) -> None:
+        """Latest snapshot + the WAL after it; only then does the shard answer."""
+        started = time.perf_counter()
+        os.makedirs(log_dir, exist_ok=True)
+        start, profiles = 1, 0
+        seq = snapshot.latest(log_dir)
+        if seq is not None:
+            st = snapshot.read(log_dir, seq, self.schema.layout_key)
+            self.store.load(st.ids, st.matrices)
+            for did, cid, actions, ts, channel, placement, version in st.decisions:
+                self._track(did, _Record(cid, tuple(actions), ts, channel, placement, version))
+            self.seen = dict.fromkeys(st.seen)
+            self.counters.update(st.counters)
+            start, profiles = st.wal_seq, len(st.ids)
+        report = Replay()
+        for record in replay(log_dir, start, report):
+            self._redo(record)
+        self.wal = Wal(log_dir, self.config.server.fsync)
+        self.recovery = {
+            "snapshot_profiles": profiles,
+            "wal_records": report.records,
+            "dropped_bytes": report.dropped_bytes,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        if seq is not None or report.records:
+            log.warning("shard %d recovered: %s", self.shard_id, self.recovery)
+
+    def _redo(self, record: list[Any]) -> None:
+        kind, body = record
+        if kind == "e":
+            events = [Event(c, t, ts, p or {}, i) for c, t, ts, p, i in body]
+            for e in events:
+                self.store.apply(e)
+            self._remember(events)
+        elif kind == "d":
+            did, cid, actions, ts, channel, placement, version = body
+            self._track(did, _Record(cid, tuple(actions), ts, channel, placement, version))
+
+    def _log(self, record: tuple[str, Any]) -> None:
+        if self.wal is not None:
+            self.wal.append(record)
+            self._changed = True
+
+    def flush(self) -> None:
+        """Make what this call applied durable (per `server.fsync`) before it is acked;
+        snapshot when one is due."""
+        if self.wal is None:
+            return
+        self.wal.commit()
+        s = self.config.server
+        due = time.monotonic() - self._snapshot_at >= s.snapshot_every_s
+        if self._changed and (due or self.wal.bytes >= s.snapshot_wal_bytes):
+            self.snapshot()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Write a snapshot, then drop the WAL segments and snapshots it replaces."""
+        if self.wal is None or self.log_dir is None:
+            return {}
+        started = time.perf_counter()
+        seq = self.wal.rotate()
+        ids, matrices = self.store.export()
+        path = snapshot.write(
+            self.log_dir,
+            snapshot.State(
+                wal_seq=seq,
+                layout_key=self.schema.layout_key,
+                ids=ids,
+                matrices=matrices,
+                decisions=[(did, *r) for did, r in self.decisions.items()],
+                seen=list(self.seen),
+                counters=dict(self.counters),
+            ),
+        )
+        snapshot.prune(self.log_dir, seq)
+        self.wal.drop_before(seq)
+        self._changed = False
+        self._snapshot_at = time.monotonic()
+        return {"path": path, "profiles": len(ids), "seconds": time.perf_counter() - started}
+
+    def close(self) -> None:
+        if self.wal is not None:
+            self.wal.close()
+
+    def _fresh(self, events: list[Event]) -> list[Event]:
+        """The events not applied before (by event id); retried duplicates are dropped."""
+        out, ids = [], set()
+        for e in events:
+            if e.event_id is not None:
+                if e.event_id in self.seen or e.event_id in ids:
+                    self.counters["duplicates"] += 1
+                    continue
+                ids.add(e.event_id)
+            out.append(e)
+        return out
+
+    def _remember(self, events: list[Event]) -> None:
+        limit = self.config.server.idempotency_keys
+        for e in events:
+            if e.event_id is not None:
+                self.seen[e.event_id] = None
+        while len(self.seen) > limit:
+            del self.seen[next(iter(self.seen))]
+
+    def _apply(self, events: list[Event], now: float | None) -> int:
+        """Check all, drop duplicates, log, apply: acked events are never lost or doubled."""
+        for e in events:
+            self.schema.check_event(e, now)
+        fresh = self._fresh(events)
+        if fresh:
+            self._log(
+                (
+                    "e",
+                    [[e.customer_id, e.type, e.ts, dict(e.properties), e.event_id] for e in fresh],
+                )
+            )
+            for e in fresh:
+                self.store.apply(e)
+            self._remember(fresh)
+        return len(fresh)
 
     # -- events --------------------------------------------------------------------------
 
     def apply_events(self, events: list[dict[str, Any]]) -> int:
         """Apply a batch of events: all are checked before any is applied."""
         batch = [event_from_wire(e) for e in events]
-        n = self.store.apply_many(batch, self.clock())
-        self.counters["events"] += n
-        return n
+        self.counters["events"] += self._apply(batch, self.clock())
+        return len(batch)
 
     # -- decisions -----------------------------------------------------------------------
 
@@ -123,8 +258,7 @@ class Shard:
                 field = f"event.{e.field}" if e.field else "event"
                 raise InvalidInput(e.message, field=field, code=e.code) from None
             if not dry_run:
-                self.store.apply(event)
-                self.counters["events"] += 1
+                self.counters["events"] += self._apply([event], None)
         now = self.clock()
         decision_id = f"d-{slot_of(customer_id):04x}-{os.urandom(8).hex()}"
         decision = decide(
@@ -148,7 +282,7 @@ class Shard:
         return decision.to_wire()
 
     def _record(self, d: Decision) -> None:
-        self.decisions[d.decision_id] = _Record(
+        record = _Record(
             d.customer_id,
             tuple(a.action_id for a in d.actions),
             d.ts,
@@ -156,11 +290,16 @@ class Shard:
             d.placement,
             ",".join(d.model_versions) or None,
         )
+        self._log(("d", [d.decision_id, *record]))
+        self._track(d.decision_id, record)
+
+    def _track(self, decision_id: str, record: _Record) -> None:
+        self.decisions[decision_id] = record
         keep = self.config.decisioning.recent_decisions
         if keep:
-            self.store.row(d.customer_id)
-            recent = self.recent.setdefault(d.customer_id, [])
-            recent.append(d.decision_id)
+            self.store.row(record.customer_id)
+            recent = self.recent.setdefault(record.customer_id, [])
+            recent.append(decision_id)
             if len(recent) > keep:
                 del recent[0]
         if len(self.decisions) > MAX_TRACKED_DECISIONS:
@@ -179,9 +318,9 @@ class Shard:
 
     def record_outcomes(self, outcomes: list[dict[str, Any]]) -> int:
         """Record outcomes of earlier decisions; all are checked before any is applied."""
-        n = self.store.apply_many(self._outcome_events(outcomes))
-        self.counters["outcomes"] += n
-        return n
+        events = self._outcome_events(outcomes)
+        self.counters["outcomes"] += self._apply(events, None)
+        return len(events)
 
     def _outcome_events(self, outcomes: list[dict[str, Any]]) -> list[Event]:
         events = []
@@ -210,6 +349,8 @@ class Shard:
                     type=f"outcome.{o['outcome']}",
                     ts=o.get("ts") or self.clock(),
                     properties={"action_id": o["action_id"], "decision_id": o["decision_id"]},
+                    # a retried outcome is the same outcome: it counts once
+                    event_id=f"outcome:{o['decision_id']}:{o['action_id']}:{o['outcome']}",
                 )
             )
         return events
@@ -278,5 +419,9 @@ class Shard:
             "scorers": self.scorers(),
             "catalog_version": self.catalog.version,
             "state_bytes": self.store.nbytes(),
+            "durable": self.wal is not None,
+            "wal_bytes": self.wal.bytes if self.wal is not None else 0,
+            "last_snapshot_s_ago": round(time.monotonic() - self._snapshot_at, 1),
+            "recovery": self.recovery,
             **self.counters,
         }

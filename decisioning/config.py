@@ -225,6 +225,28 @@ class ServerSpec(_Model):
     max_batch: int = Field(1000, ge=1, description="Largest event batch accepted.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body.")
     namespace: str = Field("nextbest", description="Ray namespace of the named actors.")
+    durable: bool = Field(
+        True,
+        description="Write-ahead log and snapshots under <data_dir>/shards/<i> (a local or "
+        "shared POSIX path); false keeps state in memory only.",
+    )
+    fsync: Literal["always", "batch", "none"] = Field(
+        "batch",
+        description="always: fsync each record; batch: one fsync per shard call, before its "
+        "answers (group commit); none: leave it to the OS (a lost machine can lose the "
+        "last ~30 s; a killed process loses nothing in every mode).",
+    )
+    snapshot_every_s: float = Field(
+        600.0, gt=0, description="Snapshot a shard that changed at least this often."
+    )
+    snapshot_wal_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="...or as soon as its log grows past this."
+    )
+    idempotency_keys: int = Field(
+        1_000_000,
+        ge=0,
+        description="Event ids (and outcome keys) each shard remembers to drop retried duplicates.",
+    )
 
 
 class Config(_Model):

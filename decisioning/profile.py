@@ -18,6 +18,8 @@ bucket saturates at 65,535 events (one customer, one event type, one bucket).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -126,6 +128,11 @@ class ProfileSchema:
         p = config.profile
         self.channels = list(config.channels)
         self.max_future = p.max_future
+        # what a snapshot's columns mean: same attributes, aggregates and channels
+        layout = json.dumps(
+            [config.channels, p.model_dump(mode="json", exclude={"max_future"})], sort_keys=True
+        )
+        self.layout_key = hashlib.sha256(layout.encode()).hexdigest()[:16]
         names: list[str] = []
         self.categories: dict[str, tuple[str, ...]] = {}
         n32 = n64 = ni = n16 = 0
@@ -384,6 +391,31 @@ class ProfileStore:
             if r >= self._capacity:
                 self._grow(self._capacity * 2)
         return r
+
+    def export(self) -> tuple[list[str], dict[str, np.ndarray]]:
+        """Ids in row order and the used rows of every matrix (for snapshots)."""
+        n = len(self.ids)
+        return list(self.ids), {
+            "f32": self.f32[:n],
+            "f64": self.f64[:n],
+            "i32": self.i32[:n],
+            "u16": self.u16[:n],
+        }
+
+    def load(self, ids: list[str], matrices: dict[str, np.ndarray]) -> None:
+        """Replace the state with exported rows (an empty store's, from a snapshot)."""
+        if len(self.ids):
+            raise RuntimeError("load() needs an empty store")
+        for name, arr in matrices.items():
+            want = getattr(self, name).shape[1]
+            if arr.shape != (len(ids), want):
+                raise ValueError(
+                    f"snapshot {name}: shape {arr.shape}, expected ({len(ids)}, {want})"
+                )
+        for cid in ids:
+            self.row(cid)
+        for name, arr in matrices.items():
+            getattr(self, name)[: len(ids)] = arr
 
     def apply(self, event: Event) -> None:
         """Apply one (already checked) event to its customer's profile."""

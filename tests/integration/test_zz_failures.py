@@ -1,5 +1,6 @@
 """Things die: a shard actor is restarted by Ray (its customers get 503 meanwhile, never
-500); an ingress replica is replaced by Serve on the same port.
+500, and it comes back with every acknowledged event); an ingress replica is replaced by
+Serve on the same port.
 
 (Named test_zz_* so it runs after the other integration tests: it kills actors.)
 """
@@ -21,6 +22,12 @@ def test_killed_shard_answers_503_then_recovers(server: Server, client: httpx.Cl
     other = next(f"k-{i}" for i in range(1000) if owners[slot_of(f"k-{i}")] == 1)
     body = {"customer_id": customer, "channel": "web"}
     assert client.post("/v1/decide", json=body).status_code == 200
+    views = [
+        {"customer_id": customer, "type": "page_view", "event_id": f"kill-{i}"} for i in range(3)
+    ]
+    assert client.post("/v1/events", json=views).status_code == 200
+    before = client.get(f"/v1/profiles/{customer}").json()
+    assert before["aggregates"]["page_views_24h"] == 3
     shard = ray.get_actor("shard-0", namespace=server.config.server.namespace)
     ray.kill(shard, no_restart=False)
     seen = []
@@ -41,6 +48,16 @@ def test_killed_shard_answers_503_then_recovers(server: Server, client: httpx.Cl
     assert r.json()["model_version"] is not None  # the restarted shard reloaded its model
     status = client.get("/v1/status").json()["shards"][0]
     assert status["scorers"] == {"propensity": "native"}  # and its native code
+    assert status["recovery"]["wal_records"] >= 2  # replayed its log
+    after = client.get(f"/v1/profiles/{customer}").json()
+    assert after["aggregates"] == before["aggregates"]  # nothing acknowledged was lost
+    assert (
+        after["recent_decisions"][: len(before["recent_decisions"])] == before["recent_decisions"]
+    )
+    # a client retrying the same events after the restart does not count them twice
+    assert client.post("/v1/events", json=views).status_code == 200
+    again = client.get(f"/v1/profiles/{customer}").json()
+    assert again["aggregates"]["page_views_24h"] == 3
 
 
 def test_killed_ingress_replica_comes_back_on_the_same_port(server: Server) -> None:

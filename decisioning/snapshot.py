@@ -1,0 +1,184 @@
+"""Shard snapshots in Arrow IPC: profiles, tracked decisions and idempotency keys.
+
+A snapshot is a directory `snapshot-<seq>/` where `seq` is the first WAL segment it does
+not cover. It is written under a temporary name, every file fsynced, then renamed (and
+the parent fsynced), so a reader sees a whole snapshot or none. The profile table's
+schema metadata carries the format, the profile layout key (a snapshot of another
+profile schema is refused, never misread) and the shard's counters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from decisioning.errors import NextbestError
+
+__all__ = ["SnapshotError", "State", "latest", "prune", "read", "write"]
+
+FORMAT = 1
+_DTYPES = {"f32": pa.float32(), "f64": pa.float64(), "i32": pa.int32(), "u16": pa.uint16()}
+
+
+class SnapshotError(NextbestError):
+    """A snapshot that cannot be used (other profile schema, damaged files)."""
+
+
+@dataclass
+class State:
+    """Everything a shard needs back after a restart, besides the WAL tail."""
+
+    wal_seq: int
+    layout_key: str
+    ids: list[str]
+    matrices: dict[str, np.ndarray]
+    decisions: list[tuple[Any, ...]] = field(default_factory=list)  # _Record fields + id
+    seen: list[str] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+def _name(seq: int) -> str:
+    return f"snapshot-{seq:012d}"
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_table(path: str, table: pa.Table) -> None:
+    with pa.OSFile(path, "wb") as sink, ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+    _fsync_path(path)
+
+
+def _matrix_column(arr: np.ndarray, name: str) -> pa.Array:
+    n, width = arr.shape
+    flat = pa.array(np.ascontiguousarray(arr).reshape(-1), type=_DTYPES[name])
+    return pa.FixedSizeListArray.from_arrays(flat, width) if width else pa.nulls(n)
+
+
+def write(directory: str, state: State) -> str:
+    """Write a snapshot atomically; returns its path. Older snapshots stay (see prune)."""
+    os.makedirs(directory, exist_ok=True)
+    final = os.path.join(directory, _name(state.wal_seq))
+    tmp = final + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    meta = {
+        "format": FORMAT,
+        "layout_key": state.layout_key,
+        "wal_seq": state.wal_seq,
+        "counters": state.counters,
+        "widths": {k: int(v.shape[1]) for k, v in state.matrices.items()},
+    }
+    cols = {"customer_id": pa.array(state.ids, type=pa.string())}
+    cols |= {k: _matrix_column(v, k) for k, v in state.matrices.items()}
+    profiles = pa.table(cols).replace_schema_metadata({"nextbest": json.dumps(meta)})
+    _write_table(os.path.join(tmp, "profiles.arrow"), profiles)
+    d: list[tuple[Any, ...]] = (
+        list(zip(*state.decisions, strict=True)) if state.decisions else [()] * 7
+    )
+    decisions = pa.table(
+        {
+            "decision_id": pa.array(d[0], type=pa.string()),
+            "customer_id": pa.array(d[1], type=pa.string()),
+            "actions": pa.array([list(a) for a in d[2]], type=pa.list_(pa.string())),
+            "ts": pa.array(d[3], type=pa.float64()),
+            "channel": pa.array(d[4], type=pa.string()),
+            "placement": pa.array(d[5], type=pa.string()),
+            "model_version": pa.array(d[6], type=pa.string()),
+        }
+    )
+    _write_table(os.path.join(tmp, "decisions.arrow"), decisions)
+    _write_table(
+        os.path.join(tmp, "seen.arrow"), pa.table({"key": pa.array(state.seen, pa.string())})
+    )
+    _fsync_path(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    os.rename(tmp, final)
+    _fsync_path(directory)
+    return final
+
+
+def latest(directory: str) -> int | None:
+    """The WAL sequence of the newest complete snapshot in `directory`."""
+    if not os.path.isdir(directory):
+        return None
+    seqs = [
+        int(f[len("snapshot-") :])
+        for f in os.listdir(directory)
+        if f.startswith("snapshot-") and not f.endswith(".tmp")
+    ]
+    return max(seqs) if seqs else None
+
+
+def prune(directory: str, keep: int) -> None:
+    """Delete snapshots older than `keep` and leftover temporary ones."""
+    for f in os.listdir(directory):
+        if f.startswith("snapshot-") and (f.endswith(".tmp") or int(f[len("snapshot-") :]) < keep):
+            shutil.rmtree(os.path.join(directory, f), ignore_errors=True)
+
+
+def _read_table(path: str) -> pa.Table:
+    with pa.memory_map(path, "r") as src:
+        return ipc.open_file(src).read_all()
+
+
+def read(directory: str, seq: int, layout_key: str) -> State:
+    path = os.path.join(directory, _name(seq))
+    try:
+        profiles = _read_table(os.path.join(path, "profiles.arrow"))
+        meta = json.loads(profiles.schema.metadata[b"nextbest"])
+        decisions = _read_table(os.path.join(path, "decisions.arrow")).to_pydict()
+        seen = _read_table(os.path.join(path, "seen.arrow")).column("key").to_pylist()
+    except (OSError, KeyError, ValueError, pa.ArrowException) as e:
+        raise SnapshotError(f"{path}: unreadable snapshot: {e}") from e
+    if meta.get("format") != FORMAT:
+        raise SnapshotError(f"{path}: snapshot format {meta.get('format')}, expected {FORMAT}")
+    if meta["layout_key"] != layout_key:
+        raise SnapshotError(
+            f"{path}: written for another profile schema (layout {meta['layout_key']}, "
+            f"this config {layout_key}); restore the config it was written with, or move "
+            "the shard's directory away to start empty"
+        )
+    n = profiles.num_rows
+    matrices = {}
+    for name, width in meta["widths"].items():
+        if width:
+            col = profiles.column(name).combine_chunks()
+            flat = col.flatten().to_numpy(zero_copy_only=False)
+            matrices[name] = flat.reshape(n, width)
+        else:
+            matrices[name] = np.empty((n, 0), dtype=_DTYPES[name].to_pandas_dtype())
+    rows = list(
+        zip(
+            decisions["decision_id"],
+            decisions["customer_id"],
+            decisions["actions"],
+            decisions["ts"],
+            decisions["channel"],
+            decisions["placement"],
+            decisions["model_version"],
+            strict=True,
+        )
+    )
+    return State(
+        wal_seq=int(meta["wal_seq"]),
+        layout_key=meta["layout_key"],
+        ids=profiles.column("customer_id").to_pylist(),
+        matrices=matrices,
+        decisions=rows,
+        seen=seen,
+        counters={k: int(v) for k, v in meta.get("counters", {}).items()},
+    )

@@ -1,0 +1,171 @@
+"""A shard's write-ahead log: framed, checksummed records in numbered segment files.
+
+A record is `length (u32 LE) | crc32 of payload (u32 LE) | payload (msgpack)`. Records
+are written with os.write before the shard acknowledges them, so a killed process loses
+nothing it acknowledged; `fsync` decides what a lost *machine* can take with it:
+
+- `always`: fsync after every record;
+- `batch`:  one fsync per actor call, before its answers go out (group commit: all the
+  requests coalesced into the call share it);
+- `none`:   the OS writes back when it likes (up to ~30 s on Linux can be lost with the
+  machine; nothing with the process).
+
+Segments are `wal-<seq>.log`; a snapshot records the first segment it does not cover,
+and older segments are deleted after it is durable. Reading stops at the first record
+that is short or fails its checksum (a torn tail: only unacknowledged data can be there)
+and cuts the file there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgpack
+
+__all__ = ["FsyncPolicy", "Replay", "Wal", "replay", "segments"]
+
+log = logging.getLogger("nextbest.wal")
+FsyncPolicy = Literal["always", "batch", "none"]
+_HEAD = struct.Struct("<II")
+MAX_RECORD = 64 * 1024 * 1024
+
+
+def _name(seq: int) -> str:
+    return f"wal-{seq:012d}.log"
+
+
+def segments(directory: str) -> list[int]:
+    """Sequence numbers of the segment files in `directory`, oldest first."""
+    out = []
+    for f in os.listdir(directory):
+        if f.startswith("wal-") and f.endswith(".log"):
+            try:
+                out.append(int(f[4:-4]))
+            except ValueError:
+                continue
+    return sorted(out)
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class Replay:
+    """What reading the log found: records replayed and bytes cut from a torn tail."""
+
+    records: int = 0
+    dropped_bytes: int = 0
+    segments: int = 0
+
+
+class Wal:
+    """Appends records to the newest segment of `directory`."""
+
+    def __init__(self, directory: str, fsync: FsyncPolicy = "batch") -> None:
+        os.makedirs(directory, exist_ok=True)
+        self.directory = directory
+        self.policy = fsync
+        existing = segments(directory)
+        self.seq = existing[-1] + 1 if existing else 1
+        self._fd = -1
+        self._dirty = False
+        self.bytes = sum(os.path.getsize(self._path(s)) for s in existing)
+        self._open(self.seq)
+
+    def _path(self, seq: int) -> str:
+        return os.path.join(self.directory, _name(seq))
+
+    def _open(self, seq: int) -> None:
+        self._fd = os.open(self._path(seq), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        _fsync_dir(self.directory)  # the new name survives a crash too
+
+    def append(self, record: Any) -> None:
+        payload = msgpack.packb(record, use_bin_type=True)
+        frame = _HEAD.pack(len(payload), zlib.crc32(payload)) + payload
+        os.write(self._fd, frame)
+        self.bytes += len(frame)
+        if self.policy == "always":
+            os.fsync(self._fd)
+        else:
+            self._dirty = True
+
+    def commit(self) -> None:
+        """Make everything appended so far durable per policy (call before acking)."""
+        if self._dirty and self.policy == "batch":
+            os.fsync(self._fd)
+        self._dirty = False
+
+    def rotate(self) -> int:
+        """Start a new segment; returns its number (a snapshot taken now covers all
+        segments before it)."""
+        self.commit()
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self.seq += 1
+        self._open(self.seq)
+        return self.seq
+
+    def drop_before(self, seq: int) -> None:
+        """Delete segments older than `seq` (a durable snapshot covers them)."""
+        for s in segments(self.directory):
+            if s < seq:
+                self.bytes -= os.path.getsize(self._path(s))
+                os.remove(self._path(s))
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            self.commit()
+            os.close(self._fd)
+            self._fd = -1
+
+
+def replay(directory: str, start: int, report: Replay) -> Iterator[Any]:
+    """Records of segments >= `start`, in order; a torn tail is cut and reported."""
+    if not os.path.isdir(directory):
+        return
+    for seq in segments(directory):
+        if seq < start:
+            continue
+        report.segments += 1
+        path = os.path.join(directory, _name(seq))
+        with open(path, "rb") as f:
+            data = f.read()
+        pos = 0
+        while pos < len(data):
+            if pos + _HEAD.size > len(data):
+                break
+            length, crc = _HEAD.unpack_from(data, pos)
+            end = pos + _HEAD.size + length
+            if length > MAX_RECORD or end > len(data):
+                break
+            payload = data[pos + _HEAD.size : end]
+            if zlib.crc32(payload) != crc:
+                break
+            report.records += 1
+            yield msgpack.unpackb(payload, raw=False, strict_map_key=False)
+            pos = end
+        if pos < len(data):
+            dropped = len(data) - pos
+            report.dropped_bytes += dropped
+            log.warning(
+                "%s: cut a torn or corrupt tail of %d bytes at offset %d (%d records kept)",
+                path,
+                dropped,
+                pos,
+                report.records,
+            )
+            with open(path, "r+b") as f:
+                f.truncate(pos)
+                f.flush()
+                os.fsync(f.fileno())
