@@ -79,6 +79,10 @@ class ShardActor(Shard):
     def ready(self) -> bool:
         return True
 
+    def pid(self) -> int:
+        """The worker process id (ops and failure tests)."""
+        return os.getpid()
+
     def _run(self, method: str, args: tuple[Any, ...]) -> Any:
         if method not in _REQUEST_METHODS:
             raise ValueError(f"not a request method: {method}")
@@ -270,9 +274,10 @@ class _Coalescer:
     in the actor's queue, while N concurrent requests cost one actor hop instead of N.
     """
 
-    def __init__(self, actor: Any, index: int) -> None:
+    def __init__(self, actor: Any, index: int, name: str, namespace: str) -> None:
         self.actor = actor
         self.index = index
+        self.name, self.namespace = name, namespace
         self.pending: list[tuple[str, tuple[Any, ...], asyncio.Future[Any]]] = []
         self.flushing = False
 
@@ -292,6 +297,9 @@ class _Coalescer:
                     results = await self.actor.call_many.remote([(m, a) for m, a, _ in batch])
                 except UNAVAILABLE as e:
                     err = ShardUnavailable(f"shard {self.index} is unavailable: {type(e).__name__}")
+                    if isinstance(e, ActorDiedError):  # stopped for good: maybe started anew
+                        with contextlib.suppress(ValueError):
+                            self.actor = ray.get_actor(self.name, namespace=self.namespace)
                     for _, _, fut in batch:
                         if not fut.done():
                             fut.set_exception(err)
@@ -317,7 +325,9 @@ class ShardRouter:
         names, self.slot_map = ray.get(self.supervisor.layout.remote())
         ns = config.server.namespace
         self.shards = [ray.get_actor(n, namespace=ns) for n in names]
-        self.coalescers = [_Coalescer(a, i) for i, a in enumerate(self.shards)]
+        self.coalescers = [
+            _Coalescer(a, i, n, ns) for i, (a, n) in enumerate(zip(self.shards, names, strict=True))
+        ]
 
     def shard_of(self, customer_id: str) -> int:
         return self.slot_map[slot_of(customer_id)]
@@ -333,4 +343,8 @@ class ShardRouter:
         return list(await asyncio.gather(*aws))
 
     async def supervisor_call(self, method: str, *args: Any) -> Any:
-        return await getattr(self.supervisor, method).remote(*args)
+        try:
+            return await getattr(self.supervisor, method).remote(*args)
+        except ActorDiedError:  # stopped for good: a new one may run under the same name
+            self.supervisor = ray.get_actor(SUPERVISOR, namespace=self.config.server.namespace)
+            return await getattr(self.supervisor, method).remote(*args)

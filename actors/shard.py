@@ -6,12 +6,15 @@ data (dicts, lists), so it is unit-tested without Ray and made remote in `remote
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from decisioning import snapshot
 from decisioning.arbitration import Decision, LoadedModel, Stages, decide
@@ -185,6 +188,18 @@ class Shard:
         self._changed = False
         self._snapshot_at = time.monotonic()
         return {"path": path, "profiles": len(ids), "seconds": time.perf_counter() - started}
+
+    def state_digest(self) -> str:
+        """sha256 of the shard's state (profiles, decisions, idempotency keys): equal
+        digests mean a restore gave back exactly what was there."""
+        h = hashlib.sha256()
+        ids, matrices = self.store.export()
+        h.update("\0".join(ids).encode())
+        for name in sorted(matrices):
+            h.update(np.ascontiguousarray(matrices[name]).tobytes())
+        h.update(repr(list(self.decisions.items())).encode())
+        h.update("\0".join(self.seen).encode())
+        return h.hexdigest()
 
     def close(self) -> None:
         if self.wal is not None:
