@@ -110,8 +110,11 @@ def serve(
         )
         url = server.start(cfg)
         if demo:
-            n = load_demo_events(url, cfg, customers=200)
-            typer.echo(f"loaded {n} demo events for customers c-0 … c-199")
+            if httpx.get(f"{url}/v1/profiles/c-0", timeout=10).json().get("known"):
+                typer.echo("demo profiles c-0 … c-199 restored from the data dir")
+            else:
+                n = load_demo_events(url, cfg, customers=200)
+                typer.echo(f"loaded {n} demo events for customers c-0 … c-199")
         typer.secho(f"nextbest is listening on {url}  (OpenAPI: {url}/docs)", fg="green")
         typer.echo(
             f"  curl -s {url}/v1/decide -H 'content-type: application/json' "
