@@ -97,7 +97,7 @@ class Shard:
         self.counters = {"events": 0, "decisions": 0, "outcomes": 0, "duplicates": 0}
         self.stages: Stages | None = None
         # idempotency: event ids (and outcome keys) applied lately, oldest first
-        self.seen: dict[str, None] = {}
+        self.seen: OrderedDict[str, None] = OrderedDict()  # popitem(last=False) is O(1)
         self.log_dir = log_dir
         self.wal: Wal | None = None
         self.recovery: dict[str, Any] = {}
@@ -121,7 +121,7 @@ class Shard:
             self.store.load(st.ids, st.matrices)
             for did, cid, actions, ts, channel, placement, version in st.decisions:
                 self._track(did, _Record(cid, tuple(actions), ts, channel, placement, version))
-            self.seen = dict.fromkeys(st.seen)
+            self.seen = OrderedDict.fromkeys(st.seen)
             self.counters.update(st.counters)
             start, profiles = st.wal_seq, len(st.ids)
         report = Replay()
@@ -223,7 +223,7 @@ class Shard:
             if e.event_id is not None:
                 self.seen[e.event_id] = None
         while len(self.seen) > limit:
-            del self.seen[next(iter(self.seen))]
+            self.seen.popitem(last=False)
 
     def _apply(self, events: list[Event], now: float | None) -> int:
         """Check all, drop duplicates, log, apply: acked events are never lost or doubled."""

@@ -143,3 +143,16 @@ def test_snapshot_of_another_profile_schema_is_refused(
     other = config_from_dict(data, "other.yaml")
     with pytest.raises(SnapshotError, match="another profile schema"):
         Shard(0, other, clock=Clock(), log_dir=str(tmp_path))
+
+
+def test_idempotency_keys_are_bounded(small_config: Config) -> None:
+    data = small_config.model_dump(mode="json")
+    data["server"]["idempotency_keys"] = 3
+    from decisioning.loader import config_from_dict
+
+    shard = Shard(0, config_from_dict(data, "small.yaml"), clock=Clock())
+    for i in range(5):
+        shard.apply_events(
+            [{"customer_id": "c", "type": "page_view", "ts": NOW, "event_id": f"e{i}"}]
+        )
+    assert list(shard.seen) == ["e2", "e3", "e4"]  # the oldest are forgotten first
