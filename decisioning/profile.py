@@ -494,12 +494,11 @@ class ProfileStore:
         elif last - e >= b:
             return  # older than the window: only all-time aggregates keep it
         kind = agg.spec.kind
+        c = agg.col + e % b
         if kind == "count":
-            c = agg.col + e % b
             if self.u16[r, c] < _U16_MAX:
                 self.u16[r, c] += 1
             return
-        c = agg.col + e % b
         cur = self.f32[r, c]
         if kind == "sum":
             self.f32[r, c] = cur + v

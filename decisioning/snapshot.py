@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from decisioning.errors import NextbestError
+from decisioning.wal import fsync_path
 
 __all__ = ["SnapshotError", "State", "latest", "prune", "read", "write"]
 
@@ -48,18 +49,10 @@ def _name(seq: int) -> str:
     return f"snapshot-{seq:012d}"
 
 
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_table(path: str, table: pa.Table) -> None:
     with pa.OSFile(path, "wb") as sink, ipc.new_file(sink, table.schema) as w:
         w.write_table(table)
-    _fsync_path(path)
+    fsync_path(path)
 
 
 def _matrix_column(arr: np.ndarray, name: str) -> pa.Array:
@@ -104,10 +97,10 @@ def write(directory: str, state: State) -> str:
     _write_table(
         os.path.join(tmp, "seen.arrow"), pa.table({"key": pa.array(state.seen, pa.string())})
     )
-    _fsync_path(tmp)
+    fsync_path(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.rename(tmp, final)
-    _fsync_path(directory)
+    fsync_path(directory)
     return final
 
 

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import msgpack
 
-__all__ = ["FsyncPolicy", "Replay", "Wal", "replay", "segments"]
+__all__ = ["FsyncPolicy", "Replay", "Wal", "fsync_path", "replay", "segments"]
 
 log = logging.getLogger("nextbest.wal")
 FsyncPolicy = Literal["always", "batch", "none"]
@@ -52,8 +52,9 @@ def segments(directory: str) -> list[int]:
     return sorted(out)
 
 
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path: str) -> None:
+    """fsync a file or a directory (a new or renamed name survives a crash too)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -88,7 +89,7 @@ class Wal:
 
     def _open(self, seq: int) -> None:
         self._fd = os.open(self._path(seq), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        _fsync_dir(self.directory)  # the new name survives a crash too
+        fsync_path(self.directory)
 
     def append(self, record: Any) -> None:
         payload = msgpack.packb(record, use_bin_type=True)
