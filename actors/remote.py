@@ -41,7 +41,17 @@ UNAVAILABLE = (RayActorError, ActorDiedError, ActorUnavailableError, GetTimeoutE
 
 
 class ShardUnavailable(Exception):
-    """The shard that owns a customer is restarting or gone; retry later (503)."""
+    """The request cannot be served now; retry later (503 + Retry-After). `code` says why:
+
+    - `shard_unavailable`: the customer's shard is restarting (loading its snapshot and
+      log) or gone;
+    - `shard_timeout`: it did not answer within `request_timeout_s`;
+    - `overloaded`: this ingress replica already waits on `max_ongoing_requests`.
+    """
+
+    def __init__(self, message: str, code: str = "shard_unavailable") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _error(e: NextbestError) -> dict[str, Any]:
@@ -272,22 +282,44 @@ class _Coalescer:
 
     A shard actor runs one task at a time anyway, so nothing waits longer than it would
     in the actor's queue, while N concurrent requests cost one actor hop instead of N.
+
+    Each request waits at most `timeout` seconds. One still queued here when its time is
+    up is never sent (so never applied); one already sent may have been applied, which a
+    retry with the same event_id makes harmless. When the shard dies, every waiter gets
+    `shard_unavailable` at once, and so does every request until a probe finds the shard
+    answering again (restarted by Ray and done with its recovery).
     """
 
-    def __init__(self, actor: Any, index: int, name: str, namespace: str) -> None:
+    def __init__(self, actor: Any, index: int, name: str, namespace: str, timeout: float) -> None:
         self.actor = actor
         self.index = index
         self.name, self.namespace = name, namespace
+        self.timeout = timeout
         self.pending: list[tuple[str, tuple[Any, ...], asyncio.Future[Any]]] = []
         self.flushing = False
+        self.probe: asyncio.Future[None] | None = None
 
     async def submit(self, method: str, args: tuple[Any, ...]) -> Any:
+        if self.probe is not None:
+            raise ShardUnavailable(
+                f"shard {self.index} is restarting (it answers once its state is recovered)"
+            )
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.pending.append((method, args, fut))
+        item = (method, args, fut)
+        self.pending.append(item)
         if not self.flushing:
             self.flushing = True
             asyncio.ensure_future(self._flush())
-        return await fut
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), self.timeout)
+        except TimeoutError:
+            for i, queued in enumerate(self.pending):
+                if queued is item:  # not sent yet: it never will be
+                    del self.pending[i]
+                    break
+            raise ShardUnavailable(
+                f"shard {self.index} did not answer within {self.timeout:g}s", "shard_timeout"
+            ) from None
 
     async def _flush(self) -> None:
         try:
@@ -297,12 +329,12 @@ class _Coalescer:
                     results = await self.actor.call_many.remote([(m, a) for m, a, _ in batch])
                 except UNAVAILABLE as e:
                     err = ShardUnavailable(f"shard {self.index} is unavailable: {type(e).__name__}")
-                    if isinstance(e, ActorDiedError):  # stopped for good: maybe started anew
-                        with contextlib.suppress(ValueError):
-                            self.actor = ray.get_actor(self.name, namespace=self.namespace)
+                    batch, self.pending = batch + self.pending, []
                     for _, _, fut in batch:
                         if not fut.done():
                             fut.set_exception(err)
+                    if self.probe is None:
+                        self.probe = asyncio.ensure_future(self._wait_until_back())
                     continue
                 except Exception as e:  # noqa: BLE001 - hand every waiter its error
                     for _, _, fut in batch:
@@ -315,6 +347,23 @@ class _Coalescer:
         finally:
             self.flushing = False
 
+    async def _wait_until_back(self) -> None:
+        """Until the shard answers again; a call to a restarting actor waits in Ray until
+        the new instance has finished __init__ (its recovery)."""
+        try:
+            while True:
+                try:
+                    await self.actor.ready.remote()
+                    return
+                except UNAVAILABLE as e:
+                    if isinstance(e, ActorDiedError):  # stopped for good: maybe started anew
+                        with contextlib.suppress(ValueError):
+                            self.actor = ray.get_actor(self.name, namespace=self.namespace)
+                    await asyncio.sleep(0.2)
+        finally:
+            self.probe = None
+            log.warning("shard %d answers again", self.index)
+
 
 class ShardRouter:
     """Used by ingress replicas: customer -> slot -> shard handle, and the calls."""
@@ -325,9 +374,13 @@ class ShardRouter:
         names, self.slot_map = ray.get(self.supervisor.layout.remote())
         ns = config.server.namespace
         self.shards = [ray.get_actor(n, namespace=ns) for n in names]
+        timeout = config.server.request_timeout_s
         self.coalescers = [
-            _Coalescer(a, i, n, ns) for i, (a, n) in enumerate(zip(self.shards, names, strict=True))
+            _Coalescer(a, i, n, ns, timeout)
+            for i, (a, n) in enumerate(zip(self.shards, names, strict=True))
         ]
+        self.max_ongoing = config.server.max_ongoing_requests
+        self.ongoing = 0  # calls waiting on shards, over every route of this replica
 
     def shard_of(self, customer_id: str) -> int:
         return self.slot_map[slot_of(customer_id)]
@@ -335,11 +388,30 @@ class ShardRouter:
     def shard_of_decision(self, decision_id: str) -> int:
         return self.slot_map[decision_slot(decision_id)]
 
+    def _admit(self, n: int) -> None:
+        """Shed a request up front, whole: never a part of a batch sent and a part not."""
+        if self.ongoing + n > self.max_ongoing:
+            raise ShardUnavailable(
+                f"overloaded: {self.ongoing} calls already wait on shards here", "overloaded"
+            )
+
+    async def _call(self, shard: int, method: str, args: tuple[Any, ...]) -> Any:
+        self.ongoing += 1
+        try:
+            return await self.coalescers[shard].submit(method, args)
+        finally:
+            self.ongoing -= 1
+
     async def call(self, shard: int, method: str, *args: Any) -> Any:
-        return await self.coalescers[shard].submit(method, args)
+        self._admit(1)
+        return await self._call(shard, method, args)
 
     async def call_all(self, calls: list[tuple[int, str, Any]]) -> list[Any]:
-        aws: list[Awaitable[Any]] = [self.call(shard, m, arg) for shard, m, arg in calls]
+        """One call per shard, concurrently. A timeout or restart of one shard can leave
+        the others' parts applied: the 503 says so, and a retry with the same event ids
+        counts each event once."""
+        self._admit(len(calls))
+        aws: list[Awaitable[Any]] = [self._call(shard, m, (arg,)) for shard, m, arg in calls]
         return list(await asyncio.gather(*aws))
 
     async def supervisor_call(self, method: str, *args: Any) -> Any:

@@ -35,6 +35,7 @@ from decisioning.model import native_tag
 from decisioning.profile import Event, ProfileSchema, ProfileStore
 from decisioning.registry import Registry
 from serving import server as nb_server
+from serving.app import serve_limits
 from training.demo import event_batches, generate
 from training.train import train
 
@@ -105,7 +106,7 @@ def _noop_port(cfg: Config) -> int:
 def http_figures(cfg: Config, seconds: float, connections: int, say: Any) -> list[dict[str, Any]]:
     port = cfg.server.port
     serve.run(
-        Noop.options(max_ongoing_requests=cfg.server.max_ongoing_requests).bind(),
+        Noop.options(**serve_limits(cfg)).bind(),
         name="noop",
         route_prefix="/noop",
         blocking=False,

@@ -214,7 +214,24 @@ class ServerSpec(_Model):
         "default is 30, for load balancers to notice); raise it behind a load balancer.",
     )
     max_ongoing_requests: int = Field(
-        256, ge=1, description="Concurrent requests per ingress replica before queueing."
+        1024,
+        ge=1,
+        description="Requests an ingress replica keeps waiting on shards at once; beyond it "
+        "answers 503 `overloaded` with Retry-After at once instead of queueing without bound.",
+    )
+    max_queued_requests: int = Field(
+        256,
+        ge=1,
+        description="Requests Serve holds for an ingress replica too busy to take them in; "
+        "beyond it Serve itself answers 503 with Retry-After (plain text).",
+    )
+    request_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        le=600,
+        description="Longest a request waits for its shard; then 503 `shard_timeout` with "
+        "Retry-After (events of a timed-out request may have been applied: retry them with "
+        "the same event_id and they count once).",
     )
     scorer: Literal["native", "lightgbm"] = Field(
         "native",

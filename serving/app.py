@@ -38,7 +38,7 @@ from serving.wire import (
     validate,
 )
 
-__all__ = ["Ingress", "app_builder", "build_app", "fastapi_app"]
+__all__ = ["Ingress", "app_builder", "build_app", "fastapi_app", "serve_limits"]
 
 log = logging.getLogger("nextbest.serving")
 RETRY_AFTER = "1"
@@ -97,7 +97,7 @@ async def _wire_error(request: Request, exc: WireError) -> Response:
 
 @fastapi_app.exception_handler(ShardUnavailable)
 async def _unavailable(request: Request, exc: ShardUnavailable) -> Response:
-    return _fail(request, 503, "shard_unavailable", str(exc), headers={"Retry-After": RETRY_AFTER})
+    return _fail(request, 503, exc.code, str(exc), headers={"Retry-After": RETRY_AFTER})
 
 
 @fastapi_app.exception_handler(Exception)
@@ -264,11 +264,25 @@ class Ingress:
         return _reply(request, {"ready": ready, "shards": len(status)}, 200 if ready else 503)
 
 
+def serve_limits(config: Config) -> dict[str, Any]:
+    """Serve's own admission limits for the ingress (and the bench's floor deployment).
+
+    The ingress sheds with its own JSON 503 (`overloaded`) at `max_ongoing_requests`
+    requests waiting on shards; Serve lets a few more in (health checks, status, shed
+    answers) and queues at most `max_queued_requests` behind them.
+    """
+    s = config.server
+    return {
+        "max_ongoing_requests": s.max_ongoing_requests + 64,
+        "max_queued_requests": s.max_queued_requests,
+        "backpressure_config": {"status_code": 503, "retry_after_s": int(RETRY_AFTER)},
+    }
+
+
 def build_app(config: Config) -> Any:
     """The nextbest Serve application for `config` (used by the CLI, tests, serve build)."""
     return Ingress.options(
-        num_replicas=config.server.ingress_replicas,
-        max_ongoing_requests=config.server.max_ongoing_requests,
+        num_replicas=config.server.ingress_replicas, **serve_limits(config)
     ).bind(config)
 
 

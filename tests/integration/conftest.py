@@ -48,6 +48,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "NEXTBEST_PROXY_PORT": str(_free_port()),
             "NEXTBEST_SHARDS": "2",
             "NEXTBEST_NAMESPACE": "nextbest-test",
+            "NEXTBEST_MAX_ONGOING_REQUESTS": "32",  # test_backpressure overloads it
         },
     )
     data = generate(config, customers=300, offers=5)

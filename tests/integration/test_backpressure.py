@@ -1,0 +1,131 @@
+"""Overload and slow or restarting shards: the ingress sheds with 503 + Retry-After,
+stays responsive, and loses nothing it acknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+import ray
+
+from actors.remote import ShardUnavailable, _Coalescer
+from tests.integration.conftest import Server
+
+
+def test_overload_is_shed_with_503_and_nothing_acked_is_lost(
+    server: Server, client: httpx.Client
+) -> None:
+    """Many more concurrent batches than `max_ongoing_requests` (32 in this session)."""
+    assert server.config.server.max_ongoing_requests == 32
+    customers = [f"ov-{i}" for i in range(10)]
+    acked: Counter[str] = Counter()
+    statuses: Counter[tuple[int, str]] = Counter()
+
+    async def one(c: httpx.AsyncClient, n: int) -> None:
+        batch = [
+            {"customer_id": customers[j % 10], "type": "page_view", "event_id": f"ov-{n}-{j}"}
+            for j in range(200)
+        ]
+        r = await c.post("/v1/events", json=batch)
+        code = r.json()["error"]["code"] if r.status_code != 200 else ""
+        statuses[(r.status_code, code)] += 1
+        if r.status_code == 503:
+            assert r.headers["retry-after"] == "1"
+        if r.status_code == 200:
+            assert r.json() == {"accepted": 200}
+            for e in batch:
+                acked[e["customer_id"]] += 1
+
+    async def burst(round_: int) -> None:
+        limits = httpx.Limits(max_connections=400)
+        async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as c:
+            await asyncio.gather(*(one(c, round_ * 1000 + n) for n in range(300)))
+
+    for round_ in range(3):  # until the burst outran the limit at least once
+        asyncio.run(burst(round_))
+        if statuses[(503, "overloaded")]:
+            break
+    assert statuses[(503, "overloaded")] > 0, statuses
+    assert set(statuses) <= {(200, ""), (503, "overloaded")}, statuses
+    assert client.get("/healthz").status_code == 200
+    for cid in customers:
+        profile = client.get(f"/v1/profiles/{cid}").json()
+        assert profile["aggregates"]["page_views_24h"] == acked[cid], statuses
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
+class _SlowShard:
+    """A stand-in for a shard actor: each call sleeps as long as it is told, and a
+    (re)start takes `start_s` (a shard recovering its state)."""
+
+    def __init__(self, start_s: float) -> None:
+        time.sleep(start_s)
+        self.done: list[str] = []
+
+    def ready(self) -> bool:
+        return True
+
+    def call_many(self, calls: list[tuple[str, tuple[Any, ...]]]) -> list[str]:
+        for name, (sleep_s,) in calls:
+            time.sleep(sleep_s)
+            self.done.append(name)
+        return [name for name, _ in calls]
+
+    def executed(self) -> list[str]:
+        return self.done
+
+
+async def _outcome(co: _Coalescer, name: str, sleep_s: float) -> str:
+    try:
+        return str(await co.submit(name, (sleep_s,)))
+    except ShardUnavailable as e:
+        return e.code
+
+
+def test_router_times_out_and_never_sends_what_timed_out_in_its_queue() -> None:
+    actor = _SlowShard.remote(0.0)
+    co = _Coalescer(actor, 0, "slow", "nextbest-test", timeout=0.5)
+
+    async def run() -> list[str]:
+        slow = asyncio.ensure_future(_outcome(co, "slow", 1.5))
+        await asyncio.sleep(0.05)  # "queued" waits behind "slow", which is in flight
+        return list(await asyncio.gather(slow, _outcome(co, "queued", 0.0)))
+
+    assert asyncio.run(run()) == ["shard_timeout", "shard_timeout"]
+    time.sleep(1.5)
+    assert ray.get(actor.executed.remote()) == ["slow"]  # "queued" was never sent
+    assert asyncio.run(_outcome(co, "next", 0.0)) == "next"
+    ray.kill(actor, no_restart=True)
+
+
+def test_router_answers_503_at_once_while_a_shard_restarts() -> None:
+    actor = _SlowShard.remote(3.0)
+    ray.get(actor.ready.remote())
+    co = _Coalescer(actor, 0, "slow", "nextbest-test", timeout=30)
+
+    async def run() -> tuple[str, list[str], str]:
+        inflight = asyncio.ensure_future(_outcome(co, "inflight", 5.0))
+        await asyncio.sleep(0.3)
+        ray.kill(actor, no_restart=False)  # Ray restarts it; its __init__ takes 3 s
+        first = await inflight
+        during = [await _outcome(co, f"during-{i}", 0.0) for i in range(3)]
+        while co.probe is not None:
+            await asyncio.sleep(0.1)
+        return first, during, await _outcome(co, "after", 0.0)
+
+    first, during, after = asyncio.run(run())
+    assert first == "shard_unavailable"
+    # not a 30 s wait for a timeout: refused at once while the shard recovers
+    assert during == ["shard_unavailable"] * 3
+    assert after == "after"
+    assert ray.get(actor.executed.remote()) == ["after"]
+    ray.kill(actor, no_restart=True)
+
+
+@pytest.mark.parametrize("path", ["/v1/status", "/readyz"])
+def test_ops_endpoints_answer_under_the_limit(client: httpx.Client, path: str) -> None:
+    assert client.get(path).status_code == 200
