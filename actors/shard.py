@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -53,6 +54,30 @@ class _Record(NamedTuple):
             "actions": list(self.actions),
             "model_version": self.model_version,
         }
+
+
+class _Writer:
+    """Writes one snapshot in a background thread; `done` is set when it has finished."""
+
+    def __init__(self, directory: str, state: snapshot.State) -> None:
+        self.state = state
+        self.path = ""
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+        self.done = threading.Event()
+        threading.Thread(
+            target=self._run, args=(directory,), name="nextbest-snapshot", daemon=True
+        ).start()
+
+    def _run(self, directory: str) -> None:
+        started = time.perf_counter()
+        try:
+            self.path = snapshot.write(directory, self.state)
+        except BaseException as e:  # noqa: BLE001 - reported by _finish_snapshot
+            self.error = e
+        finally:
+            self.seconds = time.perf_counter() - started
+            self.done.set()
 
 
 def decision_slot(decision_id: str) -> int:
@@ -103,6 +128,8 @@ class Shard:
         self.recovery: dict[str, Any] = {}
         self._changed = False
         self._snapshot_at = time.monotonic()
+        self._writing: _Writer | None = None  # a snapshot being written in the background
+        self.last_snapshot: dict[str, Any] = {}
         for bundle in models:
             self.models[bundle.manifest.name] = self._load(bundle)
         if log_dir is not None:
@@ -118,21 +145,25 @@ class Shard:
         seq = snapshot.latest(log_dir)
         if seq is not None:
             st = snapshot.read(log_dir, seq, self.schema.layout_key)
-            self.store.load(st.ids, st.matrices)
-            for did, cid, actions, ts, channel, placement, version in st.decisions:
+            self.store.load(st.id_blob, st.id_ends, st.matrices)
+            for did, (cid, actions, ts, channel, placement, version) in st.decisions:
                 self._track(did, _Record(cid, tuple(actions), ts, channel, placement, version))
             self.seen = OrderedDict.fromkeys(st.seen)
             self.counters.update(st.counters)
-            start, profiles = st.wal_seq, len(st.ids)
+            start, profiles = st.wal_seq, len(st.id_ends)
+        loaded = time.perf_counter()
         report = Replay()
         for record in replay(log_dir, start, report):
             self._redo(record)
         self.wal = Wal(log_dir, self.config.server.fsync)
+        done = time.perf_counter()
         self.recovery = {
             "snapshot_profiles": profiles,
             "wal_records": report.records,
             "dropped_bytes": report.dropped_bytes,
-            "seconds": round(time.perf_counter() - started, 3),
+            "seconds": round(done - started, 3),
+            "snapshot_s": round(loaded - started, 3),
+            "replay_s": round(done - loaded, 3),
         }
         if seq is not None or report.records:
             log.warning("shard %d recovered: %s", self.shard_id, self.recovery)
@@ -155,46 +186,79 @@ class Shard:
 
     def flush(self) -> None:
         """Make what this call applied durable (per `server.fsync`) before it is acked;
-        snapshot when one is due."""
+        start a snapshot when one is due, finish one that is written."""
         if self.wal is None:
             return
         self.wal.commit()
+        if self._writing is not None:
+            if not self._writing.done.is_set():
+                return
+            self._finish_snapshot()
         s = self.config.server
         due = time.monotonic() - self._snapshot_at >= s.snapshot_every_s
         if self._changed and (due or self.wal.bytes >= s.snapshot_wal_bytes):
-            self.snapshot()
+            self._start_snapshot()
 
     def snapshot(self) -> dict[str, Any]:
-        """Write a snapshot, then drop the WAL segments and snapshots it replaces."""
-        if self.wal is None or self.log_dir is None:
+        """Write a snapshot now and wait for it (graceful stop; tests)."""
+        if self.wal is None:
             return {}
-        started = time.perf_counter()
+        if self._writing is not None:  # one in the background: let it finish first
+            self._writing.done.wait()
+            self._finish_snapshot()
+        self._start_snapshot()
+        assert self._writing is not None
+        self._writing.done.wait()
+        return self._finish_snapshot()
+
+    def _start_snapshot(self) -> None:
+        """Copy the state (the only part the shard's callers wait for: a memcpy of the
+        matrices and the ids) and write it in a background thread. The WAL moves to a new
+        segment first: the snapshot covers every segment before it."""
+        assert self.wal is not None and self.log_dir is not None
         seq = self.wal.rotate()
-        ids, matrices = self.store.export()
-        path = snapshot.write(
-            self.log_dir,
-            snapshot.State(
-                wal_seq=seq,
-                layout_key=self.schema.layout_key,
-                ids=ids,
-                matrices=matrices,
-                decisions=[(did, *r) for did, r in self.decisions.items()],
-                seen=list(self.seen),
-                counters=dict(self.counters),
-            ),
+        blob, ends, matrices = self.store.export()
+        state = snapshot.State(
+            wal_seq=seq,
+            layout_key=self.schema.layout_key,
+            id_blob=blob,
+            id_ends=ends,
+            matrices=matrices,
+            decisions=list(self.decisions.items()),
+            seen=list(self.seen),
+            counters=dict(self.counters),
         )
-        snapshot.prune(self.log_dir, seq)
-        self.wal.drop_before(seq)
         self._changed = False
         self._snapshot_at = time.monotonic()
-        return {"path": path, "profiles": len(ids), "seconds": time.perf_counter() - started}
+        self._writing = _Writer(self.log_dir, state)
+
+    def _finish_snapshot(self) -> dict[str, Any]:
+        """After a snapshot is durable: drop the WAL segments and snapshots it replaces.
+        A failed one changes nothing (the WAL still has everything) and is retried."""
+        w, self._writing = self._writing, None
+        assert w is not None and self.wal is not None and self.log_dir is not None
+        if w.error is not None:
+            log.error(
+                "shard %d: snapshot failed, the WAL keeps everything: %s", self.shard_id, w.error
+            )
+            self._changed = True
+            return {"error": str(w.error)}
+        snapshot.prune(self.log_dir, w.state.wal_seq)
+        self.wal.drop_before(w.state.wal_seq)
+        self.last_snapshot = {
+            "profiles": len(w.state.id_ends),
+            "seconds": round(w.seconds, 3),
+            "path": w.path,
+        }
+        return self.last_snapshot
 
     def state_digest(self) -> str:
         """sha256 of the shard's state (profiles, decisions, idempotency keys): equal
         digests mean a restore gave back exactly what was there."""
         h = hashlib.sha256()
-        ids, matrices = self.store.export()
-        h.update("\0".join(ids).encode())
+        blob, ends, matrices = self.store.export()
+        h.update(blob)
+        h.update(ends.tobytes())
         for name in sorted(matrices):
             h.update(np.ascontiguousarray(matrices[name]).tobytes())
         h.update(repr(list(self.decisions.items())).encode())
@@ -202,6 +266,9 @@ class Shard:
         return h.hexdigest()
 
     def close(self) -> None:
+        if self._writing is not None:
+            self._writing.done.wait()
+            self._finish_snapshot()
         if self.wal is not None:
             self.wal.close()
 
@@ -437,6 +504,8 @@ class Shard:
             "durable": self.wal is not None,
             "wal_bytes": self.wal.bytes if self.wal is not None else 0,
             "last_snapshot_s_ago": round(time.monotonic() - self._snapshot_at, 1),
+            "snapshotting": self._writing is not None,
+            "last_snapshot": self.last_snapshot,
             "recovery": self.recovery,
             **self.counters,
         }

@@ -217,13 +217,89 @@ def in_actor(cfg: Config, n: int = 3000) -> dict[str, float]:
     }
 
 
-def memory_per_profile(cfg: Config, n: int) -> dict[str, float]:
+def _config40(cfg: Config) -> Config:
+    """The demo schema padded with numeric attributes to 40 profile features."""
     data = cfg.model_dump(mode="json")
     data["profile"]["attributes"] += [
         {"name": f"extra_{i}", "type": "numeric"}
         for i in range(40 - len(ProfileSchema(cfg).feature_names))
     ]
-    cfg40 = config_from_dict(data, "bench-40")
+    return config_from_dict(data, "bench-40")
+
+
+def durability_figures(cfg: Config, n: int, records: int, directory: str) -> dict[str, float]:
+    """A shard of `n` profiles (40 features) and `records` WAL records after its snapshot:
+    snapshot pause and write time, event throughput while a snapshot is written, and
+    recovery (snapshot load + WAL replay) time."""
+    cfg40 = _config40(cfg)
+    now = time.time()
+    shard = Shard(0, cfg40, clock=lambda: now, log_dir=directory)
+    store = shard.store
+    for e in (
+        Event("customer-00000000", "page_view", now, {"page": "cards"}),
+        Event("customer-00000000", "purchase", now, {"amount": 42.0}),
+        Event("customer-00000000", "profile_update", now, {"age": 40, "segment": "affluent"}),
+    ):
+        store.apply(e)
+    for i in range(1, n):  # rows straight into the store: the snapshot, not the WAL, has them
+        store.row(f"customer-{i:08d}")
+    for name in ("f32", "f64", "i32", "u16"):
+        getattr(store, name)[1:n] = getattr(store, name)[0]
+    shard._changed = True
+
+    def events_per_s(seconds: float) -> float:
+        batch = [
+            {"customer_id": f"customer-{i * 7919 % n:08d}", "type": "page_view", "ts": now}
+            for i in range(100)
+        ]
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            shard.apply_events(batch)
+            shard.wal.commit() if shard.wal else None  # an actor call: one group commit
+            done += len(batch)
+        return done / (time.perf_counter() - started)
+
+    idle = events_per_s(2.0)
+    pauses, rates = [], []
+    for _ in range(2):  # the first copy also pays for faulting its memory in
+        t0 = time.perf_counter()
+        shard._start_snapshot()
+        pauses.append(time.perf_counter() - t0)
+        writer = shard._writing
+        assert writer is not None
+        while not writer.done.is_set():
+            rates.append(events_per_s(0.1))
+        write_s = writer.seconds
+        snap = shard._finish_snapshot()
+    size = sum(os.path.getsize(os.path.join(snap["path"], f)) for f in os.listdir(snap["path"]))
+    for i in range(records):  # one WAL record per call, a group commit per 100 calls
+        shard.apply_events([{"customer_id": f"customer-{i % n:08d}", "type": "login", "ts": now}])
+        if i % 100 == 99 and shard.wal:
+            shard.wal.commit()
+    digest = shard.state_digest()
+    shard.wal.commit() if shard.wal else None  # a SIGKILL now: no close(), no snapshot
+    t0 = time.perf_counter()
+    back = Shard(0, cfg40, clock=lambda: now, log_dir=directory)
+    recovery = time.perf_counter() - t0
+    assert back.state_digest() == digest, "recovery did not give back the same state"
+    back.close()
+    return {
+        "profiles": n,
+        "wal_records": back.recovery["wal_records"],
+        "snapshot_pause_first_s": pauses[0],
+        "snapshot_pause_s": pauses[1],
+        "snapshot_write_s": write_s,
+        "snapshot_mb": size / 1e6,
+        "events_per_s_idle": idle,
+        "events_per_s_during_snapshot": statistics.mean(rates) if rates else 0.0,
+        "recovery_s": recovery,
+        "recovery_snapshot_s": back.recovery["snapshot_s"],
+        "recovery_replay_s": back.recovery["replay_s"],
+    }
+
+
+def memory_per_profile(cfg: Config, n: int) -> dict[str, float]:
+    cfg40 = _config40(cfg)
     schema = ProfileSchema(cfg40)
     tracemalloc.start()
     store = ProfileStore(schema, capacity=n)

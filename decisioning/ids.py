@@ -84,6 +84,28 @@ class IdIndex:
             table[i] = r
         return r
 
+    def buffers(self) -> tuple[bytes, np.ndarray]:
+        """A copy of the ids: UTF-8 back to back, and where each one ends (snapshots)."""
+        return bytes(self._blob), np.array(self._ends, dtype=np.uint64)
+
+    @classmethod
+    def from_buffers(cls, blob: bytes, ends: np.ndarray) -> IdIndex:
+        """The index of ids given as `buffers()` returns them, hashed anew (a damaged
+        buffer cannot leave a stale hash behind)."""
+        n = len(ends)
+        bounds = ends.tolist()
+        if n and (bounds[-1] != len(blob) or np.any(np.diff(ends.astype(np.int64)) < 0)):
+            raise ValueError("id buffers are inconsistent (ends do not fit the id bytes)")
+        index = cls(capacity=n)
+        index._blob = bytearray(blob)
+        index._ends = array("Q", bounds)
+        h, view = cls._hash, memoryview(blob)
+        starts = [0, *bounds[:-1]] if n else []
+        index._hashes = array("Q", [h(view[s:e]) for s, e in zip(starts, bounds, strict=True)])
+        if n:
+            index._rehash(len(index._table))
+        return index
+
     def nbytes(self) -> int:
         """Bytes held (buffers as allocated, not counting spare room)."""
         return (

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import mmap
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -334,6 +335,18 @@ def _number(value: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def _copy(arr: np.ndarray) -> np.ndarray:
+    """A copy in memory the kernel maps in one go (MAP_POPULATE): copying 400 MB into
+    fresh pages otherwise spends ~0.8 s taking a page fault per 4 KiB, ~0.16 s so."""
+    if arr.nbytes < 1 << 20 or not hasattr(mmap, "MAP_POPULATE"):
+        return arr.copy()
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE
+    out = np.frombuffer(mmap.mmap(-1, arr.nbytes, flags=flags), dtype=arr.dtype)
+    out = out.reshape(arr.shape)
+    out[...] = arr
+    return out
+
+
 class ProfileStore:
     """Every profile of one shard, as rows of preallocated columns."""
 
@@ -392,30 +405,36 @@ class ProfileStore:
                 self._grow(self._capacity * 2)
         return r
 
-    def export(self) -> tuple[list[str], dict[str, np.ndarray]]:
-        """Ids in row order and the used rows of every matrix (for snapshots)."""
+    def export(self) -> tuple[bytes, np.ndarray, dict[str, np.ndarray]]:
+        """A copy of the state for a snapshot: the ids (UTF-8 back to back, and where each
+        ends) and the used rows of every matrix, in row order."""
         n = len(self.ids)
-        return list(self.ids), {
-            "f32": self.f32[:n],
-            "f64": self.f64[:n],
-            "i32": self.i32[:n],
-            "u16": self.u16[:n],
-        }
+        blob, ends = self.ids.buffers()
+        return (
+            blob,
+            ends,
+            {
+                "f32": _copy(self.f32[:n]),
+                "f64": _copy(self.f64[:n]),
+                "i32": _copy(self.i32[:n]),
+                "u16": _copy(self.u16[:n]),
+            },
+        )
 
-    def load(self, ids: list[str], matrices: dict[str, np.ndarray]) -> None:
+    def load(self, blob: bytes, ends: np.ndarray, matrices: dict[str, np.ndarray]) -> None:
         """Replace the state with exported rows (an empty store's, from a snapshot)."""
         if len(self.ids):
             raise RuntimeError("load() needs an empty store")
+        n = len(ends)
         for name, arr in matrices.items():
             want = getattr(self, name).shape[1]
-            if arr.shape != (len(ids), want):
-                raise ValueError(
-                    f"snapshot {name}: shape {arr.shape}, expected ({len(ids)}, {want})"
-                )
-        for cid in ids:
-            self.row(cid)
+            if arr.shape != (n, want):
+                raise ValueError(f"snapshot {name}: shape {arr.shape}, expected ({n}, {want})")
+        self.ids = IdIndex.from_buffers(blob, ends)
+        if n > self._capacity:
+            self._grow(max(n, 2 * self._capacity))
         for name, arr in matrices.items():
-            getattr(self, name)[: len(ids)] = arr
+            getattr(self, name)[:n] = arr
 
     def apply(self, event: Event) -> None:
         """Apply one (already checked) event to its customer's profile."""

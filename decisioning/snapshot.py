@@ -38,9 +38,11 @@ class State:
 
     wal_seq: int
     layout_key: str
-    ids: list[str]
+    id_blob: bytes  # customer ids, UTF-8 back to back, in row order
+    id_ends: np.ndarray  # where each id ends in id_blob (uint64)
     matrices: dict[str, np.ndarray]
-    decisions: list[tuple[Any, ...]] = field(default_factory=list)  # _Record fields + id
+    # (decision_id, (customer_id, actions, ts, channel, placement, model_version))
+    decisions: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     seen: list[str] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
 
@@ -75,13 +77,16 @@ def write(directory: str, state: State) -> str:
         "counters": state.counters,
         "widths": {k: int(v.shape[1]) for k, v in state.matrices.items()},
     }
-    cols = {"customer_id": pa.array(state.ids, type=pa.string())}
+    n = len(state.id_ends)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    offsets[1:] = state.id_ends
+    ids = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(state.id_blob))
+    cols: dict[str, pa.Array] = {"customer_id": ids}
     cols |= {k: _matrix_column(v, k) for k, v in state.matrices.items()}
     profiles = pa.table(cols).replace_schema_metadata({"nextbest": json.dumps(meta)})
     _write_table(os.path.join(tmp, "profiles.arrow"), profiles)
-    d: list[tuple[Any, ...]] = (
-        list(zip(*state.decisions, strict=True)) if state.decisions else [()] * 7
-    )
+    flat = [(did, *record) for did, record in state.decisions]
+    d: list[tuple[Any, ...]] = list(zip(*flat, strict=True)) if flat else [()] * 7
     decisions = pa.table(
         {
             "decision_id": pa.array(d[0], type=pa.string()),
@@ -154,24 +159,26 @@ def read(directory: str, seq: int, layout_key: str) -> State:
             matrices[name] = flat.reshape(n, width)
         else:
             matrices[name] = np.empty((n, 0), dtype=_DTYPES[name].to_pandas_dtype())
-    rows = list(
-        zip(
-            decisions["decision_id"],
-            decisions["customer_id"],
-            decisions["actions"],
-            decisions["ts"],
-            decisions["channel"],
-            decisions["placement"],
-            decisions["model_version"],
-            strict=True,
-        )
+    records = zip(
+        decisions["customer_id"],
+        decisions["actions"],
+        decisions["ts"],
+        decisions["channel"],
+        decisions["placement"],
+        decisions["model_version"],
+        strict=True,
     )
+    ids = profiles.column("customer_id").combine_chunks()
+    offsets = np.frombuffer(ids.buffers()[1], dtype=np.int64)[ids.offset : ids.offset + n + 1]
+    data = ids.buffers()[2]
+    blob = data.to_pybytes()[offsets[0] : offsets[-1]] if n else b""
     return State(
         wal_seq=int(meta["wal_seq"]),
         layout_key=meta["layout_key"],
-        ids=profiles.column("customer_id").to_pylist(),
+        id_blob=blob,
+        id_ends=(offsets[1:] - offsets[0]).astype(np.uint64),
         matrices=matrices,
-        decisions=rows,
+        decisions=list(zip(decisions["decision_id"], records, strict=True)),
         seen=seen,
         counters={k: int(v) for k, v in meta.get("counters", {}).items()},
     )

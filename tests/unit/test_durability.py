@@ -40,9 +40,10 @@ def test_wal_round_trip_and_torn_tail(tmp_path: Path) -> None:
 
 
 def _state(shard: Shard) -> tuple:
-    ids, mats = shard.store.export()
+    blob, ends, mats = shard.store.export()
     return (
-        ids,
+        list(shard.store.ids),
+        (blob, ends.tolist()),
         {k: np.nan_to_num(v, nan=-7.0).tolist() for k, v in mats.items()},
         list(shard.decisions.items()),
         shard.recent,
@@ -56,6 +57,7 @@ OPS = st.lists(
         st.tuples(st.just("decide"), st.integers(0, 3)),
         st.tuples(st.just("outcome"), st.integers(0, 20)),
         st.tuples(st.just("snapshot")),
+        st.tuples(st.just("background_snapshot")),
     ),
     max_size=40,
 )
@@ -103,7 +105,11 @@ def test_recovery_equals_the_run_without_the_crash(
                 )
         elif op[0] == "snapshot":
             a.snapshot()
+        elif op[0] == "background_snapshot" and a._writing is None:
+            a._start_snapshot()  # written meanwhile; the next flush() finishes it
         a.flush()  # what the actor does before it answers
+    if a._writing is not None:  # the crash comes after the file is written, before
+        a._writing.done.wait()  # its WAL segments are dropped
     if torn:  # the crash tore a write that was never acknowledged
         newest = os.path.join(log_dir, f"wal-{segments(log_dir)[-1]:012d}.log")
         with open(newest, "ab") as f:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -38,3 +39,28 @@ def test_grows_and_keeps_every_row() -> None:
     assert index.get("customer-100000") is None
     assert "customer-99999" in index and 42 not in index
     assert index.nbytes() < 60 * len(index)  # a dict of str would hold ~125 bytes per id
+
+
+@given(ids)
+def test_rebuilt_from_its_buffers_finds_every_id(customers: list[str]) -> None:
+    for cls in (IdIndex, Colliding):
+        index = cls(capacity=1)
+        for c in dict.fromkeys(customers):
+            index.add(c)
+        rebuilt = cls.from_buffers(*index.buffers())
+        assert list(rebuilt) == list(index)
+        assert all(rebuilt.get(c) == index.get(c) for c in customers)
+        assert rebuilt.get("never-added-\u00e9") is None
+        if rebuilt.get("new-one") is None:
+            assert rebuilt.add("new-one") == len(index)  # and it keeps growing
+
+
+def test_inconsistent_buffers_are_refused() -> None:
+    index = IdIndex()
+    for c in ("a", "bb", "ccc"):
+        index.add(c)
+    blob, ends = index.buffers()
+    with pytest.raises(ValueError, match="inconsistent"):
+        IdIndex.from_buffers(blob[:-1], ends)
+    with pytest.raises(ValueError, match="inconsistent"):
+        IdIndex.from_buffers(blob, ends[::-1].copy())
