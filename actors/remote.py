@@ -24,6 +24,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutErro
 from actors.shard import Shard, decision_slot
 from decisioning.config import Config
 from decisioning.errors import ModelError, NextbestError
+from decisioning.fencing import Fenced
 from decisioning.model import ModelBundle, ModelManifest, compile_native, native_tag
 from decisioning.registry import Registry
 from decisioning.slots import contiguous_map, slot_of
@@ -62,6 +63,12 @@ def _error(e: NextbestError) -> dict[str, Any]:
             "message": getattr(e, "message", str(e)),
             "field": getattr(e, "field", None),
         }
+    }
+
+
+def _fenced(e: Fenced) -> dict[str, Any]:
+    return {
+        "error": {"type": "Fenced", "code": "shard_unavailable", "message": str(e), "field": None}
     }
 
 
@@ -104,15 +111,19 @@ class ShardActor(Shard):
     def call(self, method: str, *args: Any) -> Any:
         """Run one of the request-path methods; a core error comes back as a dict.
         What it applied is in the WAL (and fsynced per policy) before it returns."""
-        result = self._run(method, args)
-        self.flush()
-        return result
+        return self.call_many([(method, args)])[0]
 
     def call_many(self, calls: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
         """Several request-path calls in one actor task, in order (see _Coalescer); one
-        WAL commit for all of them before any answer goes out (group commit)."""
-        results = [self._run(method, args) for method, args in calls]
-        self.flush()
+        WAL commit for all of them before any answer goes out (group commit). A shard
+        fenced out by a newer instance of itself answers nothing (503 at the ingress)."""
+        try:
+            if self.owner is not None:
+                self.owner.check()
+            results = [self._run(method, args) for method, args in calls]
+            self.flush()
+        except Fenced as e:
+            return [_fenced(e)] * len(calls)
         return results
 
 
@@ -227,7 +238,7 @@ class Supervisor:
         for i, ref in enumerate(snaps):
             try:
                 ray.get(ref, timeout=300)
-            except UNAVAILABLE as e:
+            except Exception as e:  # noqa: BLE001 - stopping: the WAL has everything
                 log.error("shard %d: no snapshot at stop (%s); its WAL has everything", i, e)
         for s in self.shards:
             ray.kill(s, no_restart=True)

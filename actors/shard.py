@@ -6,6 +6,7 @@ data (dicts, lists), so it is unit-tested without Ray and made remote in `remote
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -23,6 +24,7 @@ from decisioning.catalog import Catalog
 from decisioning.config import Config
 from decisioning.errors import InvalidInput, ModelError, NotFound
 from decisioning.features import FeaturePlan
+from decisioning.fencing import Fenced, Owner
 from decisioning.model import LightGBMScorer, ModelBundle, ModelManifest, scorer_for
 from decisioning.profile import Event, ProfileSchema, ProfileStore, event_from_wire
 from decisioning.slots import slot_of
@@ -59,8 +61,9 @@ class _Record(NamedTuple):
 class _Writer:
     """Writes one snapshot in a background thread; `done` is set when it has finished."""
 
-    def __init__(self, directory: str, state: snapshot.State) -> None:
+    def __init__(self, directory: str, state: snapshot.State, generation: int) -> None:
         self.state = state
+        self.generation = generation
         self.path = ""
         self.error: BaseException | None = None
         self.seconds = 0.0
@@ -72,7 +75,7 @@ class _Writer:
     def _run(self, directory: str) -> None:
         started = time.perf_counter()
         try:
-            self.path = snapshot.write(directory, self.state)
+            self.path = snapshot.write(directory, self.state, self.generation)
         except BaseException as e:  # noqa: BLE001 - reported by _finish_snapshot
             self.error = e
         finally:
@@ -125,6 +128,7 @@ class Shard:
         self.seen: OrderedDict[str, None] = OrderedDict()  # popitem(last=False) is O(1)
         self.log_dir = log_dir
         self.wal: Wal | None = None
+        self.owner: Owner | None = None
         self.recovery: dict[str, Any] = {}
         self._changed = False
         self._snapshot_at = time.monotonic()
@@ -138,26 +142,29 @@ class Shard:
     # -- durability ----------------------------------------------------------------------
 
     def _recover(self, log_dir: str) -> None:
-        """Latest snapshot + the WAL after it; only then does the shard answer."""
+        """Take the directory over (fencing out a previous writer), load the snapshot and
+        replay the WAL after it; only then does the shard answer."""
         started = time.perf_counter()
-        os.makedirs(log_dir, exist_ok=True)
-        start, profiles = 1, 0
-        seq = snapshot.latest(log_dir)
-        if seq is not None:
-            st = snapshot.read(log_dir, seq, self.schema.layout_key)
+        self.owner, inherit = Owner.take_over(log_dir)
+        profiles = 0
+        if inherit.snapshot is not None:
+            st = snapshot.read(log_dir, inherit.snapshot, self.schema.layout_key)
             self.store.load(st.id_blob, st.id_ends, st.matrices)
             for did, (cid, actions, ts, channel, placement, version) in st.decisions:
                 self._track(did, _Record(cid, tuple(actions), ts, channel, placement, version))
             self.seen = OrderedDict.fromkeys(st.seen)
             self.counters.update(st.counters)
-            start, profiles = st.wal_seq, len(st.id_ends)
+            profiles = len(st.id_ends)
         loaded = time.perf_counter()
         report = Replay()
-        for record in replay(log_dir, start, report):
+        for record in replay(log_dir, inherit.segments, report):
             self._redo(record)
-        self.wal = Wal(log_dir, self.config.server.fsync)
+        self.owner.settle(inherit, report.lengths)
+        self.wal = Wal(log_dir, self.config.server.fsync, self.owner.generation)
+        self.wal.bytes = sum(report.lengths.values())
         done = time.perf_counter()
         self.recovery = {
+            "generation": self.owner.generation,
             "snapshot_profiles": profiles,
             "wal_records": report.records,
             "dropped_bytes": report.dropped_bytes,
@@ -165,7 +172,7 @@ class Shard:
             "snapshot_s": round(loaded - started, 3),
             "replay_s": round(done - loaded, 3),
         }
-        if seq is not None or report.records:
+        if inherit.snapshot is not None or report.records:
             log.warning("shard %d recovered: %s", self.shard_id, self.recovery)
 
     def _redo(self, record: list[Any]) -> None:
@@ -187,9 +194,10 @@ class Shard:
     def flush(self) -> None:
         """Make what this call applied durable (per `server.fsync`) before it is acked;
         start a snapshot when one is due, finish one that is written."""
-        if self.wal is None:
+        if self.wal is None or self.owner is None:
             return
         self.wal.commit()
+        self.owner.check()  # raises Fenced: a newer generation owns the directory
         if self._writing is not None:
             if not self._writing.done.is_set():
                 return
@@ -201,8 +209,9 @@ class Shard:
 
     def snapshot(self) -> dict[str, Any]:
         """Write a snapshot now and wait for it (graceful stop; tests)."""
-        if self.wal is None:
+        if self.wal is None or self.owner is None:
             return {}
+        self.owner.check()
         if self._writing is not None:  # one in the background: let it finish first
             self._writing.done.wait()
             self._finish_snapshot()
@@ -215,7 +224,7 @@ class Shard:
         """Copy the state (the only part the shard's callers wait for: a memcpy of the
         matrices and the ids) and write it in a background thread. The WAL moves to a new
         segment first: the snapshot covers every segment before it."""
-        assert self.wal is not None and self.log_dir is not None
+        assert self.wal is not None and self.log_dir is not None and self.owner is not None
         seq = self.wal.rotate()
         blob, ends, matrices = self.store.export()
         state = snapshot.State(
@@ -230,20 +239,22 @@ class Shard:
         )
         self._changed = False
         self._snapshot_at = time.monotonic()
-        self._writing = _Writer(self.log_dir, state)
+        self._writing = _Writer(self.log_dir, state, self.owner.generation)
 
     def _finish_snapshot(self) -> dict[str, Any]:
         """After a snapshot is durable: drop the WAL segments and snapshots it replaces.
         A failed one changes nothing (the WAL still has everything) and is retried."""
         w, self._writing = self._writing, None
         assert w is not None and self.wal is not None and self.log_dir is not None
+        assert self.owner is not None
+        self.owner.check()  # a fenced writer deletes nothing
         if w.error is not None:
             log.error(
                 "shard %d: snapshot failed, the WAL keeps everything: %s", self.shard_id, w.error
             )
             self._changed = True
             return {"error": str(w.error)}
-        snapshot.prune(self.log_dir, w.state.wal_seq)
+        snapshot.prune(self.log_dir, w.state.wal_seq, self.owner.generation)
         self.wal.drop_before(w.state.wal_seq)
         self.last_snapshot = {
             "profiles": len(w.state.id_ends),
@@ -268,7 +279,8 @@ class Shard:
     def close(self) -> None:
         if self._writing is not None:
             self._writing.done.wait()
-            self._finish_snapshot()
+            with contextlib.suppress(Fenced):
+                self._finish_snapshot()
         if self.wal is not None:
             self.wal.close()
 
@@ -502,6 +514,7 @@ class Shard:
             "catalog_version": self.catalog.version,
             "state_bytes": self.store.nbytes(),
             "durable": self.wal is not None,
+            "fenced": self.owner is not None and self.owner.fenced,
             "wal_bytes": self.wal.bytes if self.wal is not None else 0,
             "last_snapshot_s_ago": round(time.monotonic() - self._snapshot_at, 1),
             "snapshotting": self._writing is not None,

@@ -1,10 +1,10 @@
 """Shard snapshots in Arrow IPC: profiles, tracked decisions and idempotency keys.
 
-A snapshot is a directory `snapshot-<seq>/` where `seq` is the first WAL segment it does
-not cover. It is written under a temporary name, every file fsynced, then renamed (and
-the parent fsynced), so a reader sees a whole snapshot or none. The profile table's
-schema metadata carries the format, the profile layout key (a snapshot of another
-profile schema is refused, never misread) and the shard's counters.
+A snapshot is a directory `snapshot-<seq>-g<generation>/` where `seq` is the first WAL
+segment it does not cover. It is written under a temporary name, every file fsynced,
+then renamed (and the parent fsynced), so a reader sees a whole snapshot or none. The
+profile table's schema metadata carries the format, the profile layout key (a snapshot
+of another profile schema is refused, never misread) and the shard's counters.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pyarrow.ipc as ipc
 from decisioning.errors import NextbestError
 from decisioning.wal import fsync_path
 
-__all__ = ["SnapshotError", "State", "latest", "prune", "read", "write"]
+__all__ = ["SnapshotError", "State", "name", "prune", "read", "snapshots", "write"]
 
 FORMAT = 1
 _DTYPES = {"f32": pa.float32(), "f64": pa.float64(), "i32": pa.int32(), "u16": pa.uint16()}
@@ -47,8 +47,25 @@ class State:
     counters: dict[str, int] = field(default_factory=dict)
 
 
-def _name(seq: int) -> str:
-    return f"snapshot-{seq:012d}"
+def name(seq: int, generation: int) -> str:
+    """A snapshot's directory name: the first WAL segment it does not cover, then the
+    generation that wrote it."""
+    return f"snapshot-{seq:012d}-g{generation:06d}"
+
+
+def snapshots(directory: str) -> list[tuple[int, int, str]]:
+    """(seq, generation, name) of every complete snapshot in `directory`, oldest first."""
+    out: list[tuple[int, int, str]] = []
+    if not os.path.isdir(directory):
+        return out
+    for f in os.listdir(directory):
+        if f.startswith("snapshot-") and not f.endswith(".tmp"):
+            try:
+                seq, gen = f[len("snapshot-") :].split("-g")
+                out.append((int(seq), int(gen), f))
+            except ValueError:
+                continue
+    return sorted(out)
 
 
 def _write_table(path: str, table: pa.Table) -> None:
@@ -63,10 +80,10 @@ def _matrix_column(arr: np.ndarray, name: str) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(flat, width) if width else pa.nulls(n)
 
 
-def write(directory: str, state: State) -> str:
+def write(directory: str, state: State, generation: int = 0) -> str:
     """Write a snapshot atomically; returns its path. Older snapshots stay (see prune)."""
     os.makedirs(directory, exist_ok=True)
-    final = os.path.join(directory, _name(state.wal_seq))
+    final = os.path.join(directory, name(state.wal_seq, generation))
     tmp = final + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
@@ -109,22 +126,19 @@ def write(directory: str, state: State) -> str:
     return final
 
 
-def latest(directory: str) -> int | None:
-    """The WAL sequence of the newest complete snapshot in `directory`."""
-    if not os.path.isdir(directory):
-        return None
-    seqs = [
-        int(f[len("snapshot-") :])
-        for f in os.listdir(directory)
-        if f.startswith("snapshot-") and not f.endswith(".tmp")
-    ]
-    return max(seqs) if seqs else None
-
-
-def prune(directory: str, keep: int) -> None:
-    """Delete snapshots older than `keep` and leftover temporary ones."""
+def prune(directory: str, keep: int, generation: int) -> None:
+    """Delete snapshots older than `keep` written by `generation` or an older one (never
+    a newer one's), and leftover temporary ones of this generation."""
     for f in os.listdir(directory):
-        if f.startswith("snapshot-") and (f.endswith(".tmp") or int(f[len("snapshot-") :]) < keep):
+        if not f.startswith("snapshot-"):
+            continue
+        try:
+            seq, gen = f[len("snapshot-") :].removesuffix(".tmp").split("-g")
+        except ValueError:
+            continue
+        if int(gen) > generation:
+            continue
+        if (f.endswith(".tmp") and int(gen) == generation) or int(seq) < keep:
             shutil.rmtree(os.path.join(directory, f), ignore_errors=True)
 
 
@@ -133,8 +147,8 @@ def _read_table(path: str) -> pa.Table:
         return ipc.open_file(src).read_all()
 
 
-def read(directory: str, seq: int, layout_key: str) -> State:
-    path = os.path.join(directory, _name(seq))
+def read(directory: str, snapshot: str, layout_key: str) -> State:
+    path = os.path.join(directory, snapshot)
     try:
         profiles = _read_table(os.path.join(path, "profiles.arrow"))
         meta = json.loads(profiles.schema.metadata[b"nextbest"])

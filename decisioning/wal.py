@@ -10,10 +10,10 @@ nothing it acknowledged; `fsync` decides what a lost *machine* can take with it:
 - `none`:   the OS writes back when it likes (up to ~30 s on Linux can be lost with the
   machine; nothing with the process).
 
-Segments are `wal-<seq>.log`; a snapshot records the first segment it does not cover,
-and older segments are deleted after it is durable. Reading stops at the first record
-that is short or fails its checksum (a torn tail: only unacknowledged data can be there)
-and cuts the file there.
+Segments are `wal-<seq>-g<generation>.log` (see fencing.py for generations); a snapshot
+records the first segment it does not cover, and older segments are deleted after it is
+durable. Reading stops at the first record that is short or fails its checksum (a torn
+tail: only unacknowledged data can be there) and cuts the file there.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgpack
 
-__all__ = ["FsyncPolicy", "Replay", "Wal", "fsync_path", "replay", "segments"]
+__all__ = ["FsyncPolicy", "Replay", "Wal", "fsync_path", "name", "replay", "segments"]
 
 log = logging.getLogger("nextbest.wal")
 FsyncPolicy = Literal["always", "batch", "none"]
@@ -36,17 +36,19 @@ _HEAD = struct.Struct("<II")
 MAX_RECORD = 64 * 1024 * 1024
 
 
-def _name(seq: int) -> str:
-    return f"wal-{seq:012d}.log"
+def name(seq: int, generation: int) -> str:
+    """A segment's file name: its sequence number, then the generation that wrote it."""
+    return f"wal-{seq:012d}-g{generation:06d}.log"
 
 
-def segments(directory: str) -> list[int]:
-    """Sequence numbers of the segment files in `directory`, oldest first."""
+def segments(directory: str) -> list[tuple[int, int, str]]:
+    """(seq, generation, file name) of every segment in `directory`, oldest first."""
     out = []
     for f in os.listdir(directory):
         if f.startswith("wal-") and f.endswith(".log"):
             try:
-                out.append(int(f[4:-4]))
+                seq, gen = f[4:-4].split("-g")
+                out.append((int(seq), int(gen), f))
             except ValueError:
                 continue
     return sorted(out)
@@ -68,24 +70,26 @@ class Replay:
     records: int = 0
     dropped_bytes: int = 0
     segments: int = 0
+    lengths: dict[str, int] = field(default_factory=dict)
 
 
 class Wal:
-    """Appends records to the newest segment of `directory`."""
+    """Appends records to a new segment of `directory`, numbered after every one there."""
 
-    def __init__(self, directory: str, fsync: FsyncPolicy = "batch") -> None:
+    def __init__(self, directory: str, fsync: FsyncPolicy = "batch", generation: int = 0) -> None:
         os.makedirs(directory, exist_ok=True)
         self.directory = directory
         self.policy = fsync
+        self.generation = generation
         existing = segments(directory)
-        self.seq = existing[-1] + 1 if existing else 1
+        self.seq = existing[-1][0] + 1 if existing else 1
         self._fd = -1
         self._dirty = False
-        self.bytes = sum(os.path.getsize(self._path(s)) for s in existing)
+        self.bytes = 0
         self._open(self.seq)
 
     def _path(self, seq: int) -> str:
-        return os.path.join(self.directory, _name(seq))
+        return os.path.join(self.directory, name(seq, self.generation))
 
     def _open(self, seq: int) -> None:
         self._fd = os.open(self._path(seq), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -118,11 +122,16 @@ class Wal:
         return self.seq
 
     def drop_before(self, seq: int) -> None:
-        """Delete segments older than `seq` (a durable snapshot covers them)."""
-        for s in segments(self.directory):
-            if s < seq:
-                self.bytes -= os.path.getsize(self._path(s))
-                os.remove(self._path(s))
+        """Delete segments older than `seq` (a durable snapshot covers them) written by
+        this generation or an older one, never by a newer one."""
+        left = 0
+        for s, gen, f in segments(self.directory):
+            path = os.path.join(self.directory, f)
+            if s < seq and gen <= self.generation:
+                os.remove(path)
+            elif gen <= self.generation:
+                left += os.path.getsize(path)
+        self.bytes = left
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -131,17 +140,15 @@ class Wal:
             self._fd = -1
 
 
-def replay(directory: str, start: int, report: Replay) -> Iterator[Any]:
-    """Records of segments >= `start`, in order; a torn tail is cut and reported."""
-    if not os.path.isdir(directory):
-        return
-    for seq in segments(directory):
-        if seq < start:
-            continue
+def replay(directory: str, files: list[tuple[str, int]], report: Replay) -> Iterator[Any]:
+    """Records of the given segments, each read up to its given length, in order. A torn
+    or corrupt tail is cut (the file truncated there) and reported; `report.lengths`
+    says how far each segment holds good records."""
+    for f, limit in files:
         report.segments += 1
-        path = os.path.join(directory, _name(seq))
-        with open(path, "rb") as f:
-            data = f.read()
+        path = os.path.join(directory, f)
+        with open(path, "rb") as fh:
+            data = fh.read(limit)
         pos = 0
         while pos < len(data):
             if pos + _HEAD.size > len(data):
@@ -156,6 +163,7 @@ def replay(directory: str, start: int, report: Replay) -> Iterator[Any]:
             report.records += 1
             yield msgpack.unpackb(payload, raw=False, strict_map_key=False)
             pos = end
+        report.lengths[f] = pos
         if pos < len(data):
             dropped = len(data) - pos
             report.dropped_bytes += dropped
@@ -166,7 +174,7 @@ def replay(directory: str, start: int, report: Replay) -> Iterator[Any]:
                 pos,
                 report.records,
             )
-            with open(path, "r+b") as f:
-                f.truncate(pos)
-                f.flush()
-                os.fsync(f.fileno())
+            with open(path, "r+b") as fh:
+                fh.truncate(pos)
+                fh.flush()
+                os.fsync(fh.fileno())

@@ -22,11 +22,12 @@ def test_wal_round_trip_and_torn_tail(tmp_path: Path) -> None:
     for i in range(5):
         wal.append(["e", [i, "x" * i]])
     wal.close()
-    path = tmp_path / "wal-000000000001.log"
+    path = tmp_path / "wal-000000000001-g000000.log"
     whole = path.read_bytes()
     path.write_bytes(whole[:-3])  # the last record is torn
     report = Replay()
-    assert [r[1][0] for r in replay(str(tmp_path), 1, report)] == [0, 1, 2, 3]
+    files = [(path.name, len(whole))]
+    assert [r[1][0] for r in replay(str(tmp_path), files, report)] == [0, 1, 2, 3]
     assert report.records == 4 and report.dropped_bytes == len(whole) - 3 - path.stat().st_size
     assert report.dropped_bytes > 0
     # a flipped byte inside a record fails its checksum: cut there, not after
@@ -34,7 +35,7 @@ def test_wal_round_trip_and_torn_tail(tmp_path: Path) -> None:
     data[-2] ^= 0xFF
     path.write_bytes(bytes(data))
     report = Replay()
-    assert [r[1][0] for r in replay(str(tmp_path), 1, report)] == [0, 1, 2]
+    assert [r[1][0] for r in replay(str(tmp_path), files, report)] == [0, 1, 2]
     # a new Wal never appends to an old (maybe torn) segment
     assert Wal(str(tmp_path)).seq == 2
 
@@ -111,7 +112,7 @@ def test_recovery_equals_the_run_without_the_crash(
     if a._writing is not None:  # the crash comes after the file is written, before
         a._writing.done.wait()  # its WAL segments are dropped
     if torn:  # the crash tore a write that was never acknowledged
-        newest = os.path.join(log_dir, f"wal-{segments(log_dir)[-1]:012d}.log")
+        newest = os.path.join(log_dir, segments(log_dir)[-1][2])
         with open(newest, "ab") as f:
             f.write(b"\x40\x00\x00\x00\x01\x02")
     b = Shard(0, small_config, clock=clock, log_dir=log_dir)  # no close(): a crash

@@ -1,0 +1,114 @@
+"""Generations: a shard presumed dead but still running can neither acknowledge nor
+corrupt anything once a newer instance of it has taken its directory over."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from actors.remote import ShardActor
+from actors.shard import Shard
+from decisioning import snapshot
+from decisioning.config import Config
+from decisioning.fencing import OWNER, Fenced, Owner
+from decisioning.wal import segments
+from tests.unit.test_decide import NOW, Clock
+
+
+def _views(customer: str, *ids: str) -> list[dict]:
+    return [{"customer_id": customer, "type": "page_view", "ts": NOW, "event_id": i} for i in ids]
+
+
+def test_a_fenced_writer_acknowledges_nothing_and_corrupts_nothing(
+    small_config: Config, tmp_path: Path
+) -> None:
+    d = str(tmp_path)
+    old = Shard(0, small_config, clock=Clock(), log_dir=d)
+    old.apply_events(_views("c", "e1"))
+    old.flush()  # acknowledged
+    new = Shard(0, small_config, clock=Clock(), log_dir=d)  # took over: old presumed dead
+    assert new.owner is not None and old.owner is not None
+    assert new.owner.generation == old.owner.generation + 1
+    assert new.get_profile("c")["aggregates"]["views_all"] == 1.0
+
+    old.apply_events(_views("c", "e2"))  # still running, it applies a request...
+    with pytest.raises(Fenced):
+        old.flush()  # ...but may not acknowledge it
+    with pytest.raises(Fenced):
+        old.snapshot()
+    # worst case, a stale writer past its checks: more records, a new segment, a snapshot
+    assert old.wal is not None
+    old.wal.append(["e", [["c", "page_view", NOW, {}, "e9"]]])
+    old.wal.rotate()
+    old.wal.append(["e", [["c", "page_view", NOW, {}, "e10"]]])
+    blob, ends, matrices = old.store.export()
+    snapshot.write(
+        d,
+        snapshot.State(old.wal.seq + 5, old.schema.layout_key, blob, ends, matrices),
+        old.owner.generation,
+    )
+
+    new.apply_events(_views("c", "e3"))
+    new.flush()
+    digest = new.state_digest()
+    assert new.get_profile("c")["aggregates"]["views_all"] == 2.0  # e1 and e3
+
+    again = Shard(0, small_config, clock=Clock(), log_dir=d)  # new crashed; restart
+    assert again.state_digest() == digest  # nothing the stale writer did counts
+    assert again.get_profile("c")["aggregates"]["views_all"] == 2.0
+    # its files from after the fence are gone; its first segment stays (it holds e1),
+    # read only up to where it ended when the new owner fenced it
+    stale = [f for _, g, f in segments(d) + snapshot.snapshots(d) if g == old.owner.generation]
+    assert stale == ["wal-000000000001-g000001.log"], os.listdir(d)
+
+
+def test_a_fenced_shard_actor_answers_with_a_503_error(
+    small_config: Config, tmp_path: Path
+) -> None:
+    data = small_config.model_dump(mode="json")
+    data["server"]["data_dir"] = str(tmp_path)
+    from decisioning.loader import config_from_dict
+
+    cfg = config_from_dict(data, "small.yaml")
+    old = ShardActor(0, cfg)
+    assert old.call("apply_events", _views("c", "e1")) == 1
+    ShardActor(0, cfg)  # the same shard, restarted elsewhere
+    calls = [("apply_events", (_views("c", "e2"),)), ("get_profile", ("c",))]
+    answers = old.call_many(calls)
+    assert [a["error"]["type"] for a in answers] == ["Fenced", "Fenced"]
+    assert answers[0]["error"]["code"] == "shard_unavailable"
+    assert old.status()["fenced"] is True
+
+
+def test_two_starts_never_share_a_generation(tmp_path: Path) -> None:
+    d = str(tmp_path)
+    a, _ = Owner.take_over(d)
+    b, _ = Owner.take_over(d)
+    assert b.generation > a.generation
+    with pytest.raises(Fenced):
+        a.check()
+    b.check()
+    # a claim left by a start that crashed before writing OWNER.json is skipped too
+    open(os.path.join(d, f"claim-{b.generation + 1:06d}"), "w").close()
+    c, _ = Owner.take_over(d)
+    assert c.generation == b.generation + 2
+
+
+def test_a_start_that_crashed_while_recovering_loses_nothing(
+    small_config: Config, tmp_path: Path
+) -> None:
+    d = str(tmp_path)
+    first = Shard(0, small_config, clock=Clock(), log_dir=d)
+    first.apply_events(_views("c", "e1", "e2"))
+    first.snapshot()
+    first.apply_events(_views("c", "e3"))
+    first.flush()
+    digest = first.state_digest()
+    Owner.take_over(d)  # fenced the directory, then died before settling it
+    with open(os.path.join(d, OWNER)) as f:
+        assert '"settled": false' in f.read()
+    after = Shard(0, small_config, clock=Clock(), log_dir=d)
+    assert after.state_digest() == digest
+    assert after.recovery["snapshot_profiles"] == 1 and after.recovery["wal_records"] == 1
