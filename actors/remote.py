@@ -100,6 +100,10 @@ class ShardActor(Shard):
         """The worker process id (ops and failure tests)."""
         return os.getpid()
 
+    def node_id(self) -> str:
+        """The Ray node this instance runs on (ops and failure tests)."""
+        return str(ray.get_runtime_context().get_node_id())
+
     def _run(self, method: str, args: tuple[Any, ...]) -> Any:
         if method not in _REQUEST_METHODS:
             raise ValueError(f"not a request method: {method}")
@@ -150,6 +154,7 @@ class Supervisor:
                 max_restarts=-1,
                 max_task_retries=0,
                 num_cpus=0,
+                resources=config.server.shard_resources or None,
                 scheduling_strategy="SPREAD",
             ).remote(i, config)
             for i in range(config.server.shards)
@@ -245,17 +250,14 @@ class Supervisor:
 
 
 def shard_dir(config: Config, shard_id: int) -> str | None:
-    """Where a shard keeps its WAL and snapshots (None: `durable: false`)."""
+    """Where a shard keeps its WAL and snapshots (None: `durable: false`); the config
+    has checked that it is a POSIX path."""
     s = config.server
     if not s.durable:
         return None
-    root = s.data_dir.removeprefix("file://")
-    if "://" in root:
-        raise ValueError(
-            f"server.data_dir {s.data_dir!r}: the write-ahead log needs a local or mounted "
-            "POSIX path (shared storage such as NFS on a cluster), not an object store URI"
-        )
-    return os.path.join(root, "shards", str(shard_id))
+    if s.state_dir is not None:
+        return os.path.join(s.state_dir.removeprefix("file://"), str(shard_id))
+    return os.path.join(s.data_dir.removeprefix("file://"), "shards", str(shard_id))
 
 
 def ensure_supervisor(config: Config, timeout: float = 120.0) -> Any:

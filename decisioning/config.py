@@ -6,6 +6,7 @@ objects and never reads environment variables itself.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Annotated, Literal
@@ -46,6 +47,13 @@ def parse_duration(value: object) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _json_object(value: object) -> object:
+    """A mapping given as JSON text (environment overrides) is parsed; the rest as is."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
 Ident = Annotated[str, Field(pattern=_IDENT)]
 Scalar = str | int | float | bool
 
@@ -264,6 +272,31 @@ class ServerSpec(_Model):
         ge=0,
         description="Event ids (and outcome keys) each shard remembers to drop retried duplicates.",
     )
+    state_dir: str | None = Field(
+        None,
+        description="Where shards keep their WAL and snapshots (<state_dir>/<shard>): a local "
+        "or mounted POSIX path, shared by every node on a cluster (NFS, EFS, Filestore) so a "
+        "shard can come back on another node. Default <data_dir>/shards; must be set when "
+        "data_dir is an object store URI.",
+    )
+    shard_resources: Annotated[dict[str, float], BeforeValidator(_json_object)] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each shard actor asks for, to keep shards on the "
+        'nodes that offer them (e.g. {"nextbest_shard": 0.001} with that resource on the '
+        "shard-worker node type); as JSON in NEXTBEST_SHARD_RESOURCES.",
+    )
+
+    @model_validator(mode="after")
+    def _state_dir_is_a_path(self) -> ServerSpec:
+        state = self.state_dir or self.data_dir
+        if self.durable and "://" in state.removeprefix("file://"):
+            raise ValueError(
+                ("state_dir" if self.state_dir else "data_dir (no state_dir)")
+                + f" {state!r}: the write-ahead log needs a local or mounted POSIX path "
+                "that can append and fsync (NFS/EFS on a cluster), not an object store; "
+                "keep data_dir there for the model registry and set state_dir to such a path"
+            )
+        return self
 
 
 class Config(_Model):

@@ -1,15 +1,23 @@
-"""One local Ray and one nextbest server for the whole integration session."""
+"""One local Ray cluster and one nextbest server for the whole integration session.
+
+The cluster is `ray.cluster_utils.Cluster`: a head node (2 CPUs: Serve, the ingress) and
+two shard nodes (no CPUs; the `nextbest_shard` resource the shards ask for), all on this
+machine and sharing the data dir, so failure tests can take a node away."""
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import ray
+from ray.cluster_utils import Cluster
 
 from decisioning.config import Config
 from decisioning.loader import load_config
@@ -19,6 +27,8 @@ from tests.conftest import EXAMPLE
 from training.demo import generate
 from training.train import TrainResult, train
 
+SHARD_NODE = {"num_cpus": 0, "resources": {"nextbest_shard": 100}, "object_store_memory": 80 << 20}
+
 
 @dataclass
 class Server:
@@ -26,6 +36,8 @@ class Server:
     config: Config
     data_dir: Path
     model: TrainResult
+    cluster: Cluster
+    shard_nodes: list[Any]
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
@@ -49,18 +61,34 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "NEXTBEST_SHARDS": "2",
             "NEXTBEST_NAMESPACE": "nextbest-test",
             "NEXTBEST_MAX_ONGOING_REQUESTS": "32",  # test_backpressure overloads it
+            "NEXTBEST_SHARD_RESOURCES": '{"nextbest_shard": 0.001}',
         },
     )
     data = generate(config, customers=300, offers=5)
     model = train(data.training, config, rounds=40, progress=lambda m: None)
     Registry(config.server.data_dir).set_deployed("propensity", model.manifest.version)
-    nb_server.start_ray(config, num_cpus=2, object_store_mb=200)
+    for key, value in nb_server.serve_env(config).items():
+        os.environ.setdefault(key, value)  # inherited by every node's processes
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 2,
+            "object_store_memory": 200 << 20,
+            "include_dashboard": False,
+            # a node that stops answering is declared dead after ~3 s, not ~30 s
+            "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3},
+        },
+    )
     try:
+        shard_nodes = [cluster.add_node(**SHARD_NODE) for _ in range(2)]
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False, logging_level=logging.WARNING)
         url = nb_server.start(config)
-        yield Server(url, config, data_dir, model)
+        yield Server(url, config, data_dir, model, cluster, shard_nodes)
         nb_server.stop(config)
     finally:
         ray.shutdown()
+        cluster.shutdown()
 
 
 @pytest.fixture

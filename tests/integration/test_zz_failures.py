@@ -7,6 +7,7 @@ Serve on the same port.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -184,3 +185,66 @@ def test_stop_and_start_restores_every_profile(server: Server, client: httpx.Cli
             assert {k: r.json()[k] for k in keep} == view
         shards = c.get("/v1/status").json()["shards"]
     assert all(s["recovery"]["snapshot_profiles"] > 0 for s in shards), shards
+
+
+def test_node_loss_brings_its_shards_back_on_another_node(
+    server: Server, client: httpx.Client
+) -> None:
+    """A shard node dies (every process on it SIGKILLed); Ray restarts its shards on the
+    other shard node, where they recover from the shared data dir."""
+    ns = server.config.server.namespace
+
+    def node_of(i: int) -> str:
+        return str(ray.get(ray.get_actor(f"shard-{i}", namespace=ns).node_id.remote()))
+
+    owners = contiguous_map(server.config.server.shards)
+    customers = {
+        i: [c for c in (f"nl-{j}" for j in range(400)) if owners[slot_of(c)] == i][:3]
+        for i in range(server.config.server.shards)
+    }
+    events = [
+        {"customer_id": c, "type": "purchase", "properties": {"amount": 5.0}, "event_id": f"{c}-p"}
+        for cs in customers.values()
+        for c in cs
+    ]
+    assert client.post("/v1/events", json=events).status_code == 200
+    keep = ("purchases_30d", "spend_30d", "spend_all_time", "last_purchase_amount")
+
+    def counts(c: str) -> dict[str, float]:
+        aggregates = client.get(f"/v1/profiles/{c}").json()["aggregates"]
+        return {k: aggregates[k] for k in keep}  # not since_last_purchase: time passes
+
+    before = {c: counts(c) for c in customers[0]}
+    assert all(b["purchases_30d"] == 1 for b in before.values())
+    nodes = {n.node_id: n for n in server.shard_nodes}
+    lost = node_of(0)
+    assert lost in nodes, "shard-0 is not on a shard node"
+    on_lost = [i for i in customers if node_of(i) == lost]
+    pids = [ray.get(ray.get_actor(f"shard-{i}", namespace=ns).pid.remote()) for i in on_lost]
+    # the machine is gone: its Ray processes (raylet, object store) and its workers
+    server.cluster.remove_node(nodes[lost], allow_graceful=False)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    server.shard_nodes.remove(nodes[lost])
+    statuses: Counter[int] = Counter()
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        r = client.get(f"/v1/profiles/{customers[0][0]}")
+        statuses[r.status_code] += 1
+        if r.status_code == 200:
+            break
+        assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+        time.sleep(0.25)
+    assert r.status_code == 200, statuses
+    for i in on_lost:
+        assert node_of(i) != lost  # it moved
+        assert node_of(i) in {n.node_id for n in server.shard_nodes}
+    after = {c: counts(c) for c in customers[0]}
+    assert after == before  # nothing acknowledged was lost
+    retry = client.post("/v1/events", json=events)  # a client retrying after the failure
+    assert retry.status_code == 200
+    again = {c: counts(c) for c in customers[0]}
+    assert again == before  # counted once
+    shards = client.get("/v1/status").json()["shards"]
+    assert shards[0]["recovery"]["generation"] >= 2

@@ -25,6 +25,30 @@ def test_env_overrides_server_settings() -> None:
     assert "server.shards" in str(e.value)
 
 
+def test_shard_state_needs_a_posix_path_and_resources_come_as_json() -> None:
+    from actors.remote import shard_dir
+
+    env = {"NEXTBEST_DATA_DIR": "s3://bank-nextbest/prod"}
+    with pytest.raises(ConfigError) as e:
+        load_config(EXAMPLE, env)  # the registry may live there, the WAL may not
+    assert "server: data_dir (no state_dir) 's3://" in str(e.value)
+    assert "set state_dir" in str(e.value)
+    c = load_config(
+        EXAMPLE,
+        {
+            **env,
+            "NEXTBEST_STATE_DIR": "/mnt/efs/nextbest",
+            "NEXTBEST_SHARD_RESOURCES": '{"nextbest_shard": 0.001}',
+        },
+    )
+    assert shard_dir(c, 3) == "/mnt/efs/nextbest/3"
+    assert c.server.shard_resources == {"nextbest_shard": 0.001}
+    local = load_config(EXAMPLE, {"NEXTBEST_DATA_DIR": "file:///var/nextbest"})
+    assert shard_dir(local, 0) == "/var/nextbest/shards/0"
+    off = load_config(EXAMPLE, {**env, "NEXTBEST_DURABLE": "false"})
+    assert shard_dir(off, 0) is None
+
+
 def _problem(data: dict, tmp_path: Path) -> str:
     with pytest.raises(ConfigError) as e:
         config_from_dict(data, "bank.yaml")
