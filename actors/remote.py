@@ -47,7 +47,8 @@ class ShardUnavailable(Exception):
     - `shard_unavailable`: the customer's shard is restarting (loading its snapshot and
       log) or gone;
     - `shard_timeout`: it did not answer within `request_timeout_s`;
-    - `overloaded`: this ingress replica already waits on `max_ongoing_requests`.
+    - `overloaded`: this ingress replica already waits on `max_ongoing_requests`;
+    - `supervisor_unavailable`: status, models and deploys wait for a restarting supervisor.
     """
 
     def __init__(self, message: str, code: str = "shard_unavailable") -> None:
@@ -429,7 +430,14 @@ class ShardRouter:
 
     async def supervisor_call(self, method: str, *args: Any) -> Any:
         try:
-            return await getattr(self.supervisor, method).remote(*args)
-        except ActorDiedError:  # stopped for good: a new one may run under the same name
-            self.supervisor = ray.get_actor(SUPERVISOR, namespace=self.config.server.namespace)
-            return await getattr(self.supervisor, method).remote(*args)
+            try:
+                return await getattr(self.supervisor, method).remote(*args)
+            except ActorDiedError:  # stopped for good: a new one may run under the same name
+                ns = self.config.server.namespace
+                self.supervisor = ray.get_actor(SUPERVISOR, namespace=ns)
+                return await getattr(self.supervisor, method).remote(*args)
+        except (*UNAVAILABLE, ValueError) as e:  # restarting (its node was lost), or gone
+            raise ShardUnavailable(
+                f"the supervisor is unavailable ({type(e).__name__}); it is restarted by Ray",
+                "supervisor_unavailable",
+            ) from None

@@ -34,6 +34,7 @@ __all__ = ["OUTCOMES", "Shard", "decision_slot"]
 
 OUTCOMES = ("impression", "click", "accept", "reject", "convert")
 MAX_TRACKED_DECISIONS = 200_000
+SNAPSHOT_RETRY_S = 30.0
 log = logging.getLogger("nextbest.shard")
 
 
@@ -134,6 +135,7 @@ class Shard:
         self._snapshot_at = time.monotonic()
         self._writing: _Writer | None = None  # a snapshot being written in the background
         self.last_snapshot: dict[str, Any] = {}
+        self._retry_at = 0.0  # after a failed snapshot, the next try waits until then
         for bundle in models:
             self.models[bundle.manifest.name] = self._load(bundle)
         if log_dir is not None:
@@ -203,8 +205,10 @@ class Shard:
                 return
             self._finish_snapshot()
         s = self.config.server
-        due = time.monotonic() - self._snapshot_at >= s.snapshot_every_s
-        if self._changed and (due or self.wal.bytes >= s.snapshot_wal_bytes):
+        now = time.monotonic()
+        due = now - self._snapshot_at >= s.snapshot_every_s
+        big = self.wal.bytes >= s.snapshot_wal_bytes and now >= self._retry_at
+        if self._changed and (due or big):
             self._start_snapshot()
 
     def snapshot(self) -> dict[str, Any]:
@@ -249,6 +253,7 @@ class Shard:
         assert self.owner is not None
         self.owner.check()  # a fenced writer deletes nothing
         if w.error is not None:
+            self._retry_at = time.monotonic() + SNAPSHOT_RETRY_S  # not on every call
             log.error(
                 "shard %d: snapshot failed, the WAL keeps everything: %s", self.shard_id, w.error
             )

@@ -60,9 +60,9 @@ def snapshots(directory: str) -> list[tuple[int, int, str]]:
         return out
     for f in os.listdir(directory):
         if f.startswith("snapshot-") and not f.endswith(".tmp"):
+            seq, _, gen = f[len("snapshot-") :].partition("-g")  # none: before generations
             try:
-                seq, gen = f[len("snapshot-") :].split("-g")
-                out.append((int(seq), int(gen), f))
+                out.append((int(seq), int(gen or 0), f))
             except ValueError:
                 continue
     return sorted(out)
@@ -132,13 +132,10 @@ def prune(directory: str, keep: int, generation: int) -> None:
     for f in os.listdir(directory):
         if not f.startswith("snapshot-"):
             continue
-        try:
-            seq, gen = f[len("snapshot-") :].removesuffix(".tmp").split("-g")
-        except ValueError:
+        seq, _, gen = f[len("snapshot-") :].removesuffix(".tmp").partition("-g")
+        if not seq.isdigit() or not (gen or "0").isdigit() or int(gen or 0) > generation:
             continue
-        if int(gen) > generation:
-            continue
-        if (f.endswith(".tmp") and int(gen) == generation) or int(seq) < keep:
+        if (f.endswith(".tmp") and int(gen or 0) == generation) or int(seq) < keep:
             shutil.rmtree(os.path.join(directory, f), ignore_errors=True)
 
 

@@ -46,9 +46,9 @@ def segments(directory: str) -> list[tuple[int, int, str]]:
     out = []
     for f in os.listdir(directory):
         if f.startswith("wal-") and f.endswith(".log"):
+            seq, _, gen = f[4:-4].partition("-g")  # no generation: written before them
             try:
-                seq, gen = f[4:-4].split("-g")
-                out.append((int(seq), int(gen), f))
+                out.append((int(seq), int(gen or 0), f))
             except ValueError:
                 continue
     return sorted(out)

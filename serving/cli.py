@@ -238,16 +238,79 @@ def demo(
         typer.echo(f"sent {load_demo_events(load, cfg, customers)} events to {load}")
 
 
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def status_table(shards: list[dict[str, Any]]) -> str:
+    """One line per shard: ready, generation, customers, WAL, last snapshot, counters."""
+    head = (
+        "shard",
+        "ready",
+        "gen",
+        "customers",
+        "wal",
+        "snapshot",
+        "recovered",
+        "scorer",
+        "events",
+        "decisions",
+        "dupes",
+    )
+    rows = [head]
+    for s in shards:
+        if s.get("ready") is False:  # not answering: restarting, recovering or gone
+            rows.append((str(s["shard"]), "no", *("-" for _ in head[2:])))
+            continue
+        rec = s.get("recovery") or {}
+        ready = "FENCED" if s.get("fenced") else "yes"
+        snap = f"{s['last_snapshot_s_ago']:.0f}s ago" + (
+            " (writing)" if s.get("snapshotting") else ""
+        )
+        rows.append(
+            (
+                str(s["shard"]),
+                ready,
+                str(rec.get("generation", "-")),
+                f"{s['customers']:,}",
+                _mb(s["wal_bytes"]) if s.get("durable") else "off",
+                snap if s.get("durable") else "-",
+                f"{rec['snapshot_profiles']:,}+{rec['wal_records']:,} in {rec['seconds']}s"
+                if rec
+                else "-",
+                ",".join(sorted(set(s.get("scorers", {}).values()))) or "-",
+                f"{s.get('events', 0):,}",
+                f"{s.get('decisions', 0):,}",
+                f"{s.get('duplicates', 0):,}",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+
+
 @app.command()
-def status(config: ConfigOpt = DEFAULT_CONFIG, url: UrlOpt = None) -> None:
-    """Each shard: customers, models, counters."""
+def status(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    url: UrlOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Every field, one JSON per shard.")
+    ] = False,
+) -> None:
+    """Each shard: ready, generation (starts), customers, WAL size, last snapshot, last
+    recovery, scorer, counters."""
     cfg = _config(config)
     try:
         r = httpx.get(f"{_url(cfg, url)}/v1/status", timeout=10)
     except httpx.HTTPError as e:
         raise _fail(f"cannot reach the server: {e}") from None
-    for s in r.json()["shards"]:
-        typer.echo(json.dumps(s))
+    if r.status_code != 200:
+        raise _fail(f"status failed ({r.status_code}): {r.text[:300]}")
+    shards = r.json()["shards"]
+    if as_json:
+        for s in shards:
+            typer.echo(json.dumps(s))
+    else:
+        typer.echo(status_table(shards))
 
 
 @app.command()

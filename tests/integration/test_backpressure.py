@@ -4,6 +4,9 @@ stays responsive, and loses nothing it acknowledged."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import threading
 import time
 from collections import Counter
 from typing import Any
@@ -19,7 +22,10 @@ from tests.integration.conftest import Server
 def test_overload_is_shed_with_503_and_nothing_acked_is_lost(
     server: Server, client: httpx.Client
 ) -> None:
-    """Many more concurrent batches than `max_ongoing_requests` (32 in this session)."""
+    """A shard stalls (its process stopped, as in a long GC pause or a disk stall)
+    while 300 batches arrive at once: more than `max_ongoing_requests` (32 in this
+    session) would wait, so the rest are shed at once, whole; the server stays
+    responsive and counts exactly what it acknowledged."""
     assert server.config.server.max_ongoing_requests == 32
     customers = [f"ov-{i}" for i in range(10)]
     acked: Counter[str] = Counter()
@@ -28,29 +34,45 @@ def test_overload_is_shed_with_503_and_nothing_acked_is_lost(
     async def one(c: httpx.AsyncClient, n: int) -> None:
         batch = [
             {"customer_id": customers[j % 10], "type": "page_view", "event_id": f"ov-{n}-{j}"}
-            for j in range(200)
+            for j in range(50)
         ]
-        r = await c.post("/v1/events", json=batch)
-        code = r.json()["error"]["code"] if r.status_code != 200 else ""
-        statuses[(r.status_code, code)] += 1
-        if r.status_code == 503:
-            assert r.headers["retry-after"] == "1"
+        while True:
+            r = await c.post("/v1/events", json=batch)
+            code = r.json()["error"]["code"] if r.status_code != 200 else ""
+            statuses[(r.status_code, code)] += 1
+            if r.status_code == 503:
+                assert r.headers["retry-after"] == "1"
+            if code in ("shard_timeout", "shard_unavailable"):
+                continue  # maybe applied in part: a retry with the same ids counts once
+            break
         if r.status_code == 200:
-            assert r.json() == {"accepted": 200}
+            assert r.json() == {"accepted": 50}
             for e in batch:
                 acked[e["customer_id"]] += 1
 
-    async def burst(round_: int) -> None:
+    async def burst() -> None:
         limits = httpx.Limits(max_connections=400)
         async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as c:
-            await asyncio.gather(*(one(c, round_ * 1000 + n) for n in range(300)))
+            await asyncio.gather(*(one(c, n) for n in range(300)))
 
-    for round_ in range(3):  # until the burst outran the limit at least once
-        asyncio.run(burst(round_))
-        if statuses[(503, "overloaded")]:
-            break
+    def stall_until_shed() -> None:  # until the burst has been shed in part (or 10 s)
+        deadline = time.monotonic() + 10
+        while not statuses[(503, "overloaded")] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGCONT)
+
+    pid = ray.get(ray.get_actor("shard-0", namespace=server.config.server.namespace).pid.remote())
+    os.kill(pid, signal.SIGSTOP)
+    resume = threading.Thread(target=stall_until_shed)
+    resume.start()
+    try:
+        asyncio.run(burst())
+    finally:
+        resume.join()
+        os.kill(pid, signal.SIGCONT)
     assert statuses[(503, "overloaded")] > 0, statuses
-    assert set(statuses) <= {(200, ""), (503, "overloaded")}, statuses
+    assert statuses[(200, "")] > 0, statuses
+    assert {s for s, _ in statuses} <= {200, 503}, statuses
     assert client.get("/healthz").status_code == 200
     for cid in customers:
         profile = client.get(f"/v1/profiles/{cid}").json()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from decisioning.config import Config
 from decisioning.registry import Registry
 from serving.cli import app
 from tests.conftest import EXAMPLE
@@ -56,3 +57,28 @@ def test_user_errors_are_messages_not_tracebacks(tmp_path: Path, env: dict[str, 
     assert "bad.yaml: server.shards" in r.output
     r = runner.invoke(app, ["models", "deploy", str(tmp_path), "--config", str(EXAMPLE)], env=env)
     assert r.exit_code == 1 and "manifest.json not found" in r.output
+
+
+def test_status_table_shows_each_shard(small_config: Config, tmp_path: Path) -> None:
+    from actors.shard import Shard
+    from decisioning.fencing import Fenced
+    from serving.cli import status_table
+    from tests.unit.test_decide import NOW, Clock
+
+    ev = {"customer_id": "c", "type": "page_view", "ts": NOW, "event_id": "1"}
+    old = Shard(0, small_config, clock=Clock(), log_dir=str(tmp_path / "s0"))
+    old.apply_events([ev, ev])
+    new = Shard(0, small_config, clock=Clock(), log_dir=str(tmp_path / "s0"))  # took over
+    with pytest.raises(Fenced):
+        old.flush()
+    table = status_table([new.status(), old.status(), {"shard": 1, "ready": False}])
+    lines = table.splitlines()
+    assert lines[0].split() == [
+        "shard", "ready", "gen", "customers", "wal", "snapshot", "recovered", "scorer",
+        "events", "decisions", "dupes",
+    ]  # fmt: skip
+    assert lines[1].split()[:4] == ["0", "yes", "2", "1"]
+    assert "0+1 in" in lines[1]  # recovered: no snapshot, one WAL record
+    assert lines[2].split()[:4] == ["0", "FENCED", "1", "1"]
+    assert lines[2].split()[-3:] == ["1", "0", "1"]  # events, decisions, duplicates
+    assert lines[3].split()[:2] == ["1", "no"]

@@ -163,3 +163,24 @@ def test_idempotency_keys_are_bounded(small_config: Config) -> None:
             [{"customer_id": "c", "type": "page_view", "ts": NOW, "event_id": f"e{i}"}]
         )
     assert list(shard.seen) == ["e2", "e3", "e4"]  # the oldest are forgotten first
+
+
+def test_a_failed_snapshot_loses_nothing_and_is_retried(
+    small_config: Config, tmp_path: Path
+) -> None:
+    d = str(tmp_path)
+    shard = Shard(0, small_config, clock=Clock(), log_dir=d)
+    shard.apply_events([{"customer_id": "c", "type": "page_view", "ts": NOW, "event_id": "1"}])
+    assert shard.wal is not None and shard.owner is not None
+    # a file where the snapshot's temporary directory goes: writing it fails
+    blocker = tmp_path / f"snapshot-{shard.wal.seq + 1:012d}-g{shard.owner.generation:06d}.tmp"
+    blocker.write_text("in the way")
+    result = shard.snapshot()
+    assert "error" in result
+    assert shard._retry_at > 0  # the next attempt waits instead of hammering the disk
+    digest = shard.state_digest()
+    assert Shard(0, small_config, clock=Clock(), log_dir=d).state_digest() == digest
+    blocker.unlink()
+    again = Shard(0, small_config, clock=Clock(), log_dir=d)
+    assert again.snapshot()["profiles"] == 1
+    assert Shard(0, small_config, clock=Clock(), log_dir=d).recovery["snapshot_profiles"] == 1

@@ -112,3 +112,24 @@ def test_a_start_that_crashed_while_recovering_loses_nothing(
     after = Shard(0, small_config, clock=Clock(), log_dir=d)
     assert after.state_digest() == digest
     assert after.recovery["snapshot_profiles"] == 1 and after.recovery["wal_records"] == 1
+
+
+def test_a_directory_from_before_generations_is_recovered(
+    small_config: Config, tmp_path: Path
+) -> None:
+    d = str(tmp_path)
+    first = Shard(0, small_config, clock=Clock(), log_dir=d)
+    first.apply_events(_views("c", "e1"))
+    first.snapshot()
+    first.apply_events(_views("c", "e2"))
+    first.flush()
+    digest = first.state_digest()
+    for f in os.listdir(d):  # the names and files of the version before generations
+        if f == OWNER or f.startswith("claim-"):
+            os.remove(os.path.join(d, f))
+        elif "-g" in f:
+            stem, _, rest = f.partition("-g")
+            os.rename(os.path.join(d, f), os.path.join(d, stem + rest[6:]))
+    assert sorted(os.listdir(d)) == ["snapshot-000000000002", "wal-000000000002.log"]
+    after = Shard(0, small_config, clock=Clock(), log_dir=d)
+    assert after.state_digest() == digest
