@@ -318,22 +318,32 @@ class _Coalescer:
             raise ShardUnavailable(
                 f"shard {self.index} is restarting (it answers once its state is recovered)"
             )
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
         item = (method, args, fut)
         self.pending.append(item)
         if not self.flushing:
             self.flushing = True
             asyncio.ensure_future(self._flush())
+        timer = loop.call_later(self.timeout, self._expire, item)  # cheaper than wait_for
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), self.timeout)
-        except TimeoutError:
-            for i, queued in enumerate(self.pending):
-                if queued is item:  # not sent yet: it never will be
-                    del self.pending[i]
-                    break
-            raise ShardUnavailable(
+            return await fut
+        finally:
+            timer.cancel()
+
+    def _expire(self, item: tuple[str, tuple[Any, ...], asyncio.Future[Any]]) -> None:
+        fut = item[2]
+        if fut.done():
+            return
+        for i, queued in enumerate(self.pending):
+            if queued is item:  # not sent yet: it never will be
+                del self.pending[i]
+                break
+        fut.set_exception(
+            ShardUnavailable(
                 f"shard {self.index} did not answer within {self.timeout:g}s", "shard_timeout"
-            ) from None
+            )
+        )
 
     async def _flush(self) -> None:
         try:

@@ -431,8 +431,8 @@ class ProfileStore:
             if arr.shape != (n, want):
                 raise ValueError(f"snapshot {name}: shape {arr.shape}, expected ({n}, {want})")
         self.ids = IdIndex.from_buffers(blob, ends)
-        if n > self._capacity:
-            self._grow(max(n, 2 * self._capacity))
+        if n > self._capacity:  # room to grow: the next doubling is a long copy
+            self._grow(max(n + n // 4, 2 * self._capacity))
         for name, arr in matrices.items():
             getattr(self, name)[:n] = arr
 
