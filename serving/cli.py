@@ -264,9 +264,8 @@ def status_table(shards: list[dict[str, Any]]) -> str:
             continue
         rec = s.get("recovery") or {}
         ready = "FENCED" if s.get("fenced") else "yes"
-        snap = f"{s['last_snapshot_s_ago']:.0f}s ago" + (
-            " (writing)" if s.get("snapshotting") else ""
-        )
+        snap = f"{s['last_snapshot_s_ago']:.0f}s ago" if s.get("last_snapshot") else "none yet"
+        snap += " (writing)" if s.get("snapshotting") else ""
         rows.append(
             (
                 str(s["shard"]),
@@ -285,7 +284,9 @@ def status_table(shards: list[dict[str, Any]]) -> str:
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
 
 
 @app.command()
