@@ -240,7 +240,7 @@ class Supervisor:
 
     def stop_shards(self) -> None:
         """Snapshot every shard (graceful stop: the next start restores them), then stop."""
-        snaps = [s.snapshot.remote() for s in self.shards]
+        snaps = [s.stop.remote() for s in self.shards]
         for i, ref in enumerate(snaps):
             try:
                 ray.get(ref, timeout=300)

@@ -167,6 +167,7 @@ class Shard:
         done = time.perf_counter()
         self.recovery = {
             "generation": self.owner.generation,
+            "restarts": self.owner.restarts,
             "snapshot_profiles": profiles,
             "wal_records": report.records,
             "dropped_bytes": report.dropped_bytes,
@@ -280,6 +281,15 @@ class Shard:
         h.update(repr(list(self.decisions.items())).encode())
         h.update("\0".join(self.seen).encode())
         return h.hexdigest()
+
+    def stop(self) -> dict[str, Any]:
+        """Graceful stop: a last snapshot, the log closed, the directory marked clean (the
+        next start is not counted as a restart)."""
+        result = self.snapshot()
+        self.close()
+        if self.owner is not None:
+            self.owner.release()
+        return result
 
     def close(self) -> None:
         if self._writing is not None:

@@ -101,6 +101,9 @@ class Owner:
         self.path = os.path.join(directory, OWNER)
         self._stamp: tuple[int, int] | None = None
         self.fenced = False
+        self.restarts = 0  # starts that followed a crash, not a clean stop
+        self._why = f"{directory}: owned by a newer generation than {generation}"
+        self._files: dict[str, int | None] = {}
 
     @classmethod
     def take_over(cls, directory: str) -> tuple[Owner, Inheritance]:
@@ -116,12 +119,16 @@ class Owner:
                 gen = last + 1
             except FileExistsError:  # another start got this number first: take the next
                 continue
+        me = cls(directory, gen)
+        if previous is not None:  # a start after anything but a clean stop is a restart
+            me.restarts = previous.get("restarts", 0) + (0 if previous.get("clean") else 1)
         if previous is not None and not previous["settled"]:
             # it crashed while recovering, before writing any file of its own: what
             # counted for it is what counted for the one before it
             previous = previous["previous"]
-        me = cls(directory, gen)
-        me._write({"generation": gen, "settled": False, "previous": previous})
+        me._write(
+            {"generation": gen, "settled": False, "previous": previous, "restarts": me.restarts}
+        )
         # fenced: from here the previous owner acknowledges nothing more, so the files
         # and lengths read now hold everything it acknowledged
         files = _valid(directory, previous)
@@ -145,7 +152,8 @@ class Owner:
         files: dict[str, int | None] = {f: lengths.get(f, n) for f, n in inherit.segments}
         if inherit.snapshot is not None:
             files[inherit.snapshot] = None
-        self._write({"generation": self.generation, "settled": True, "files": files})
+        self._files = files
+        self._settled(clean=False)
         for _, gen, f in snapshot.snapshots(self.directory) + wal.segments(self.directory):
             if gen < self.generation and f not in files:
                 path = os.path.join(self.directory, f)
@@ -155,10 +163,27 @@ class Owner:
                 else:
                     os.remove(path)
 
+    def release(self) -> None:
+        """A clean stop (after the last snapshot): the next start is not a restart."""
+        self.check()
+        self._settled(clean=True)
+        self.fenced, self._why = True, f"{self.directory}: this shard has stopped"
+
+    def _settled(self, clean: bool) -> None:
+        self._write(
+            {
+                "generation": self.generation,
+                "settled": True,
+                "files": self._files,
+                "restarts": self.restarts,
+                "clean": clean,
+            }
+        )
+
     def check(self) -> None:
         """Raise Fenced if a newer generation owns the directory (call before acking)."""
         if self.fenced:
-            raise Fenced(f"{self.directory}: owned by a newer generation than {self.generation}")
+            raise Fenced(self._why)
         try:
             st = os.stat(self.path)
             stamp = (st.st_ino, st.st_mtime_ns)

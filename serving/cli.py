@@ -244,19 +244,8 @@ def _mb(n: float) -> str:
 
 def status_table(shards: list[dict[str, Any]]) -> str:
     """One line per shard: ready, generation, customers, WAL, last snapshot, counters."""
-    head = (
-        "shard",
-        "ready",
-        "gen",
-        "customers",
-        "wal",
-        "snapshot",
-        "recovered",
-        "scorer",
-        "events",
-        "decisions",
-        "dupes",
-    )
+    head = ("shard", "ready", "gen", "restarts", "customers", "wal", "snapshot", "recovered",
+            "scorer", "events", "decisions", "dupes")  # fmt: skip
     rows = [head]
     for s in shards:
         if s.get("ready") is False:  # not answering: restarting, recovering or gone
@@ -271,6 +260,7 @@ def status_table(shards: list[dict[str, Any]]) -> str:
                 str(s["shard"]),
                 ready,
                 str(rec.get("generation", "-")),
+                str(rec.get("restarts", "-")),
                 f"{s['customers']:,}",
                 _mb(s["wal_bytes"]) if s.get("durable") else "off",
                 snap if s.get("durable") else "-",

@@ -250,4 +250,5 @@ def test_node_loss_brings_its_shards_back_on_another_node(
         assert r.json()["error"]["code"] == "supervisor_unavailable"
         assert time.time() < deadline
         time.sleep(0.25)
-    assert r.json()["shards"][0]["recovery"]["generation"] >= 2
+    recovery = r.json()["shards"][0]["recovery"]
+    assert recovery["generation"] >= 2 and recovery["restarts"] >= 1  # ops can see it

@@ -133,3 +133,29 @@ def test_a_directory_from_before_generations_is_recovered(
     assert sorted(os.listdir(d)) == ["snapshot-000000000002", "wal-000000000002.log"]
     after = Shard(0, small_config, clock=Clock(), log_dir=d)
     assert after.state_digest() == digest
+
+
+def test_restarts_count_starts_after_a_crash_not_after_a_clean_stop(
+    small_config: Config, tmp_path: Path
+) -> None:
+    d = str(tmp_path)
+
+    def start() -> Shard:
+        return Shard(0, small_config, clock=Clock(), log_dir=d)
+
+    first = start()
+    assert first.recovery["restarts"] == 0  # a first start
+    first.apply_events(_views("c", "e1"))
+    first.flush()
+    crashed_after = start()  # no stop(): the one before crashed
+    assert crashed_after.recovery["restarts"] == 1
+    crashed_after.stop()
+    with pytest.raises(Fenced, match="stopped"):
+        crashed_after.flush()  # a stopped shard acknowledges nothing
+    after_stop = start()
+    assert after_stop.recovery["restarts"] == 1  # a clean stop is not a restart
+    assert after_stop.recovery["snapshot_profiles"] == 1  # stop() took a snapshot
+    assert after_stop.recovery["wal_records"] == 0
+    start()  # crash again, even while recovering (never settled)...
+    Owner.take_over(d)
+    assert start().recovery["restarts"] == 4
