@@ -39,10 +39,15 @@ class Result:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
-def build_requests(port: int, path: str, bodies: Sequence[bytes], ctype: str) -> list[bytes]:
+def build_requests(
+    port: int, path: str, bodies: Sequence[bytes], ctype: str, key: str = ""
+) -> list[bytes]:
+    """Raw keep-alive POSTs; `key` adds the Authorization header (the floor gets it too,
+    so both carry the same bytes)."""
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
     return [
         (
-            f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: {ctype}\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: {ctype}\r\n{auth}"
             f"Content-Length: {len(b)}\r\nConnection: keep-alive\r\n\r\n"
         ).encode()
         + b

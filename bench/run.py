@@ -33,19 +33,22 @@ from actors.shard import Shard
 from bench.loadgen import Result, build_requests, closed_loop, open_loop
 from bench.noop import Noop
 from decisioning.arbitration import Stages
-from decisioning.config import Config
+from decisioning.config import SCOPES, Config
 from decisioning.loader import config_from_dict
 from decisioning.model import native_tag
 from decisioning.profile import Event, ProfileSchema, ProfileStore
 from decisioning.registry import Registry
 from serving import server as nb_server
 from serving.app import serve_limits
+from serving.auth import new_key, sha256_hex
 from training.demo import event_batches, generate
 from training.train import train
 
 __all__ = ["run"]
 
 NOOP_PORTS = 10
+BENCH_KEY = new_key()
+BENCH_HEADERS = {"authorization": f"Bearer {BENCH_KEY}"}
 
 
 def _free_port() -> int:
@@ -61,6 +64,11 @@ def bench_config(config: Config, data_dir: str, port: int) -> Config:
         if "web" not in a["channels"]:
             a["channels"].append("web")
     data["server"].update(data_dir=data_dir, port=port, namespace="nextbest-bench")
+    # auth on, as in production: the bench pays for checking a key on every request
+    data["auth"] = {
+        "enabled": True,
+        "keys": [{"name": "bench", "sha256": sha256_hex(BENCH_KEY), "scopes": list(SCOPES)}],
+    }
     return config_from_dict(data, "bench")
 
 
@@ -84,7 +92,7 @@ def _step(label: str, r: Result, floor: Result | None, unit: float = 1.0) -> dic
 def _measure(
     port: int, path: str, bodies: list[bytes], ctype: str, seconds: float, connections: int
 ) -> tuple[Result, Result]:
-    reqs = build_requests(port, path, bodies, ctype)
+    reqs = build_requests(port, path, bodies, ctype, BENCH_KEY)
     closed_loop(port, reqs, connections, min(1.0, seconds))  # warm up
     top = closed_loop(port, reqs, connections, seconds)
     half = open_loop(port, reqs, max(1.0, top.rps / 2), seconds)
@@ -181,7 +189,7 @@ def ack_latency(
     policy; the floor at the same rate is the reference."""
     floor = open_loop(
         noop_port,
-        build_requests(noop_port, "/noop/", [b"{}"], "application/json"),
+        build_requests(noop_port, "/noop/", [b"{}"], "application/json", BENCH_KEY),
         ACK_RATE,
         seconds,
     )
@@ -191,7 +199,7 @@ def ack_latency(
         json.dumps({"customer_id": f"c-{i}", "type": "login", "ts": now}).encode()
         for i in range(1000)
     ]
-    reqs = build_requests(port, "/v1/events", bodies, "application/json")
+    reqs = build_requests(port, "/v1/events", bodies, "application/json", BENCH_KEY)
     current = cfg
     for policy in ("always", "batch", "none"):
         say(f"event ack latency, fsync={policy} …")
@@ -205,7 +213,7 @@ def ack_latency(
             httpx.post(
                 f"http://127.0.0.1:{port}/v1/events",
                 content=bodies[0],
-                headers={"content-type": "application/json"},
+                headers={"content-type": "application/json", **BENCH_HEADERS},
             ).status_code
             != 200
         ):
@@ -396,7 +404,7 @@ def run(
     try:
         url = nb_server.start(cfg)
         live = generate(cfg, customers=1000, offers=0, now=time.time())
-        with httpx.Client(base_url=url, timeout=60) as c:
+        with httpx.Client(base_url=url, timeout=60, headers=BENCH_HEADERS) as c:
             for batch in event_batches(live.events):
                 c.post("/v1/events", json=batch).raise_for_status()
         rows = http_figures(cfg, seconds, connections, say)

@@ -299,6 +299,49 @@ class ServerSpec(_Model):
         return self
 
 
+SCOPES = ("events:write", "decide", "profiles:read", "profiles:erase", "admin")
+Scope = Literal["events:write", "decide", "profiles:read", "profiles:erase", "admin"]
+
+
+class ApiKeySpec(_Model):
+    """A client's API key, by the sha256 of the key (the key itself is never stored)."""
+
+    name: Ident = Field(description="Who holds the key (never the key itself).")
+    sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="Hex sha256 of the key; `nextbest keys new` makes a key and prints this.",
+    )
+    scopes: list[Scope] = Field(
+        description="events:write (events, outcomes), decide, profiles:read, profiles:erase, "
+        "admin (models, status)."
+    )
+
+
+class AuthSpec(_Model):
+    """Who may call the API; every field can be set by NEXTBEST_AUTH_<FIELD>."""
+
+    enabled: bool = Field(
+        True,
+        description="false lets every request in; only for a closed network, and the server "
+        "says so at start.",
+    )
+    keys: Annotated[list[ApiKeySpec], BeforeValidator(_json_object)] = Field(
+        default_factory=list,
+        description="The API keys (as JSON in NEXTBEST_AUTH_KEYS); names must be unique.",
+    )
+    admin_api: bool = Field(
+        True, description="false: the admin routes (models, status) are not served at all."
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> AuthSpec:
+        names = [k.name for k in self.keys]
+        hashes = [k.sha256 for k in self.keys]
+        if len(set(names)) != len(names) or len(set(hashes)) != len(hashes):
+            raise ValueError("API key names and keys must be unique")
+        return self
+
+
 class Config(_Model):
     """The whole nextbest config file."""
 
@@ -312,6 +355,7 @@ class Config(_Model):
         default_factory=DecisioningSpec, description="Arbitration settings."
     )
     server: ServerSpec = Field(default_factory=ServerSpec, description="Server settings.")
+    auth: AuthSpec = Field(default_factory=AuthSpec, description="API keys and scopes.")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from decisioning.catalog import Catalog, CatalogError
-from decisioning.config import Config, ServerSpec
+from decisioning.config import AuthSpec, Config, ServerSpec
 from decisioning.errors import ConfigError
 from decisioning.profile import ProfileSchema
 
@@ -25,7 +25,8 @@ ENV_PREFIX = "NEXTBEST_"
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, override from `environ` (NEXTBEST_<SERVER FIELD>), validate and compile."""
+    """Read, override from `environ` (NEXTBEST_<SERVER FIELD>, NEXTBEST_AUTH_<FIELD>),
+    validate and compile."""
     source = str(path)
     try:
         text = Path(path).read_text()
@@ -44,11 +45,13 @@ def config_from_dict(
     data: dict[str, Any], source: str = "<config>", environ: Mapping[str, str] | None = None
 ) -> Config:
     data = dict(data)
-    overrides = _env_overrides(environ or {})
-    if overrides:
-        server = dict(data.get("server") or {})
-        server.update(overrides)
-        data["server"] = server
+    for section, spec, prefix in (
+        ("server", ServerSpec, ENV_PREFIX),
+        ("auth", AuthSpec, ENV_PREFIX + "AUTH_"),
+    ):
+        overrides = _env_overrides(environ or {}, spec, prefix)
+        if overrides:
+            data[section] = {**(data.get(section) or {}), **overrides}
     try:
         config = Config.model_validate(data)
     except ValidationError as e:
@@ -62,10 +65,10 @@ def config_from_dict(
     return config
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
+def _env_overrides(environ: Mapping[str, str], spec: type, prefix: str) -> dict[str, str]:
     out = {}
-    for name in ServerSpec.model_fields:
-        key = ENV_PREFIX + name.upper()
+    for name in spec.model_fields:  # type: ignore[attr-defined]
+        key = prefix + name.upper()
         if key in environ:
             out[name] = environ[key]
     return out

@@ -24,6 +24,7 @@ from decisioning.config import Config
 from decisioning.errors import NextbestError
 from decisioning.loader import load_config
 from decisioning.profile import ProfileSchema, event_from_wire
+from serving.auth import KeyRing
 from serving.openapi import install_openapi
 from serving.wire import (
     DecideIn,
@@ -95,7 +96,8 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
 
 @fastapi_app.exception_handler(WireError)
 async def _wire_error(request: Request, exc: WireError) -> Response:
-    return _fail(request, exc.status, exc.code, exc.message, exc.field)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return _fail(request, exc.status, exc.code, exc.message, exc.field, headers)
 
 
 @fastapi_app.exception_handler(ShardUnavailable)
@@ -147,6 +149,20 @@ class Ingress:
         self.max_body = config.server.max_body_bytes
         self.max_batch = config.server.max_batch
         self.router = ShardRouter(config)
+        self.keys = KeyRing(config.auth)
+        self.admin_api = config.auth.admin_api
+        if not config.auth.enabled:
+            log.warning(
+                "AUTHENTICATION IS OFF (auth.enabled: false): anyone who reaches port %d can "
+                "read and change every profile",
+                config.server.port,
+            )
+
+    def _allow(self, request: Request, scope: str) -> None:
+        """401/403 unless the request's API key has `scope`; admin routes 404 when off."""
+        if scope == "admin" and not self.admin_api:
+            raise WireError(404, "not_found", "Not Found")
+        self.keys.check(request.headers, scope)
 
     async def _body(self, request: Request) -> Any:
         length = request.headers.get("content-length")
@@ -156,6 +172,7 @@ class Ingress:
 
     @fastapi_app.post("/v1/events", tags=["events"], summary="Send one event or a batch")
     async def events(self, request: Request) -> Response:
+        self._allow(request, "events:write")
         data = await self._body(request)
         items = _one_or_many(data, EventIn, self.max_batch)
         now = time.time()
@@ -183,6 +200,7 @@ class Ingress:
 
     @fastapi_app.post("/v1/decide", tags=["decisions"], summary="Decide the next best actions")
     async def decide(self, request: Request) -> Response:
+        self._allow(request, "decide")
         req = validate(DecideIn, await self._body(request))
         if req.channel not in self.channels:
             raise WireError(
@@ -199,6 +217,7 @@ class Ingress:
 
     @fastapi_app.post("/v1/outcomes", tags=["decisions"], summary="Report outcomes of decisions")
     async def outcomes(self, request: Request) -> Response:
+        self._allow(request, "events:write")
         data = await self._body(request)
         items = _one_or_many(data, OutcomeIn, self.max_batch)
         by_shard: dict[int, list[dict[str, Any]]] = {}
@@ -223,6 +242,7 @@ class Ingress:
 
     @fastapi_app.get("/v1/profiles/{customer_id}", tags=["profiles"], summary="A live profile")
     async def profile(self, customer_id: str, request: Request) -> Response:
+        self._allow(request, "profiles:read")
         if not 1 <= len(customer_id) <= 128:
             raise WireError(
                 422, "invalid_field", "customer_id must be 1 to 128 characters", "customer_id"
@@ -234,6 +254,7 @@ class Ingress:
 
     @fastapi_app.get("/v1/models", tags=["models"], summary="Models served by every shard")
     async def models(self, request: Request) -> Response:
+        self._allow(request, "admin")
         status = await self.router.supervisor_call("status")
         return _reply(
             request, {"shards": [{"shard": s["shard"], "models": s.get("models")} for s in status]}
@@ -241,6 +262,7 @@ class Ingress:
 
     @fastapi_app.post("/v1/models/deploy", tags=["models"], summary="Deploy a model version")
     async def deploy(self, request: Request) -> Response:
+        self._allow(request, "admin")
         req = validate(
             ModelDeployIn,
             decode_body(
@@ -254,6 +276,7 @@ class Ingress:
 
     @fastapi_app.get("/v1/status", tags=["ops"], summary="Every shard's state")
     async def status(self, request: Request) -> Response:
+        self._allow(request, "admin")
         return _reply(request, {"shards": await self.router.supervisor_call("status")})
 
     @fastapi_app.get("/healthz", tags=["ops"], summary="Liveness")

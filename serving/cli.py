@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from decisioning.config import Config
+from decisioning.config import SCOPES, ApiKeySpec, Config
 from decisioning.errors import ConfigError, NextbestError
 from decisioning.loader import load_config
 from decisioning.model import read_model_dir
@@ -49,6 +49,62 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _demo_key_path(config: Config) -> str | None:
+    """Where `serve --demo` keeps its all-scopes demo key (a local data dir only)."""
+    root = config.server.data_dir.removeprefix("file://")
+    return None if "://" in root else os.path.join(root, "demo-api-key")
+
+
+def _headers(config: Config) -> dict[str, str]:
+    """The API key of the CLI's own calls: NEXTBEST_API_KEY, else the demo key if any."""
+    key = os.environ.get("NEXTBEST_API_KEY")
+    path = _demo_key_path(config)
+    if not key and path and os.path.exists(path):
+        with open(path) as f:
+            key = f.read().strip()
+    return {"authorization": f"Bearer {key}"} if key else {}
+
+
+def _with_keys(config: Config, demo: bool) -> tuple[Config, str | None]:
+    """The config to serve with, and the demo key when one was made or reused.
+
+    Auth on and no keys: `--demo` makes an all-scopes key (kept in the data dir, 0600);
+    otherwise the server refuses to start. Auth off: a loud warning.
+    """
+    if not config.auth.enabled:
+        typer.secho(
+            "WARNING: authentication is OFF (auth.enabled: false). Anyone who reaches "
+            f"{config.server.host}:{config.server.port} can read, change and erase every "
+            "profile. Only for a closed network.",
+            fg="red",
+            bold=True,
+            err=True,
+        )
+        return config, None
+    if config.auth.keys:
+        return config, None
+    path = _demo_key_path(config)
+    if not demo or path is None:
+        raise _fail(
+            "auth is on and no API keys are configured: make one with `nextbest keys new "
+            "--name <client> --scope decide --scope events:write` and add it under auth.keys "
+            "(or NEXTBEST_AUTH_KEYS), or set auth.enabled: false on a closed network"
+        )
+    from serving.auth import new_key, sha256_hex
+
+    if os.path.exists(path):
+        with open(path) as f:
+            key = f.read().strip()
+    else:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        key = new_key()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key + "\n")
+    spec = ApiKeySpec(name="demo", sha256=sha256_hex(key), scopes=list(SCOPES))
+    return config.model_copy(update={"auth": config.auth.model_copy(update={"keys": [spec]})}), key
+
+
 def ensure_demo_model(config: Config, customers: int = 3000) -> None:
     """Train and mark deployed the demo model, unless a model is deployed already."""
     from training.demo import generate
@@ -71,7 +127,7 @@ def load_demo_events(url: str, config: Config, customers: int) -> int:
 
     data = generate(config, customers=customers, offers=0, now=time.time())
     sent = 0
-    with httpx.Client(base_url=url, timeout=60) as client:
+    with httpx.Client(base_url=url, timeout=60, headers=_headers(config)) as client:
         for batch in event_batches(data.events):
             r = client.post("/v1/events", json=batch)
             if r.status_code != 200:
@@ -91,7 +147,7 @@ def serve(
     """Start Ray (local unless RAY_ADDRESS is set), the shards and the Serve app."""
     from serving import server
 
-    cfg = _config(config)
+    cfg, demo_key = _with_keys(_config(config), demo)
     if demo:
         ensure_demo_model(cfg)
     started = server.start_ray(cfg, num_cpus=num_cpus)
@@ -110,14 +166,19 @@ def serve(
         )
         url = server.start(cfg)
         if demo:
-            if httpx.get(f"{url}/v1/profiles/c-0", timeout=10).json().get("known"):
+            known = httpx.get(f"{url}/v1/profiles/c-0", timeout=10, headers=_headers(cfg))
+            if known.json().get("known"):
                 typer.echo("demo profiles c-0 … c-199 restored from the data dir")
             else:
                 n = load_demo_events(url, cfg, customers=200)
                 typer.echo(f"loaded {n} demo events for customers c-0 … c-199")
         typer.secho(f"nextbest is listening on {url}  (OpenAPI: {url}/docs)", fg="green")
+        if demo_key:
+            typer.echo(f"demo API key (every scope; kept in {_demo_key_path(cfg)}): {demo_key}")
+        key = demo_key or "$NEXTBEST_API_KEY" if cfg.auth.enabled else None
+        auth = f" -H 'authorization: Bearer {key}'" if key else ""
         typer.echo(
-            f"  curl -s {url}/v1/decide -H 'content-type: application/json' "
+            f"  curl -s {url}/v1/decide{auth} -H 'content-type: application/json' "
             '-d \'{"customer_id": "c-42", "channel": "web"}\''
         )
         typer.echo("Ctrl-C stops it.")
@@ -179,7 +240,9 @@ def models_deploy(
     body = {"manifest": bundle.manifest.to_dict(), "model_text": bundle.model_text}
     typer.echo(f"deploying {bundle.manifest.ref} (compiling to native code takes seconds)…")
     try:
-        r = httpx.post(f"{_url(cfg, url)}/v1/models/deploy", json=body, timeout=120)
+        r = httpx.post(
+            f"{_url(cfg, url)}/v1/models/deploy", json=body, timeout=120, headers=_headers(cfg)
+        )
     except httpx.HTTPError as e:
         raise _fail(f"cannot reach the server at {_url(cfg, url)}: {e}") from None
     if r.status_code != 200:
@@ -199,7 +262,7 @@ def models_list(config: ConfigOpt = DEFAULT_CONFIG, url: UrlOpt = None) -> None:
             mark = "*" if v == deployed else " "
             typer.echo(f"{mark} {m.ref:<20} auc={m.metrics.get('auc')}  {m.created_at}")
     try:
-        r = httpx.get(f"{_url(cfg, url)}/v1/models", timeout=10)
+        r = httpx.get(f"{_url(cfg, url)}/v1/models", timeout=10, headers=_headers(cfg))
         typer.echo("serving: " + json.dumps(r.json()["shards"]))
     except httpx.HTTPError:
         typer.echo("serving: (server not reachable)")
@@ -291,7 +354,7 @@ def status(
     recovery, scorer, counters."""
     cfg = _config(config)
     try:
-        r = httpx.get(f"{_url(cfg, url)}/v1/status", timeout=10)
+        r = httpx.get(f"{_url(cfg, url)}/v1/status", timeout=10, headers=_headers(cfg))
     except httpx.HTTPError as e:
         raise _fail(f"cannot reach the server: {e}") from None
     if r.status_code != 200:
@@ -302,6 +365,33 @@ def status(
             typer.echo(json.dumps(s))
     else:
         typer.echo(status_table(shards))
+
+
+keys_app = typer.Typer(help="API keys: make one for a client.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("new")
+def keys_new(
+    name: Annotated[str, typer.Option(help="Who gets the key (a client or channel).")],
+    scope: Annotated[list[str], typer.Option(help=f"Repeat for each scope: {', '.join(SCOPES)}.")],
+) -> None:
+    """Print a new random API key once, and the config entry (its sha256) to add."""
+    from serving.auth import new_key, sha256_hex
+
+    bad = [s for s in scope if s not in SCOPES]
+    if bad:
+        raise _fail(f"unknown scope(s) {', '.join(bad)}; known: {', '.join(SCOPES)}")
+    try:
+        ApiKeySpec(name=name, sha256="0" * 64, scopes=scope)  # type: ignore[arg-type]
+    except ValueError as e:
+        raise _fail(f"invalid key name {name!r}: {e}") from None
+    key = new_key()
+    typer.echo(f"API key for {name} (shown once; give it to the client, store it nowhere else):")
+    typer.echo(f"  {key}")
+    typer.echo("add to the config under auth.keys:")
+    entry = {"name": name, "sha256": sha256_hex(key), "scopes": scope}
+    typer.echo(f"  - {json.dumps(entry)}")
 
 
 @app.command()

@@ -9,7 +9,9 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
-__all__ = ["install_openapi"]
+__all__ = ["OPEN_PATHS", "install_openapi"]
+
+OPEN_PATHS = frozenset(("/healthz", "/readyz"))  # no API key: probes must get through
 
 _REF = "#/components/schemas/{model}"
 _ERROR = {
@@ -54,8 +56,14 @@ def install_openapi(app: FastAPI, bodies: dict[str, tuple[type[BaseModel], bool]
                         "application/msgpack": {"schema": body},
                     },
                 }
-        for ops in spec["paths"].values():
+        spec["components"]["securitySchemes"] = {
+            "apiKey": {"type": "http", "scheme": "bearer", "description": "An API key."},
+            "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        }
+        for path, ops in spec["paths"].items():
             for op in ops.values():
+                if path not in OPEN_PATHS:
+                    op["security"] = [{"apiKey": []}, {"apiKeyHeader": []}]
                 op.setdefault("responses", {})["4XX"] = {
                     "description": "Bad input: a machine-readable error code",
                     "content": {

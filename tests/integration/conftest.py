@@ -6,6 +6,7 @@ machine and sharing the data dir, so failure tests can take a node away."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -19,14 +20,18 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from decisioning.config import Config
+from decisioning.config import SCOPES, Config
 from decisioning.loader import load_config
 from decisioning.registry import Registry
 from serving import server as nb_server
+from serving.auth import sha256_hex
 from tests.conftest import EXAMPLE
 from training.demo import generate
 from training.train import TrainResult, train
 
+# fixed, not new_key(): test modules import this file again under another name
+ALL_SCOPES_KEY = "nb_tests-every-scope-0123456789abcdefghijklmnopqrstu"
+NO_SCOPES_KEY = "nb_tests-no-scope-0123456789abcdefghijklmnopqrstuvwx"
 SHARD_NODE = {"num_cpus": 0, "resources": {"nextbest_shard": 100}, "object_store_memory": 80 << 20}
 
 
@@ -39,8 +44,13 @@ class Server:
     cluster: Cluster
     shard_nodes: list[Any]
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Every scope (ALL_SCOPES_KEY)."""
+        return {"authorization": f"Bearer {ALL_SCOPES_KEY}"}
+
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30)
+        return httpx.Client(base_url=self.url, timeout=30, headers=self.headers)
 
 
 def _free_port() -> int:
@@ -62,6 +72,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "NEXTBEST_NAMESPACE": "nextbest-test",
             "NEXTBEST_MAX_ONGOING_REQUESTS": "32",  # test_backpressure overloads it
             "NEXTBEST_SHARD_RESOURCES": '{"nextbest_shard": 0.001}',
+            "NEXTBEST_AUTH_KEYS": json.dumps(
+                [
+                    {"name": "tests", "sha256": sha256_hex(ALL_SCOPES_KEY), "scopes": SCOPES},
+                    {"name": "no_scopes", "sha256": sha256_hex(NO_SCOPES_KEY), "scopes": []},
+                ]
+            ),
         },
     )
     data = generate(config, customers=300, offers=5)

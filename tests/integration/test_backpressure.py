@@ -56,7 +56,9 @@ def test_overload_is_shed_with_503_and_nothing_acked_is_lost(
 
     async def burst() -> None:
         limits = httpx.Limits(max_connections=400)
-        async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as c:
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=60, limits=limits, headers=server.headers
+        ) as c:
             await asyncio.gather(*(one(c, n) for n in range(300)))
 
     def stall_until_shed() -> None:  # until the burst has been shed in part (or 10 s)

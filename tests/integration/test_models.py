@@ -16,7 +16,7 @@ import httpx
 from decisioning.model import ModelManifest, read_model_dir
 from decisioning.registry import Registry
 from tests.conftest import EXAMPLE
-from tests.integration.conftest import Server
+from tests.integration.conftest import ALL_SCOPES_KEY, Server
 from training.demo import generate
 from training.train import train
 
@@ -29,7 +29,7 @@ def nextbest(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=180,
-        env={**os.environ},
+        env={**os.environ, "NEXTBEST_API_KEY": ALL_SCOPES_KEY},  # the CLI's own key
     )
 
 

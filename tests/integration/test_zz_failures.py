@@ -87,7 +87,11 @@ def test_killed_ingress_replica_comes_back_on_the_same_port(server: Server) -> N
             break
         time.sleep(0.25)
     assert down_seen, "the replica was never down: the kill did not happen"
-    r = httpx.post(f"{server.url}/v1/decide", json={"customer_id": "x", "channel": "web"})
+    r = httpx.post(
+        f"{server.url}/v1/decide",
+        json={"customer_id": "x", "channel": "web"},
+        headers=server.headers,
+    )
     assert r.status_code == 200
 
 
@@ -104,7 +108,7 @@ def test_sigkill_under_steady_load_loses_and_doubles_nothing(
     stop = threading.Event()
 
     def send() -> None:
-        with httpx.Client(base_url=server.url, timeout=10) as c:
+        with httpx.Client(base_url=server.url, timeout=10, headers=server.headers) as c:
             i = 0
             while not stop.is_set():
                 cid = customers[i % len(customers)]
