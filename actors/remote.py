@@ -74,7 +74,15 @@ def _fenced(e: Fenced) -> dict[str, Any]:
 
 
 _REQUEST_METHODS = frozenset(
-    ("apply_events", "decide", "check_outcomes", "record_outcomes", "get_profile", "stage_model")
+    (
+        "apply_events",
+        "decide",
+        "check_outcomes",
+        "record_outcomes",
+        "get_profile",
+        "erase_profile",
+        "stage_model",
+    )
 )
 
 

@@ -59,12 +59,23 @@ class _Record(NamedTuple):
         }
 
 
+def _idem_key(event_id: str) -> bytes:
+    return hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
 class _Writer:
     """Writes one snapshot in a background thread; `done` is set when it has finished."""
 
-    def __init__(self, directory: str, state: snapshot.State, generation: int) -> None:
+    def __init__(
+        self,
+        directory: str,
+        state: snapshot.State,
+        generation: int,
+        then: Callable[[snapshot.State], None],
+    ) -> None:
         self.state = state
         self.generation = generation
+        self.then = then
         self.path = ""
         self.error: BaseException | None = None
         self.seconds = 0.0
@@ -77,6 +88,7 @@ class _Writer:
         started = time.perf_counter()
         try:
             self.path = snapshot.write(directory, self.state, self.generation)
+            self.then(self.state)
         except BaseException as e:  # noqa: BLE001 - reported by _finish_snapshot
             self.error = e
         finally:
@@ -123,10 +135,17 @@ class Shard:
         # recent list holds only ids of records still in it.
         self.decisions: OrderedDict[str, _Record] = OrderedDict()
         self.recent: dict[str, list[str]] = {}
-        self.counters = {"events": 0, "decisions": 0, "outcomes": 0, "duplicates": 0}
+        self.counters = {
+            "events": 0,
+            "decisions": 0,
+            "outcomes": 0,
+            "duplicates": 0,
+            "erasures": 0,
+        }
         self.stages: Stages | None = None
         # idempotency: event ids (and outcome keys) applied lately, oldest first
-        self.seen: OrderedDict[str, None] = OrderedDict()  # popitem(last=False) is O(1)
+        # (as 16-byte blake2b digests: no client id, which may name a customer, is kept)
+        self.seen: OrderedDict[bytes, None] = OrderedDict()  # popitem(last=False) is O(1)
         self.log_dir = log_dir
         self.wal: Wal | None = None
         self.owner: Owner | None = None
@@ -136,6 +155,7 @@ class Shard:
         self._writing: _Writer | None = None  # a snapshot being written in the background
         self.last_snapshot: dict[str, Any] = {}
         self._retry_at = 0.0  # after a failed snapshot, the next try waits until then
+        self._purge = False  # a customer was erased: snapshot at once, then drop the WAL
         for bundle in models:
             self.models[bundle.manifest.name] = self._load(bundle)
         if log_dir is not None:
@@ -188,6 +208,8 @@ class Shard:
         elif kind == "d":
             did, cid, actions, ts, channel, placement, version = body
             self._track(did, _Record(cid, tuple(actions), ts, channel, placement, version))
+        elif kind == "x":
+            self._forget(body)
 
     def _log(self, record: tuple[str, Any]) -> None:
         if self.wal is not None:
@@ -205,6 +227,10 @@ class Shard:
             if not self._writing.done.is_set():
                 return
             self._finish_snapshot()
+        if self._purge:  # an erasure: the files that hold the customer go with a snapshot
+            self._purge = False
+            self._start_snapshot()
+            return
         s = self.config.server
         now = time.monotonic()
         due = now - self._snapshot_at >= s.snapshot_every_s
@@ -244,15 +270,24 @@ class Shard:
         )
         self._changed = False
         self._snapshot_at = time.monotonic()
-        self._writing = _Writer(self.log_dir, state, self.owner.generation)
+        self._writing = _Writer(self.log_dir, state, self.owner.generation, self._covered)
+
+    def _covered(self, state: snapshot.State) -> None:
+        """In the writer thread, once a snapshot is durable: delete the WAL segments and
+        snapshots it covers (so an erased customer leaves the disk without waiting for
+        the next request). The actor thread only appends to the newest segment."""
+        assert self.wal is not None and self.log_dir is not None and self.owner is not None
+        self.owner.check()  # a fenced writer deletes nothing
+        snapshot.prune(self.log_dir, state.wal_seq, self.owner.generation)
+        self.wal.drop_before(state.wal_seq)
 
     def _finish_snapshot(self) -> dict[str, Any]:
-        """After a snapshot is durable: drop the WAL segments and snapshots it replaces.
-        A failed one changes nothing (the WAL still has everything) and is retried."""
+        """After the writer thread is done: note the snapshot, or its failure (which
+        changes nothing: the WAL still has everything; it is retried)."""
         w, self._writing = self._writing, None
-        assert w is not None and self.wal is not None and self.log_dir is not None
-        assert self.owner is not None
-        self.owner.check()  # a fenced writer deletes nothing
+        assert w is not None and self.wal is not None and self.owner is not None
+        self.owner.check()
+        self.wal.recount()
         if w.error is not None:
             self._retry_at = time.monotonic() + SNAPSHOT_RETRY_S  # not on every call
             log.error(
@@ -260,8 +295,6 @@ class Shard:
             )
             self._changed = True
             return {"error": str(w.error)}
-        snapshot.prune(self.log_dir, w.state.wal_seq, self.owner.generation)
-        self.wal.drop_before(w.state.wal_seq)
         self.last_snapshot = {
             "profiles": len(w.state.id_ends),
             "seconds": round(w.seconds, 3),
@@ -279,7 +312,7 @@ class Shard:
         for name in sorted(matrices):
             h.update(np.ascontiguousarray(matrices[name]).tobytes())
         h.update(repr(list(self.decisions.items())).encode())
-        h.update("\0".join(self.seen).encode())
+        h.update(b"".join(self.seen))
         return h.hexdigest()
 
     def stop(self) -> dict[str, Any]:
@@ -304,10 +337,11 @@ class Shard:
         out, ids = [], set()
         for e in events:
             if e.event_id is not None:
-                if e.event_id in self.seen or e.event_id in ids:
+                key = _idem_key(e.event_id)
+                if key in self.seen or key in ids:
                     self.counters["duplicates"] += 1
                     continue
-                ids.add(e.event_id)
+                ids.add(key)
             out.append(e)
         return out
 
@@ -315,7 +349,7 @@ class Shard:
         limit = self.config.server.idempotency_keys
         for e in events:
             if e.event_id is not None:
-                self.seen[e.event_id] = None
+                self.seen[_idem_key(e.event_id)] = None
         while len(self.seen) > limit:
             self.seen.popitem(last=False)
 
@@ -465,6 +499,27 @@ class Shard:
         return events
 
     # -- profiles ------------------------------------------------------------------------
+
+    def erase_profile(self, customer_id: str) -> dict[str, Any]:
+        """Forget a customer: profile, tracked decisions; a tombstone in the WAL (replay
+        honours it), then a snapshot at once, after which the WAL segments and snapshots
+        that held the customer are deleted."""
+        known, decisions = self._forget(customer_id)
+        erased = known or decisions > 0
+        if erased:  # an unknown customer: nothing to write (the id would land in the WAL)
+            self.counters["erasures"] += 1
+            if self.wal is not None:
+                self._log(("x", customer_id))
+                self._purge = True
+        return {"customer_id": customer_id, "erased": erased, "decisions_removed": decisions}
+
+    def _forget(self, customer_id: str) -> tuple[bool, int]:
+        known = self.store.erase(customer_id)
+        gone = [d for d, r in self.decisions.items() if r.customer_id == customer_id]
+        for d in gone:
+            del self.decisions[d]
+        self.recent.pop(customer_id, None)
+        return known, len(gone)
 
     def get_profile(self, customer_id: str) -> dict[str, Any]:
         view = self.store.profile_view(customer_id, self.clock())

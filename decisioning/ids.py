@@ -33,18 +33,26 @@ class IdIndex:
             size *= 2
         self._table = array("i", [_EMPTY]) * size
         self._mask = size - 1
+        self._erased: set[int] = set()  # rows whose id was removed (bytes zeroed)
 
     def __len__(self) -> int:
+        """Ids held (removed ones not counted)."""
+        return len(self._hashes) - len(self._erased)
+
+    @property
+    def rows(self) -> int:
+        """Rows handed out so far, removed ones included (rows are never reused)."""
         return len(self._hashes)
 
     def __contains__(self, customer_id: object) -> bool:
         return isinstance(customer_id, str) and self.get(customer_id) is not None
 
     def __iter__(self) -> Iterator[str]:
-        """Ids in row order."""
+        """Ids in row order (removed ones skipped)."""
         start = 0
-        for end in self._ends:
-            yield self._blob[start:end].decode("utf-8")
+        for r, end in enumerate(self._ends):
+            if r not in self._erased:
+                yield self._blob[start:end].decode("utf-8")
             start = end
 
     def id_of(self, row: int) -> str:
@@ -85,8 +93,53 @@ class IdIndex:
         return r
 
     def buffers(self) -> tuple[bytes, np.ndarray]:
-        """A copy of the ids: UTF-8 back to back, and where each one ends (snapshots)."""
-        return bytes(self._blob), np.array(self._ends, dtype=np.uint64)
+        """A copy of the ids held: UTF-8 back to back, and where each one ends, in row
+        order without removed rows (snapshots; see `live_rows`)."""
+        if not self._erased:
+            return bytes(self._blob), np.array(self._ends, dtype=np.uint64)
+        parts, ends, start, total = [], [], 0, 0
+        for r, end in enumerate(self._ends):
+            if r not in self._erased:
+                parts.append(self._blob[start:end])
+                total += end - start
+                ends.append(total)
+            start = end
+        return b"".join(parts), np.array(ends, dtype=np.uint64)
+
+    def live_rows(self) -> np.ndarray | None:
+        """The rows still held, in order; None when none was removed (all of them)."""
+        if not self._erased:
+            return None
+        keep = np.ones(len(self._hashes), dtype=bool)
+        keep[list(self._erased)] = False
+        return np.flatnonzero(keep)
+
+    def remove(self, customer_id: str) -> int | None:
+        """Forget an id: out of the table (backward-shift deletion, so lookups of the
+        others stay exact), its bytes and hash zeroed. Returns its row, None if unknown."""
+        r = self.get(customer_id)
+        if r is None:
+            return None
+        table, hashes, mask = self._table, self._hashes, self._mask
+        i = hashes[r] & mask
+        while table[i] != r:
+            i = (i + 1) & mask
+        table[i] = _EMPTY
+        j = i
+        while True:  # pull back every entry whose probe run crossed the freed slot
+            j = (j + 1) & mask
+            moved = table[j]
+            if moved == _EMPTY:
+                break
+            home = hashes[moved] & mask
+            if ((j - home) & mask) >= ((j - i) & mask):
+                table[i], table[j] = moved, _EMPTY
+                i = j
+        start = self._ends[r - 1] if r else 0
+        self._blob[start : self._ends[r]] = bytes(self._ends[r] - start)
+        hashes[r] = 0
+        self._erased.add(r)
+        return r
 
     @classmethod
     def from_buffers(cls, blob: bytes, ends: np.ndarray) -> IdIndex:
@@ -124,7 +177,9 @@ class IdIndex:
         table = np.full(size, _EMPTY, dtype=np.int32)
         hashes = np.frombuffer(self._hashes, dtype=np.uint64)
         pending = np.arange(len(hashes), dtype=np.int32)
-        slot = (hashes & np.uint64(mask)).astype(np.int64)
+        if self._erased:  # removed rows stay out of the table
+            pending = np.setdiff1d(pending, np.fromiter(self._erased, dtype=np.int32))
+        slot = (hashes[pending] & np.uint64(mask)).astype(np.int64)
         while pending.size:
             free = table[slot] == _EMPTY
             cand_slot, first = np.unique(slot[free], return_index=True)

@@ -407,19 +407,29 @@ class ProfileStore:
 
     def export(self) -> tuple[bytes, np.ndarray, dict[str, np.ndarray]]:
         """A copy of the state for a snapshot: the ids (UTF-8 back to back, and where each
-        ends) and the used rows of every matrix, in row order."""
-        n = len(self.ids)
+        ends) and their rows of every matrix, in row order; erased customers left out."""
+        n = self.ids.rows
+        live = self.ids.live_rows()
         blob, ends = self.ids.buffers()
+
+        def rows(m: np.ndarray) -> np.ndarray:
+            return _copy(m[:n]) if live is None else m[live]
+
         return (
             blob,
             ends,
-            {
-                "f32": _copy(self.f32[:n]),
-                "f64": _copy(self.f64[:n]),
-                "i32": _copy(self.i32[:n]),
-                "u16": _copy(self.u16[:n]),
-            },
+            {name: rows(getattr(self, name)) for name in ("f32", "f64", "i32", "u16")},
         )
+
+    def erase(self, customer_id: str) -> bool:
+        """Forget a customer: the id out of the index, the row blanked (it is never
+        reused, and snapshots leave it out). False if the customer was not known."""
+        r = self.ids.remove(customer_id)
+        if r is None:
+            return False
+        f32, f64, i32, u16 = self._blank_state()
+        self.f32[r], self.f64[r], self.i32[r], self.u16[r] = f32, f64, i32, u16
+        return True
 
     def load(self, blob: bytes, ends: np.ndarray, matrices: dict[str, np.ndarray]) -> None:
         """Replace the state with exported rows (an empty store's, from a snapshot)."""

@@ -43,7 +43,7 @@ class State:
     matrices: dict[str, np.ndarray]
     # (decision_id, (customer_id, actions, ts, channel, placement, model_version))
     decisions: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
-    seen: list[str] = field(default_factory=list)
+    seen: list[bytes] = field(default_factory=list)  # digests of idempotency keys
     counters: dict[str, int] = field(default_factory=dict)
 
 
@@ -117,7 +117,7 @@ def write(directory: str, state: State, generation: int = 0) -> str:
     )
     _write_table(os.path.join(tmp, "decisions.arrow"), decisions)
     _write_table(
-        os.path.join(tmp, "seen.arrow"), pa.table({"key": pa.array(state.seen, pa.string())})
+        os.path.join(tmp, "seen.arrow"), pa.table({"key": pa.array(state.seen, pa.binary(16))})
     )
     fsync_path(tmp)
     shutil.rmtree(final, ignore_errors=True)

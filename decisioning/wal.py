@@ -18,6 +18,7 @@ tail: only unacknowledged data can be there) and cuts the file there.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
@@ -123,15 +124,20 @@ class Wal:
 
     def drop_before(self, seq: int) -> None:
         """Delete segments older than `seq` (a durable snapshot covers them) written by
-        this generation or an older one, never by a newer one."""
-        left = 0
+        this generation or an older one, never by a newer one. Safe from another thread
+        while records are appended (never to such a segment)."""
         for s, gen, f in segments(self.directory):
-            path = os.path.join(self.directory, f)
             if s < seq and gen <= self.generation:
-                os.remove(path)
-            elif gen <= self.generation:
-                left += os.path.getsize(path)
-        self.bytes = left
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(self.directory, f))
+
+    def recount(self) -> None:
+        """`bytes` anew from the segments there (after drop_before)."""
+        self.bytes = sum(
+            os.path.getsize(os.path.join(self.directory, f))
+            for _, gen, f in segments(self.directory)
+            if gen <= self.generation
+        )
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -252,6 +252,20 @@ class Ingress:
         )
         return _core_error(request, result) or _reply(request, result)
 
+    @fastapi_app.delete("/v1/profiles/{customer_id}", tags=["profiles"], summary="Erase a customer")
+    async def erase(self, customer_id: str, request: Request) -> Response:
+        """Forget the customer: profile and decisions at once; the WAL segments and
+        snapshots that held them are deleted by a snapshot that starts now."""
+        self._allow(request, "profiles:erase")
+        if not 1 <= len(customer_id) <= 128:
+            raise WireError(
+                422, "invalid_field", "customer_id must be 1 to 128 characters", "customer_id"
+            )
+        result = await self.router.call(
+            self.router.shard_of(customer_id), "erase_profile", customer_id
+        )
+        return _core_error(request, result) or _reply(request, result)
+
     @fastapi_app.get("/v1/models", tags=["models"], summary="Models served by every shard")
     async def models(self, request: Request) -> Response:
         self._allow(request, "admin")

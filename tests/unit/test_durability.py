@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.shard import Shard
+from actors.shard import Shard, _idem_key
 from decisioning.config import Config
 from decisioning.snapshot import SnapshotError
 from decisioning.wal import Replay, Wal, replay, segments
@@ -59,13 +59,14 @@ OPS = st.lists(
         st.tuples(st.just("outcome"), st.integers(0, 20)),
         st.tuples(st.just("snapshot")),
         st.tuples(st.just("background_snapshot")),
+        st.tuples(st.just("erase"), st.integers(0, 3)),
     ),
     max_size=40,
 )
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(ops=OPS, torn=st.booleans())
 def test_recovery_equals_the_run_without_the_crash(
@@ -94,7 +95,7 @@ def test_recovery_equals_the_run_without_the_crash(
             decisions.append(a.decide({"customer_id": f"c{op[1]}", "channel": "web"}))
         elif op[0] == "outcome" and decisions:
             d = decisions[op[1] % len(decisions)]
-            if d["actions"]:
+            if d["actions"] and d["decision_id"] in a.decisions:  # not of an erased customer
                 a.record_outcomes(
                     [
                         {
@@ -106,6 +107,8 @@ def test_recovery_equals_the_run_without_the_crash(
                 )
         elif op[0] == "snapshot":
             a.snapshot()
+        elif op[0] == "erase":
+            a.erase_profile(f"c{op[1]}")
         elif op[0] == "background_snapshot" and a._writing is None:
             a._start_snapshot()  # written meanwhile; the next flush() finishes it
         a.flush()  # what the actor does before it answers
@@ -119,6 +122,7 @@ def test_recovery_equals_the_run_without_the_crash(
     assert _state(b) == _state(a)
     assert b.recovery["dropped_bytes"] == (6 if torn else 0)
     now = clock.t
+    assert list(b.store.ids) == list(a.store.ids)  # erased customers stay erased
     for cid in {f"c{i}" for i in range(4)}:
         assert np.array_equal(
             b.store.features(cid, now), a.store.features(cid, now), equal_nan=True
@@ -162,7 +166,8 @@ def test_idempotency_keys_are_bounded(small_config: Config) -> None:
         shard.apply_events(
             [{"customer_id": "c", "type": "page_view", "ts": NOW, "event_id": f"e{i}"}]
         )
-    assert list(shard.seen) == ["e2", "e3", "e4"]  # the oldest are forgotten first
+    # the oldest are forgotten first; kept as digests, never as the client's ids
+    assert list(shard.seen) == [_idem_key(f"e{i}") for i in (2, 3, 4)]
 
 
 def test_a_failed_snapshot_loses_nothing_and_is_retried(

@@ -64,3 +64,35 @@ def test_inconsistent_buffers_are_refused() -> None:
         IdIndex.from_buffers(blob[:-1], ends)
     with pytest.raises(ValueError, match="inconsistent"):
         IdIndex.from_buffers(blob, ends[::-1].copy())
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 40)), max_size=300))
+def test_add_and_remove_behave_like_a_dict(ops: list[tuple[bool, int]]) -> None:
+    for cls in (IdIndex, Colliding):
+        index = cls(capacity=1)
+        expected: dict[str, int] = {}
+        for add, n in ops:
+            c = f"<c{n}>"
+            if add and c not in expected:
+                expected[c] = index.add(c)
+            elif not add:
+                assert index.remove(c) == expected.pop(c, None)
+            assert all(index.get(k) == r for k, r in expected.items())
+            assert index.get(c) == expected.get(c)
+        assert len(index) == len(expected) and list(index) == list(expected)
+        blob, ends = index.buffers()  # what a snapshot holds: the ids left, nothing else
+        rebuilt = cls.from_buffers(blob, ends)
+        assert list(rebuilt) == list(expected)
+        for gone in {f"<c{n}>" for _, n in ops} - set(expected):
+            assert gone.encode() not in blob
+
+
+def test_removed_ids_leave_no_bytes_behind() -> None:
+    index = IdIndex()
+    for c in ("alice@example.com", "bob", "carol"):
+        index.add(c)
+    assert index.remove("alice@example.com") == 0
+    assert index.remove("alice@example.com") is None
+    assert b"alice" not in index._blob and index.get("bob") == 1
+    live = index.live_rows()
+    assert live is not None and live.tolist() == [1, 2]
