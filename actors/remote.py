@@ -168,7 +168,23 @@ class Supervisor:
             ).remote(i, config)
             for i in range(config.server.shards)
         ]
-        ray.get([s.ready.remote() for s in self.shards])
+        self._wait_for_shards()
+
+    def _wait_for_shards(self, timeout: float = 600.0) -> None:
+        """Until every shard answers. A restarted supervisor (its node was lost) may find
+        shards that are themselves restarting: it waits for them instead of failing its
+        own start (which Ray would retry in a loop)."""
+        deadline = time.monotonic() + timeout
+        for i, shard in enumerate(self.shards):
+            while True:
+                try:
+                    ray.get(shard.ready.remote(), timeout=max(1.0, deadline - time.monotonic()))
+                    break
+                except (ActorUnavailableError, GetTimeoutError):
+                    if time.monotonic() > deadline:
+                        raise
+                    log.warning("supervisor: shard %d is restarting; waiting for it", i)
+                    time.sleep(0.5)
 
     def ready(self) -> bool:
         return True

@@ -131,6 +131,12 @@ class ProfileSpec(_Model):
         description="How far ahead of the server's clock an event's ts may be (clock skew); "
         "later events are refused, as they would move window clocks on and empty windows.",
     )
+    max_age: Duration = Field(
+        400 * 86400.0,
+        gt=0,
+        description="How far back an event's ts may be; older events are refused (raise it "
+        "for backfills).",
+    )
 
 
 class ContextFieldSpec(_Model):
@@ -249,6 +255,25 @@ class ServerSpec(_Model):
     )
     max_batch: int = Field(1000, ge=1, description="Largest event batch accepted.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body.")
+    max_id_length: int = Field(
+        128, ge=8, le=1024, description="Longest customer or event id (characters, after NFC)."
+    )
+    max_string_length: int = Field(
+        256, ge=8, le=65536, description="Longest string value in properties and context."
+    )
+    max_properties: int = Field(
+        64, ge=1, le=4096, description="Most keys in an event's properties or a context."
+    )
+    max_abs_number: float = Field(
+        1e15,
+        gt=0,
+        le=1e30,
+        description="Largest magnitude of a number in properties or context (profiles hold "
+        "float32; larger values would turn into infinity).",
+    )
+    max_depth: int = Field(
+        8, ge=4, le=64, description="Deepest nesting of arrays and objects in a request body."
+    )
     namespace: str = Field("nextbest", description="Ray namespace of the named actors.")
     durable: bool = Field(
         True,

@@ -129,9 +129,11 @@ class ProfileSchema:
         p = config.profile
         self.channels = list(config.channels)
         self.max_future = p.max_future
+        self.max_age = p.max_age
         # what a snapshot's columns mean: same attributes, aggregates and channels
         layout = json.dumps(
-            [config.channels, p.model_dump(mode="json", exclude={"max_future"})], sort_keys=True
+            [config.channels, p.model_dump(mode="json", exclude={"max_future", "max_age"})],
+            sort_keys=True,
         )
         self.layout_key = hashlib.sha256(layout.encode()).hexdigest()[:16]
         names: list[str] = []
@@ -283,11 +285,18 @@ class ProfileSchema:
 
     def check_event(self, event: Event, now: float | None = None) -> None:
         """Refuse an event that cannot be applied, before anything is applied; with `now`,
-        also one dated more than `profile.max_future` ahead of it."""
+        also one dated more than `profile.max_future` ahead of it or `profile.max_age`
+        before it."""
         if now is not None and event.ts > now + self.max_future:
             raise InvalidInput(
                 f"ts is {event.ts - now:.0f}s in the future (at most {self.max_future:.0f}s "
                 "of clock skew is accepted)",
+                field="ts",
+            )
+        if now is not None and event.ts < now - self.max_age:
+            raise InvalidInput(
+                f"ts is {(now - event.ts) / 86400:.0f} days old (at most "
+                f"{self.max_age / 86400:.0f} days: profile.max_age)",
                 field="ts",
             )
         if event.type == PROFILE_UPDATE:

@@ -27,11 +27,11 @@ from decisioning.profile import ProfileSchema, event_from_wire
 from serving.auth import KeyRing
 from serving.openapi import install_openapi
 from serving.wire import (
-    DecideIn,
-    EventIn,
+    DEFAULT,
+    Limits,
     ModelDeployIn,
-    OutcomeIn,
     WireError,
+    WireModels,
     decode_body,
     encode_body,
     error_body,
@@ -121,16 +121,21 @@ def _one_or_many(data: Any, model: type, max_batch: int) -> list[Any]:
     return [validate(model, item, f"[{i}]." if prefix else "") for i, item in enumerate(items)]
 
 
-# before @serve.ingress, which freezes (pickles) the app as it is at that moment
-install_openapi(
-    fastapi_app,
-    {
-        "/v1/events": (EventIn, True),
-        "/v1/decide": (DecideIn, False),
-        "/v1/outcomes": (OutcomeIn, True),
+_BODIES: dict[str, tuple[type, bool]] = {}
+
+
+def _bodies(wire: WireModels) -> dict[str, tuple[type, bool]]:
+    return {
+        "/v1/events": (wire.EventIn, True),
+        "/v1/decide": (wire.DecideIn, False),
+        "/v1/outcomes": (wire.OutcomeIn, True),
         "/v1/models/deploy": (ModelDeployIn, False),
-    },
-)
+    }
+
+
+_BODIES.update(_bodies(DEFAULT))  # the replica puts its configured models in at start
+# before @serve.ingress, which freezes (pickles) the app as it is at that moment
+install_openapi(fastapi_app, lambda: _BODIES)
 
 
 @serve.deployment(
@@ -146,8 +151,14 @@ class Ingress:
         self.config = config
         self.schema = ProfileSchema(config)
         self.channels = frozenset(config.channels)
-        self.max_body = config.server.max_body_bytes
-        self.max_batch = config.server.max_batch
+        s = config.server
+        self.max_body = s.max_body_bytes
+        self.max_batch = s.max_batch
+        self.max_depth = s.max_depth
+        self.wire = WireModels(
+            Limits(s.max_id_length, s.max_string_length, s.max_properties, s.max_abs_number)
+        )
+        _BODIES.update(_bodies(self.wire))  # /openapi.json shows the configured limits
         self.router = ShardRouter(config)
         self.keys = KeyRing(config.auth)
         self.admin_api = config.auth.admin_api
@@ -157,6 +168,12 @@ class Ingress:
                 "read and change every profile",
                 config.server.port,
             )
+
+    def _path_id(self, customer_id: str) -> str:
+        """A customer id from the path, checked and normalised as in a body."""
+        return str(
+            validate(self.wire.DecideIn, {"customer_id": customer_id, "channel": "-"}).customer_id
+        )
 
     def _allow(self, request: Request, scope: str) -> None:
         """401/403 unless the request's API key has `scope`; admin routes 404 when off."""
@@ -168,13 +185,15 @@ class Ingress:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             raise WireError(413, "body_too_large", f"body is larger than {self.max_body} bytes")
-        return decode_body(await request.body(), request.headers.get("content-type"), self.max_body)
+        return decode_body(
+            await request.body(), request.headers.get("content-type"), self.max_body, self.max_depth
+        )
 
     @fastapi_app.post("/v1/events", tags=["events"], summary="Send one event or a batch")
     async def events(self, request: Request) -> Response:
         self._allow(request, "events:write")
         data = await self._body(request)
-        items = _one_or_many(data, EventIn, self.max_batch)
+        items = _one_or_many(data, self.wire.EventIn, self.max_batch)
         now = time.time()
         by_shard: dict[int, list[dict[str, Any]]] = {}
         for i, ev in enumerate(items):
@@ -201,7 +220,7 @@ class Ingress:
     @fastapi_app.post("/v1/decide", tags=["decisions"], summary="Decide the next best actions")
     async def decide(self, request: Request) -> Response:
         self._allow(request, "decide")
-        req = validate(DecideIn, await self._body(request))
+        req = validate(self.wire.DecideIn, await self._body(request))
         if req.channel not in self.channels:
             raise WireError(
                 422,
@@ -219,7 +238,7 @@ class Ingress:
     async def outcomes(self, request: Request) -> Response:
         self._allow(request, "events:write")
         data = await self._body(request)
-        items = _one_or_many(data, OutcomeIn, self.max_batch)
+        items = _one_or_many(data, self.wire.OutcomeIn, self.max_batch)
         by_shard: dict[int, list[dict[str, Any]]] = {}
         for i, o in enumerate(items):
             try:
@@ -243,10 +262,7 @@ class Ingress:
     @fastapi_app.get("/v1/profiles/{customer_id}", tags=["profiles"], summary="A live profile")
     async def profile(self, customer_id: str, request: Request) -> Response:
         self._allow(request, "profiles:read")
-        if not 1 <= len(customer_id) <= 128:
-            raise WireError(
-                422, "invalid_field", "customer_id must be 1 to 128 characters", "customer_id"
-            )
+        customer_id = self._path_id(customer_id)
         result = await self.router.call(
             self.router.shard_of(customer_id), "get_profile", customer_id
         )
@@ -257,10 +273,7 @@ class Ingress:
         """Forget the customer: profile and decisions at once; the WAL segments and
         snapshots that held them are deleted by a snapshot that starts now."""
         self._allow(request, "profiles:erase")
-        if not 1 <= len(customer_id) <= 128:
-            raise WireError(
-                422, "invalid_field", "customer_id must be 1 to 128 characters", "customer_id"
-            )
+        customer_id = self._path_id(customer_id)
         result = await self.router.call(
             self.router.shard_of(customer_id), "erase_profile", customer_id
         )

@@ -3,6 +3,7 @@ schemas come from the same pydantic wire models that validate them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -31,8 +32,12 @@ _ERROR = {
 }
 
 
-def install_openapi(app: FastAPI, bodies: dict[str, tuple[type[BaseModel], bool]]) -> None:
-    """Describe `bodies` ({path: (model, accepts a list too)}) in the app's OpenAPI."""
+Bodies = dict[str, tuple[type[BaseModel], bool]]
+
+
+def install_openapi(app: FastAPI, bodies: Callable[[], Bodies]) -> None:
+    """Describe `bodies()` ({path: (model, accepts a list too)}) in the app's OpenAPI;
+    called at the first request for it, so the models can carry the configured limits."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -42,7 +47,7 @@ def install_openapi(app: FastAPI, bodies: dict[str, tuple[type[BaseModel], bool]
         )
         schemas = spec.setdefault("components", {}).setdefault("schemas", {})
         schemas["Error"] = _ERROR
-        for path, (model, many) in bodies.items():
+        for path, (model, many) in bodies().items():
             js = model.model_json_schema(ref_template=_REF)
             schemas.update(js.pop("$defs", {}))
             schemas[model.__name__] = js

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgpack
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -27,11 +29,14 @@ from pydantic import (
 from decisioning.errors import InvalidInput, ModelError, NextbestError, NotFound
 
 __all__ = [
+    "DEFAULT",
     "DecideIn",
     "EventIn",
+    "Limits",
     "ModelDeployIn",
     "OutcomeIn",
     "WireError",
+    "WireModels",
     "decode_body",
     "encode_body",
     "error_body",
@@ -74,52 +79,113 @@ def _timestamp(v: Any) -> float:
 
 
 Timestamp = Annotated[float, BeforeValidator(_timestamp)]
-Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
-Scalar = StrictStr | StrictInt | StrictFloat | StrictBool | None
-Properties = dict[Annotated[str, Field(max_length=128)], Scalar]
+_BAD_CATEGORIES = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
+
+
+def _nfc(v: Any) -> Any:
+    """Ids are compared as Unicode NFC: "é" typed two ways is one customer."""
+    return unicodedata.normalize("NFC", v) if isinstance(v, str) else v
+
+
+def _printable(v: str) -> str:
+    for ch in v:
+        if unicodedata.category(ch) in _BAD_CATEGORIES:
+            raise ValueError(
+                f"control, format or unassigned character U+{ord(ch):04X} is not allowed in an id"
+            )
+    return v
 
 
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
-class EventBody(_Wire):
-    """An event that causes a decision (its customer is the decision's)."""
+class Limits(NamedTuple):
+    """The input limits the wire models enforce (server.max_* in the config)."""
 
-    event_id: Id | None = Field(None, description="Client id of the event (idempotency).")
-    type: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="Event type.")
-    ts: Timestamp | None = Field(None, description="Unix seconds or RFC 3339; default now.")
-    properties: Properties = Field(default_factory=dict, description="Scalar properties.")
-
-
-class EventIn(EventBody):
-    """A customer event: POST /v1/events takes one or a list."""
-
-    customer_id: Id = Field(description="Customer id.")
+    max_id_length: int = 128
+    max_string_length: int = 256
+    max_properties: int = 64
+    max_abs_number: float = 1e15
 
 
-class DecideIn(_Wire):
-    """POST /v1/decide."""
+class WireModels:
+    """The request models for a set of limits (the config's; the defaults at import, for
+    tests and the OpenAPI document of an app not yet configured)."""
 
-    customer_id: Id = Field(description="Customer id; unknown customers get a cold start.")
-    channel: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="Channel.")
-    placement: Annotated[str, Field(max_length=128)] | None = Field(None, description="Slot.")
-    context: Properties = Field(default_factory=dict, description="Request context.")
-    limit: Annotated[int, Field(ge=1, le=100)] | None = Field(None, description="How many.")
-    explain: bool = Field(False, description="Return why each candidate won or lost.")
-    dry_run: bool = Field(False, description="Decide without recording anything.")
-    event: EventBody | None = Field(None, description="Event to apply before deciding.")
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        n = limits.max_abs_number
+        Id = Annotated[
+            str,
+            BeforeValidator(_nfc),
+            Field(min_length=1, max_length=limits.max_id_length, pattern=r"^[^\x00-\x1f\x7f]+$"),
+            AfterValidator(_printable),
+        ]
+        Scalar = (
+            Annotated[StrictStr, Field(max_length=limits.max_string_length)]
+            | Annotated[StrictInt, Field(ge=-n, le=n)]
+            | Annotated[StrictFloat, Field(ge=-n, le=n)]
+            | StrictBool
+            | None
+        )
+        Properties = Annotated[
+            dict[Annotated[str, Field(min_length=1, max_length=128)], Scalar],
+            Field(max_length=limits.max_properties),
+        ]
+
+        class EventBody(_Wire):
+            """An event that causes a decision (its customer is the decision's)."""
+
+            event_id: Id | None = Field(None, description="Client id of the event (idempotency).")
+            type: Annotated[str, Field(min_length=1, max_length=64)] = Field(
+                description="Event type."
+            )
+            ts: Timestamp | None = Field(None, description="Unix seconds or RFC 3339; default now.")
+            properties: Properties = Field(default_factory=dict, description="Scalar properties.")
+
+        class EventIn(EventBody):
+            """A customer event: POST /v1/events takes one or a list."""
+
+            customer_id: Id = Field(description="Customer id.")
+
+        class DecideIn(_Wire):
+            """POST /v1/decide."""
+
+            customer_id: Id = Field(description="Customer id; unknown customers get a cold start.")
+            channel: Annotated[str, Field(min_length=1, max_length=64)] = Field(
+                description="Channel."
+            )
+            placement: Annotated[str, Field(max_length=128)] | None = Field(
+                None, description="Slot."
+            )
+            context: Properties = Field(default_factory=dict, description="Request context.")
+            limit: Annotated[int, Field(ge=1, le=100)] | None = Field(None, description="How many.")
+            explain: bool = Field(False, description="Return why each candidate won or lost.")
+            dry_run: bool = Field(False, description="Decide without recording anything.")
+            event: EventBody | None = Field(None, description="Event to apply before deciding.")
+
+        class OutcomeIn(_Wire):
+            """POST /v1/outcomes takes one or a list."""
+
+            decision_id: Annotated[str, Field(min_length=1, max_length=64)] = Field(
+                description="Id."
+            )
+            action_id: Annotated[str, Field(min_length=1, max_length=64)] = Field(
+                description="Action."
+            )
+            outcome: Literal["impression", "click", "accept", "reject", "convert"] = Field(
+                description="What the customer did."
+            )
+            ts: Timestamp | None = Field(None, description="Unix seconds or RFC 3339; default now.")
+
+        self.EventBody, self.EventIn = EventBody, EventIn
+        self.DecideIn, self.OutcomeIn = DecideIn, OutcomeIn
 
 
-class OutcomeIn(_Wire):
-    """POST /v1/outcomes takes one or a list."""
-
-    decision_id: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="Id.")
-    action_id: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="Action.")
-    outcome: Literal["impression", "click", "accept", "reject", "convert"] = Field(
-        description="What the customer did."
-    )
-    ts: Timestamp | None = Field(None, description="Unix seconds or RFC 3339; default now.")
+DEFAULT = WireModels(Limits())
+EventBody, EventIn = DEFAULT.EventBody, DEFAULT.EventIn
+DecideIn, OutcomeIn = DEFAULT.DecideIn, DEFAULT.OutcomeIn
 
 
 class ModelDeployIn(_Wire):
@@ -142,8 +208,26 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def decode_body(body: bytes, content_type: str | None, max_bytes: int) -> Any:
+def _check_depth(value: Any, max_depth: int) -> None:
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict | list):
+            if depth > max_depth:
+                raise WireError(
+                    400, "too_deep", f"the body nests arrays and objects deeper than {max_depth}"
+                )
+            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+
+
+def decode_body(body: bytes, content_type: str | None, max_bytes: int, max_depth: int = 8) -> Any:
     """Bytes -> Python value by Content-Type (JSON when absent); strict about both."""
+    value = _decode(body, content_type, max_bytes)
+    _check_depth(value, max_depth)
+    return value
+
+
+def _decode(body: bytes, content_type: str | None, max_bytes: int) -> Any:
     if len(body) > max_bytes:
         raise WireError(413, "body_too_large", f"body is larger than {max_bytes} bytes")
     if not body:
@@ -156,6 +240,11 @@ def decode_body(body: bytes, content_type: str | None, max_bytes: int) -> Any:
                 raw=False,
                 strict_map_key=True,
                 ext_hook=_no_ext,
+                max_str_len=max_bytes,
+                max_bin_len=0,  # no binary values anywhere in the API
+                max_ext_len=0,
+                max_array_len=max_bytes,
+                max_map_len=max_bytes // 2,
             )
         except (ValueError, TypeError, msgpack.UnpackException, msgpack.ExtraData) as e:
             raise WireError(400, "invalid_msgpack", f"body is not valid msgpack: {e}") from None

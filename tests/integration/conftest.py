@@ -72,6 +72,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "NEXTBEST_NAMESPACE": "nextbest-test",
             "NEXTBEST_MAX_ONGOING_REQUESTS": "32",  # test_backpressure overloads it
             "NEXTBEST_SHARD_RESOURCES": '{"nextbest_shard": 0.001}',
+            "NEXTBEST_MAX_STRING_LENGTH": "200",  # not the default: test_http checks it
             "NEXTBEST_AUTH_KEYS": json.dumps(
                 [
                     {"name": "tests", "sha256": sha256_hex(ALL_SCOPES_KEY), "scopes": SCOPES},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import uuid
@@ -307,3 +308,20 @@ def test_events_dated_far_in_the_future_are_refused(client: httpx.Client) -> Non
     assert "future" in r.json()["error"]["message"]
     aggs = client.get("/v1/profiles/c-skew").json()["aggregates"]
     assert aggs["complaints_30d"] == 0 and aggs["since_last_login"] is not None
+
+
+def test_configured_limits_are_enforced_and_in_the_openapi(client: httpx.Client) -> None:
+    spec = client.get("/openapi.json").json()
+    text = json.dumps(spec["components"]["schemas"])
+    assert '"maxLength": 200' in text  # server.max_string_length as configured
+    ev = {"customer_id": "lim-1", "type": "page_view"}
+    ok = client.post("/v1/events", json={**ev, "properties": {"page": "p" * 200}})
+    assert ok.status_code == 200, ok.text
+    over = client.post("/v1/events", json={**ev, "properties": {"page": "p" * 201}})
+    assert over.status_code == 422 and over.json()["error"]["code"] == "invalid_field"
+    ct = {"content-type": "application/json"}
+    deep = client.post("/v1/events", content=b"[" * 9 + b"]" * 9, headers=ct)
+    assert deep.status_code == 400 and deep.json()["error"]["code"] == "too_deep"
+    # a customer id typed two ways is one customer, in the body and in the path
+    client.post("/v1/events", json={**ev, "customer_id": "jose\u0301"})
+    assert client.get("/v1/profiles/jos\u00e9").json()["known"] is True

@@ -4,6 +4,7 @@ corrupt anything once a newer instance of it has taken its directory over."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,8 @@ from decisioning.wal import segments
 from tests.unit.test_decide import NOW, Clock
 
 
-def _views(customer: str, *ids: str) -> list[dict]:
-    return [{"customer_id": customer, "type": "page_view", "ts": NOW, "event_id": i} for i in ids]
+def _views(customer: str, *ids: str, ts: float = NOW) -> list[dict]:
+    return [{"customer_id": customer, "type": "page_view", "ts": ts, "event_id": i} for i in ids]
 
 
 def test_a_fenced_writer_acknowledges_nothing_and_corrupts_nothing(
@@ -73,9 +74,10 @@ def test_a_fenced_shard_actor_answers_with_a_503_error(
 
     cfg = config_from_dict(data, "small.yaml")
     old = ShardActor(0, cfg)
-    assert old.call("apply_events", _views("c", "e1")) == 1
+    now = time.time()  # a ShardActor runs on the real clock
+    assert old.call("apply_events", _views("c", "e1", ts=now)) == 1
     ShardActor(0, cfg)  # the same shard, restarted elsewhere
-    calls = [("apply_events", (_views("c", "e2"),)), ("get_profile", ("c",))]
+    calls = [("apply_events", (_views("c", "e2", ts=now),)), ("get_profile", ("c",))]
     answers = old.call_many(calls)
     assert [a["error"]["type"] for a in answers] == ["Fenced", "Fenced"]
     assert answers[0]["error"]["code"] == "shard_unavailable"

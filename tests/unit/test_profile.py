@@ -255,3 +255,12 @@ def test_far_future_events_are_refused_before_any_applies(small_config: Config) 
     assert "c" not in s
     s.apply_many([skewed], now=T0)
     assert feat(s, "c", "views_1h", T0 + 299) == 1.0
+
+
+def test_events_older_than_max_age_are_refused(small_config: Config) -> None:
+    s = store(small_config)
+    day = 86400.0
+    s.apply_many([Event("c", "page_view", T0 - 400 * day)], now=T0)  # at the limit
+    with pytest.raises(InvalidInput, match="days old") as e:
+        s.apply_many([Event("c", "page_view", T0 - 400 * day - 1)], now=T0)
+    assert e.value.field == "ts"

@@ -98,3 +98,61 @@ def test_json_encoder_refuses_nan() -> None:
     with pytest.raises(ValueError):
         encode_body({"x": math.nan}, "application/json")
     assert json.loads(encode_body({"x": 1}, None)[0]) == {"x": 1}
+
+
+def _code(model: type, data: dict) -> str:
+    try:
+        validate(model, data)
+    except WireError as e:
+        return e.code + ":" + (e.field or "")
+    return "ok"
+
+
+def test_every_input_limit_at_and_just_over() -> None:
+    from serving.wire import Limits, WireModels
+
+    lim = Limits(max_id_length=16, max_string_length=10, max_properties=3, max_abs_number=100.0)
+    w = WireModels(lim)
+    ev = {"customer_id": "c", "type": "page_view"}
+    assert _code(w.EventIn, {**ev, "customer_id": "x" * 16}) == "ok"
+    assert _code(w.EventIn, {**ev, "customer_id": "x" * 17}) == "invalid_field:customer_id"
+    assert _code(w.EventIn, {**ev, "event_id": "x" * 17}) == "invalid_field:event_id"
+    assert _code(w.EventIn, {**ev, "properties": {"p": "y" * 10}}) == "ok"
+    assert _code(w.EventIn, {**ev, "properties": {"p": "y" * 11}}).startswith("invalid_field:")
+    three = {f"k{i}": i for i in range(3)}
+    assert _code(w.EventIn, {**ev, "properties": three}) == "ok"
+    assert _code(w.EventIn, {**ev, "properties": {**three, "k3": 1}}) == "invalid_field:properties"
+    for n in (100, -100, 100.0, -100.0):
+        assert _code(w.EventIn, {**ev, "properties": {"p": n}}) == "ok"
+    for n in (101, -101, 100.001, -100.001):
+        assert _code(w.EventIn, {**ev, "properties": {"p": n}}).startswith("invalid_field:")
+    ctx = {"customer_id": "c", "channel": "web", "context": {**three, "k3": 1}}
+    assert _code(w.DecideIn, ctx) == "invalid_field:context"
+    # the defaults, as the config documents them
+    assert DecideIn.model_fields["customer_id"].metadata  # carries max_length 128
+    assert _code(EventIn, {**ev, "customer_id": "x" * 128}) == "ok"
+    assert _code(EventIn, {**ev, "customer_id": "x" * 129}) == "invalid_field:customer_id"
+
+
+def test_ids_are_nfc_and_printable() -> None:
+    ev = {"type": "page_view"}
+    composed = validate(EventIn, {**ev, "customer_id": "jos\u00e9"}).customer_id
+    decomposed = validate(EventIn, {**ev, "customer_id": "jose\u0301"}).customer_id
+    assert composed == decomposed == "jos\u00e9"  # one customer, however it was typed
+    for bad in ("a\u200bb", "a\u202eb", "a\u2028b", "a\x00b", "a\x7fb", "a\ufeffb"):
+        assert _code(EventIn, {**ev, "customer_id": bad}) == "invalid_field:customer_id", bad
+
+
+def test_nesting_depth_and_msgpack_limits() -> None:
+    def nested(depth: int) -> bytes:
+        return ("[" * depth + "]" * depth).encode()
+
+    assert decode_body(nested(8), "application/json", MAX, max_depth=8) is not None
+    with pytest.raises(WireError) as e:
+        decode_body(nested(9), "application/json", MAX, max_depth=8)
+    assert e.value.code == "too_deep" and e.value.status == 400
+    deep = msgpack.packb(json.loads(nested(9)))
+    with pytest.raises(WireError) as e:
+        decode_body(deep, "application/msgpack", MAX, max_depth=8)
+    assert e.value.code == "too_deep"
+    assert err(msgpack.packb({"a": b"bytes"}), "application/msgpack").code == "invalid_msgpack"
