@@ -25,7 +25,13 @@ from actors.shard import Shard, decision_slot
 from decisioning.config import Config
 from decisioning.errors import ModelError, NextbestError
 from decisioning.fencing import Fenced
-from decisioning.model import ModelBundle, ModelManifest, compile_native, native_tag
+from decisioning.model import (
+    ModelBundle,
+    ModelManifest,
+    check_signature,
+    compile_native,
+    native_tag,
+)
 from decisioning.registry import Registry
 from decisioning.slots import contiguous_map, slot_of
 
@@ -205,6 +211,7 @@ class Supervisor:
     def _deploy(self, manifest: dict[str, Any], model_text: str) -> dict[str, Any]:
         try:
             bundle = ModelBundle.verified(ModelManifest.from_dict(manifest), model_text)
+            check_signature(bundle.manifest, self.config.auth.model_key())
         except NextbestError as e:
             return _error(e)
         name = bundle.manifest.name

@@ -25,7 +25,13 @@ from decisioning.config import Config
 from decisioning.errors import InvalidInput, ModelError, NotFound
 from decisioning.features import FeaturePlan
 from decisioning.fencing import Fenced, Owner
-from decisioning.model import LightGBMScorer, ModelBundle, ModelManifest, scorer_for
+from decisioning.model import (
+    LightGBMScorer,
+    ModelBundle,
+    ModelManifest,
+    check_signature,
+    scorer_for,
+)
 from decisioning.profile import Event, ProfileSchema, ProfileStore, event_from_wire
 from decisioning.slots import slot_of
 from decisioning.wal import Replay, Wal, replay
@@ -534,6 +540,7 @@ class Shard:
     def _load(self, bundle: ModelBundle) -> LoadedModel:
         m = bundle.manifest
         ModelBundle.verified(m, bundle.model_text)
+        check_signature(m, self.config.auth.model_key())
         plan = FeaturePlan.build(
             m.ref, m.features, m.categories, self.config, self.schema, self.catalog
         )

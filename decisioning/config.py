@@ -7,11 +7,14 @@ objects and never reads environment variables itself.
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from decisioning.errors import ModelIntegrityError
 
 __all__ = [
     "ActionSpec",
@@ -357,6 +360,25 @@ class AuthSpec(_Model):
     admin_api: bool = Field(
         True, description="false: the admin routes (models, status) are not served at all."
     )
+    model_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="Name of the environment variable holding the HMAC-SHA256 key models "
+        "are signed with; when set, a model without a valid signature is refused.",
+    )
+
+    def model_key(self) -> bytes | None:
+        """The model signing key, or None when models need no signature. Configured but
+        not in the environment: an error (fail closed), not a silent pass."""
+        if self.model_key_env is None:
+            return None
+        value = os.environ.get(self.model_key_env)
+        if not value:
+            raise ModelIntegrityError(
+                f"auth.model_key_env is {self.model_key_env} but it is not set in this "
+                "process's environment: no model can be verified"
+            )
+        return value.encode()
 
     @model_validator(mode="after")
     def _unique(self) -> AuthSpec:

@@ -7,6 +7,7 @@ and `manifest.json`. A model is used only if the file's sha256 matches the manif
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -61,6 +62,7 @@ class ModelManifest:
     created_at: str = ""
     created_by: str = ""
     training: dict[str, Any] = field(default_factory=dict)
+    signature: str = ""  # hex HMAC-SHA256 of signing_payload() (see sign / check_signature)
 
     @property
     def ref(self) -> str:
@@ -87,6 +89,7 @@ class ModelManifest:
                 created_at=str(data.get("created_at", "")),
                 created_by=str(data.get("created_by", "")),
                 training=dict(data.get("training", {})),
+                signature=str(data.get("signature", "")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ModelIntegrityError(f"manifest is missing or has a bad field: {e}") from None
@@ -122,6 +125,29 @@ class ModelBundle:
 
     def with_native(self, native: bytes | None) -> ModelBundle:
         return replace(self, native=native)
+
+
+def signing_payload(m: ModelManifest) -> bytes:
+    """What a signature covers: the model file (by its sha256) and how its features are
+    read — not the version number, which the registry assigns."""
+    body = {"name": m.name, "sha256": m.sha256, "features": m.features, "categories": m.categories}
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sign(m: ModelManifest, key: bytes) -> ModelManifest:
+    """The manifest with its HMAC-SHA256 signature."""
+    return replace(m, signature=hmac.new(key, signing_payload(m), hashlib.sha256).hexdigest())
+
+
+def check_signature(m: ModelManifest, key: bytes | None) -> None:
+    """With a key configured, a model must carry a valid signature (ModelIntegrityError)."""
+    if key is None:
+        return
+    if not m.signature:
+        raise ModelIntegrityError(f"{m.ref}: unsigned, and models must be signed here")
+    expected = hmac.new(key, signing_payload(m), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, m.signature):
+        raise ModelIntegrityError(f"{m.ref}: the signature does not verify with this key")
 
 
 def read_model_dir(path: str | Path) -> ModelBundle:

@@ -250,6 +250,29 @@ def models_deploy(
     typer.echo(f"deployed {r.json()['deployed']} to {r.json()['shards']} shards")
 
 
+@models_app.command("sign")
+def models_sign(
+    path: Annotated[Path, typer.Argument(help="Model version directory.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+) -> None:
+    """Sign a model version (e.g. one trained elsewhere) with the key named by
+    auth.model_key_env, so servers that require signatures accept it."""
+    from decisioning.model import sign, write_model_dir
+
+    cfg = _config(config)
+    if cfg.auth.model_key_env is None:
+        raise _fail("auth.model_key_env is not set: there is no signing key to use")
+    try:
+        bundle = read_model_dir(path)
+        key = cfg.auth.model_key()
+    except NextbestError as e:
+        raise _fail(f"refused: {e}") from None
+    assert key is not None
+    signed = bundle.__class__(sign(bundle.manifest, key), bundle.model_text)
+    write_model_dir(path, signed)
+    typer.echo(f"signed {signed.manifest.ref} ({path})")
+
+
 @models_app.command("list")
 def models_list(config: ConfigOpt = DEFAULT_CONFIG, url: UrlOpt = None) -> None:
     """Model versions in the registry, and what each running shard serves."""

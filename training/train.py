@@ -28,7 +28,7 @@ from decisioning.catalog import Catalog
 from decisioning.config import Config
 from decisioning.errors import NextbestError
 from decisioning.features import FeaturePlan, default_vocabularies, encode
-from decisioning.model import ModelBundle, ModelManifest, sha256_text, write_model_dir
+from decisioning.model import ModelBundle, ModelManifest, sha256_text, sign, write_model_dir
 from decisioning.profile import ProfileSchema
 from decisioning.registry import Registry
 from training.metrics import auc, logloss
@@ -201,6 +201,9 @@ def train(
             "lightgbm": lgb.__version__,
         },
     )
+    key = config.auth.model_key()
+    if key is not None:  # the trainer holds the key: its models verify where it is required
+        manifest = sign(manifest, key)
     bundle = ModelBundle.verified(manifest, text)
     if out_dir is None:
         registry.register(bundle)
