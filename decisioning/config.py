@@ -258,6 +258,12 @@ class ServerSpec(_Model):
     )
     max_batch: int = Field(1000, ge=1, description="Largest event batch accepted.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body.")
+    tls_certfile: str | None = Field(
+        None,
+        description="PEM certificate (chain) for HTTPS on `port`; with tls_keyfile. Serve's own "
+        "SSL options, so the ingress replica itself speaks TLS.",
+    )
+    tls_keyfile: str | None = Field(None, description="PEM private key for tls_certfile.")
     max_id_length: int = Field(
         128, ge=8, le=1024, description="Longest customer or event id (characters, after NFC)."
     )
@@ -313,6 +319,12 @@ class ServerSpec(_Model):
         'nodes that offer them (e.g. {"nextbest_shard": 0.001} with that resource on the '
         "shard-worker node type); as JSON in NEXTBEST_SHARD_RESOURCES.",
     )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerSpec:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile go together")
+        return self
 
     @model_validator(mode="after")
     def _state_dir_is_a_path(self) -> ServerSpec:

@@ -14,6 +14,7 @@ with null gives null, and a null condition counts as false.
 from __future__ import annotations
 
 import ast
+import warnings
 import math
 import operator
 from collections.abc import Callable, Mapping
@@ -81,7 +82,9 @@ def compile_rule(source: str, resolve: Resolve) -> Rule:
     text = source.strip()
     try:
         # parenthesised so that a rule may span lines (YAML block strings)
-        tree = ast.parse(f"({text}\n)", mode="eval")
+        with warnings.catch_warnings():  # Python's own hints ("invalid decimal literal")
+            warnings.simplefilter("ignore", SyntaxWarning)  # are not for config authors
+            tree = ast.parse(f"({text}\n)", mode="eval")
     except SyntaxError as e:
         line, col = e.lineno or 1, e.offset or 1
         raise RuleError(

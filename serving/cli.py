@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -41,7 +42,17 @@ def _config(path: Path) -> Config:
 
 
 def _url(config: Config, url: str | None) -> str:
-    return url or f"http://{config.server.host}:{config.server.port}"
+    scheme = "https" if config.server.tls_certfile else "http"
+    return url or f"{scheme}://{config.server.host}:{config.server.port}"
+
+
+def _client_opts(config: Config) -> dict[str, Any]:
+    """httpx options of the CLI's own calls: its API key, and with TLS the configured
+    certificate as the one to trust (a self-signed one works)."""
+    opts: dict[str, Any] = {"headers": _headers(config)}
+    if config.server.tls_certfile:
+        opts["verify"] = ssl.create_default_context(cafile=config.server.tls_certfile)
+    return opts
 
 
 def _fail(message: str) -> typer.Exit:
@@ -127,7 +138,7 @@ def load_demo_events(url: str, config: Config, customers: int) -> int:
 
     data = generate(config, customers=customers, offers=0, now=time.time())
     sent = 0
-    with httpx.Client(base_url=url, timeout=60, headers=_headers(config)) as client:
+    with httpx.Client(base_url=url, timeout=60, **_client_opts(config)) as client:
         for batch in event_batches(data.events):
             r = client.post("/v1/events", json=batch)
             if r.status_code != 200:
@@ -166,7 +177,7 @@ def serve(
         )
         url = server.start(cfg)
         if demo:
-            known = httpx.get(f"{url}/v1/profiles/c-0", timeout=10, headers=_headers(cfg))
+            known = httpx.get(f"{url}/v1/profiles/c-0", timeout=10, **_client_opts(cfg))
             if known.json().get("known"):
                 typer.echo("demo profiles c-0 … c-199 restored from the data dir")
             else:
@@ -241,7 +252,7 @@ def models_deploy(
     typer.echo(f"deploying {bundle.manifest.ref} (compiling to native code takes seconds)…")
     try:
         r = httpx.post(
-            f"{_url(cfg, url)}/v1/models/deploy", json=body, timeout=120, headers=_headers(cfg)
+            f"{_url(cfg, url)}/v1/models/deploy", json=body, timeout=120, **_client_opts(cfg)
         )
     except httpx.HTTPError as e:
         raise _fail(f"cannot reach the server at {_url(cfg, url)}: {e}") from None
@@ -285,7 +296,7 @@ def models_list(config: ConfigOpt = DEFAULT_CONFIG, url: UrlOpt = None) -> None:
             mark = "*" if v == deployed else " "
             typer.echo(f"{mark} {m.ref:<20} auc={m.metrics.get('auc')}  {m.created_at}")
     try:
-        r = httpx.get(f"{_url(cfg, url)}/v1/models", timeout=10, headers=_headers(cfg))
+        r = httpx.get(f"{_url(cfg, url)}/v1/models", timeout=10, **_client_opts(cfg))
         typer.echo("serving: " + json.dumps(r.json()["shards"]))
     except httpx.HTTPError:
         typer.echo("serving: (server not reachable)")
@@ -377,7 +388,7 @@ def status(
     recovery, scorer, counters."""
     cfg = _config(config)
     try:
-        r = httpx.get(f"{_url(cfg, url)}/v1/status", timeout=10, headers=_headers(cfg))
+        r = httpx.get(f"{_url(cfg, url)}/v1/status", timeout=10, **_client_opts(cfg))
     except httpx.HTTPError as e:
         raise _fail(f"cannot reach the server: {e}") from None
     if r.status_code != 200:

@@ -14,7 +14,7 @@ from actors.remote import ensure_supervisor, shutdown_cluster
 from decisioning.config import Config
 from serving.app import build_app
 
-__all__ = ["APP_NAME", "proxy_port", "serve_env", "start", "start_ray", "stop"]
+__all__ = ["APP_NAME", "http_options", "proxy_port", "serve_env", "start", "start_ray", "stop"]
 
 log = logging.getLogger("nextbest")
 APP_NAME = "nextbest"
@@ -76,21 +76,33 @@ def start(config: Config) -> str:
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     ensure_supervisor(config)
     serve.start(
-        http_options={"host": config.server.host, "port": proxy_port(config)},
+        http_options=http_options(config),
         logging_config={"enable_access_log": False, "log_level": "WARNING"},
     )
     serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
-    url = f"http://{config.server.host}:{config.server.port}"
-    _wait_until_answering(url)
+    s = config.server
+    scheme = "https" if s.tls_certfile else "http"
+    url = f"{scheme}://{s.host}:{s.port}"
+    _wait_until_answering(url, verify=not s.tls_certfile)  # our own port: any cert will do
     return url
 
 
-def _wait_until_answering(url: str, timeout: float = 60.0) -> None:
+def http_options(config: Config) -> dict[str, object]:
+    """Serve's HTTP options: where to listen and, with a certificate, TLS (the direct
+    ingress replica uses the same options, so it serves HTTPS itself)."""
+    s = config.server
+    options: dict[str, object] = {"host": s.host, "port": proxy_port(config)}
+    if s.tls_certfile and s.tls_keyfile:
+        options |= {"ssl_certfile": s.tls_certfile, "ssl_keyfile": s.tls_keyfile}
+    return options
+
+
+def _wait_until_answering(url: str, timeout: float = 60.0, verify: bool = True) -> None:
     """serve.run returns before a direct-ingress replica has bound its port: wait for it."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/healthz", timeout=2, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

@@ -98,3 +98,14 @@ def test_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_config(bad)
     assert "(yaml)" in str(e.value)
+
+
+def test_tls_goes_to_serve_as_a_pair() -> None:
+    from serving.server import http_options
+
+    tls = {"NEXTBEST_TLS_CERTFILE": "/etc/nb/cert.pem", "NEXTBEST_TLS_KEYFILE": "/etc/nb/key.pem"}
+    opts = http_options(load_config(EXAMPLE, tls))
+    assert opts["ssl_certfile"] == "/etc/nb/cert.pem" and opts["ssl_keyfile"] == "/etc/nb/key.pem"
+    assert "ssl_certfile" not in http_options(load_config(EXAMPLE, {}))
+    with pytest.raises(ConfigError, match="go together"):
+        load_config(EXAMPLE, {"NEXTBEST_TLS_CERTFILE": "/etc/nb/cert.pem"})

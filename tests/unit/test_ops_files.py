@@ -68,3 +68,12 @@ def test_serve_config_matches_serve_build(tmp_path: Path) -> None:
     [app] = built["applications"]
     assert app["import_path"] == "serving.deploy:app"
     assert app["deployments"][0]["logging_config"]["enable_access_log"] is False
+
+
+def test_cluster_yaml_keeps_ray_private() -> None:
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    head = " ".join(config["head_start_ray_commands"])
+    workers = " ".join(config["worker_start_ray_commands"])
+    assert "RAY_AUTH_MODE=token" in head and "RAY_AUTH_MODE=token" in workers
+    assert "--dashboard-host=127.0.0.1" in head  # dashboard and Jobs API: never public
+    assert any(k.endswith(".ray/auth_token") for k in config["file_mounts"])
