@@ -14,9 +14,9 @@ with null gives null, and a null condition counts as false.
 from __future__ import annotations
 
 import ast
-import warnings
 import math
 import operator
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
