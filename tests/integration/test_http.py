@@ -240,6 +240,8 @@ def test_nan_in_msgpack_and_oversized_bodies(server: Server, client: httpx.Clien
     many = [{"customer_id": "c", "type": "x"}] * (server.config.server.max_batch + 1)
     r = client.post("/v1/events", json=many)
     assert (r.status_code, r.json()["error"]["code"]) == (413, "batch_too_large")
+    r = client.post("/v1/events", json=many[:-1])  # exactly max_batch
+    assert r.status_code == 200 and r.json() == {"accepted": server.config.server.max_batch}
     assert client.get("/healthz").status_code == 200  # still up
 
 

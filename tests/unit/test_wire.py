@@ -34,6 +34,12 @@ def test_bad_json(body: bytes, code: str) -> None:
     assert err(body).code == code
 
 
+def test_a_body_of_exactly_max_bytes_is_read() -> None:
+    body = b'{"a": 1}'
+    body += b" " * (MAX - len(body))
+    assert len(body) == MAX and decode_body(body, "application/json", MAX) == {"a": 1}
+
+
 def test_bad_msgpack_and_media_types() -> None:
     assert err(b"\xc1", "application/msgpack").code == "invalid_msgpack"
     ext = msgpack.packb(msgpack.ExtType(1, b"x"))
