@@ -162,6 +162,8 @@ class Ingress:
         self.router = ShardRouter(config)
         self.keys = KeyRing(config.auth)
         self.admin_api = config.auth.admin_api
+        if config.auth.enabled and not config.auth.keys:
+            log.error("auth is on and no API keys are configured: every API call gets 401")
         if not config.auth.enabled:
             log.warning(
                 "AUTHENTICATION IS OFF (auth.enabled: false): anyone who reaches port %d can "

@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 import msgpack
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -82,12 +81,13 @@ Timestamp = Annotated[float, BeforeValidator(_timestamp)]
 _BAD_CATEGORIES = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
 
 
-def _nfc(v: Any) -> Any:
-    """Ids are compared as Unicode NFC: "é" typed two ways is one customer."""
-    return unicodedata.normalize("NFC", v) if isinstance(v, str) else v
-
-
-def _printable(v: str) -> str:
+def _clean_id(v: Any) -> Any:
+    """Ids are compared as Unicode NFC ("é" typed two ways is one customer) and may hold no
+    control, format, surrogate or unassigned character. One Python call per id: ASCII
+    printable ids (nearly all) pass at C speed."""
+    if not isinstance(v, str) or (v.isascii() and v.isprintable()):
+        return v  # a non-string fails the str check that follows
+    v = unicodedata.normalize("NFC", v)
     for ch in v:
         if unicodedata.category(ch) in _BAD_CATEGORIES:
             raise ValueError(
@@ -118,9 +118,8 @@ class WireModels:
         n = limits.max_abs_number
         Id = Annotated[
             str,
-            BeforeValidator(_nfc),
+            BeforeValidator(_clean_id),
             Field(min_length=1, max_length=limits.max_id_length, pattern=r"^[^\x00-\x1f\x7f]+$"),
-            AfterValidator(_printable),
         ]
         Scalar = (
             Annotated[StrictStr, Field(max_length=limits.max_string_length)]
@@ -209,15 +208,20 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _check_depth(value: Any, max_depth: int) -> None:
-    stack = [(value, 1)]
-    while stack:
-        v, depth = stack.pop()
-        if isinstance(v, dict | list):
-            if depth > max_depth:
-                raise WireError(
-                    400, "too_deep", f"the body nests arrays and objects deeper than {max_depth}"
-                )
-            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+    if isinstance(value, dict | list) and not _nested_within(value, max_depth - 1):
+        raise WireError(
+            400, "too_deep", f"the body nests arrays and objects deeper than {max_depth}"
+        )
+
+
+def _nested_within(container: dict[Any, Any] | list[Any], levels: int) -> bool:
+    """Whether no array or object inside `container` is more than `levels` deeper (the
+    recursion is bounded by max_depth; scalars, nearly every value, cost a type check)."""
+    for x in container.values() if type(container) is dict else container:
+        t = type(x)
+        if (t is dict or t is list) and (levels == 0 or not _nested_within(x, levels - 1)):
+            return False
+    return True
 
 
 def decode_body(body: bytes, content_type: str | None, max_bytes: int, max_depth: int = 8) -> Any:
