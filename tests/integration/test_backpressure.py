@@ -124,7 +124,7 @@ def test_router_times_out_and_never_sends_what_timed_out_in_its_queue() -> None:
         return list(await asyncio.gather(slow, _outcome(co, "queued", 0.0)))
 
     assert asyncio.run(run()) == ["shard_timeout", "shard_timeout"]
-    time.sleep(1.5)
+    ray.get(actor.ready.remote())  # the actor runs calls in order: "slow" has finished
     assert ray.get(actor.executed.remote()) == ["slow"]  # "queued" was never sent
     assert asyncio.run(_outcome(co, "next", 0.0)) == "next"
     ray.kill(actor, no_restart=True)
