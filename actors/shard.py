@@ -189,7 +189,7 @@ class Shard:
             self._redo(record)
         self.owner.settle(inherit, report.lengths)
         self.wal = Wal(log_dir, self.config.server.fsync, self.owner.generation)
-        self.wal.bytes = sum(report.lengths.values())
+        self.wal.recount()  # the inherited segments count towards the next snapshot
         done = time.perf_counter()
         self.recovery = {
             "generation": self.owner.generation,
