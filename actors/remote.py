@@ -38,6 +38,7 @@ from decisioning.slots import contiguous_map, slot_of
 __all__ = [
     "ShardUnavailable",
     "ShardRouter",
+    "SupervisorClient",
     "ensure_supervisor",
     "shutdown_cluster",
 ]
@@ -425,8 +426,9 @@ class ShardRouter:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.supervisor = ensure_supervisor(config)
-        names, self.slot_map = ray.get(self.supervisor.layout.remote())
+        supervisor = ensure_supervisor(config)
+        self.supervisor = SupervisorClient(config, supervisor)
+        names, self.slot_map = ray.get(supervisor.layout.remote())
         ns = config.server.namespace
         self.shards = [ray.get_actor(n, namespace=ns) for n in names]
         timeout = config.server.request_timeout_s
@@ -470,13 +472,24 @@ class ShardRouter:
         return list(await asyncio.gather(*aws))
 
     async def supervisor_call(self, method: str, *args: Any) -> Any:
+        return await self.supervisor.call(method, *args)
+
+
+class SupervisorClient:
+    """Calls to the supervisor from an ingress replica or the admin server: found again
+    by name after a stop, 503 `supervisor_unavailable` while Ray restarts it."""
+
+    def __init__(self, config: Config, actor: Any) -> None:
+        self.namespace = config.server.namespace
+        self.actor = actor
+
+    async def call(self, method: str, *args: Any) -> Any:
         try:
             try:
-                return await getattr(self.supervisor, method).remote(*args)
+                return await getattr(self.actor, method).remote(*args)
             except ActorDiedError:  # stopped for good: a new one may run under the same name
-                ns = self.config.server.namespace
-                self.supervisor = ray.get_actor(SUPERVISOR, namespace=ns)
-                return await getattr(self.supervisor, method).remote(*args)
+                self.actor = ray.get_actor(SUPERVISOR, namespace=self.namespace)
+                return await getattr(self.actor, method).remote(*args)
         except (*UNAVAILABLE, ValueError) as e:  # restarting (its node was lost), or gone
             raise ShardUnavailable(
                 f"the supervisor is unavailable ({type(e).__name__}); it is restarted by Ray",

@@ -264,6 +264,17 @@ class ServerSpec(_Model):
         "SSL options, so the ingress replica itself speaks TLS.",
     )
     tls_keyfile: str | None = Field(None, description="PEM private key for tls_certfile.")
+    admin_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Serve the admin API (models, status) on this port only, apart from the "
+        "channels' port (which then answers 404 for it); unset: on `port`, with the admin scope.",
+    )
+    admin_host: str = Field(
+        "127.0.0.1",
+        description="Bind address of the admin port: keep it on localhost or a private network.",
+    )
     max_id_length: int = Field(
         128, ge=8, le=1024, description="Longest customer or event id (characters, after NFC)."
     )
@@ -324,6 +335,21 @@ class ServerSpec(_Model):
     def _tls_pair(self) -> ServerSpec:
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
             raise ValueError("tls_certfile and tls_keyfile go together")
+        return self
+
+    @model_validator(mode="after")
+    def _admin_port_apart(self) -> ServerSpec:
+        if self.admin_port is None:
+            return self
+        direct = self.serving_path == "direct"
+        taken = {self.port, self.proxy_port or (self.port + 100 if direct else self.port)}
+        if direct:
+            taken |= set(range(self.port, self.port + self.ingress_replicas + 1))
+        if self.admin_port in taken:
+            raise ValueError(
+                f"admin_port {self.admin_port} is one of the ports Serve listens on "
+                f"({', '.join(map(str, sorted(taken)))}): pick another"
+            )
         return self
 
     @model_validator(mode="after")
@@ -431,6 +457,11 @@ class Config(_Model):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"duplicate action ids: {', '.join(dupes)}")
+        if self.server.admin_port is not None and not self.auth.admin_api:
+            raise ValueError(
+                "server.admin_port is set but auth.admin_api is false: serve the admin API "
+                "on its own port or turn it off, not both"
+            )
         known = set(self.channels)
         for a in self.actions:
             bad = [c for c in a.channels if c not in known]

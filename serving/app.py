@@ -14,18 +14,18 @@ import time
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from ray import serve
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from actors.remote import ShardRouter, ShardUnavailable
+from actors.remote import ShardRouter
 from decisioning.config import Config
 from decisioning.errors import NextbestError
 from decisioning.loader import load_config
 from decisioning.profile import ProfileSchema, event_from_wire
+from serving.admin import ADMIN_PATHS, AdminRoutes, on_channel_port
 from serving.auth import KeyRing
 from serving.openapi import install_openapi
+from serving.responses import RETRY_AFTER, core_error, fail, install_error_handlers, reply
 from serving.wire import (
     DEFAULT,
     Limits,
@@ -33,8 +33,6 @@ from serving.wire import (
     WireError,
     WireModels,
     decode_body,
-    encode_body,
-    error_body,
     status_of,
     validate,
 )
@@ -42,73 +40,13 @@ from serving.wire import (
 __all__ = ["Ingress", "app_builder", "build_app", "fastapi_app", "serve_limits"]
 
 log = logging.getLogger("nextbest.serving")
-RETRY_AFTER = "1"
 
 fastapi_app = FastAPI(
     title="nextbest",
     version="1",
     description="Real-time next-best-action decisions from live profiles and LightGBM models.",
 )
-
-
-def _reply(
-    request: Request, value: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    body, media = encode_body(value, request.headers.get("accept"))
-    return Response(body, status_code=status, media_type=media, headers=headers)
-
-
-def _fail(
-    request: Request,
-    status: int,
-    code: str,
-    message: str,
-    field: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    return _reply(request, error_body(code, message, field), status, headers)
-
-
-def _core_error(request: Request, result: Any) -> Response | None:
-    """A shard's error dict -> a 4xx response; None when the result is not an error."""
-    if isinstance(result, dict) and "error" in result and len(result) == 1:
-        err = result["error"]
-        if err["type"] == "Fenced":  # a stale instance of the shard: the live one answers
-            headers = {"Retry-After": RETRY_AFTER}
-            return _fail(request, 503, err["code"], err["message"], headers=headers)
-        status = 404 if err["type"] == "NotFound" else 422
-        return _fail(request, status, err["code"], err["message"], err.get("field"))
-    return None
-
-
-@fastapi_app.exception_handler(RequestValidationError)
-async def _request_validation(request: Request, exc: RequestValidationError) -> Response:
-    err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-    field = ".".join(str(p) for p in err["loc"])
-    return _fail(request, 422, "invalid_field", f"{field}: {err['msg']}", field or None)
-
-
-@fastapi_app.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return _fail(request, exc.status_code, code, str(exc.detail))
-
-
-@fastapi_app.exception_handler(WireError)
-async def _wire_error(request: Request, exc: WireError) -> Response:
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return _fail(request, exc.status, exc.code, exc.message, exc.field, headers)
-
-
-@fastapi_app.exception_handler(ShardUnavailable)
-async def _unavailable(request: Request, exc: ShardUnavailable) -> Response:
-    return _fail(request, 503, exc.code, str(exc), headers={"Retry-After": RETRY_AFTER})
-
-
-@fastapi_app.exception_handler(Exception)
-async def _internal(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s", request.url.path)
-    return _fail(request, 500, "internal_error", "internal error; the server logs say more")
+install_error_handlers(fastapi_app)
 
 
 def _one_or_many(data: Any, model: type, max_batch: int) -> list[Any]:
@@ -133,9 +71,10 @@ def _bodies(wire: WireModels) -> dict[str, tuple[type, bool]]:
     }
 
 
+_HIDDEN: set[str] = set()  # the admin paths, when they are not served on this port
 _BODIES.update(_bodies(DEFAULT))  # the replica puts its configured models in at start
 # before @serve.ingress, which freezes (pickles) the app as it is at that moment
-install_openapi(fastapi_app, lambda: _BODIES)
+install_openapi(fastapi_app, lambda: _BODIES, lambda: _HIDDEN)
 
 
 @serve.deployment(
@@ -161,7 +100,10 @@ class Ingress:
         _BODIES.update(_bodies(self.wire))  # /openapi.json shows the configured limits
         self.router = ShardRouter(config)
         self.keys = KeyRing(config.auth)
-        self.admin_api = config.auth.admin_api
+        self.admin_here = on_channel_port(config)
+        self.admin = AdminRoutes(self.router.supervisor)
+        if not self.admin_here:
+            _HIDDEN.update(ADMIN_PATHS)
         if config.auth.enabled and not config.auth.keys:
             log.error("auth is on and no API keys are configured: every API call gets 401")
         if not config.auth.enabled:
@@ -178,8 +120,9 @@ class Ingress:
         )
 
     def _allow(self, request: Request, scope: str) -> None:
-        """401/403 unless the request's API key has `scope`; admin routes 404 when off."""
-        if scope == "admin" and not self.admin_api:
+        """401/403 unless the request's API key has `scope`; admin routes 404 when they
+        are off or on the admin port."""
+        if scope == "admin" and not self.admin_here:
             raise WireError(404, "not_found", "Not Found")
         self.keys.check(request.headers, scope)
 
@@ -207,7 +150,7 @@ class Ingress:
             except NextbestError as e:
                 field = getattr(e, "field", None)
                 field = f"[{i}].{field}" if isinstance(data, list) and field else field
-                return _fail(
+                return fail(
                     request, status_of(e), getattr(e, "code", "invalid_field"), str(e), field
                 )
             by_shard.setdefault(self.router.shard_of(wire["customer_id"]), []).append(wire)
@@ -215,9 +158,9 @@ class Ingress:
             [(s, "apply_events", evs) for s, evs in by_shard.items()]
         )
         for r in results:
-            if (resp := _core_error(request, r)) is not None:
+            if (resp := core_error(request, r)) is not None:
                 return resp
-        return _reply(request, {"accepted": sum(results)})
+        return reply(request, {"accepted": sum(results)})
 
     @fastapi_app.post("/v1/decide", tags=["decisions"], summary="Decide the next best actions")
     async def decide(self, request: Request) -> Response:
@@ -234,7 +177,7 @@ class Ingress:
         if wire["event"] is not None and wire["event"]["ts"] is None:
             wire["event"]["ts"] = time.time()
         result = await self.router.call(self.router.shard_of(req.customer_id), "decide", wire)
-        return _core_error(request, result) or _reply(request, result)
+        return core_error(request, result) or reply(request, result)
 
     @fastapi_app.post("/v1/outcomes", tags=["decisions"], summary="Report outcomes of decisions")
     async def outcomes(self, request: Request) -> Response:
@@ -247,19 +190,19 @@ class Ingress:
                 shard = self.router.shard_of_decision(o.decision_id)
             except NextbestError as e:
                 prefix = f"[{i}]." if isinstance(data, list) else ""
-                return _fail(request, 404, "unknown_decision", str(e), prefix + "decision_id")
+                return fail(request, 404, "unknown_decision", str(e), prefix + "decision_id")
             by_shard.setdefault(shard, []).append(o.model_dump())
         calls = list(by_shard.items())
         if len(calls) > 1:  # check on every shard before any applies: never half a batch
             checks = await self.router.call_all([(s, "check_outcomes", os_) for s, os_ in calls])
             for r in checks:
-                if (resp := _core_error(request, r)) is not None:
+                if (resp := core_error(request, r)) is not None:
                     return resp
         results = await self.router.call_all([(s, "record_outcomes", os_) for s, os_ in calls])
         for r in results:
-            if (resp := _core_error(request, r)) is not None:
+            if (resp := core_error(request, r)) is not None:
                 return resp
-        return _reply(request, {"accepted": sum(results)})
+        return reply(request, {"accepted": sum(results)})
 
     @fastapi_app.get("/v1/profiles/{customer_id}", tags=["profiles"], summary="A live profile")
     async def profile(self, customer_id: str, request: Request) -> Response:
@@ -268,7 +211,7 @@ class Ingress:
         result = await self.router.call(
             self.router.shard_of(customer_id), "get_profile", customer_id
         )
-        return _core_error(request, result) or _reply(request, result)
+        return core_error(request, result) or reply(request, result)
 
     @fastapi_app.delete("/v1/profiles/{customer_id}", tags=["profiles"], summary="Erase a customer")
     async def erase(self, customer_id: str, request: Request) -> Response:
@@ -279,44 +222,32 @@ class Ingress:
         result = await self.router.call(
             self.router.shard_of(customer_id), "erase_profile", customer_id
         )
-        return _core_error(request, result) or _reply(request, result)
+        return core_error(request, result) or reply(request, result)
 
     @fastapi_app.get("/v1/models", tags=["models"], summary="Models served by every shard")
     async def models(self, request: Request) -> Response:
         self._allow(request, "admin")
-        status = await self.router.supervisor_call("status")
-        return _reply(
-            request, {"shards": [{"shard": s["shard"], "models": s.get("models")} for s in status]}
-        )
+        return await self.admin.models(request)
 
     @fastapi_app.post("/v1/models/deploy", tags=["models"], summary="Deploy a model version")
     async def deploy(self, request: Request) -> Response:
         self._allow(request, "admin")
-        req = validate(
-            ModelDeployIn,
-            decode_body(
-                await request.body(), request.headers.get("content-type"), 64 * 1024 * 1024
-            ),
-        )
-        result = await self.router.supervisor_call("deploy_model", req.manifest, req.model_text)
-        if isinstance(result, dict) and "error" in result:
-            return _fail(request, 422, "model_refused", result["error"]["message"])
-        return _reply(request, result)
+        return await self.admin.deploy(request)
 
     @fastapi_app.get("/v1/status", tags=["ops"], summary="Every shard's state")
     async def status(self, request: Request) -> Response:
         self._allow(request, "admin")
-        return _reply(request, {"shards": await self.router.supervisor_call("status")})
+        return await self.admin.status(request)
 
     @fastapi_app.get("/healthz", tags=["ops"], summary="Liveness")
     async def healthz(self, request: Request) -> Response:
-        return _reply(request, {"status": "ok"})
+        return reply(request, {"status": "ok"})
 
     @fastapi_app.get("/readyz", tags=["ops"], summary="Readiness: every shard answers")
     async def readyz(self, request: Request) -> Response:
         status = await self.router.supervisor_call("status")
         ready = all(s.get("ready", True) for s in status)
-        return _reply(request, {"ready": ready, "shards": len(status)}, 200 if ready else 503)
+        return reply(request, {"ready": ready, "shards": len(status)}, 200 if ready else 503)
 
 
 def serve_limits(config: Config) -> dict[str, Any]:

@@ -41,9 +41,14 @@ def _config(path: Path) -> Config:
         raise typer.Exit(2) from None
 
 
-def _url(config: Config, url: str | None) -> str:
-    scheme = "https" if config.server.tls_certfile else "http"
-    return url or f"{scheme}://{config.server.host}:{config.server.port}"
+def _url(config: Config, url: str | None, admin: bool = False) -> str:
+    """The URL the CLI calls: the channels' port, or for admin calls the admin port
+    when there is one; a wildcard bind address is called on localhost."""
+    s = config.server
+    scheme = "https" if s.tls_certfile else "http"
+    host, port = (s.admin_host, s.admin_port) if admin and s.admin_port else (s.host, s.port)
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return url or f"{scheme}://{host}:{port}"
 
 
 def _client_opts(config: Config) -> dict[str, Any]:
@@ -184,6 +189,10 @@ def serve(
                 n = load_demo_events(url, cfg, customers=200)
                 typer.echo(f"loaded {n} demo events for customers c-0 … c-199")
         typer.secho(f"nextbest is listening on {url}  (OpenAPI: {url}/docs)", fg="green")
+        if cfg.server.admin_port is not None:
+            typer.echo(f"admin API (models, status) on {_url(cfg, None, admin=True)} only")
+        elif not cfg.auth.admin_api:
+            typer.echo("admin API off (auth.admin_api: false)")
         if demo_key:
             typer.echo(f"demo API key (every scope; kept in {_demo_key_path(cfg)}): {demo_key}")
         key = demo_key or "$NEXTBEST_API_KEY" if cfg.auth.enabled else None
@@ -252,10 +261,13 @@ def models_deploy(
     typer.echo(f"deploying {bundle.manifest.ref} (compiling to native code takes seconds)…")
     try:
         r = httpx.post(
-            f"{_url(cfg, url)}/v1/models/deploy", json=body, timeout=120, **_client_opts(cfg)
+            f"{_url(cfg, url, admin=True)}/v1/models/deploy",
+            json=body,
+            timeout=120,
+            **_client_opts(cfg),
         )
     except httpx.HTTPError as e:
-        raise _fail(f"cannot reach the server at {_url(cfg, url)}: {e}") from None
+        raise _fail(f"cannot reach the server at {_url(cfg, url, admin=True)}: {e}") from None
     if r.status_code != 200:
         raise _fail(f"refused ({r.status_code}): {r.json().get('error', {}).get('message')}")
     typer.echo(f"deployed {r.json()['deployed']} to {r.json()['shards']} shards")
@@ -296,7 +308,7 @@ def models_list(config: ConfigOpt = DEFAULT_CONFIG, url: UrlOpt = None) -> None:
             mark = "*" if v == deployed else " "
             typer.echo(f"{mark} {m.ref:<20} auc={m.metrics.get('auc')}  {m.created_at}")
     try:
-        r = httpx.get(f"{_url(cfg, url)}/v1/models", timeout=10, **_client_opts(cfg))
+        r = httpx.get(f"{_url(cfg, url, admin=True)}/v1/models", timeout=10, **_client_opts(cfg))
         typer.echo("serving: " + json.dumps(r.json()["shards"]))
     except httpx.HTTPError:
         typer.echo("serving: (server not reachable)")
@@ -388,9 +400,9 @@ def status(
     recovery, scorer, counters."""
     cfg = _config(config)
     try:
-        r = httpx.get(f"{_url(cfg, url)}/v1/status", timeout=10, **_client_opts(cfg))
+        r = httpx.get(f"{_url(cfg, url, admin=True)}/v1/status", timeout=10, **_client_opts(cfg))
     except httpx.HTTPError as e:
-        raise _fail(f"cannot reach the server: {e}") from None
+        raise _fail(f"cannot reach the server at {_url(cfg, url, admin=True)}: {e}") from None
     if r.status_code != 200:
         raise _fail(f"status failed ({r.status_code}): {r.text[:300]}")
     shards = r.json()["shards"]

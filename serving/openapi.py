@@ -3,7 +3,7 @@ schemas come from the same pydantic wire models that validate them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from typing import Any
 
 from fastapi import FastAPI
@@ -35,8 +35,11 @@ _ERROR = {
 Bodies = dict[str, tuple[type[BaseModel], bool]]
 
 
-def install_openapi(app: FastAPI, bodies: Callable[[], Bodies]) -> None:
-    """Describe `bodies()` ({path: (model, accepts a list too)}) in the app's OpenAPI;
+def install_openapi(
+    app: FastAPI, bodies: Callable[[], Bodies], hidden: Callable[[], Set[str]] = frozenset
+) -> None:
+    """Describe `bodies()` ({path: (model, accepts a list too)}) in the app's OpenAPI,
+    leaving out the paths in `hidden()` (routes this app does not serve as configured);
     called at the first request for it, so the models can carry the configured limits."""
 
     def openapi() -> dict[str, Any]:
@@ -45,6 +48,8 @@ def install_openapi(app: FastAPI, bodies: Callable[[], Bodies]) -> None:
         spec = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
+        for path in hidden():
+            spec["paths"].pop(path, None)
         schemas = spec.setdefault("components", {}).setdefault("schemas", {})
         schemas["Error"] = _ERROR
         for path, (model, many) in bodies().items():

@@ -12,6 +12,7 @@ from ray import serve
 
 from actors.remote import ensure_supervisor, shutdown_cluster
 from decisioning.config import Config
+from serving.admin import ensure_admin, stop_admin
 from serving.app import build_app
 
 __all__ = ["APP_NAME", "http_options", "proxy_port", "serve_env", "start", "start_ray", "stop"]
@@ -75,6 +76,8 @@ def start(config: Config) -> str:
     # Serve's INFO lines name its proxy port, not the one channels use: keep them out
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     ensure_supervisor(config)
+    if config.server.admin_port is not None:
+        ensure_admin(config)
     serve.start(
         http_options=http_options(config),
         logging_config={"enable_access_log": False, "log_level": "WARNING"},
@@ -112,10 +115,12 @@ def _wait_until_answering(url: str, timeout: float = 60.0, verify: bool = True) 
 
 
 def stop(config: Config) -> None:
-    """Remove the app, the shards and the supervisor; leave Ray itself to the caller."""
+    """Remove the app, the admin server, the shards and the supervisor; leave Ray itself
+    to the caller."""
     try:
         serve.delete(APP_NAME)
     except Exception as e:  # noqa: BLE001 - shutting down: report and go on
         log.warning("serve.delete: %s", e)
+    stop_admin(config)
     shutdown_cluster(config)
     serve.shutdown()
