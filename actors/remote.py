@@ -23,6 +23,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutErro
 
 from actors.shard import Shard, decision_slot
 from decisioning.config import Config
+from decisioning.decision_log import DecisionLog, logs_root
 from decisioning.errors import ModelError, NextbestError
 from decisioning.fencing import Fenced
 from decisioning.model import (
@@ -107,7 +108,11 @@ class ShardActor(Shard):
                     bundles.append(registry.read(name, version, tag))
             except ModelError as e:
                 log.error("shard %d: deployed model %s refused at start: %s", shard_id, name, e)
-        super().__init__(shard_id, config, bundles, log_dir=shard_dir(config, shard_id))
+        logs = None
+        if config.logs.enabled:
+            root = logs_root(config.server.data_dir, config.logs)
+            logs = DecisionLog(root, shard_id, config.logs)
+        super().__init__(shard_id, config, bundles, log_dir=shard_dir(config, shard_id), logs=logs)
 
     def ready(self) -> bool:
         return True

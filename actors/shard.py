@@ -22,6 +22,7 @@ from decisioning import snapshot
 from decisioning.arbitration import Decision, LoadedModel, Stages, decide
 from decisioning.catalog import Catalog
 from decisioning.config import Config
+from decisioning.decision_log import DecisionLog
 from decisioning.errors import InvalidInput, ModelError, NotFound
 from decisioning.features import FeaturePlan
 from decisioning.fencing import Fenced, Owner
@@ -78,8 +79,12 @@ class _Writer:
         state: snapshot.State,
         generation: int,
         then: Callable[[snapshot.State], None],
+        before: Callable[[], object] | None = None,
+        erased: set[str] | None = None,
     ) -> None:
         self.state = state
+        self.before = before  # erasure in the decision logs, before the WAL may go
+        self.erased = erased or set()
         self.generation = generation
         self.then = then
         self.path = ""
@@ -93,6 +98,8 @@ class _Writer:
     def _run(self, directory: str) -> None:
         started = time.perf_counter()
         try:
+            if self.before is not None:
+                self.before()
             self.path = snapshot.write(directory, self.state, self.generation)
             self.then(self.state)
         except BaseException as e:  # noqa: BLE001 - reported by _finish_snapshot
@@ -127,6 +134,7 @@ class Shard:
         models: Iterable[ModelBundle] = (),
         clock: Callable[[], float] = time.time,
         log_dir: str | None = None,
+        logs: DecisionLog | None = None,
     ) -> None:
         self.shard_id = shard_id
         self.config = config
@@ -162,6 +170,8 @@ class Shard:
         self.last_snapshot: dict[str, Any] = {}
         self._retry_at = 0.0  # after a failed snapshot, the next try waits until then
         self._purge = False  # a customer was erased: snapshot at once, then drop the WAL
+        self.logs = logs  # decision and outcome logs (Parquet), if any
+        self._erased: set[str] = set()  # erased since the last snapshot: out of the logs too
         for bundle in models:
             self.models[bundle.manifest.name] = self._load(bundle)
         if log_dir is not None:
@@ -216,6 +226,7 @@ class Shard:
             self._track(did, _Record(cid, tuple(actions), ts, channel, placement, version))
         elif kind == "x":
             self._forget(body)
+            self._erase_logs(body)
 
     def _log(self, record: tuple[str, Any]) -> None:
         if self.wal is not None:
@@ -276,7 +287,14 @@ class Shard:
         )
         self._changed = False
         self._snapshot_at = time.monotonic()
-        self._writing = _Writer(self.log_dir, state, self.owner.generation, self._covered)
+        erased, self._erased = self._erased, set()
+        before = None
+        if erased and self.logs is not None:
+            logs = self.logs
+            before = lambda: logs.rewrite_without(erased)  # noqa: E731
+        self._writing = _Writer(
+            self.log_dir, state, self.owner.generation, self._covered, before, erased
+        )
 
     def _covered(self, state: snapshot.State) -> None:
         """In the writer thread, once a snapshot is durable: delete the WAL segments and
@@ -296,6 +314,7 @@ class Shard:
         self.wal.recount()
         if w.error is not None:
             self._retry_at = time.monotonic() + SNAPSHOT_RETRY_S  # not on every call
+            self._erased |= w.erased  # their log rewrite is tried again with the next one
             log.error(
                 "shard %d: snapshot failed, the WAL keeps everything: %s", self.shard_id, w.error
             )
@@ -331,6 +350,8 @@ class Shard:
         return result
 
     def close(self) -> None:
+        if self.logs is not None:
+            self.logs.close()  # what is buffered is written
         if self._writing is not None:
             self._writing.done.wait()
             with contextlib.suppress(Fenced):
@@ -359,7 +380,7 @@ class Shard:
         while len(self.seen) > limit:
             self.seen.popitem(last=False)
 
-    def _apply(self, events: list[Event], now: float | None) -> int:
+    def _apply(self, events: list[Event], now: float | None) -> list[Event]:
         """Check all, drop duplicates, log, apply: acked events are never lost or doubled."""
         for e in events:
             self.schema.check_event(e, now)
@@ -374,14 +395,14 @@ class Shard:
             for e in fresh:
                 self.store.apply(e)
             self._remember(fresh)
-        return len(fresh)
+        return fresh
 
     # -- events --------------------------------------------------------------------------
 
     def apply_events(self, events: list[dict[str, Any]]) -> int:
         """Apply a batch of events: all are checked before any is applied."""
         batch = [event_from_wire(e) for e in events]
-        self.counters["events"] += self._apply(batch, self.clock())
+        self.counters["events"] += len(self._apply(batch, self.clock()))
         return len(batch)
 
     # -- decisions -----------------------------------------------------------------------
@@ -407,7 +428,7 @@ class Shard:
                 field = f"event.{e.field}" if e.field else "event"
                 raise InvalidInput(e.message, field=field, code=e.code) from None
             if not dry_run:
-                self.counters["events"] += self._apply([event], None)
+                self.counters["events"] += len(self._apply([event], None))
         now = self.clock()
         decision_id = f"d-{slot_of(customer_id):04x}-{os.urandom(8).hex()}"
         decision = decide(
@@ -424,9 +445,12 @@ class Shard:
             now=now,
             explain=bool(request.get("explain")),
             stages=self.stages,
+            trace=self.logs is not None and not dry_run,
         )
         if not dry_run:
             self._record(decision)
+            if self.logs is not None:
+                self.logs.decision(decision, request.get("context") or {})
         self.counters["decisions"] += 1
         return decision.to_wire()
 
@@ -468,7 +492,19 @@ class Shard:
     def record_outcomes(self, outcomes: list[dict[str, Any]]) -> int:
         """Record outcomes of earlier decisions; all are checked before any is applied."""
         events = self._outcome_events(outcomes)
-        self.counters["outcomes"] += self._apply(events, None)
+        fresh = self._apply(events, None)
+        self.counters["outcomes"] += len(fresh)
+        if self.logs is not None:
+            self.logs.outcomes(
+                (
+                    e.properties["decision_id"],
+                    e.properties["action_id"],
+                    e.customer_id,
+                    e.type.removeprefix("outcome."),
+                    e.ts,
+                )
+                for e in fresh
+            )
         return len(events)
 
     def _outcome_events(self, outcomes: list[dict[str, Any]]) -> list[Event]:
@@ -517,7 +553,20 @@ class Shard:
             if self.wal is not None:
                 self._log(("x", customer_id))
                 self._purge = True
+        self._erase_logs(customer_id)  # logs may hold a customer the profile store lost
         return {"customer_id": customer_id, "erased": erased, "decisions_removed": decisions}
+
+    def _erase_logs(self, customer_id: str) -> None:
+        """Out of the log buffers now; out of the log files before the next snapshot lets
+        the WAL tombstone go (without a WAL: now, in this call)."""
+        if self.logs is None:
+            return
+        self.logs.erase(customer_id)
+        if self.log_dir is None:
+            self.logs.rewrite_without({customer_id})
+        else:
+            self._erased.add(customer_id)
+            self._purge = True
 
     def _forget(self, customer_id: str) -> tuple[bool, int]:
         known = self.store.erase(customer_id)
@@ -580,6 +629,13 @@ class Shard:
         """How each served model is scored: "native" or "lightgbm"."""
         return {name: m.scorer_kind for name, m in self.models.items()}
 
+    def flush_logs(self) -> dict[str, Any] | None:
+        """Write the buffered decision and outcome logs now (before a training run)."""
+        if self.logs is None:
+            return None
+        self.logs.flush()
+        return self.logs.status()
+
     # -- status --------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -597,5 +653,6 @@ class Shard:
             "snapshotting": self._writing is not None,
             "last_snapshot": self.last_snapshot,
             "recovery": self.recovery,
+            "logs": self.logs.status() if self.logs is not None else None,
             **self.counters,
         }

@@ -20,7 +20,7 @@ from decisioning.features import FeaturePlan
 from decisioning.model import ModelManifest, Scorer
 from decisioning.rules import Env
 
-__all__ = ["Decision", "LoadedModel", "ScoredAction", "decide", "rank"]
+__all__ = ["Decision", "LoadedModel", "ScoredAction", "Trace", "decide", "rank"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +71,7 @@ class Decision:
     eligible: int
     model_versions: list[str]
     explanation: list[dict[str, Any]] | None = None
+    trace: Trace | None = None
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -85,6 +86,21 @@ class Decision:
         if self.explanation is not None:
             out["explanation"] = self.explanation
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """Every eligible candidate of one decision as it was scored, for the decision log.
+
+    `blocks` holds, per model, the candidates' indexes and the very feature matrix the
+    model scored (not a copy made later); candidates without a model have no features.
+    """
+
+    action_ids: list[str]
+    models: list[str | None]
+    propensity: np.ndarray  # float64, one per candidate
+    priority: np.ndarray  # float64
+    blocks: list[tuple[str, list[int], np.ndarray]]  # model ref, candidate indexes, x
 
 
 @dataclass(slots=True)
@@ -113,6 +129,7 @@ def decide(
     now: float,
     explain: bool = False,
     stages: Stages | None = None,
+    trace: bool = False,
 ) -> Decision:
     """Decide the best actions for one customer from their profile feature vector."""
     t0 = time.perf_counter_ns() if stages is not None else 0
@@ -143,6 +160,7 @@ def decide(
         if a.model is not None and a.model in models:
             by_model.setdefault(a.model, []).append(i)
     feat_ns = score_ns = 0
+    blocks: list[tuple[str, list[int], np.ndarray]] = []
     for name, idx in by_model.items():
         m = models[name]
         f0 = time.perf_counter_ns() if stages is not None else 0
@@ -156,6 +174,8 @@ def decide(
             score_ns += time.perf_counter_ns() - f1
         versions[name] = m.manifest.ref
         used.append(m.manifest.ref)
+        if trace:
+            blocks.append((m.manifest.ref, idx, x))
     t2 = time.perf_counter_ns() if stages is not None else 0
 
     scored = rank(
@@ -190,6 +210,18 @@ def decide(
         stages.scoring += score_ns
         stages.arbitration += time.perf_counter_ns() - t2
         stages.count += 1
+    traced = None
+    if trace:
+        levers = np.array([a.lever for a in eligible], dtype=np.float64)
+        # ((p × v) × w) × lever, in rank()'s order: the same float64 bits as the answer's
+        priority = propensity * np.array(values) * np.array(weights) * levers
+        traced = Trace(
+            action_ids=[a.id for a in eligible],
+            models=[a.model for a in eligible],
+            propensity=propensity,
+            priority=priority,
+            blocks=blocks,
+        )
     return Decision(
         decision_id=decision_id,
         customer_id=customer_id,
@@ -201,6 +233,7 @@ def decide(
         eligible=len(eligible),
         model_versions=sorted(set(used)),
         explanation=explanation,
+        trace=traced,
     )
 
 

@@ -427,6 +427,30 @@ class AuthSpec(_Model):
         return self
 
 
+class LogsSpec(_Model):
+    """Decision and outcome logs (Parquet, for training and evaluation); every field can
+    be set by NEXTBEST_LOGS_<FIELD>."""
+
+    enabled: bool = Field(True, description="Log every decision and outcome.")
+    dir: str | None = Field(
+        None,
+        description="Where the logs go: a local path or any pyarrow filesystem URI; "
+        "default <data_dir>/logs.",
+    )
+    roll_rows: int = Field(
+        50_000, ge=1, description="Candidate rows a shard buffers before writing a file."
+    )
+    roll_s: float = Field(
+        60.0, gt=0, description="...or seconds, whichever comes first (an idle shard too)."
+    )
+    max_pending: int = Field(
+        4,
+        ge=1,
+        description="Rolled files waiting for the writer thread; beyond it the shard waits "
+        "(bounded memory, nothing dropped).",
+    )
+
+
 class Config(_Model):
     """The whole nextbest config file."""
 
@@ -441,6 +465,7 @@ class Config(_Model):
     )
     server: ServerSpec = Field(default_factory=ServerSpec, description="Server settings.")
     auth: AuthSpec = Field(default_factory=AuthSpec, description="API keys and scopes.")
+    logs: LogsSpec = Field(default_factory=LogsSpec, description="Decision and outcome logs.")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

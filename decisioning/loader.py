@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from decisioning.catalog import Catalog, CatalogError
-from decisioning.config import AuthSpec, Config, ServerSpec
+from decisioning.config import AuthSpec, Config, LogsSpec, ServerSpec
 from decisioning.errors import ConfigError
 from decisioning.profile import ProfileSchema
 
@@ -25,7 +25,8 @@ ENV_PREFIX = "NEXTBEST_"
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, override from `environ` (NEXTBEST_<SERVER FIELD>, NEXTBEST_AUTH_<FIELD>),
+    """Read, override from `environ` (NEXTBEST_<SERVER FIELD>, NEXTBEST_AUTH_<FIELD>,
+    NEXTBEST_LOGS_<FIELD>),
     validate and compile."""
     source = str(path)
     try:
@@ -48,6 +49,7 @@ def config_from_dict(
     for section, spec, prefix in (
         ("server", ServerSpec, ENV_PREFIX),
         ("auth", AuthSpec, ENV_PREFIX + "AUTH_"),
+        ("logs", LogsSpec, ENV_PREFIX + "LOGS_"),
     ):
         overrides = _env_overrides(environ or {}, spec, prefix)
         if overrides:

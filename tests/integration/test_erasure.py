@@ -43,9 +43,14 @@ def test_erasure_leaves_no_trace_on_disk(server: Server, client: httpx.Client) -
         assert client.post("/v1/outcomes", json={**outcome, "outcome": "click"}).is_success
     shard = client.get(f"/v1/profiles/{CUSTOMER}").json()["shard"]
     ns = server.config.server.namespace
-    ray.get(ray.get_actor(f"shard-{shard}", namespace=ns).snapshot.remote())  # in a snapshot too
-    needles = (CUSTOMER.encode(), struct.pack("<f", INCOME))
+    actor = ray.get_actor(f"shard-{shard}", namespace=ns)
+    ray.get(actor.snapshot.remote())  # in a snapshot too
+    ray.get(actor.flush_logs.remote())  # and in the decision and outcome log files
+    needles = (CUSTOMER.encode(), struct.pack("<f", INCOME), struct.pack("<d", INCOME))
     assert _files_holding(server.data_dir, *needles)  # the scan finds it before
+    assert _files_holding(server.data_dir / "logs" / "decisions", CUSTOMER.encode())
+    if d["actions"]:
+        assert _files_holding(server.data_dir / "logs" / "outcomes", CUSTOMER.encode())
 
     r = client.delete(f"/v1/profiles/{CUSTOMER}")
     assert r.status_code == 200, r.text
