@@ -21,10 +21,10 @@ from typing import Any
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
 
-from actors.shard import Shard, decision_slot
+from actors.shard import OUTCOMES, Shard, decision_slot
 from decisioning.config import Config
 from decisioning.decision_log import DecisionLog, logs_root
-from decisioning.errors import ModelError, NextbestError
+from decisioning.errors import ModelError, NextbestError, NotFound
 from decisioning.fencing import Fenced
 from decisioning.model import (
     ModelBundle,
@@ -100,19 +100,29 @@ class ShardActor(Shard):
     def __init__(self, shard_id: int, config: Config) -> None:
         registry = Registry(config.server.data_dir)
         tag = native_tag() if config.server.scorer == "native" else None
-        bundles = []
+        bundles, challengers = [], []
         for name in registry.names():
             try:
-                version = registry.deployed(name)
-                if version is not None:
-                    bundles.append(registry.read(name, version, tag))
+                aliases = registry.aliases(name)
+                if aliases.champion is not None:
+                    bundles.append(registry.read(name, aliases.champion, tag))
+                if aliases.challenger is not None:
+                    bundle = registry.read(name, aliases.challenger, tag)
+                    challengers.append((bundle, aliases.share, aliases.shadow))
             except ModelError as e:
                 log.error("shard %d: deployed model %s refused at start: %s", shard_id, name, e)
         logs = None
         if config.logs.enabled:
             root = logs_root(config.server.data_dir, config.logs)
             logs = DecisionLog(root, shard_id, config.logs)
-        super().__init__(shard_id, config, bundles, log_dir=shard_dir(config, shard_id), logs=logs)
+        super().__init__(
+            shard_id,
+            config,
+            bundles,
+            log_dir=shard_dir(config, shard_id),
+            logs=logs,
+            challengers=challengers,
+        )
 
     def ready(self) -> bool:
         return True
@@ -238,6 +248,98 @@ class Supervisor:
         ray.get([s.commit_model.remote(name) for s in self.shards])
         registry.set_deployed(m.name, m.version)
         return {"deployed": m.ref, "shards": len(self.shards)}
+
+    def roll_out(
+        self,
+        name: str,
+        op: str,
+        version: int | None = None,
+        share: float = 0.0,
+        shadow: bool = False,
+    ) -> dict[str, Any]:
+        """promote (a version, default the challenger), rollback (to the champion before),
+        or split (a challenger for a share of customers, or in shadow; no version: end
+        it). Every shard stages what changes, then all switch; the aliases are written
+        last. If any shard refuses, none switches and the aliases stay."""
+        with self.deploying:
+            registry = Registry(self.config.server.data_dir)
+            if not registry.versions(name):
+                return _error(
+                    NotFound(f"no model named {name!r} in the registry", code="unknown_model")
+                )
+            before = registry.aliases(name)
+            try:
+                if op == "promote":
+                    after = before.promote(version)
+                elif op == "rollback":
+                    after = before.rollback()
+                else:
+                    after = before.split(version, share, shadow)
+                for v in (after.champion, after.challenger):
+                    if v is not None and v not in registry.versions(name):
+                        raise ModelError(f"{name}@{v} is not in the registry")
+                stage: list[tuple[ModelBundle, str, float, bool]] = []
+                if after.champion != before.champion and after.champion is not None:
+                    stage.append((registry.read(name, after.champion), "champion", 0.0, False))
+                challenger_changed = (after.challenger, after.share, after.shadow) != (
+                    before.challenger,
+                    before.share,
+                    before.shadow,
+                )
+                if challenger_changed and after.challenger is not None:
+                    bundle = registry.read(name, after.challenger)
+                    stage.append((bundle, "challenger", after.share, after.shadow))
+            except NextbestError as e:
+                return _error(e)
+            calls = []
+            for bundle, role, part, shadowed in stage:
+                native = self._native(bundle)
+                m = bundle.manifest.to_dict()
+                calls += [
+                    s.call.remote("stage_model", m, bundle.model_text, native, role, part, shadowed)
+                    for s in self.shards
+                ]
+            refused = [r for r in ray.get(calls) if isinstance(r, dict)]
+            if refused:
+                ray.get([s.abort_model.remote(name) for s in self.shards])
+                return refused[0]
+            if challenger_changed and after.challenger is None:
+                ray.get([s.stage_no_challenger.remote(name) for s in self.shards])
+            ray.get([s.commit_model.remote(name) for s in self.shards])
+            registry.set_aliases(name, after)
+            return {"model": name, **after.to_dict(), "shards": len(self.shards)}
+
+    def model_stats(self) -> dict[str, Any]:
+        """Per model version: its alias, decisions and outcomes, summed over the shards
+        (since each shard started; the decision logs hold the whole history)."""
+        registry = Registry(self.config.server.data_dir)
+        totals: dict[str, dict[str, int]] = {}
+        for st in self.status():
+            for ref, counts in (st.get("variant_stats") or {}).items():
+                t = totals.setdefault(ref, {})
+                for k, n in counts.items():
+                    t[k] = t.get(k, 0) + n
+        out: dict[str, Any] = {}
+        for name in registry.names():
+            a = registry.aliases(name)
+            role = {a.champion: "champion", a.challenger: "shadow" if a.shadow else "challenger"}
+            versions = []
+            for ref, counts in sorted(totals.items()):
+                model, _, v = ref.partition("@")
+                if model != name:
+                    continue
+                shown, accepted = counts.get("impression", 0), counts.get("accept", 0)
+                versions.append(
+                    {
+                        "version": ref,
+                        "alias": role.get(int(v)),
+                        "decisions": counts.get("decisions", 0),
+                        **{k: counts.get(k, 0) for k in OUTCOMES},
+                        "accept_rate": accepted / shown if shown else None,
+                    }
+                )
+            out[name] = {"aliases": a.to_dict(), "versions": versions}
+        return out
 
     def _native(self, bundle: ModelBundle) -> bytes | None:
         """The model's native code for this CPU kind: from the registry, else compiled now.

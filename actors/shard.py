@@ -34,7 +34,7 @@ from decisioning.model import (
     scorer_for,
 )
 from decisioning.profile import Event, ProfileSchema, ProfileStore, event_from_wire
-from decisioning.slots import slot_of
+from decisioning.slots import bucket, slot_of
 from decisioning.wal import Replay, Wal, replay
 
 __all__ = ["OUTCOMES", "Shard", "decision_slot"]
@@ -135,6 +135,7 @@ class Shard:
         clock: Callable[[], float] = time.time,
         log_dir: str | None = None,
         logs: DecisionLog | None = None,
+        challengers: Iterable[tuple[ModelBundle, float, bool]] = (),
     ) -> None:
         self.shard_id = shard_id
         self.config = config
@@ -142,8 +143,12 @@ class Shard:
         self.schema = ProfileSchema(config)
         self.store = ProfileStore(self.schema)
         self.catalog = Catalog(config, self.schema)
-        self.models: dict[str, LoadedModel] = {}
-        self._staged: dict[str, LoadedModel] = {}
+        self.models: dict[str, LoadedModel] = {}  # the champions
+        # per model name: (challenger, share of customers, shadow: scored, never used)
+        self.challengers: dict[str, tuple[LoadedModel, float, bool]] = {}
+        self._staged: dict[tuple[str, str], tuple[LoadedModel, float, bool] | None] = {}
+        # per model version: decisions it scored and the outcomes of those decisions
+        self.variant_stats: dict[str, dict[str, int]] = {}
         # Decision history, bounded by MAX_TRACKED_DECISIONS whatever the number of
         # customers: the records live in one ring (oldest evicted first), and a customer's
         # recent list holds only ids of records still in it.
@@ -174,6 +179,8 @@ class Shard:
         self._erased: set[str] = set()  # erased since the last snapshot: out of the logs too
         for bundle in models:
             self.models[bundle.manifest.name] = self._load(bundle)
+        for bundle, share, shadow in challengers:
+            self.challengers[bundle.manifest.name] = (self._load(bundle), share, shadow)
         if log_dir is not None:
             self._recover(log_dir)
 
@@ -431,28 +438,57 @@ class Shard:
                 self.counters["events"] += len(self._apply([event], None))
         now = self.clock()
         decision_id = f"d-{slot_of(customer_id):04x}-{os.urandom(8).hex()}"
+        models, variant, shadows = self._variant(customer_id)
+        args: dict[str, Any] = {
+            "decision_id": decision_id,
+            "customer_id": customer_id,
+            "profile": self.store.features(customer_id, now),
+            "channel": channel,
+            "placement": request.get("placement"),
+            "context": request.get("context") or {},
+            "limit": limit,
+            "catalog": self.catalog,
+            "settings": cfg,
+            "now": now,
+        }
         decision = decide(
-            decision_id=decision_id,
-            customer_id=customer_id,
-            profile=self.store.features(customer_id, now),
-            channel=channel,
-            placement=request.get("placement"),
-            context=request.get("context") or {},
-            limit=limit,
-            catalog=self.catalog,
-            models=self.models,
-            settings=cfg,
-            now=now,
+            **args,
+            models=models,
             explain=bool(request.get("explain")),
             stages=self.stages,
             trace=self.logs is not None and not dry_run,
         )
         if not dry_run:
             self._record(decision)
+            for ref in decision.model_versions:
+                stats = self.variant_stats.setdefault(ref, {"decisions": 0})
+                stats["decisions"] += 1
             if self.logs is not None:
-                self.logs.decision(decision, request.get("context") or {})
+                shadow_scores = None
+                if shadows:  # the same candidates, scored by the shadow models too
+                    shadow_scores = decide(**args, models=shadows, trace=True).trace
+                self.logs.decision(
+                    decision, request.get("context") or {}, variant, shadow=shadow_scores
+                )
         self.counters["decisions"] += 1
-        return decision.to_wire()
+        out = decision.to_wire()
+        out["variant"] = variant
+        return out
+
+    def _variant(
+        self, customer_id: str
+    ) -> tuple[dict[str, LoadedModel], str, dict[str, LoadedModel]]:
+        """The models that decide for this customer, the variant, and the shadow models."""
+        if not self.challengers:
+            return self.models, "champion", {}
+        models, variant, shadows = self.models, "champion", {}
+        for name, (m, share, shadow) in self.challengers.items():
+            if shadow:
+                shadows[name] = m
+            elif bucket(name, customer_id) < share:
+                models = {**models, name: m}
+                variant = "challenger"
+        return models, variant, shadows
 
     def _record(self, d: Decision) -> None:
         record = _Record(
@@ -494,6 +530,12 @@ class Shard:
         events = self._outcome_events(outcomes)
         fresh = self._apply(events, None)
         self.counters["outcomes"] += len(fresh)
+        for e in fresh:
+            version = self.decisions[e.properties["decision_id"]].model_version
+            for ref in version.split(",") if version else ():
+                stats = self.variant_stats.setdefault(ref, {"decisions": 0})
+                kind = e.type.removeprefix("outcome.")
+                stats[kind] = stats.get(kind, 0) + 1
         if self.logs is not None:
             self.logs.outcomes(
                 (
@@ -605,25 +647,51 @@ class Shard:
         return LoadedModel(m, scorer, plan, kind)
 
     def stage_model(
-        self, manifest: dict[str, Any], model_text: str, native: bytes | None = None
+        self,
+        manifest: dict[str, Any],
+        model_text: str,
+        native: bytes | None = None,
+        role: str = "champion",
+        share: float = 0.0,
+        shadow: bool = False,
     ) -> str:
-        """Load and check a model without serving it; raises ModelError if refused."""
+        """Load and check a model without serving it; raises ModelError if refused.
+        `role` challenger: for `share` of customers (sticky), or in `shadow`."""
         bundle = ModelBundle.verified(ModelManifest.from_dict(manifest), model_text, native)
         loaded = self._load(bundle)
-        self._staged[loaded.manifest.name] = loaded
+        self._staged[(loaded.manifest.name, role)] = (loaded, share, shadow)
         return loaded.manifest.ref
+
+    def stage_no_challenger(self, name: str) -> None:
+        """At the next commit of `name`, its challenger (if any) stops."""
+        self._staged[(name, "challenger")] = None
 
     def commit_model(self, name: str) -> str:
-        """Serve the staged model `name` from the next decision on."""
-        loaded = self._staged.pop(name)
-        self.models[name] = loaded
-        return loaded.manifest.ref
+        """Serve what is staged for `name` (champion, challenger or both) from the next
+        decision on: one call, so no decision sees half of it."""
+        champion = self._staged.pop((name, "champion"), None)
+        if champion is not None:
+            self.models[name] = champion[0]
+        if (name, "challenger") in self._staged:
+            challenger = self._staged.pop((name, "challenger"))
+            if challenger is None:
+                self.challengers.pop(name, None)
+            else:
+                self.challengers[name] = challenger
+        return self.models[name].manifest.ref if name in self.models else ""
 
     def abort_model(self, name: str) -> None:
-        self._staged.pop(name, None)
+        self._staged.pop((name, "champion"), None)
+        self._staged.pop((name, "challenger"), None)
 
     def model_versions(self) -> dict[str, str]:
         return {name: m.manifest.ref for name, m in self.models.items()}
+
+    def challenger_versions(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: {"version": m.manifest.ref, "share": share, "shadow": shadow}
+            for name, (m, share, shadow) in self.challengers.items()
+        }
 
     def scorers(self) -> dict[str, str]:
         """How each served model is scored: "native" or "lightgbm"."""
@@ -643,6 +711,8 @@ class Shard:
             "shard": self.shard_id,
             "customers": len(self.store),
             "models": self.model_versions(),
+            "challengers": self.challenger_versions(),
+            "variant_stats": self.variant_stats,
             "scorers": self.scorers(),
             "catalog_version": self.catalog.version,
             "state_bytes": self.store.nbytes(),

@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from decisioning.arbitration import Decision
+from decisioning.arbitration import Decision, Trace
 from decisioning.config import LogsSpec
 
 __all__ = [
@@ -68,6 +68,8 @@ DECISIONS_SCHEMA = pa.schema(
         ("rank", pa.int32()),  # 0 = highest priority
         ("chosen", pa.bool_()),
         ("probability", pa.float64()),  # that the logging policy put it first
+        ("shadow_version", pa.string()),  # a model in shadow: scored too, not used
+        ("shadow_propensity", pa.float64()),
     ]
 )
 OUTCOMES_SCHEMA = pa.schema(
@@ -100,6 +102,7 @@ class _Decided:
     context: str
     variant: str
     probability: np.ndarray | None  # per candidate; None: greedy (1 for the first, else 0)
+    shadow: Trace | None  # the same candidates, scored by the models in shadow
 
 
 _Outcome = tuple[str, str, str, str, float]  # decision_id, action_id, customer_id, outcome, ts
@@ -139,12 +142,13 @@ class DecisionLog:
         context: dict[str, Any],
         variant: str = "champion",
         probability: np.ndarray | None = None,
+        shadow: Trace | None = None,
     ) -> None:
         """Log a decision made with `trace=True`."""
         assert decision.trace is not None
         ctx = json.dumps(context, sort_keys=True, separators=(",", ":"))
         with self._cv:
-            self._decisions.append(_Decided(decision, ctx, variant, probability))
+            self._decisions.append(_Decided(decision, ctx, variant, probability, shadow))
             self._rows += max(1, len(decision.trace.action_ids))
             self._maybe_roll()
 
@@ -327,6 +331,8 @@ def _decisions_table(decided: list[_Decided]) -> pa.Table:
                 rank=None,
                 chosen=False,
                 probability=None,
+                shadow_version=None,
+                shadow_propensity=None,
             )
             offsets.append(offsets[-1])
             continue
@@ -342,6 +348,11 @@ def _decisions_table(decided: list[_Decided]) -> pa.Table:
             ranks[i] = r
         chosen = {a.action_id for a in d.actions}
         first = d.actions[0].action_id if d.actions else None
+        sh = e.shadow
+        shadow_refs: list[str | None] = [None] * n
+        for ref, idx, _ in sh.blocks if sh is not None else ():
+            for i in idx:
+                shadow_refs[i] = ref
         for i in range(n):
             aid = tr.action_ids[i]
             if e.probability is not None:
@@ -360,6 +371,8 @@ def _decisions_table(decided: list[_Decided]) -> pa.Table:
                 rank=ranks[i],
                 chosen=aid in chosen,
                 probability=p,
+                shadow_version=(ref_i := shadow_refs[i]),
+                shadow_propensity=None if sh is None or ref_i is None else float(sh.propensity[i]),
             )
             f = features[i]
             if f is not None:

@@ -1,8 +1,9 @@
-"""The model registry under the data dir: immutable versions and a deployed pointer.
+"""The model registry under the data dir: immutable versions and aliases per model.
 
     <data_dir>/models/<name>/<version>/model.txt
     <data_dir>/models/<name>/<version>/manifest.json
-    <data_dir>/models/<name>/deployed.json       {"version": N}
+    <data_dir>/models/<name>/aliases.json        champion, challenger (share or shadow),
+                                                 earlier champions (deployed.json before)
     <data_dir>/native/<sha256>/<native tag>.o     a model compiled for one kind of CPU
 
 The data dir is a local path or any pyarrow filesystem URI (s3://, gs://, hdfs://...).
@@ -14,16 +15,79 @@ import hashlib
 import json
 import logging
 import os
+from dataclasses import dataclass, replace
+from typing import Any
 
 import pyarrow.fs as pafs
 
 from decisioning.errors import ModelError, ModelIntegrityError
 from decisioning.model import MANIFEST_FILE, MODEL_FILE, ModelBundle, ModelManifest
 
-__all__ = ["NATIVE_MAGIC", "Registry"]
+__all__ = ["ALIASES_FILE", "NATIVE_MAGIC", "Aliases", "Registry"]
 
 log = logging.getLogger("nextbest.registry")
 NATIVE_MAGIC = b"nextbest-native-v1 sha256="
+ALIASES_FILE = "aliases.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Aliases:
+    """Which versions of one model serve: the champion for everyone, a challenger for a
+    sticky share of customers (or in shadow: scored and logged, never used), and the
+    earlier champions, newest last, for rollback. Transitions return a new value."""
+
+    champion: int | None = None
+    challenger: int | None = None
+    share: float = 0.0
+    shadow: bool = False
+    previous: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "champion": self.champion,
+            "challenger": self.challenger,
+            "share": self.share,
+            "shadow": self.shadow,
+            "previous": list(self.previous),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Aliases:
+        return cls(
+            champion=d.get("champion"),
+            challenger=d.get("challenger"),
+            share=float(d.get("share", 0.0)),
+            shadow=bool(d.get("shadow", False)),
+            previous=tuple(d.get("previous", ())),
+        )
+
+    def promote(self, version: int | None = None) -> Aliases:
+        """`version` (default: the challenger) becomes the champion."""
+        version = self.challenger if version is None else version
+        if version is None:
+            raise ModelError("there is no challenger to promote; name a version")
+        if version == self.champion:
+            return self
+        previous = self.previous + ((self.champion,) if self.champion is not None else ())
+        if version == self.challenger:
+            return Aliases(version, None, 0.0, False, previous[-20:])
+        return replace(self, champion=version, previous=previous[-20:])
+
+    def rollback(self) -> Aliases:
+        """The champion before this one serves again (the challenger stays)."""
+        if not self.previous:
+            raise ModelError("there is no earlier champion to roll back to")
+        return replace(self, champion=self.previous[-1], previous=self.previous[:-1])
+
+    def split(self, version: int | None, share: float, shadow: bool = False) -> Aliases:
+        """Give `version` a share of customers (or the shadow); None ends the test."""
+        if version is None:
+            return replace(self, challenger=None, share=0.0, shadow=False)
+        if version == self.champion:
+            raise ModelError(f"version {version} is the champion already")
+        if not 0.0 <= share <= 1.0:
+            raise ModelError("share must be between 0 and 1")
+        return replace(self, challenger=version, share=0.0 if shadow else share, shadow=shadow)
 
 
 class Registry:
@@ -132,14 +196,29 @@ class Registry:
         self._write(f"{d}/{MANIFEST_FILE}", json.dumps(m.to_dict(), indent=2, sort_keys=True))
         return m
 
+    def aliases(self, name: str) -> Aliases:
+        """The model's aliases (a deployment of before aliases: its deployed version)."""
+        path = f"{self.root}/{name}/{ALIASES_FILE}"
+        if self._exists(path):
+            return Aliases.from_dict(json.loads(self._read(path)))
+        legacy = f"{self.root}/{name}/deployed.json"
+        if self._exists(legacy):
+            return Aliases(champion=int(json.loads(self._read(legacy))["version"]))
+        return Aliases()
+
+    def set_aliases(self, name: str, aliases: Aliases) -> None:
+        for v in (aliases.champion, aliases.challenger):
+            if v is not None and v not in self.versions(name):
+                raise ModelError(f"{name}@{v} is not in the registry")
+        self._write(f"{self.root}/{name}/{ALIASES_FILE}", json.dumps(aliases.to_dict(), indent=2))
+
     def deployed(self, name: str) -> int | None:
-        path = f"{self.root}/{name}/deployed.json"
-        if not self._exists(path):
-            return None
-        return int(json.loads(self._read(path))["version"])
+        """The champion version."""
+        return self.aliases(name).champion
 
     def set_deployed(self, name: str, version: int) -> None:
-        self._write(f"{self.root}/{name}/deployed.json", json.dumps({"version": version}))
+        """Make `version` the champion (the one before it can be rolled back to)."""
+        self.set_aliases(name, self.aliases(name).promote(version))
 
     def deployed_bundles(self, native_tag: str | None = None) -> list[ModelBundle]:
         out = []

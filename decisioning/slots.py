@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xxhash
 
-__all__ = ["SLOTS", "contiguous_map", "slot_of"]
+__all__ = ["SLOTS", "bucket", "contiguous_map", "slot_of"]
 
 SLOTS = 16384
 
@@ -17,3 +17,10 @@ def slot_of(customer_id: str) -> int:
 def contiguous_map(shards: int) -> list[int]:
     """slot -> shard, each shard owning one contiguous range of slots."""
     return [slot * shards // SLOTS for slot in range(SLOTS)]
+
+
+def bucket(salt: str, customer_id: str) -> float:
+    """A customer's sticky place in [0, 1) for `salt` (a model name): independent of the
+    slot, so a challenger's share is spread over every shard."""
+    h = xxhash.xxh3_64_intdigest(f"{salt}\0{customer_id}".encode("utf-8", "surrogatepass"))
+    return h / 2.0**64

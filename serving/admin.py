@@ -12,6 +12,7 @@ certificate when one is configured.
 
 import contextlib
 import logging
+import re
 import threading
 import time
 from typing import Any
@@ -27,7 +28,7 @@ from decisioning.config import Config
 from serving.auth import KeyRing
 from serving.openapi import install_openapi
 from serving.responses import fail, install_error_handlers, reply
-from serving.wire import ModelDeployIn, decode_body, validate
+from serving.wire import ModelDeployIn, PromoteIn, SplitIn, WireError, decode_body, validate
 
 __all__ = [
     "ADMIN",
@@ -43,7 +44,25 @@ __all__ = [
 log = logging.getLogger("nextbest.serving")
 ADMIN = "nextbest-admin"
 MAX_MODEL_BYTES = 64 * 1024 * 1024  # a deploy carries the model text
-ADMIN_PATHS = frozenset(("/v1/models", "/v1/models/deploy", "/v1/status"))
+ADMIN_PATHS = frozenset(
+    (
+        "/v1/models",
+        "/v1/models/deploy",
+        "/v1/models/stats",
+        "/v1/models/{name}/promote",
+        "/v1/models/{name}/rollback",
+        "/v1/models/{name}/split",
+        "/v1/status",
+    )
+)
+_MODEL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+ADMIN_BODIES: dict[str, tuple[type, bool]] = {
+    "/v1/models/deploy": (ModelDeployIn, False),
+    "/v1/models/{name}/promote": (PromoteIn, False),
+    "/v1/models/{name}/split": (SplitIn, False),
+}
 
 
 def on_channel_port(config: Config) -> bool:
@@ -59,8 +78,35 @@ class AdminRoutes:
 
     async def models(self, request: Request) -> Response:
         status = await self.supervisor.call("status")
-        shards = [{"shard": s["shard"], "models": s.get("models")} for s in status]
+        shards = [
+            {"shard": s["shard"], "models": s.get("models"), "challengers": s.get("challengers")}
+            for s in status
+        ]
         return reply(request, {"shards": shards})
+
+    async def stats(self, request: Request) -> Response:
+        return reply(request, {"models": await self.supervisor.call("model_stats")})
+
+    async def roll_out(self, request: Request, name: str, op: str) -> Response:
+        """promote, rollback or split `name` on every shard at once."""
+        if not _MODEL_NAME.match(name):
+            raise WireError(422, "invalid_field", "not a model name", "name")
+        body = await request.body()
+        data = decode_body(body, request.headers.get("content-type"), 4096) if body else {}
+        args: tuple[Any, ...] = ()
+        if op == "promote":
+            args = (validate(PromoteIn, data).version,)
+        elif op == "split":
+            req = validate(SplitIn, data)
+            args = (req.version, req.share, req.shadow)
+        elif data:
+            raise WireError(422, "invalid_field", "rollback takes no body")
+        result = await self.supervisor.call("roll_out", name, op, *args)
+        if isinstance(result, dict) and "error" in result:
+            err = result["error"]
+            status = 404 if err["type"] == "NotFound" else 409
+            return fail(request, status, err["code"], err["message"])
+        return reply(request, result)
 
     async def deploy(self, request: Request) -> Response:
         body = decode_body(
@@ -80,7 +126,7 @@ def admin_app(config: Config, supervisor: SupervisorClient) -> FastAPI:
     """The FastAPI app of the admin port: the admin routes and a liveness probe."""
     app = FastAPI(title="nextbest admin", version="1", description="Models and status.")
     install_error_handlers(app)
-    install_openapi(app, lambda: {"/v1/models/deploy": (ModelDeployIn, False)})
+    install_openapi(app, lambda: ADMIN_BODIES)
     keys = KeyRing(config.auth)
     routes = AdminRoutes(supervisor)
 
@@ -93,6 +139,26 @@ def admin_app(config: Config, supervisor: SupervisorClient) -> FastAPI:
     async def deploy(request: Request) -> Response:
         keys.check(request.headers, "admin")
         return await routes.deploy(request)
+
+    @app.get("/v1/models/stats", tags=["models"], summary="Live metrics per model version")
+    async def stats(request: Request) -> Response:
+        keys.check(request.headers, "admin")
+        return await routes.stats(request)
+
+    @app.post("/v1/models/{name}/promote", tags=["models"], summary="Make a version champion")
+    async def promote(name: str, request: Request) -> Response:
+        keys.check(request.headers, "admin")
+        return await routes.roll_out(request, name, "promote")
+
+    @app.post("/v1/models/{name}/rollback", tags=["models"], summary="Back to the last champion")
+    async def rollback(name: str, request: Request) -> Response:
+        keys.check(request.headers, "admin")
+        return await routes.roll_out(request, name, "rollback")
+
+    @app.post("/v1/models/{name}/split", tags=["models"], summary="Start or end a challenger")
+    async def split(name: str, request: Request) -> Response:
+        keys.check(request.headers, "admin")
+        return await routes.roll_out(request, name, "split")
 
     @app.get("/v1/status", tags=["ops"], summary="Every shard's state")
     async def status(request: Request) -> Response:

@@ -22,14 +22,13 @@ from decisioning.config import Config
 from decisioning.errors import NextbestError
 from decisioning.loader import load_config
 from decisioning.profile import ProfileSchema, event_from_wire
-from serving.admin import ADMIN_PATHS, AdminRoutes, on_channel_port
+from serving.admin import ADMIN_BODIES, ADMIN_PATHS, AdminRoutes, on_channel_port
 from serving.auth import KeyRing
 from serving.openapi import install_openapi
 from serving.responses import RETRY_AFTER, core_error, fail, install_error_handlers, reply
 from serving.wire import (
     DEFAULT,
     Limits,
-    ModelDeployIn,
     WireError,
     WireModels,
     decode_body,
@@ -67,7 +66,7 @@ def _bodies(wire: WireModels) -> dict[str, tuple[type, bool]]:
         "/v1/events": (wire.EventIn, True),
         "/v1/decide": (wire.DecideIn, False),
         "/v1/outcomes": (wire.OutcomeIn, True),
-        "/v1/models/deploy": (ModelDeployIn, False),
+        **ADMIN_BODIES,
     }
 
 
@@ -233,6 +232,32 @@ class Ingress:
     async def deploy(self, request: Request) -> Response:
         self._allow(request, "admin")
         return await self.admin.deploy(request)
+
+    @fastapi_app.get("/v1/models/stats", tags=["models"], summary="Live metrics per model version")
+    async def model_stats(self, request: Request) -> Response:
+        self._allow(request, "admin")
+        return await self.admin.stats(request)
+
+    @fastapi_app.post(
+        "/v1/models/{name}/promote", tags=["models"], summary="Make a version champion"
+    )
+    async def promote(self, name: str, request: Request) -> Response:
+        self._allow(request, "admin")
+        return await self.admin.roll_out(request, name, "promote")
+
+    @fastapi_app.post(
+        "/v1/models/{name}/rollback", tags=["models"], summary="Back to the last champion"
+    )
+    async def rollback(self, name: str, request: Request) -> Response:
+        self._allow(request, "admin")
+        return await self.admin.roll_out(request, name, "rollback")
+
+    @fastapi_app.post(
+        "/v1/models/{name}/split", tags=["models"], summary="Start or end a challenger"
+    )
+    async def split(self, name: str, request: Request) -> Response:
+        self._allow(request, "admin")
+        return await self.admin.roll_out(request, name, "split")
 
     @fastapi_app.get("/v1/status", tags=["ops"], summary="Every shard's state")
     async def status(self, request: Request) -> Response:

@@ -25,7 +25,9 @@ app = typer.Typer(
     add_completion=False,
     help="nextbest: real-time next-best-action server on Ray.",
 )
-models_app = typer.Typer(no_args_is_help=True, help="List and deploy model versions.")
+models_app = typer.Typer(
+    no_args_is_help=True, help="Model versions: list, deploy, promote, roll back, split, stats."
+)
 app.add_typer(models_app, name="models")
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Config file (YAML).")]
@@ -302,16 +304,106 @@ def models_list(config: ConfigOpt = DEFAULT_CONFIG, url: UrlOpt = None) -> None:
     cfg = _config(config)
     registry = Registry(cfg.server.data_dir)
     for name in registry.names():
-        deployed = registry.deployed(name)
+        a = registry.aliases(name)
         for v in registry.versions(name):
             m = registry.read(name, v).manifest
-            mark = "*" if v == deployed else " "
-            typer.echo(f"{mark} {m.ref:<20} auc={m.metrics.get('auc')}  {m.created_at}")
+            alias = ""
+            if v == a.champion:
+                alias = "champion"
+            elif v == a.challenger:
+                alias = "shadow" if a.shadow else f"challenger {a.share:.0%}"
+            typer.echo(f"{m.ref:<20} {alias:<16} auc={m.metrics.get('auc')}  {m.created_at}")
     try:
         r = httpx.get(f"{_url(cfg, url, admin=True)}/v1/models", timeout=10, **_client_opts(cfg))
         typer.echo("serving: " + json.dumps(r.json()["shards"]))
     except httpx.HTTPError:
         typer.echo("serving: (server not reachable)")
+
+
+def _admin_post(cfg: Config, url: str | None, path: str, body: dict[str, Any]) -> Any:
+    base = _url(cfg, url, admin=True)
+    try:
+        r = httpx.post(f"{base}{path}", json=body, timeout=300, **_client_opts(cfg))
+    except httpx.HTTPError as e:
+        raise _fail(f"cannot reach the server at {base}: {e}") from None
+    if r.status_code != 200:
+        raise _fail(f"refused ({r.status_code}): {r.json().get('error', {}).get('message')}")
+    return r.json()
+
+
+def _said(result: dict[str, Any]) -> None:
+    name = result["model"]
+    line = f"{name}: champion {name}@{result['champion']}"
+    if result["challenger"] is not None:
+        how = "in shadow" if result["shadow"] else f"for {result['share']:.0%} of customers"
+        line += f", challenger {name}@{result['challenger']} {how}"
+    typer.echo(line + f" (on {result['shards']} shards)")
+
+
+ModelName = Annotated[str, typer.Argument(help="Model name, e.g. propensity.")]
+
+
+@models_app.command("promote")
+def models_promote(
+    name: ModelName,
+    version: Annotated[int | None, typer.Option(help="Default: the challenger.")] = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    url: UrlOpt = None,
+) -> None:
+    """Make a version the champion on every shard at once (the old one can be rolled
+    back to)."""
+    cfg = _config(config)
+    _said(_admin_post(cfg, url, f"/v1/models/{name}/promote", {"version": version}))
+
+
+@models_app.command("rollback")
+def models_rollback(
+    name: ModelName, config: ConfigOpt = DEFAULT_CONFIG, url: UrlOpt = None
+) -> None:
+    """Serve the champion before this one again, on every shard at once."""
+    cfg = _config(config)
+    _said(_admin_post(cfg, url, f"/v1/models/{name}/rollback", {}))
+
+
+@models_app.command("split")
+def models_split(
+    name: ModelName,
+    version: Annotated[int | None, typer.Option(help="The challenger version.")] = None,
+    share: Annotated[float, typer.Option(help="Share of customers (sticky).")] = 0.1,
+    shadow: Annotated[bool, typer.Option(help="Score and log it, never use it.")] = False,
+    end: Annotated[bool, typer.Option(help="End the challenger.")] = False,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    url: UrlOpt = None,
+) -> None:
+    """Start a challenger for a share of customers (or in shadow), or --end it."""
+    if (version is None) != end:
+        raise _fail("give --version N to start a challenger, or --end to end it")
+    cfg = _config(config)
+    body = {"version": version, "share": share, "shadow": shadow}
+    _said(_admin_post(cfg, url, f"/v1/models/{name}/split", body))
+
+
+@models_app.command("stats")
+def models_stats(config: ConfigOpt = DEFAULT_CONFIG, url: UrlOpt = None) -> None:
+    """Live metrics per model version (since the shards started): decisions,
+    impressions, accepts, accept rate."""
+    cfg = _config(config)
+    base = _url(cfg, url, admin=True)
+    try:
+        r = httpx.get(f"{base}/v1/models/stats", timeout=10, **_client_opts(cfg))
+    except httpx.HTTPError as e:
+        raise _fail(f"cannot reach the server at {base}: {e}") from None
+    if r.status_code != 200:
+        raise _fail(f"stats failed ({r.status_code}): {r.text[:300]}")
+    head = f"{'version':<20} {'alias':<11} {'decisions':>10} {'impressions':>12} "
+    typer.echo(head + f"{'accepts':>8} {'accept rate':>12}")
+    for model in r.json()["models"].values():
+        for v in model["versions"]:
+            rate = "-" if v["accept_rate"] is None else f"{v['accept_rate']:.2%}"
+            typer.echo(
+                f"{v['version']:<20} {v['alias'] or '-':<11} {v['decisions']:>10} "
+                f"{v['impression']:>12} {v['accept']:>8} {rate:>12}"
+            )
 
 
 @app.command()

@@ -34,6 +34,8 @@ __all__ = [
     "Limits",
     "ModelDeployIn",
     "OutcomeIn",
+    "PromoteIn",
+    "SplitIn",
     "WireError",
     "WireModels",
     "decode_body",
@@ -192,6 +194,22 @@ class ModelDeployIn(_Wire):
 
     manifest: dict[str, Any] = Field(description="The model's manifest.json.")
     model_text: str = Field(description="The LightGBM text model.")
+
+
+class PromoteIn(_Wire):
+    """POST /v1/models/{name}/promote: the version to make champion (default: the
+    challenger)."""
+
+    version: int | None = Field(None, ge=1, description="A version in the registry.")
+
+
+class SplitIn(_Wire):
+    """POST /v1/models/{name}/split: a challenger for a share of customers (sticky by
+    customer), or in shadow; version null ends the test."""
+
+    version: int | None = Field(None, ge=1, description="The challenger; null: no challenger.")
+    share: float = Field(0.1, ge=0, le=1, description="Share of customers it decides for.")
+    shadow: bool = Field(False, description="Scored and logged for everyone, never used.")
 
 
 def _reject_constant(token: str) -> float:

@@ -1,0 +1,142 @@
+"""Promotion, rollback and challenger splits on a running server: every shard switches
+at once under load, no request fails, a customer's variant is sticky."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from decisioning.registry import Registry
+from tests.integration.conftest import Server
+from tests.integration.test_models import nextbest
+from training.demo import generate
+from training.train import train
+
+
+def _under_load(server: Server, action: Callable[[], object]) -> tuple[Counter[int], list[str]]:
+    """Run `action` while 4 threads decide; the statuses and the versions answered."""
+    statuses: Counter[int] = Counter()
+    versions: list[str] = []
+    stop, started = threading.Event(), threading.Barrier(5)
+
+    def load() -> None:
+        with server.client() as c:
+            started.wait()
+            i = 0
+            while not stop.is_set() or i < 20:
+                r = c.post("/v1/decide", json={"customer_id": f"roll-{i % 40}", "channel": "web"})
+                statuses[r.status_code] += 1
+                if r.status_code == 200:
+                    versions.append(r.json()["model_version"])
+                i += 1
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    started.wait()
+    try:
+        action()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    return statuses, versions
+
+
+def test_promote_rollback_and_split_under_load(
+    server: Server, client: httpx.Client, tmp_path: Path
+) -> None:
+    registry = Registry(server.config.server.data_dir)
+    data = generate(server.config, customers=200, offers=4, seed=11)
+    new = train(
+        data.training,
+        server.config,
+        rounds=25,
+        out_dir=str(tmp_path / "m"),
+        progress=lambda m: None,
+    )
+    deployed = nextbest("models", "deploy", str(tmp_path / "m"), "--url", server.url)
+    assert deployed.returncode == 0, deployed.stderr
+    old = registry.aliases("propensity").previous[-1]
+    old_ref, new_ref = f"propensity@{old}", new.manifest.ref
+
+    # rollback: every shard back to the champion before, no request lost
+    result: dict[str, object] = {}
+    statuses, versions = _under_load(
+        server,
+        lambda: result.update(r=nextbest("models", "rollback", "propensity", "--url", server.url)),
+    )
+    assert result["r"].returncode == 0, result["r"].stderr  # type: ignore[attr-defined]
+    assert f"champion {old_ref}" in result["r"].stdout  # type: ignore[attr-defined]
+    assert set(statuses) == {200}, statuses
+    assert set(versions) <= {old_ref, new_ref} and versions[-1] == old_ref
+    assert registry.aliases("propensity").champion == old
+
+    # promote it again, over HTTP
+    statuses, versions = _under_load(
+        server,
+        lambda: result.update(
+            r=client.post("/v1/models/propensity/promote", json={"version": new.manifest.version})
+        ),
+    )
+    assert result["r"].status_code == 200, result["r"].text  # type: ignore[attr-defined]
+    assert set(statuses) == {200} and versions[-1] == new_ref
+
+    # a challenger for half of the customers: sticky, close to the share
+    split = nextbest(
+        "models",
+        "split",
+        "propensity",
+        "--version",
+        str(old),
+        "--share",
+        "0.5",
+        "--url",
+        server.url,
+    )
+    assert split.returncode == 0, split.stderr
+    assert f"challenger {old_ref} for 50% of customers" in split.stdout
+    seen: dict[str, tuple[str, str]] = {}
+    for round_ in range(2):
+        for i in range(300):
+            d = client.post("/v1/decide", json={"customer_id": f"ab-{i}", "channel": "web"}).json()
+            got = (d["variant"], d["model_version"])
+            assert got[1] == (old_ref if got[0] == "challenger" else new_ref)
+            if round_:
+                assert seen[f"ab-{i}"] == got  # sticky
+            seen[f"ab-{i}"] = got
+    share = sum(v == "challenger" for v, _ in seen.values()) / len(seen)
+    assert 0.4 < share < 0.6, share
+    d = client.post("/v1/decide", json={"customer_id": "ab-1", "channel": "web"}).json()
+    if d["actions"]:
+        for o in ("impression", "accept"):
+            out = {"decision_id": d["decision_id"], "action_id": d["actions"][0]["action_id"]}
+            assert client.post("/v1/outcomes", json={**out, "outcome": o}).status_code == 200
+    stats = client.get("/v1/models/stats").json()["models"]["propensity"]
+    by_version = {v["version"]: v for v in stats["versions"]}
+    assert by_version[old_ref]["alias"] == "challenger"
+    assert by_version[new_ref]["alias"] == "champion"
+    assert by_version[old_ref]["decisions"] > 0 and by_version[new_ref]["decisions"] > 0
+    if d["actions"]:
+        assert by_version[seen["ab-1"][1]]["accept"] >= 1
+    shown = nextbest("models", "stats", "--url", server.url)
+    assert shown.returncode == 0 and old_ref in shown.stdout and "challenger" in shown.stdout
+    ended = nextbest("models", "split", "propensity", "--end", "--url", server.url)
+    assert ended.returncode == 0, ended.stderr
+    assert all(not s["challengers"] for s in client.get("/v1/models").json()["shards"])
+    assert registry.aliases("propensity").champion == new.manifest.version
+
+
+def test_rollout_mistakes_are_clear_errors(client: httpx.Client) -> None:
+    r = client.post("/v1/models/nonexistent/promote", json={"version": 1})
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "unknown_model")
+    r = client.post("/v1/models/propensity/promote", json={"version": 999})
+    assert r.status_code == 409 and "not in the registry" in r.json()["error"]["message"]
+    r = client.post("/v1/models/propensity/split", json={"version": 1, "share": 2})
+    assert r.status_code == 422
+    r = client.post("/v1/models/..%2Fetc/rollback")
+    assert r.status_code in (404, 422)
