@@ -196,6 +196,10 @@ class Registry:
         self._write(f"{d}/{MANIFEST_FILE}", json.dumps(m.to_dict(), indent=2, sort_keys=True))
         return m
 
+    def write_extra(self, name: str, version: int, filename: str, text: str) -> None:
+        """A file that goes with a version (its training report); not part of the model."""
+        self._write(f"{self.path(name, version)}/{filename}", text)
+
     def aliases(self, name: str) -> Aliases:
         """The model's aliases (a deployment of before aliases: its deployed version)."""
         path = f"{self.root}/{name}/{ALIASES_FILE}"

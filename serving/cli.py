@@ -30,6 +30,7 @@ models_app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 
+OUTCOME_NAMES = ("impression", "click", "accept", "reject", "convert")
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Config file (YAML).")]
 DEFAULT_CONFIG = Path("examples/nextbest.yaml")
 UrlOpt = Annotated[str | None, typer.Option(help="Server URL (default: from the config).")]
@@ -222,26 +223,68 @@ def serve(
 
 @app.command("train")
 def train_cmd(
-    table: Annotated[Path, typer.Argument(help="Parquet or CSV table: label + features.")],
+    table: Annotated[
+        Path | None, typer.Argument(help="Parquet or CSV table: label + features.")
+    ] = None,
     config: ConfigOpt = DEFAULT_CONFIG,
     name: Annotated[str, typer.Option(help="Model name (actions refer to it).")] = "propensity",
     label: Annotated[str, typer.Option(help="Label column (0/1).")] = "label",
     rounds: Annotated[int, typer.Option(help="Boosting rounds.")] = 200,
     out: Annotated[Path | None, typer.Option(help="Write here instead of the registry.")] = None,
+    from_logs: Annotated[
+        bool, typer.Option("--from-logs", help="Train on the decision and outcome logs.")
+    ] = False,
+    logs: Annotated[str | None, typer.Option(help="Logs dir/URI (default: the config's).")] = None,
+    positive: Annotated[
+        list[str] | None, typer.Option(help="Outcomes that count as positive (repeat).")
+    ] = None,
+    window: Annotated[str, typer.Option(help="Attribution window, e.g. 30m, 24h, 7d.")] = "7d",
 ) -> None:
-    """Train a LightGBM model version from a table and write it with its manifest."""
+    """Train a LightGBM model version from a table, or from the logs (--from-logs), and
+    write it with its manifest and an HTML report."""
     from training.train import read_table, train
 
     cfg = _config(config)
+    if (table is None) == (not from_logs):
+        raise _fail("give a TABLE, or --from-logs (not both)")
     try:
-        result = train(
-            read_table(table),
-            cfg,
-            name=name,
-            label=label,
-            rounds=rounds,
-            out_dir=str(out) if out else None,
-        )
+        if from_logs:
+            from decisioning.decision_log import logs_root
+            from training.from_logs import parse_window, table_from_logs
+
+            source = logs or logs_root(cfg.server.data_dir, cfg.logs)
+            bad = [p for p in positive or () if p not in OUTCOME_NAMES]
+            if bad:
+                raise _fail(f"not outcomes: {', '.join(bad)} (known: {', '.join(OUTCOME_NAMES)})")
+            got = table_from_logs(
+                source,
+                cfg,
+                name,
+                positives=positive or ("accept", "convert"),
+                window_s=parse_window(window),
+                progress=typer.echo,
+            )
+            result = train(
+                got.table,
+                cfg,
+                name=name,
+                features=got.features,
+                rounds=rounds,
+                out_dir=str(out) if out else None,
+                training_info=got.info,
+                progress=typer.echo,
+            )
+        else:
+            assert table is not None
+            result = train(
+                read_table(table),
+                cfg,
+                name=name,
+                label=label,
+                rounds=rounds,
+                out_dir=str(out) if out else None,
+                progress=typer.echo,
+            )
     except NextbestError as e:
         raise _fail(f"train: {e}") from None
     typer.echo(f"deploy it with: nextbest models deploy {result.path}")

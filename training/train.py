@@ -31,9 +31,12 @@ from decisioning.features import FeaturePlan, default_vocabularies, encode
 from decisioning.model import ModelBundle, ModelManifest, sha256_text, sign, write_model_dir
 from decisioning.profile import ProfileSchema
 from decisioning.registry import Registry
-from training.metrics import auc, logloss
+from training.metrics import auc, calibration, logloss
+from training.report import Curve, render
 
-__all__ = ["TrainingError", "TrainResult", "read_table", "train"]
+__all__ = ["REPORT_FILE", "TrainingError", "TrainResult", "read_table", "train"]
+
+REPORT_FILE = "report.html"
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "binary",
@@ -89,6 +92,7 @@ def train(
     valid_fraction: float = 0.2,
     seed: int = 7,
     progress: Callable[[str], None] = print,
+    training_info: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train, evaluate on a held-out split, write the version to the registry (or out_dir)."""
     schema = ProfileSchema(config)
@@ -172,17 +176,33 @@ def train(
         valid_names=["valid"],
         callbacks=[report],
     )
-    pv = booster.predict(x[valid_idx], num_threads=1)
-    metrics = {
-        "auc": round(auc(y[valid_idx], pv), 6),
-        "logloss": round(logloss(y[valid_idx], pv), 6),
-        "base_rate": round(float(y[valid_idx].mean()), 6),
+    xv, yv = x[valid_idx], y[valid_idx]
+    pv = booster.predict(xv, num_threads=1)
+    metrics: dict[str, Any] = {
+        "auc": round(auc(yv, pv), 6),
+        "logloss": round(logloss(yv, pv), 6),
+        "base_rate": round(float(yv.mean()), 6),
         "rows_train": len(train_idx),
         "rows_valid": len(valid_idx),
         "trees": booster.num_trees(),
+        "calibration": calibration(yv, pv),
     }
-    text = booster.model_to_string()
+    if "action_id" in features:
+        j, vocab = features.index("action_id"), categories["action_id"]
+        metrics["auc_by_action"] = {
+            vocab[int(code)]: round(a, 6)
+            for code in np.unique(xv[:, j][~np.isnan(xv[:, j])])
+            if not math.isnan(a := auc(yv[xv[:, j] == code], pv[xv[:, j] == code]))
+        }
     registry = Registry(config.server.data_dir)
+    champion = _champion_on(registry, name, features, categories, xv, yv)
+    if champion is not None:
+        metrics["champion"] = {k: v for k, v in champion.items() if k != "p"}
+        progress(
+            f"champion {champion['version']} on the same held-out rows: "
+            f"AUC {champion['auc']:.3f}, logloss {champion['logloss']:.4f}"
+        )
+    text = booster.model_to_string()
     version = registry.next_version(name)
     manifest = ModelManifest(
         name=name,
@@ -199,18 +219,57 @@ def train(
             "split": split,
             "params": p,
             "lightgbm": lgb.__version__,
+            **(training_info or {}),
         },
     )
     key = config.auth.model_key()
     if key is not None:  # the trainer holds the key: its models verify where it is required
         manifest = sign(manifest, key)
     bundle = ModelBundle.verified(manifest, text)
+    curves = [Curve(f"{manifest.ref} (new)", yv, pv)]
+    if champion is not None:
+        curves.append(Curve(f"{champion['version']} (champion)", yv, champion["p"]))
+    gain = booster.feature_importance(importance_type="gain").tolist()
+    page = render(manifest, curves, gain, metrics.get("champion"))
     if out_dir is None:
         registry.register(bundle)
         path = registry.path(name, version)
+        registry.write_extra(name, version, REPORT_FILE, page)
     else:
         path = str(write_model_dir(out_dir, bundle))
+        Path(path, REPORT_FILE).write_text(page)
     progress(
         f"{manifest.ref}: AUC {metrics['auc']:.3f}, logloss {metrics['logloss']:.4f} -> {path}"
     )
+    progress(f"report: {path}/{REPORT_FILE}")
     return TrainResult(manifest, path)
+
+
+def _champion_on(
+    registry: Registry,
+    name: str,
+    features: list[str],
+    categories: dict[str, list[str]],
+    x: np.ndarray,
+    y: np.ndarray,
+) -> dict[str, Any] | None:
+    """The current champion's metrics on the new model's held-out rows, when it takes
+    the same features with the same vocabularies (else no fair comparison exists)."""
+    version = registry.deployed(name)
+    if version is None:
+        return None
+    try:
+        m = registry.read(name, version).manifest
+        text = registry.read(name, version).model_text
+    except NextbestError:
+        return None
+    if m.features != features or m.categories != categories:
+        return None
+    p = lgb.Booster(model_str=text).predict(x, num_threads=1)
+    return {
+        "version": m.ref,
+        "auc": round(auc(y, p), 6),
+        "logloss": round(logloss(y, p), 6),
+        "base_rate": round(float(y.mean()), 6),
+        "p": p,
+    }
