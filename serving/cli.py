@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import ssl
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -239,14 +241,56 @@ def train_cmd(
         list[str] | None, typer.Option(help="Outcomes that count as positive (repeat).")
     ] = None,
     window: Annotated[str, typer.Option(help="Attribution window, e.g. 30m, 24h, 7d.")] = "7d",
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Train with Ray Train on N workers (default on a cluster: 2)."),
+    ] = None,
 ) -> None:
     """Train a LightGBM model version from a table, or from the logs (--from-logs), and
     write it with its manifest and an HTML report."""
-    from training.train import read_table, train
-
     cfg = _config(config)
     if (table is None) == (not from_logs):
         raise _fail("give a TABLE, or --from-logs (not both)")
+    if workers is None and os.environ.get("RAY_ADDRESS"):
+        workers = 2
+    with _ray_for_training(workers):
+        _train(cfg, table, name, label, rounds, out, from_logs, logs, positive, window, workers)
+
+
+@contextlib.contextmanager
+def _ray_for_training(workers: int | None) -> Iterator[None]:
+    """Ray for Ray Train: the cluster at RAY_ADDRESS, or a small local one, stopped after."""
+    if not workers:
+        yield
+        return
+    import ray
+
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+    else:
+        # a CPU per worker, and some for Ray Data's reads beside them
+        ray.init(num_cpus=workers + 2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _train(
+    cfg: Config,
+    table: Path | None,
+    name: str,
+    label: str,
+    rounds: int,
+    out: Path | None,
+    from_logs: bool,
+    logs: str | None,
+    positive: list[str] | None,
+    window: str,
+    workers: int | None,
+) -> None:
+    from training.train import read_table, train
+
     try:
         if from_logs:
             from decisioning.decision_log import logs_root
@@ -273,6 +317,7 @@ def train_cmd(
                 out_dir=str(out) if out else None,
                 training_info=got.info,
                 progress=typer.echo,
+                workers=workers,
             )
         else:
             assert table is not None
@@ -284,6 +329,7 @@ def train_cmd(
                 rounds=rounds,
                 out_dir=str(out) if out else None,
                 progress=typer.echo,
+                workers=workers,
             )
     except NextbestError as e:
         raise _fail(f"train: {e}") from None

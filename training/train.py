@@ -93,8 +93,11 @@ def train(
     seed: int = 7,
     progress: Callable[[str], None] = print,
     training_info: dict[str, Any] | None = None,
+    workers: int | None = None,
+    cpus_per_worker: float = 1.0,
 ) -> TrainResult:
-    """Train, evaluate on a held-out split, write the version to the registry (or out_dir)."""
+    """Train, evaluate on a held-out split, write the version to the registry (or out_dir).
+    With `workers`, Ray Train's LightGBMTrainer fits the model (Ray must be running)."""
     schema = ProfileSchema(config)
     catalog = Catalog(config, schema)
     if label not in table.column_names:
@@ -168,14 +171,31 @@ def train(
             loss = env.evaluation_result_list[0][2]
             progress(f"  round {env.iteration + 1}/{env.end_iteration}  valid logloss {loss:.4f}")
 
-    booster = lgb.train(
-        p,
-        dtrain,
-        num_boost_round=rounds,
-        valid_sets=[dvalid],
-        valid_names=["valid"],
-        callbacks=[report],
-    )
+    if workers:
+        from training.distributed import fit_on_ray
+
+        booster = fit_on_ray(
+            x[train_idx],
+            y[train_idx],
+            x[valid_idx],
+            y[valid_idx],
+            features,
+            list(plan.categorical),
+            p,
+            rounds,
+            workers,
+            progress,
+            cpus_per_worker=cpus_per_worker,
+        )
+    else:
+        booster = lgb.train(
+            p,
+            dtrain,
+            num_boost_round=rounds,
+            valid_sets=[dvalid],
+            valid_names=["valid"],
+            callbacks=[report],
+        )
     xv, yv = x[valid_idx], y[valid_idx]
     pv = booster.predict(xv, num_threads=1)
     metrics: dict[str, Any] = {
@@ -219,6 +239,7 @@ def train(
             "split": split,
             "params": p,
             "lightgbm": lgb.__version__,
+            "trainer": f"ray-train x{workers}" if workers else "lightgbm",
             **(training_info or {}),
         },
     )
