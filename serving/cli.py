@@ -364,6 +364,31 @@ def models_deploy(
     typer.echo(f"deployed {r.json()['deployed']} to {r.json()['shards']} shards")
 
 
+@models_app.command("register")
+def models_register(
+    model_file: Annotated[Path, typer.Argument(help="A LightGBM text model (model.txt).")],
+    name: Annotated[str, typer.Option(help="Model name (actions refer to it).")],
+    feature_map: Annotated[
+        Path | None, typer.Option(help="YAML: features {theirs: ours}, categories {f: [...]}.")
+    ] = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+) -> None:
+    """Register a LightGBM model trained elsewhere as the next version of NAME (its
+    features must resolve to nextbest's, or it is refused with the missing ones)."""
+    from training.register import register_external
+
+    cfg = _config(config)
+    try:
+        m = register_external(model_file, cfg, name, feature_map)
+    except NextbestError as e:
+        raise _fail(str(e)) from None
+    typer.echo(f"registered {m.ref} ({len(m.features)} features)")
+    typer.echo(
+        f"serve it with: nextbest models promote {name} --version {m.version}  "
+        f"(or split {name} --version {m.version} --share 0.1)"
+    )
+
+
 @models_app.command("sign")
 def models_sign(
     path: Annotated[Path, typer.Argument(help="Model version directory.")],

@@ -1,0 +1,114 @@
+"""Bring your own model: a LightGBM text model trained elsewhere becomes a version.
+
+Its feature names must each resolve to a feature the shards build (profile attributes
+and aggregates, action_*, channel, context_*), directly or through a feature map:
+
+    features: {their_name: our_name, ...}      # renames; unmapped names stay as they are
+    categories: {our_name: [v0, v1, ...]}      # categorical codes, in the model's order
+                                               # (default: nextbest's own vocabularies)
+
+Otherwise it is refused with every missing name listed. The renamed model is stored as
+LightGBM text with its own sha256 (never pickle), signed when the signing key is set.
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import yaml
+
+from decisioning.catalog import Catalog
+from decisioning.config import Config
+from decisioning.errors import ModelError
+from decisioning.features import FeaturePlan, default_vocabularies
+from decisioning.model import ModelBundle, ModelManifest, sha256_text, sign
+from decisioning.profile import ProfileSchema
+from decisioning.registry import Registry
+from training.train import TrainingError
+
+__all__ = ["register_external"]
+
+_FEATURE_NAMES = re.compile(r"^feature_names=(.*)$", re.MULTILINE)
+
+
+def _read_map(path: Path | None) -> tuple[dict[str, str], dict[str, list[str]]]:
+    if path is None:
+        return {}, {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise TrainingError(f"feature map {path}: {e}") from None
+    if not isinstance(data, dict) or set(data) - {"features", "categories"}:
+        raise TrainingError(f"feature map {path}: only 'features' and 'categories' are allowed")
+    features = data.get("features") or {}
+    categories = data.get("categories") or {}
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in features.items()):
+        raise TrainingError(f"feature map {path}: features maps names to names")
+    if not all(isinstance(v, list) for v in categories.values()):
+        raise TrainingError(f"feature map {path}: categories maps a feature to a list of values")
+    return features, {k: [str(x) for x in v] for k, v in categories.items()}
+
+
+def register_external(
+    model_file: Path,
+    config: Config,
+    name: str,
+    feature_map: Path | None = None,
+) -> ModelManifest:
+    """Check and store `model_file` as the next version of `name`; returns its manifest."""
+    try:
+        text = model_file.read_text()
+        booster = lgb.Booster(model_str=text)
+    except (OSError, UnicodeDecodeError) as e:
+        raise TrainingError(f"cannot read {model_file}: {e}") from None
+    except lgb.basic.LightGBMError as e:
+        raise TrainingError(f"{model_file} is not a LightGBM text model: {e}") from None
+    renames, categories_in = _read_map(feature_map)
+    theirs = booster.feature_name()
+    unknown = sorted(set(renames) - set(theirs))
+    if unknown:
+        raise TrainingError(f"the feature map renames names the model lacks: {', '.join(unknown)}")
+    ours = [renames.get(f, f) for f in theirs]
+    schema = ProfileSchema(config)
+    vocab = default_vocabularies(config, schema)
+    categories = {f: categories_in.get(f, vocab.get(f, [])) for f in ours}
+    categories = {f: v for f, v in categories.items() if f in vocab or f in categories_in}
+    try:
+        FeaturePlan.build(name, ours, categories, config, schema, Catalog(config, schema))
+    except ModelError as e:
+        raise TrainingError(f"refused: {e}") from None
+    if ours != theirs:
+        match = _FEATURE_NAMES.search(text)
+        if match is None:
+            raise TrainingError(f"{model_file}: no feature_names line to rename")
+        text = text[: match.start(1)] + " ".join(ours) + text[match.end(1) :]
+    registry = Registry(config.server.data_dir)
+    manifest = ModelManifest(
+        name=name,
+        version=registry.next_version(name),
+        features=ours,
+        sha256=sha256_text(text),
+        categories=categories,
+        metrics={},
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        created_by=f"{getpass.getuser()}@{socket.gethostname()}",
+        training=_provenance(model_file, theirs, ours, booster),
+    )
+    key = config.auth.model_key()
+    if key is not None:
+        manifest = sign(manifest, key)
+    bundle = ModelBundle.verified(manifest, text)
+    if lgb.Booster(model_str=text).feature_name() != ours:  # the rename took
+        raise TrainingError(f"{model_file}: renaming the features failed")
+    return registry.register(bundle)
+
+
+def _provenance(path: Path, theirs: list[str], ours: list[str], b: lgb.Booster) -> dict[str, Any]:
+    renamed = {t: o for t, o in zip(theirs, ours, strict=True) if t != o}
+    return {"source": "external", "file": str(path), "renamed": renamed, "trees": b.num_trees()}
