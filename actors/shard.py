@@ -24,6 +24,7 @@ from decisioning.catalog import Catalog
 from decisioning.config import Config
 from decisioning.decision_log import DecisionLog
 from decisioning.errors import InvalidInput, ModelError, NotFound
+from decisioning.exploration import Explorer
 from decisioning.features import FeaturePlan
 from decisioning.fencing import Fenced, Owner
 from decisioning.model import (
@@ -175,6 +176,8 @@ class Shard:
         self.last_snapshot: dict[str, Any] = {}
         self._retry_at = 0.0  # after a failed snapshot, the next try waits until then
         self._purge = False  # a customer was erased: snapshot at once, then drop the WAL
+        exploration = config.decisioning.exploration
+        self.explorer = Explorer(exploration) if exploration.policy != "none" else None
         self.logs = logs  # decision and outcome logs (Parquet), if any
         self._erased: set[str] = set()  # erased since the last snapshot: out of the logs too
         for bundle in models:
@@ -457,7 +460,10 @@ class Shard:
             explain=bool(request.get("explain")),
             stages=self.stages,
             trace=self.logs is not None and not dry_run,
+            explorer=None if dry_run else self.explorer,
         )
+        if decision.explored:
+            variant = "explore"
         if not dry_run:
             self._record(decision)
             for ref in decision.model_versions:

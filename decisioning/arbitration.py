@@ -16,6 +16,7 @@ import numpy as np
 
 from decisioning.catalog import Action, Catalog, context_of
 from decisioning.config import DecisioningSpec
+from decisioning.exploration import Explorer
 from decisioning.features import FeaturePlan
 from decisioning.model import ModelManifest, Scorer
 from decisioning.rules import Env
@@ -72,6 +73,9 @@ class Decision:
     model_versions: list[str]
     explanation: list[dict[str, Any]] | None = None
     trace: Trace | None = None
+    # with exploration: P(first) per candidate above the threshold (absent: 0)
+    probability: dict[str, float] | None = None
+    explored: bool = False
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -130,6 +134,7 @@ def decide(
     explain: bool = False,
     stages: Stages | None = None,
     trace: bool = False,
+    explorer: Explorer | None = None,
 ) -> Decision:
     """Decide the best actions for one customer from their profile feature vector."""
     t0 = time.perf_counter_ns() if stages is not None else 0
@@ -185,10 +190,21 @@ def decide(
         weights,
         channel,
         versions,
-        None if explain else limit,
+        None if explain or explorer is not None else limit,
         settings.do_nothing_threshold,
     )
-    chosen = [s for s in scored if s.priority > settings.do_nothing_threshold][:limit]
+    above = [s for s in scored if s.priority > settings.do_nothing_threshold]
+    chosen = above[:limit]
+    probability: dict[str, float] | None = None
+    explored = False
+    if explorer is not None and above:
+        pick = explorer.pick(
+            [s.propensity for s in above], [s.value * s.weight * s.lever for s in above]
+        )
+        first = above[pick.index]
+        chosen = [first, *[s for s in above if s is not first][: limit - 1]]
+        probability = {s.action_id: float(q) for s, q in zip(above, pick.probability, strict=True)}
+        explored = pick.explored
     explanation = None
     if explain:
         explanation = removed + [
@@ -234,6 +250,8 @@ def decide(
         model_versions=sorted(set(used)),
         explanation=explanation,
         trace=traced,
+        probability=probability,
+        explored=explored,
     )
 
 

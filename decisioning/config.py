@@ -180,6 +180,21 @@ class ContextWeightSpec(_Model):
     weight: float = Field(ge=0, allow_inf_nan=False, description="Multiplier.")
 
 
+class ExplorationSpec(_Model):
+    """Exploration of the first position (see decisioning/exploration.py)."""
+
+    policy: Literal["none", "epsilon_greedy", "thompson"] = Field(
+        "none", description="none: always the highest priority first."
+    )
+    epsilon: float = Field(0.05, gt=0, le=1, description="epsilon_greedy: share of random picks.")
+    strength: float = Field(
+        100.0, gt=0, description="thompson: pseudo-observations behind each propensity."
+    )
+    draws: int = Field(
+        256, ge=16, le=100_000, description="thompson: draws to estimate the logged probability."
+    )
+
+
 class DecisioningSpec(_Model):
     """Arbitration settings."""
 
@@ -200,6 +215,9 @@ class DecisioningSpec(_Model):
     )
     recent_decisions: int = Field(
         10, ge=0, le=1000, description="Decisions kept per customer for the profile view."
+    )
+    exploration: ExplorationSpec = Field(
+        default_factory=ExplorationSpec, description="Exploration of the first position."
     )
 
 

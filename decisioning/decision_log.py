@@ -67,6 +67,7 @@ DECISIONS_SCHEMA = pa.schema(
         ("priority", pa.float64()),
         ("rank", pa.int32()),  # 0 = highest priority
         ("chosen", pa.bool_()),
+        ("position", pa.int32()),  # in the answer (0 = first); null: not shown
         ("probability", pa.float64()),  # that the logging policy put it first
         ("shadow_version", pa.string()),  # a model in shadow: scored too, not used
         ("shadow_propensity", pa.float64()),
@@ -101,7 +102,6 @@ class _Decided:
     decision: Decision
     context: str
     variant: str
-    probability: np.ndarray | None  # per candidate; None: greedy (1 for the first, else 0)
     shadow: Trace | None  # the same candidates, scored by the models in shadow
 
 
@@ -141,14 +141,13 @@ class DecisionLog:
         decision: Decision,
         context: dict[str, Any],
         variant: str = "champion",
-        probability: np.ndarray | None = None,
         shadow: Trace | None = None,
     ) -> None:
         """Log a decision made with `trace=True`."""
         assert decision.trace is not None
         ctx = json.dumps(context, sort_keys=True, separators=(",", ":"))
         with self._cv:
-            self._decisions.append(_Decided(decision, ctx, variant, probability, shadow))
+            self._decisions.append(_Decided(decision, ctx, variant, shadow))
             self._rows += max(1, len(decision.trace.action_ids))
             self._maybe_roll()
 
@@ -330,6 +329,7 @@ def _decisions_table(decided: list[_Decided]) -> pa.Table:
                 priority=None,
                 rank=None,
                 chosen=False,
+                position=None,
                 probability=None,
                 shadow_version=None,
                 shadow_propensity=None,
@@ -347,6 +347,7 @@ def _decisions_table(decided: list[_Decided]) -> pa.Table:
         for r, i in enumerate(order):
             ranks[i] = r
         chosen = {a.action_id for a in d.actions}
+        positions = {a.action_id: j for j, a in enumerate(d.actions)}
         first = d.actions[0].action_id if d.actions else None
         sh = e.shadow
         shadow_refs: list[str | None] = [None] * n
@@ -355,8 +356,8 @@ def _decisions_table(decided: list[_Decided]) -> pa.Table:
                 shadow_refs[i] = ref
         for i in range(n):
             aid = tr.action_ids[i]
-            if e.probability is not None:
-                p = float(e.probability[i])
+            if d.probability is not None:  # an exploring policy
+                p = d.probability.get(aid, 0.0)
             else:
                 p = 1.0 if aid == first else 0.0
             row(
@@ -370,6 +371,7 @@ def _decisions_table(decided: list[_Decided]) -> pa.Table:
                 priority=float(tr.priority[i]),
                 rank=ranks[i],
                 chosen=aid in chosen,
+                position=positions.get(aid),
                 probability=p,
                 shadow_version=(ref_i := shadow_refs[i]),
                 shadow_propensity=None if sh is None or ref_i is None else float(sh.propensity[i]),

@@ -336,6 +336,52 @@ def _train(
     typer.echo(f"deploy it with: nextbest models deploy {result.path}")
 
 
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Annotated[str, typer.Option(help="The candidate, name@version.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    logs: Annotated[str | None, typer.Option(help="Logs dir/URI (default: the config's).")] = None,
+    positive: Annotated[
+        list[str] | None, typer.Option(help="Outcomes that count as reward (repeat).")
+    ] = None,
+    window: Annotated[str, typer.Option(help="Attribution window, e.g. 30m, 24h, 7d.")] = "7d",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Estimate from the logs how a model version would have done against what ran
+    (IPS, self-normalised IPS, doubly robust; 95% bootstrap intervals)."""
+    from decisioning.decision_log import logs_root
+    from training.from_logs import parse_window
+    from training.ope import evaluate
+
+    cfg = _config(config)
+    bad = [p for p in positive or () if p not in OUTCOME_NAMES]
+    if bad:
+        raise _fail(f"not outcomes: {', '.join(bad)} (known: {', '.join(OUTCOME_NAMES)})")
+    try:
+        e = evaluate(
+            logs or logs_root(cfg.server.data_dir, cfg.logs),
+            cfg,
+            model,
+            positive or ("accept", "convert"),
+            parse_window(window),
+            progress=lambda m: typer.echo(m, err=True),
+        )
+    except NextbestError as err:
+        raise _fail(f"evaluate: {err}") from None
+    if as_json:
+        typer.echo(json.dumps(e.to_dict(), indent=2))
+        return
+    typer.echo(f"{e.n} decisions; what ran earned {e.logged:.4f} per decision")
+    typer.echo(f"{model} agrees with what ran on {e.support:.1%} of them")
+    for label, (v, lo, hi) in (("IPS", e.ips), ("SNIPS", e.snips), ("DR", e.dr)):
+        typer.echo(f"  {label:<6} {v:.4f}   95% interval {lo:.4f} … {hi:.4f}")
+    if e.support < 0.05:
+        typer.echo(
+            "  few decisions support this model: turn on exploration "
+            "(decisioning.exploration) to evaluate models that differ from what runs"
+        )
+
+
 @models_app.command("deploy")
 def models_deploy(
     path: Annotated[Path, typer.Argument(help="Model version directory.")],

@@ -27,7 +27,7 @@ from decisioning.errors import ModelError
 from decisioning.registry import Registry
 from training.train import TrainingError
 
-__all__ = ["LogTable", "parse_window", "table_from_logs"]
+__all__ = ["LogTable", "open_dataset", "parse_window", "table_from_logs"]
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -47,7 +47,7 @@ class LogTable:
     info: dict[str, Any]  # data range, row counts, where it came from
 
 
-def _dataset(fs: pafs.FileSystem, path: str) -> ds.Dataset | None:
+def open_dataset(fs: pafs.FileSystem, path: str) -> ds.Dataset | None:
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         return None
     return ds.dataset(path, filesystem=fs, format="parquet", partitioning="hive")
@@ -64,7 +64,7 @@ def table_from_logs(
 ) -> LogTable:
     """The examples for model `name` in the logs under `logs` (a path or URI)."""
     fs, root = filesystem(logs)
-    decisions = _dataset(fs, f"{root}/decisions")
+    decisions = open_dataset(fs, f"{root}/decisions")
     if decisions is None:
         raise TrainingError(f"no decision logs under {logs}")
     wanted = (pc.field("model") == name) & pc.field("chosen")
@@ -77,7 +77,7 @@ def table_from_logs(
     progress(f"read {shown.num_rows} shown candidates scored by {name} from {logs}/decisions")
 
     label = np.zeros(shown.num_rows)
-    outcomes = _dataset(fs, f"{root}/outcomes")
+    outcomes = open_dataset(fs, f"{root}/outcomes")
     n_pos = 0
     if outcomes is not None:
         pos = outcomes.to_table(
