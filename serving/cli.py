@@ -336,6 +336,62 @@ def _train(
     typer.echo(f"deploy it with: nextbest models deploy {result.path}")
 
 
+@app.command("retrain")
+def retrain_cmd(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    name: Annotated[str, typer.Option(help="Model name.")] = "propensity",
+    every: Annotated[str, typer.Option(help="Time between rounds, e.g. 1h.")] = "1h",
+    lookback: Annotated[str, typer.Option(help="Logs to train on, e.g. 30d.")] = "30d",
+    margin: Annotated[float, typer.Option(help="AUC the new one must gain to win.")] = 0.005,
+    rounds: Annotated[int, typer.Option(help="Boosting rounds.")] = 200,
+    window: Annotated[str, typer.Option(help="Attribution window.")] = "7d",
+    once: Annotated[bool, typer.Option("--once", help="One round, then exit.")] = False,
+    logs: Annotated[str | None, typer.Option(help="Logs dir/URI (default: the config's).")] = None,
+    url: UrlOpt = None,
+) -> None:
+    """Every EVERY: train on the last LOOKBACK of logs, register the version, and promote
+    it on the running server only if it beats the champion by MARGIN (held-out AUC)."""
+    from decisioning.decision_log import logs_root
+    from training.from_logs import parse_window
+    from training.retrain import retrain_once
+
+    cfg = _config(config)
+    try:
+        period, back, win = parse_window(every), parse_window(lookback), parse_window(window)
+    except NextbestError as e:
+        raise _fail(str(e)) from None
+
+    def promote(model: str, version: int) -> None:
+        _said(_admin_post(cfg, url, f"/v1/models/{model}/promote", {"version": version}))
+
+    source = logs or logs_root(cfg.server.data_dir, cfg.logs)
+    while True:
+        started = time.monotonic()
+        try:
+            retrain_once(
+                cfg,
+                source,
+                name,
+                back,
+                margin,
+                promote,
+                rounds,
+                window_s=win,
+                progress=typer.echo,
+            )
+        except NextbestError as e:
+            if once:
+                raise _fail(f"retrain: {e}") from None
+            typer.secho(f"retrain round failed, next in {every}: {e}", fg="red", err=True)
+        except typer.Exit:  # the server refused or was not reachable (already said)
+            if once:
+                raise
+            typer.secho(f"promotion failed, next round in {every}", fg="red", err=True)
+        if once:
+            return
+        time.sleep(max(0.0, period - (time.monotonic() - started)))
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     model: Annotated[str, typer.Option(help="The candidate, name@version.")],
