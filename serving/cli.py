@@ -229,7 +229,10 @@ def train_cmd(
         Path | None, typer.Argument(help="Parquet or CSV table: label + features.")
     ] = None,
     config: ConfigOpt = DEFAULT_CONFIG,
-    name: Annotated[str, typer.Option(help="Model name (actions refer to it).")] = "propensity",
+    name: Annotated[
+        str | None,
+        typer.Option(help="Model name (default: propensity; from logs: every model logged)."),
+    ] = None,
     label: Annotated[str, typer.Option(help="Label column (0/1).")] = "label",
     rounds: Annotated[int, typer.Option(help="Boosting rounds.")] = 200,
     out: Annotated[Path | None, typer.Option(help="Write here instead of the registry.")] = None,
@@ -266,10 +269,10 @@ def _ray_for_training(workers: int | None) -> Iterator[None]:
     import ray
 
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+        ray.init(address=os.environ["RAY_ADDRESS"])  # workers' progress shows here
     else:
         # a CPU per worker, and some for Ray Data's reads beside them
-        ray.init(num_cpus=workers + 2, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=workers + 2, include_dashboard=False)
     try:
         yield
     finally:
@@ -279,7 +282,7 @@ def _ray_for_training(workers: int | None) -> Iterator[None]:
 def _train(
     cfg: Config,
     table: Path | None,
-    name: str,
+    name: str | None,
     label: str,
     rounds: int,
     out: Path | None,
@@ -294,37 +297,43 @@ def _train(
     try:
         if from_logs:
             from decisioning.decision_log import logs_root
-            from training.from_logs import parse_window, table_from_logs
+            from training.from_logs import logged_models, parse_window, table_from_logs
 
             source = logs or logs_root(cfg.server.data_dir, cfg.logs)
             bad = [p for p in positive or () if p not in OUTCOME_NAMES]
             if bad:
                 raise _fail(f"not outcomes: {', '.join(bad)} (known: {', '.join(OUTCOME_NAMES)})")
-            got = table_from_logs(
-                source,
-                cfg,
-                name,
-                positives=positive or ("accept", "convert"),
-                window_s=parse_window(window),
-                progress=typer.echo,
-            )
-            result = train(
-                got.table,
-                cfg,
-                name=name,
-                features=got.features,
-                rounds=rounds,
-                out_dir=str(out) if out else None,
-                training_info=got.info,
-                progress=typer.echo,
-                workers=workers,
-            )
+            names = [name] if name else logged_models(source)
+            if out is not None and len(names) > 1:
+                raise _fail(f"--out takes one model; the logs hold {', '.join(names)}: --name")
+            for model in names:  # one model per model name
+                got = table_from_logs(
+                    source,
+                    cfg,
+                    model,
+                    positives=positive or ("accept", "convert"),
+                    window_s=parse_window(window),
+                    progress=typer.echo,
+                )
+                result = train(
+                    got.table,
+                    cfg,
+                    name=model,
+                    features=got.features,
+                    rounds=rounds,
+                    out_dir=str(out) if out else None,
+                    training_info=got.info,
+                    progress=typer.echo,
+                    workers=workers,
+                )
+                typer.echo(f"deploy it with: nextbest models deploy {result.path}")
+            return
         else:
             assert table is not None
             result = train(
                 read_table(table),
                 cfg,
-                name=name,
+                name=name or "propensity",
                 label=label,
                 rounds=rounds,
                 out_dir=str(out) if out else None,

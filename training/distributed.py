@@ -114,5 +114,15 @@ def _worker_loop(config: dict[str, Any]) -> None:
         num_boost_round=config["rounds"],
         valid_sets=[dvalid],
         valid_names=["valid"],
-        callbacks=[RayTrainReportCallback()],
+        callbacks=[RayTrainReportCallback(), _progress],
     )
+
+
+def _progress(env: Any) -> None:
+    """Rank 0 prints its progress (the driver shows worker output with log_to_driver)."""
+    import ray.train
+
+    done, total = env.iteration + 1, env.end_iteration
+    if ray.train.get_context().get_world_rank() == 0 and (done % 10 == 0 or done == total):
+        loss = env.evaluation_result_list[0][2] if env.evaluation_result_list else float("nan")
+        print(f"round {done}/{total}  valid logloss {loss:.4f}", flush=True)

@@ -22,12 +22,12 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from decisioning.config import Config
-from decisioning.decision_log import filesystem
+from decisioning.decision_log import DECISIONS_SCHEMA, OUTCOMES_SCHEMA, filesystem
 from decisioning.errors import ModelError
 from decisioning.registry import Registry
 from training.train import TrainingError
 
-__all__ = ["LogTable", "open_dataset", "parse_window", "table_from_logs"]
+__all__ = ["LogTable", "logged_models", "open_dataset", "parse_window", "table_from_logs"]
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -48,9 +48,32 @@ class LogTable:
 
 
 def open_dataset(fs: pafs.FileSystem, path: str) -> ds.Dataset | None:
+    """The decisions or outcomes log as a dataset, read with the current schema: a file
+    written before a column existed reads it as null."""
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         return None
-    return ds.dataset(path, filesystem=fs, format="parquet", partitioning="hive")
+    schema = DECISIONS_SCHEMA if path.endswith("decisions") else OUTCOMES_SCHEMA
+    date = pa.schema([("date", pa.string())])
+    return ds.dataset(
+        path,
+        filesystem=fs,
+        format="parquet",
+        schema=schema.append(date.field(0)),
+        partitioning=ds.partitioning(date, flavor="hive"),
+    )
+
+
+def logged_models(logs: str) -> list[str]:
+    """The model names that scored candidates in the logs."""
+    fs, root = filesystem(logs)
+    decisions = open_dataset(fs, f"{root}/decisions")
+    if decisions is None:
+        raise TrainingError(f"no decision logs under {logs}")
+    names = decisions.to_table(columns=["model"], filter=pc.field("model").is_valid())
+    found = sorted(set(names["model"].to_pylist()))
+    if not found:
+        raise TrainingError(f"no decision in {logs} was scored by a model")
+    return found
 
 
 def table_from_logs(

@@ -3,6 +3,8 @@ at once under load, no request fails, a customer's variant is sticky."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -129,6 +131,29 @@ def test_promote_rollback_and_split_under_load(
     assert ended.returncode == 0, ended.stderr
     assert all(not s["challengers"] for s in client.get("/v1/models").json()["shards"])
     assert registry.aliases("propensity").champion == new.manifest.version
+
+
+def test_a_tampered_version_is_not_promoted_and_the_champion_keeps_serving(
+    server: Server, client: httpx.Client
+) -> None:
+    registry = Registry(server.config.server.data_dir)
+    champion = registry.aliases("propensity").champion
+    assert champion is not None
+    good = registry.read("propensity", champion)
+    bad_version = registry.next_version("propensity")
+    bad_dir = server.data_dir / "models" / "propensity" / str(bad_version)
+    bad_dir.mkdir(parents=True)
+    manifest = {**good.manifest.to_dict(), "version": bad_version}
+    (bad_dir / "manifest.json").write_text(json.dumps(manifest))
+    (bad_dir / "model.txt").write_text(good.model_text.replace("Tree=0", "Tree=0 ", 1))
+    try:
+        r = client.post("/v1/models/propensity/promote", json={"version": bad_version})
+        assert r.status_code == 409 and "sha256" in r.json()["error"]["message"], r.text
+        assert registry.aliases("propensity").champion == champion
+        d = client.post("/v1/decide", json={"customer_id": "t-1", "channel": "web"})
+        assert d.status_code == 200 and d.json()["model_version"] == good.manifest.ref
+    finally:
+        shutil.rmtree(bad_dir)
 
 
 def test_rollout_mistakes_are_clear_errors(client: httpx.Client) -> None:

@@ -53,6 +53,7 @@ def test_ray_train_on_the_cluster_makes_a_model_the_shards_take(
         server.cluster.remove_node(node)
     assert trained.returncode == 0, trained.stdout + trained.stderr
     assert "Ray Train: 2 workers" in trained.stdout and "ray.data.read_parquet" in trained.stdout
+    assert "round 20/20" in trained.stdout + trained.stderr  # the workers' progress
     bundle = read_model_dir(tmp_path / "m")  # sha256 checked
     m = bundle.manifest
     assert m.training["trainer"] == "ray-train x2"

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 from typer.testing import CliRunner
@@ -159,3 +160,16 @@ def test_cli_trains_from_logs_with_progress(small_config: Config, tmp_path: Path
         app, ["train", "--from-logs", "--positive", "like", "--config", str(cfg)]
     )
     assert r.exit_code == 1 and "not outcomes: like" in r.output
+
+
+def test_log_files_of_an_older_schema_still_read(small_config: Config, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    root, _, shard = _logged(small_config, tmp_path, customers=120)
+    shard.logs.flush()
+    current = next((root / "decisions").rglob("*.parquet"))
+    old = pq.read_table(current).drop_columns(["position", "shadow_version", "shadow_propensity"])
+    pq.write_table(old, current.parent / "shard-9-older.parquet")
+    got = table_from_logs(str(root), small_config, progress=lambda m: None)
+    shown = pq.read_table(current).filter(pc.field("chosen")).num_rows
+    assert got.table.num_rows == 2 * shown  # both files, the old one with nulls
