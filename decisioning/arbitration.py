@@ -145,12 +145,31 @@ def decide(
     values: list[float] = []
     weights: list[float] = []
     removed: list[dict[str, Any]] = []
+    consented, recorded = catalog.consented(env.profile, channel)
     for a in live:
+        if not consented and not (a.mandatory and settings.mandatory_ignores_consent):
+            if explain:
+                removed.append(
+                    {
+                        "action_id": a.id,
+                        "eligible": False,
+                        "rule": f"consent ({catalog.consent[channel][1]})",
+                        "values": {f"consent.{channel}": recorded},
+                    }
+                )
+            continue
         env.action = a
         env.value = value = a.value(env)
         if a.eligibility is not None and not a.eligibility.holds(env):
             if explain:
-                removed.append({"action_id": a.id, "eligible": False, "rule": a.eligibility.source})
+                removed.append(
+                    {
+                        "action_id": a.id,
+                        "eligible": False,
+                        "rule": a.eligibility.source,
+                        "values": a.eligibility.values(env),
+                    }
+                )
             continue
         eligible.append(a)
         values.append(value)

@@ -42,6 +42,7 @@ class Action:
     value_const: float
     value_rule: Rule | None
     eligibility: Rule | None
+    mandatory: bool = False
 
     def value(self, env: Env) -> float:
         """The action's business value for this customer and context (0 when null)."""
@@ -124,6 +125,11 @@ class Catalog:
             sort_keys=True,
         )
         self.version = hashlib.sha256(dump.encode()).hexdigest()[:12]
+        # per channel: the consent column and the rule (opt_out when not configured)
+        self.consent: dict[str, tuple[int, str]] = {
+            ch: (schema.index[f"consent_{ch}"], config.decisioning.consent.get(ch, "opt_out"))
+            for ch in config.channels
+        }
 
     @staticmethod
     def _compile(i: int, spec: ActionSpec, compile_at: Any, resolve_value: Any) -> Action:
@@ -148,11 +154,24 @@ class Catalog:
             value_const=value_const,
             value_rule=value_rule,
             eligibility=eligibility,
+            mandatory=spec.mandatory,
         )
 
     def live(self, channel: str, now: float) -> list[Action]:
         """Actions deliverable on `channel` whose start/end dates include `now`."""
         return [a for a in self.by_channel.get(channel, ()) if a.start <= now < a.end]
+
+    def consented(self, profile: list[float], channel: str) -> tuple[bool, bool | None]:
+        """Whether the customer's consent lets a (non-mandatory) action go on `channel`,
+        and the recorded consent (None: none recorded)."""
+        idx, mode = self.consent[channel]
+        v = profile[idx]
+        recorded = None if v != v else v > 0.5
+        if mode == "opt_in":
+            return recorded is True, recorded
+        if mode == "opt_out":
+            return recorded is not False, recorded
+        return True, recorded
 
     def weight(self, env: Env) -> float:
         """The product of the context weights whose condition holds."""

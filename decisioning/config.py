@@ -171,6 +171,11 @@ class ActionSpec(_Model):
         None, description="Name of the model that scores it; none = default_propensity."
     )
     description: str = Field("", description="Free text for people.")
+    mandatory: bool = Field(
+        False,
+        description="A service or mandatory message (e.g. a fraud alert): it may go to a "
+        "customer without marketing consent when decisioning.mandatory_ignores_consent.",
+    )
 
 
 class ContextWeightSpec(_Model):
@@ -218,6 +223,14 @@ class DecisioningSpec(_Model):
     )
     exploration: ExplorationSpec = Field(
         default_factory=ExplorationSpec, description="Exploration of the first position."
+    )
+    consent: dict[str, Literal["opt_in", "opt_out", "none"]] = Field(
+        default_factory=dict,
+        description="Consent per channel: opt_in (only with a recorded yes), opt_out "
+        "(unless a recorded no; the default for a channel not listed), none (not needed).",
+    )
+    mandatory_ignores_consent: bool = Field(
+        False, description="Mandatory actions go without consent (they never do by default)."
     )
 
 
@@ -505,6 +518,9 @@ class Config(_Model):
                 "server.admin_port is set but auth.admin_api is false: serve the admin API "
                 "on its own port or turn it off, not both"
             )
+        unknown = sorted(set(self.decisioning.consent) - set(self.channels))
+        if unknown:
+            raise ValueError(f"decisioning.consent names unknown channels: {', '.join(unknown)}")
         known = set(self.channels)
         for a in self.actions:
             bad = [c for c in a.channels if c not in known]

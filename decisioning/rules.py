@@ -64,9 +64,18 @@ class Rule:
 
     source: str
     fn: Fn
+    fields: tuple[tuple[str, Fn], ...] = ()  # each field it reads, and how to read it
 
     def __call__(self, env: Env) -> Any:
         return self.fn(env)
+
+    def values(self, env: Env) -> dict[str, Any]:
+        """The values of the fields the rule read (for explanations: why it failed)."""
+        out = {}
+        for label, read in self.fields:
+            v = read(env)
+            out[label] = None if isinstance(v, float) and math.isnan(v) else v
+        return out
 
     def holds(self, env: Env) -> bool:
         """True only when the expression is truthy (null counts as false)."""
@@ -93,10 +102,11 @@ def compile_rule(source: str, resolve: Resolve) -> Rule:
     except (ValueError, RecursionError, MemoryError):
         raise RuleError(source, "expression cannot be parsed") from None
     try:
-        fn, _ = _Compiler(source, resolve).visit(tree.body)
+        compiler = _Compiler(source, resolve)
+        fn, _ = compiler.visit(tree.body)
     except RecursionError:
         raise RuleError(source, "expression is nested too deeply") from None
-    return Rule(source, fn)
+    return Rule(source, fn, tuple(compiler.fields.items()))
 
 
 def _truthy(v: Any) -> bool:
@@ -170,6 +180,7 @@ class _Compiler:
     def __init__(self, source: str, resolve: Resolve) -> None:
         self.source = source
         self.resolve = resolve
+        self.fields: dict[str, Fn] = {}  # "profile.age" -> its accessor, first use first
 
     def fail(self, node: ast.AST, message: str) -> RuleError:
         line = getattr(node, "lineno", 1)
@@ -215,7 +226,9 @@ class _Compiler:
         info = self.resolve(ns, name)
         if info is None:
             raise self.fail(node, f"unknown field '{ns}.{name}'")
-        return _accessor(info), info.type
+        read = _accessor(info)
+        self.fields.setdefault(f"{ns}.{name}", read)
+        return read, info.type
 
     def visit_BoolOp(self, node: ast.BoolOp) -> tuple[Fn, str]:
         parts = [self.visit(v)[0] for v in node.values]

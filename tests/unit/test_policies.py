@@ -1,0 +1,139 @@
+"""Business policies that must hold exactly: consent on every decision, and
+explanations that name the rule and the values that removed a candidate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors.shard import Shard
+from decisioning.config import Config
+from decisioning.loader import config_from_dict
+from tests.conftest import SMALL
+from tests.unit.test_decide import NOW, Clock
+
+
+def _config(
+    consent: dict[str, str] | None = None, bypass: bool = False, mandatory: tuple[str, ...] = ()
+) -> Config:
+    actions = [{**a, "mandatory": a["id"] in mandatory} for a in SMALL["actions"]]
+    return config_from_dict(
+        {
+            **SMALL,
+            "actions": actions,
+            "decisioning": {
+                **SMALL["decisioning"],
+                "consent": consent or {},
+                "mandatory_ignores_consent": bypass,
+            },
+        }
+    )
+
+
+def _shard(config: Config, cid: str, age: float | None, email: bool | None) -> Shard:
+    shard = Shard(0, config, clock=Clock())
+    events: list[dict[str, Any]] = []
+    if age is not None:
+        events.append(
+            {"customer_id": cid, "type": "profile_update", "ts": NOW, "properties": {"age": age}}
+        )
+    if email is not None:
+        events.append(
+            {"customer_id": cid, "type": "consent", "ts": NOW, "properties": {"email": email}}
+        )
+    if events:
+        shard.apply_events(events)
+    return shard
+
+
+def test_explanations_name_the_rule_and_the_values_that_failed() -> None:
+    shard = _shard(_config(), "c", 16, None)
+    d = shard.decide({"customer_id": "c", "channel": "web", "explain": True})
+    card = next(e for e in d["explanation"] if e["action_id"] == "card")
+    assert card == {
+        "action_id": "card",
+        "eligible": False,
+        "rule": "profile.age >= 18",
+        "values": {"profile.age": 16.0},
+    }
+    unknown = _shard(_config(), "u", None, None)
+    d = unknown.decide({"customer_id": "u", "channel": "web", "explain": True})
+    card = next(e for e in d["explanation"] if e["action_id"] == "card")
+    assert card["values"] == {"profile.age": None}
+
+
+def test_opt_out_is_the_default_and_a_recorded_no_removes_everything() -> None:
+    shard = _shard(_config(), "c", 30, False)
+    d = shard.decide({"customer_id": "c", "channel": "email", "explain": True})
+    assert d["actions"] == []
+    (card,) = d["explanation"]
+    assert card["rule"] == "consent (opt_out)" and card["values"] == {"consent.email": False}
+    assert _shard(_config(), "c", 30, None).decide({"customer_id": "c", "channel": "email"})[
+        "actions"
+    ]  # nothing recorded: opt-out lets it go
+
+
+def test_opt_in_needs_a_recorded_yes() -> None:
+    cfg = _config({"email": "opt_in"})
+    assert (
+        _shard(cfg, "c", 30, None).decide({"customer_id": "c", "channel": "email"})["actions"] == []
+    )
+    assert _shard(cfg, "c", 30, True).decide({"customer_id": "c", "channel": "email"})["actions"]
+    # web is not listed: opt-out, so the email consent does not matter there
+    assert _shard(cfg, "c", 30, False).decide({"customer_id": "c", "channel": "web"})["actions"]
+
+
+def test_mandatory_actions_go_without_consent_only_when_the_config_allows() -> None:
+    strict = _config({"email": "opt_in"}, bypass=False, mandatory=("card",))
+    assert (
+        _shard(strict, "c", 30, False).decide({"customer_id": "c", "channel": "email"})["actions"]
+        == []
+    )
+    lenient = _config({"email": "opt_in"}, bypass=True, mandatory=("card",))
+    d = _shard(lenient, "c", 30, False).decide({"customer_id": "c", "channel": "email"})
+    assert [a["action_id"] for a in d["actions"]] == ["card"]
+
+
+MODES = st.sampled_from(["opt_in", "opt_out", "none"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    web=MODES,
+    email=MODES,
+    bypass=st.booleans(),
+    mandatory=st.lists(st.sampled_from(["card", "loan", "tip"]), unique=True),
+    states=st.lists(
+        st.tuples(st.sampled_from(["web", "email"]), st.sampled_from([True, False, None])),
+        max_size=4,
+    ),
+    age=st.one_of(st.none(), st.floats(0, 100)),
+)
+def test_consent_is_never_violated(
+    web: str,
+    email: str,
+    bypass: bool,
+    mandatory: list[str],
+    states: list[tuple[str, bool | None]],
+    age: float | None,
+) -> None:
+    cfg = _config({"web": web, "email": email}, bypass, tuple(mandatory))
+    shard = Shard(0, cfg, clock=Clock())
+    recorded: dict[str, bool | None] = {}
+    for ch, v in states:  # consent changes; the last one counts
+        shard.apply_events(
+            [{"customer_id": "c", "type": "consent", "ts": NOW, "properties": {ch: v}}]
+        )
+        recorded[ch] = v
+    if age is not None:
+        shard.apply_events(
+            [{"customer_id": "c", "type": "profile_update", "ts": NOW, "properties": {"age": age}}]
+        )
+    for ch, mode in (("web", web), ("email", email)):
+        d = shard.decide({"customer_id": "c", "channel": ch, "limit": 3})
+        state = recorded.get(ch)
+        allowed = {"opt_in": state is True, "opt_out": state is not False, "none": True}[mode]
+        for a in d["actions"]:
+            assert allowed or (bypass and a["action_id"] in mandatory), (ch, mode, state, a)
