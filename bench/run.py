@@ -270,7 +270,9 @@ def in_actor(cfg: Config, n: int = 3000, logs_dir: str | None = None) -> dict[st
         )
         for c in customers[:200]
     ]
-    scored = statistics.mean(sum(1 for e in d["explanation"] if e["eligible"]) for d in probe)
+    scored = statistics.mean(
+        sum(1 for e in d["explanation"] if e["eligible"] and e["action_id"]) for d in probe
+    )
     return {
         "total_us": total,
         **{f"{k}_us": v for k, v in per.items()},

@@ -209,11 +209,11 @@ def decide(
         weights,
         channel,
         versions,
-        None if explain or explorer is not None else limit,
-        settings.do_nothing_threshold,
+        None if explain or explorer is not None or settings.max_per_group else limit,
+        threshold := max(settings.do_nothing_threshold, catalog.do_nothing(env)),
     )
-    above = [s for s in scored if s.priority > settings.do_nothing_threshold]
-    chosen = above[:limit]
+    above = [s for s in scored if s.priority > threshold]
+    chosen = _diverse(above, limit, settings.max_per_group)
     probability: dict[str, float] | None = None
     explored = False
     if explorer is not None and above:
@@ -221,7 +221,9 @@ def decide(
             [s.propensity for s in above], [s.value * s.weight * s.lever for s in above]
         )
         first = above[pick.index]
-        chosen = [first, *[s for s in above if s is not first][: limit - 1]]
+        chosen = _diverse(
+            [first, *[s for s in above if s is not first]], limit, settings.max_per_group
+        )
         probability = {s.action_id: float(q) for s, q in zip(above, pick.probability, strict=True)}
         explored = pick.explored
     explanation = None
@@ -236,9 +238,19 @@ def decide(
                 "lever": s.lever,
                 "priority": s.priority,
                 "chosen": s in chosen,
+                **({} if s in chosen else {"why_not": _why_not(s, chosen, threshold, settings)}),
             }
             for s in scored
         ]
+        explanation.append(
+            {
+                "action_id": None,
+                "do_nothing": True,
+                "eligible": True,  # doing nothing always competes
+                "priority": threshold,
+                "chosen": not chosen,
+            }
+        )
     if stages is not None:
         stages.eligibility += t1 - t0
         stages.features += feat_ns
@@ -272,6 +284,33 @@ def decide(
         probability=probability,
         explored=explored,
     )
+
+
+def _why_not(
+    s: ScoredAction, chosen: list[ScoredAction], threshold: float, settings: DecisioningSpec
+) -> str:
+    """Why an eligible candidate is not in the answer."""
+    if s.priority <= threshold:
+        return "priority not above doing nothing"
+    per_group = settings.max_per_group
+    if per_group is not None and sum(c.group == s.group for c in chosen) >= per_group:
+        return f"max_per_group: {per_group} of group {s.group} already chosen"
+    return "limit: the answer is full"
+
+
+def _diverse(ranked: list[ScoredAction], limit: int, per_group: int | None) -> list[ScoredAction]:
+    """The first `limit` of `ranked`, at most `per_group` of any one group."""
+    if per_group is None:
+        return ranked[:limit]
+    out: list[ScoredAction] = []
+    taken: dict[str, int] = {}
+    for s in ranked:
+        if taken.get(s.group, 0) < per_group:
+            out.append(s)
+            taken[s.group] = taken.get(s.group, 0) + 1
+            if len(out) == limit:
+                break
+    return out
 
 
 def rank(

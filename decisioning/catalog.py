@@ -55,7 +55,11 @@ class Action:
 
 
 def make_resolver(
-    config: Config, schema: ProfileSchema, *, allow_action_value: bool = True
+    config: Config,
+    schema: ProfileSchema,
+    *,
+    allow_action_value: bool = True,
+    allow_action: bool = True,
 ) -> Callable[[str, str], FieldInfo | None]:
     """The name resolver rules compile against: profile, consent, context, action fields."""
     ctx_fields = {c.name: c for c in config.context}
@@ -80,7 +84,7 @@ def make_resolver(
                 return FieldInfo(ns, name, name, "any")
             vocab = tuple(spec.values) if spec.values else None
             return FieldInfo(ns, name, name, "num" if spec.type == "numeric" else "str", vocab)
-        if ns == "action" and name in _ACTION_FIELDS:
+        if ns == "action" and name in _ACTION_FIELDS and allow_action:
             if name == "value" and not allow_action_value:
                 return None
             return FieldInfo(ns, name, name, _ACTION_FIELDS[name])
@@ -106,7 +110,20 @@ class Catalog:
 
         self.actions: list[Action] = []
         for i, spec in enumerate(config.actions):
-            self.actions.append(self._compile(i, spec, compile_at, resolve_value))
+            lever = spec.lever * config.decisioning.group_levers.get(spec.group, 1.0)
+            lever *= config.decisioning.issue_levers.get(spec.issue or "", 1.0)
+            self.actions.append(self._compile(i, spec, compile_at, resolve_value, lever))
+        d = config.decisioning
+        self.do_nothing_const = 0.0
+        self.do_nothing_rule: Rule | None = None
+        if isinstance(d.do_nothing_value, str):
+            self.do_nothing_rule = compile_at(
+                "decisioning.do_nothing_value",
+                d.do_nothing_value,
+                make_resolver(config, schema, allow_action=False),
+            )
+        else:
+            self.do_nothing_const = float(d.do_nothing_value)
         self.context_weights: list[tuple[Rule, float]] = []
         for i, cw in enumerate(config.decisioning.context_weights):
             rule = compile_at(f"decisioning.context_weights[{i}].when", cw.when)
@@ -132,7 +149,9 @@ class Catalog:
         }
 
     @staticmethod
-    def _compile(i: int, spec: ActionSpec, compile_at: Any, resolve_value: Any) -> Action:
+    def _compile(
+        i: int, spec: ActionSpec, compile_at: Any, resolve_value: Any, lever: float
+    ) -> Action:
         value_rule = None
         value_const = 0.0
         if isinstance(spec.value, str):
@@ -147,7 +166,7 @@ class Catalog:
             id=spec.id,
             group=spec.group,
             channels=frozenset(spec.channels),
-            lever=spec.lever,
+            lever=lever,  # the action's, times its group's and its issue's
             model=spec.model,
             start=spec.start.timestamp() if spec.start else -math.inf,
             end=spec.end.timestamp() if spec.end else math.inf,
@@ -160,6 +179,15 @@ class Catalog:
     def live(self, channel: str, now: float) -> list[Action]:
         """Actions deliverable on `channel` whose start/end dates include `now`."""
         return [a for a in self.by_channel.get(channel, ()) if a.start <= now < a.end]
+
+    def do_nothing(self, env: Env) -> float:
+        """The priority of doing nothing for this customer and context (0 when null)."""
+        if self.do_nothing_rule is None:
+            return self.do_nothing_const
+        v = self.do_nothing_rule(env)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            return 0.0
+        return float(v)
 
     def consented(self, profile: list[float], channel: str) -> tuple[bool, bool | None]:
         """Whether the customer's consent lets a (non-mandatory) action go on `channel`,

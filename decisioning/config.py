@@ -171,6 +171,9 @@ class ActionSpec(_Model):
         None, description="Name of the model that scores it; none = default_propensity."
     )
     description: str = Field("", description="Free text for people.")
+    issue: Ident | None = Field(
+        None, description="Business issue it serves (e.g. grow, retain), for issue levers."
+    )
     mandatory: bool = Field(
         False,
         description="A service or mandatory message (e.g. a fraud alert): it may go to a "
@@ -231,6 +234,21 @@ class DecisioningSpec(_Model):
     )
     mandatory_ignores_consent: bool = Field(
         False, description="Mandatory actions go without consent (they never do by default)."
+    )
+    do_nothing_value: float | str = Field(
+        0.0,
+        description="The priority of doing nothing, a number or an expression over profile, "
+        "consent and context (e.g. '0.02 * profile.clv'): it competes in arbitration, and "
+        "only actions above it are shown.",
+    )
+    max_per_group: int | None = Field(
+        None, ge=1, description="Diversity: at most this many actions of one group in an answer."
+    )
+    group_levers: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
+        default_factory=dict, description="Lever per action group, times the action's lever."
+    )
+    issue_levers: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
+        default_factory=dict, description="Lever per business issue, times the action's lever."
     )
 
 
@@ -518,6 +536,15 @@ class Config(_Model):
                 "server.admin_port is set but auth.admin_api is false: serve the admin API "
                 "on its own port or turn it off, not both"
             )
+        groups = {a.group for a in self.actions}
+        issues = {a.issue for a in self.actions if a.issue}
+        for field, keys, known_keys in (
+            ("group_levers", self.decisioning.group_levers, groups),
+            ("issue_levers", self.decisioning.issue_levers, issues),
+        ):
+            stray = sorted(set(keys) - known_keys)
+            if stray:
+                raise ValueError(f"decisioning.{field} names no action's: {', '.join(stray)}")
         unknown = sorted(set(self.decisioning.consent) - set(self.channels))
         if unknown:
             raise ValueError(f"decisioning.consent names unknown channels: {', '.join(unknown)}")

@@ -68,8 +68,9 @@ def test_opt_out_is_the_default_and_a_recorded_no_removes_everything() -> None:
     shard = _shard(_config(), "c", 30, False)
     d = shard.decide({"customer_id": "c", "channel": "email", "explain": True})
     assert d["actions"] == []
-    (card,) = d["explanation"]
+    card, nothing = d["explanation"]
     assert card["rule"] == "consent (opt_out)" and card["values"] == {"consent.email": False}
+    assert nothing["do_nothing"] and nothing["chosen"]
     assert _shard(_config(), "c", 30, None).decide({"customer_id": "c", "channel": "email"})[
         "actions"
     ]  # nothing recorded: opt-out lets it go
@@ -137,3 +138,92 @@ def test_consent_is_never_violated(
         allowed = {"opt_in": state is True, "opt_out": state is not False, "none": True}[mode]
         for a in d["actions"]:
             assert allowed or (bypass and a["action_id"] in mandatory), (ch, mode, state, a)
+
+
+def _arb(**decisioning: Any) -> Config:
+    actions = [
+        {"id": "a1", "group": "cards", "channels": ["web"], "value": 10, "issue": "grow"},
+        {"id": "a2", "group": "cards", "channels": ["web"], "value": 9, "issue": "grow"},
+        {"id": "a3", "group": "cards", "channels": ["web"], "value": 8},
+        {"id": "b1", "group": "loans", "channels": ["web"], "value": 5, "issue": "retain"},
+    ]
+    return config_from_dict(
+        {
+            **SMALL,
+            "actions": actions,
+            "decisioning": {"default_propensity": 0.5, "default_limit": 3, **decisioning},
+        }
+    )
+
+
+def test_do_nothing_competes_with_its_own_value() -> None:
+    shard = Shard(0, _arb(do_nothing_value=4.6), clock=Clock())  # a3 = 0.5 × 8 = 4.0
+    d = shard.decide({"customer_id": "c", "channel": "web", "explain": True})
+    assert [a["action_id"] for a in d["actions"]] == ["a1"]  # 5.0 > 4.6 > 4.5
+    why = {e["action_id"]: e.get("why_not") for e in d["explanation"]}
+    assert why["a2"] == "priority not above doing nothing"
+    assert d["explanation"][-1] == {
+        "action_id": None,
+        "do_nothing": True,
+        "eligible": True,
+        "priority": 4.6,
+        "chosen": False,
+    }
+    # as an expression of the profile: a rich customer is worth leaving alone
+    cfg = _arb(do_nothing_value="coalesce(profile.age, 0) / 10")
+    shard = Shard(0, cfg, clock=Clock())
+    shard.apply_events(
+        [{"customer_id": "old", "type": "profile_update", "ts": NOW, "properties": {"age": 90}}]
+    )
+    assert shard.decide({"customer_id": "old", "channel": "web"})["actions"] == []
+    assert shard.decide({"customer_id": "new", "channel": "web"})["actions"]
+
+
+def test_diversity_and_group_and_issue_levers() -> None:
+    shard = Shard(0, _arb(max_per_group=2), clock=Clock())
+    d = shard.decide({"customer_id": "c", "channel": "web", "limit": 3, "explain": True})
+    assert [a["action_id"] for a in d["actions"]] == ["a1", "a2", "b1"]  # a3: third card
+    why = {e["action_id"]: e.get("why_not") for e in d["explanation"]}
+    assert why["a3"] == "max_per_group: 2 of group cards already chosen"
+    levered = _arb(group_levers={"loans": 3.0}, issue_levers={"retain": 2.0})
+    d = Shard(0, levered, clock=Clock()).decide({"customer_id": "c", "channel": "web"})
+    assert d["actions"][0]["action_id"] == "b1"  # 0.5 × 5 × 3 × 2 = 15
+    assert d["actions"][0]["priority"] == 15.0
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    values=st.lists(st.floats(0, 100), min_size=4, max_size=4),
+    nothing=st.floats(0, 100),
+    limit=st.integers(1, 4),
+)
+def test_do_nothing_wins_when_every_action_is_below_it(
+    values: list[float], nothing: float, limit: int
+) -> None:
+    actions = [
+        {"id": f"x{i}", "group": "g", "channels": ["web"], "value": v} for i, v in enumerate(values)
+    ]
+    cfg = config_from_dict(
+        {
+            **SMALL,
+            "actions": actions,
+            "decisioning": {"default_propensity": 0.5, "do_nothing_value": nothing},
+        }
+    )
+    d = Shard(0, cfg, clock=Clock()).decide({"customer_id": "c", "channel": "web", "limit": limit})
+    shown = [a["priority"] for a in d["actions"]]
+    assert all(p > nothing for p in shown)
+    assert len(shown) == min(limit, sum(0.5 * v > nothing for v in values))
+
+
+def test_policy_settings_are_checked_at_load() -> None:
+    import pytest
+
+    from decisioning.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="group_levers names no action's: nope"):
+        _arb(group_levers={"nope": 2.0})
+    with pytest.raises(ConfigError, match="consent names unknown channels: fax"):
+        _arb(consent={"fax": "opt_in"})
+    with pytest.raises(ConfigError, match="unknown field 'action.value'"):
+        _arb(do_nothing_value="action.value * 2")  # doing nothing is no action
