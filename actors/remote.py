@@ -22,6 +22,7 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
 
 from actors.shard import OUTCOMES, Shard, decision_slot
+from decisioning.catalog_store import CatalogStore, catalog_of, version_of, with_catalog
 from decisioning.config import Config
 from decisioning.decision_log import DecisionLog, logs_root
 from decisioning.errors import ModelError, NextbestError, NotFound
@@ -90,6 +91,7 @@ _REQUEST_METHODS = frozenset(
         "get_profile",
         "erase_profile",
         "stage_model",
+        "stage_catalog",
     )
 )
 
@@ -111,6 +113,14 @@ class ShardActor(Shard):
                     challengers.append((bundle, aliases.share, aliases.shadow))
             except ModelError as e:
                 log.error("shard %d: deployed model %s refused at start: %s", shard_id, name, e)
+        current = CatalogStore(config.server.data_dir).current()
+        if current is not None:  # applied at runtime: it survives restarts
+            try:
+                config = with_catalog(config, current[1], f"catalog {current[0]}")
+            except NextbestError as e:
+                log.error(
+                    "shard %d: the current catalog is refused, using the file's: %s", shard_id, e
+                )
         logs = None
         if config.logs.enabled:
             root = logs_root(config.server.data_dir, config.logs)
@@ -308,6 +318,48 @@ class Supervisor:
             ray.get([s.commit_model.remote(name) for s in self.shards])
             registry.set_aliases(name, after)
             return {"model": name, **after.to_dict(), "shards": len(self.shards)}
+
+    def catalog(self) -> dict[str, Any]:
+        """The catalog the shards serve: its version and sections."""
+        current = CatalogStore(self.config.server.data_dir).current()
+        if current is not None:
+            return {"version": current[0], **current[1]}
+        return {"version": version_of(self.config), **catalog_of(self.config)}
+
+    def apply_catalog(self, catalog: dict[str, Any] | None) -> dict[str, Any]:
+        """Stage `catalog` (None: the one before the current) on every shard, then switch
+        all; stored and made current last. If any shard refuses, none switches."""
+        with self.deploying:
+            store = CatalogStore(self.config.server.data_dir)
+            base = self.catalog()
+            rollback = catalog is None
+            try:
+                if catalog is None:
+                    _, catalog = store.previous()
+                with_catalog(self.config, catalog)  # the full check, once, before the shards
+            except NextbestError as e:
+                return _error(e)
+            staged = ray.get([s.call.remote("stage_catalog", catalog) for s in self.shards])
+            refused = [r for r in staged if isinstance(r, dict)]
+            if refused:
+                ray.get([s.abort_catalog.remote() for s in self.shards])
+                return refused[0]
+            version = staged[0]
+            ray.get([s.commit_catalog.remote() for s in self.shards])
+            base_version = base.pop("version")
+            if version == base_version:
+                return {"version": version, "changed": False, "shards": len(self.shards)}
+            store.remember(base_version, base)
+            if rollback:
+                store.rolled_back(version)
+            else:
+                store.save(version, catalog, base_version)
+            return {
+                "version": version,
+                "changed": True,
+                "rolled_back": rollback,
+                "shards": len(self.shards),
+            }
 
     def model_stats(self) -> dict[str, Any]:
         """Per model version: its alias, decisions and outcomes, summed over the shards

@@ -21,6 +21,7 @@ import numpy as np
 from decisioning import snapshot
 from decisioning.arbitration import Decision, LoadedModel, Stages, decide
 from decisioning.catalog import Catalog
+from decisioning.catalog_store import with_catalog
 from decisioning.config import Config
 from decisioning.decision_log import DecisionLog
 from decisioning.errors import InvalidInput, ModelError, NotFound
@@ -178,6 +179,7 @@ class Shard:
         self._purge = False  # a customer was erased: snapshot at once, then drop the WAL
         exploration = config.decisioning.exploration
         self.explorer = Explorer(exploration) if exploration.policy != "none" else None
+        self._staged_catalog: Any = None
         self.logs = logs  # decision and outcome logs (Parquet), if any
         self._erased: set[str] = set()  # erased since the last snapshot: out of the logs too
         for bundle in models:
@@ -689,6 +691,37 @@ class Shard:
     def abort_model(self, name: str) -> None:
         self._staged.pop((name, "champion"), None)
         self._staged.pop((name, "challenger"), None)
+
+    # -- catalog -------------------------------------------------------------------------
+
+    def stage_catalog(self, catalog: dict[str, Any]) -> str:
+        """Check a new catalog and prepare it (models' feature plans rebuilt for its
+        actions) without serving it; raises ConfigError or ModelError if refused."""
+        config = with_catalog(self.config, catalog)
+        cat = Catalog(config, self.schema)
+
+        def replan(m: LoadedModel) -> LoadedModel:
+            f = m.manifest
+            plan = FeaturePlan.build(f.ref, f.features, f.categories, config, self.schema, cat)
+            return LoadedModel(f, m.scorer, plan, m.scorer_kind)
+
+        models = {n: replan(m) for n, m in self.models.items()}
+        challengers = {n: (replan(m), a, b) for n, (m, a, b) in self.challengers.items()}
+        self._staged_catalog = (config, cat, models, challengers)
+        return cat.version
+
+    def commit_catalog(self) -> str:
+        """Serve the staged catalog from the next decision on (one call: no decision
+        sees half of it)."""
+        config, cat, models, challengers = self._staged_catalog
+        self._staged_catalog = None
+        self.config, self.catalog, self.models, self.challengers = config, cat, models, challengers
+        exploration = config.decisioning.exploration
+        self.explorer = Explorer(exploration) if exploration.policy != "none" else None
+        return cat.version
+
+    def abort_catalog(self) -> None:
+        self._staged_catalog = None
 
     def model_versions(self) -> dict[str, str]:
         return {name: m.manifest.ref for name, m in self.models.items()}

@@ -492,6 +492,9 @@ class LogsSpec(_Model):
     roll_s: float = Field(
         60.0, gt=0, description="...or seconds, whichever comes first (an idle shard too)."
     )
+    compression: Literal["zstd", "snappy", "none"] = Field(
+        "zstd", description="Parquet compression of the log files."
+    )
     max_pending: int = Field(
         4,
         ge=1,

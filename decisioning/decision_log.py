@@ -257,7 +257,7 @@ class DecisionLog:
         name = f"{self.prefix}{time.time_ns() // 1_000_000}-{os.urandom(4).hex()}.parquet"
         self.fs.create_dir(directory, recursive=True)
         tmp = f"{directory}/.{name}"
-        pq.write_table(table, tmp, filesystem=self.fs, compression="zstd")
+        pq.write_table(table, tmp, filesystem=self.fs, compression=self.spec.compression)
         self.fs.move(tmp, f"{directory}/{name}")
 
     def _files(self, kind: str) -> list[str]:
@@ -285,7 +285,7 @@ class DecisionLog:
             return 1
         directory, name = path.rsplit("/", 1)
         tmp = f"{directory}/.{name}"
-        pq.write_table(kept, tmp, filesystem=self.fs, compression="zstd")
+        pq.write_table(kept, tmp, filesystem=self.fs, compression=self.spec.compression)
         self.fs.move(tmp, path)
         return 1
 

@@ -44,6 +44,7 @@ __all__ = [
 log = logging.getLogger("nextbest.serving")
 ADMIN = "nextbest-admin"
 MAX_MODEL_BYTES = 64 * 1024 * 1024  # a deploy carries the model text
+MAX_CATALOG_BYTES = 4 * 1024 * 1024
 ADMIN_PATHS = frozenset(
     (
         "/v1/models",
@@ -53,6 +54,8 @@ ADMIN_PATHS = frozenset(
         "/v1/models/{name}/rollback",
         "/v1/models/{name}/split",
         "/v1/status",
+        "/v1/catalog",
+        "/v1/catalog/rollback",
     )
 )
 _MODEL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -118,6 +121,27 @@ class AdminRoutes:
             return fail(request, 422, "model_refused", result["error"]["message"])
         return reply(request, result)
 
+    async def catalog(self, request: Request) -> Response:
+        return reply(request, await self.supervisor.call("catalog"))
+
+    async def apply_catalog(self, request: Request, rollback: bool = False) -> Response:
+        """PUT: validate, version and swap a catalog on every shard; or roll back."""
+        catalog = None
+        if not rollback:
+            body = decode_body(
+                await request.body(), request.headers.get("content-type"), MAX_CATALOG_BYTES
+            )
+            if not isinstance(body, dict):
+                raise WireError(422, "invalid_catalog", "a catalog is a JSON object")
+            catalog = body
+        result = await self.supervisor.call("apply_catalog", catalog)
+        if isinstance(result, dict) and "error" in result:
+            err = result["error"]
+            status = 409 if err["type"] == "NotFound" else 422
+            code = err["code"] if status == 409 else "invalid_catalog"
+            return fail(request, status, code, err["message"])
+        return reply(request, result)
+
     async def status(self, request: Request) -> Response:
         return reply(request, {"shards": await self.supervisor.call("status")})
 
@@ -159,6 +183,21 @@ def admin_app(config: Config, supervisor: SupervisorClient) -> FastAPI:
     async def split(name: str, request: Request) -> Response:
         keys.check(request.headers, "admin")
         return await routes.roll_out(request, name, "split")
+
+    @app.get("/v1/catalog", tags=["catalog"], summary="The catalog the shards serve")
+    async def catalog(request: Request) -> Response:
+        keys.check(request.headers, "admin")
+        return await routes.catalog(request)
+
+    @app.put("/v1/catalog", tags=["catalog"], summary="Apply a catalog on every shard")
+    async def put_catalog(request: Request) -> Response:
+        keys.check(request.headers, "admin")
+        return await routes.apply_catalog(request)
+
+    @app.post("/v1/catalog/rollback", tags=["catalog"], summary="Back to the last catalog")
+    async def rollback_catalog(request: Request) -> Response:
+        keys.check(request.headers, "admin")
+        return await routes.apply_catalog(request, rollback=True)
 
     @app.get("/v1/status", tags=["ops"], summary="Every shard's state")
     async def status(request: Request) -> Response:

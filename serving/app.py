@@ -259,6 +259,21 @@ class Ingress:
         self._allow(request, "admin")
         return await self.admin.roll_out(request, name, "split")
 
+    @fastapi_app.get("/v1/catalog", tags=["catalog"], summary="The catalog the shards serve")
+    async def catalog(self, request: Request) -> Response:
+        self._allow(request, "admin")
+        return await self.admin.catalog(request)
+
+    @fastapi_app.put("/v1/catalog", tags=["catalog"], summary="Apply a catalog on every shard")
+    async def put_catalog(self, request: Request) -> Response:
+        self._allow(request, "admin")
+        return await self.admin.apply_catalog(request)
+
+    @fastapi_app.post("/v1/catalog/rollback", tags=["catalog"], summary="Back to the last catalog")
+    async def rollback_catalog(self, request: Request) -> Response:
+        self._allow(request, "admin")
+        return await self.admin.apply_catalog(request, rollback=True)
+
     @fastapi_app.get("/v1/status", tags=["ops"], summary="Every shard's state")
     async def status(self, request: Request) -> Response:
         self._allow(request, "admin")

@@ -730,6 +730,63 @@ def status(
         typer.echo(status_table(shards))
 
 
+catalog_app = typer.Typer(
+    help="The action catalog: show, apply at runtime, roll back.", no_args_is_help=True
+)
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("apply")
+def catalog_apply(
+    path: Annotated[Path, typer.Argument(help="YAML (or JSON) with actions and decisioning.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    url: UrlOpt = None,
+) -> None:
+    """Validate, version and swap the catalog on every shard at once (the previous one
+    stays available: `nextbest catalog rollback`)."""
+    import yaml
+
+    cfg = _config(config)
+    try:
+        catalog = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise _fail(f"cannot read {path}: {e}") from None
+    if isinstance(catalog, dict):  # a whole config file: take its catalog sections
+        catalog = {k: v for k, v in catalog.items() if k in ("actions", "decisioning")}
+    base = _url(cfg, url, admin=True)
+    try:
+        r = httpx.put(f"{base}/v1/catalog", json=catalog, timeout=120, **_client_opts(cfg))
+    except httpx.HTTPError as e:
+        raise _fail(f"cannot reach the server at {base}: {e}") from None
+    if r.status_code != 200:
+        raise _fail(f"refused ({r.status_code}): {r.json().get('error', {}).get('message')}")
+    out = r.json()
+    if not out["changed"]:
+        typer.echo(f"catalog {out['version']} is already served")
+    else:
+        typer.echo(f"catalog {out['version']} served by {out['shards']} shards")
+
+
+@catalog_app.command("rollback")
+def catalog_rollback(config: ConfigOpt = DEFAULT_CONFIG, url: UrlOpt = None) -> None:
+    """Serve the catalog before the current one again, on every shard at once."""
+    cfg = _config(config)
+    out = _admin_post(cfg, url, "/v1/catalog/rollback", {})
+    typer.echo(f"catalog {out['version']} served again by {out['shards']} shards")
+
+
+@catalog_app.command("show")
+def catalog_show(config: ConfigOpt = DEFAULT_CONFIG, url: UrlOpt = None) -> None:
+    """The catalog the running shards serve, as JSON."""
+    cfg = _config(config)
+    base = _url(cfg, url, admin=True)
+    try:
+        r = httpx.get(f"{base}/v1/catalog", timeout=10, **_client_opts(cfg))
+    except httpx.HTTPError as e:
+        raise _fail(f"cannot reach the server at {base}: {e}") from None
+    typer.echo(json.dumps(r.json(), indent=2))
+
+
 keys_app = typer.Typer(help="API keys: make one for a client.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 

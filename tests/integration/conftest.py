@@ -73,6 +73,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "NEXTBEST_MAX_ONGOING_REQUESTS": "32",  # test_backpressure overloads it
             "NEXTBEST_SHARD_RESOURCES": '{"nextbest_shard": 0.001}',
             "NEXTBEST_MAX_STRING_LENGTH": "200",  # not the default: test_http checks it
+            # test_erasure scans the bytes of every file: ids must not hide in compression
+            "NEXTBEST_LOGS_COMPRESSION": "none",
             "NEXTBEST_AUTH_KEYS": json.dumps(
                 [
                     {"name": "tests", "sha256": sha256_hex(ALL_SCOPES_KEY), "scopes": SCOPES},

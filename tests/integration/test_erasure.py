@@ -9,9 +9,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import ray
 
 from tests.integration.conftest import Server
+from training.from_logs import open_dataset
 
 CUSTOMER = "erase-me-9f2c1d"
 INCOME = 987654.25  # exact in float32: its 4 bytes are what a file would hold
@@ -60,6 +63,11 @@ def test_erasure_leaves_no_trace_on_disk(server: Server, client: httpx.Client) -
     while (left := _files_holding(server.data_dir, *needles)) and time.time() < deadline:
         time.sleep(0.2)
     assert left == [], left
+    for kind in ("decisions", "outcomes"):  # and no row of the customer reads back
+        logged = open_dataset(pafs.LocalFileSystem(), str(server.data_dir / "logs" / kind))
+        if logged is not None:  # (a dir whose every file held only the customer is empty)
+            rows = logged.to_table(filter=pc.field("customer_id") == CUSTOMER)
+            assert rows.num_rows == 0
     again = client.delete(f"/v1/profiles/{CUSTOMER}")  # erasing twice is harmless
     assert again.status_code == 200 and again.json()["erased"] is False
     assert _files_holding(server.data_dir, *needles) == []  # and writes nothing
