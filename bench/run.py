@@ -539,7 +539,8 @@ def rule_figures(cfg: Config, actions: int = 100, n: int = 2000) -> dict[str, fl
         for a in live:
             env.action = a
             env.value = a.value(env)
-            if a.eligibility is not None:
-                a.eligibility.holds(env)
+            for _, rule in a.rules:
+                if not rule.holds(env):
+                    break
     per = (time.perf_counter_ns() - t0) / n / 1000
     return {"actions": len(live), "rules_us": per, "compile_ms": compile_ms}

@@ -19,7 +19,7 @@ from decisioning.config import DecisioningSpec
 from decisioning.exploration import Explorer
 from decisioning.features import FeaturePlan
 from decisioning.model import ModelManifest, Scorer
-from decisioning.rules import Env
+from decisioning.rules import Env, Rule
 
 __all__ = ["Decision", "LoadedModel", "ScoredAction", "Trace", "decide", "rank"]
 
@@ -160,14 +160,17 @@ def decide(
             continue
         env.action = a
         env.value = value = a.value(env)
-        if a.eligibility is not None and not a.eligibility.holds(env):
+        failed = _first_failing(a, env)
+        if failed is not None:
             if explain:
+                stage, rule = failed
                 removed.append(
                     {
                         "action_id": a.id,
                         "eligible": False,
-                        "rule": a.eligibility.source,
-                        "values": a.eligibility.values(env),
+                        "stage": stage,
+                        "rule": rule.source,
+                        "values": rule.values(env),
                     }
                 )
             continue
@@ -284,6 +287,14 @@ def decide(
         probability=probability,
         explored=explored,
     )
+
+
+def _first_failing(a: Action, env: Env) -> tuple[str, Rule] | None:
+    """The first of the action's rules (group ones first) that does not hold."""
+    for stage, rule in a.rules:
+        if not rule.holds(env):
+            return stage, rule
+    return None
 
 
 def _why_not(

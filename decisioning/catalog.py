@@ -16,6 +16,7 @@ from decisioning.rules import Env, FieldInfo, Rule, compile_rule
 
 __all__ = ["Action", "Catalog", "RuleLocation", "make_resolver"]
 
+STAGES = ("eligibility", "applicability", "suitability")
 _ACTION_FIELDS = {"id": "str", "group": "str", "value": "num", "lever": "num"}
 
 
@@ -41,7 +42,9 @@ class Action:
     end: float
     value_const: float
     value_rule: Rule | None
-    eligibility: Rule | None
+    eligibility: Rule | None  # the action's own (also in `rules`)
+    # every rule it must pass, in order: (stage, rule), group rules before the action's
+    rules: tuple[tuple[str, Rule], ...] = ()
     mandatory: bool = False
 
     def value(self, env: Env) -> float:
@@ -109,10 +112,15 @@ class Catalog:
                 return None
 
         self.actions: list[Action] = []
+        compiled: dict[str, Rule] = {}  # group rules: compiled once, shared by the group
         for i, spec in enumerate(config.actions):
             lever = spec.lever * config.decisioning.group_levers.get(spec.group, 1.0)
             lever *= config.decisioning.issue_levers.get(spec.issue or "", 1.0)
-            self.actions.append(self._compile(i, spec, compile_at, resolve_value, lever))
+            self.actions.append(
+                self._compile(
+                    i, spec, compile_at, resolve_value, lever, config.decisioning.groups, compiled
+                )
+            )
         d = config.decisioning
         self.do_nothing_const = 0.0
         self.do_nothing_rule: Rule | None = None
@@ -150,7 +158,13 @@ class Catalog:
 
     @staticmethod
     def _compile(
-        i: int, spec: ActionSpec, compile_at: Any, resolve_value: Any, lever: float
+        i: int,
+        spec: ActionSpec,
+        compile_at: Any,
+        resolve_value: Any,
+        lever: float,
+        group_rules: Mapping[str, Any],
+        compiled: dict[str, Rule],
     ) -> Action:
         value_rule = None
         value_const = 0.0
@@ -158,9 +172,23 @@ class Catalog:
             value_rule = compile_at(f"actions[{i}].value", spec.value, resolve_value)
         else:
             value_const = float(spec.value)
+        rules: list[tuple[str, Rule]] = []
         eligibility = None
-        if spec.eligibility is not None:
-            eligibility = compile_at(f"actions[{i}].eligibility", spec.eligibility)
+        for stage in STAGES:
+            group_source = getattr(group_rules.get(spec.group), stage, None)
+            if group_source is not None:
+                where = f"decisioning.groups.{spec.group}.{stage}"
+                rule = compiled.get(where) or compile_at(where, group_source)
+                if rule is not None:
+                    compiled[where] = rule
+                    rules.append((f"group {stage}", rule))
+            source = getattr(spec, stage)
+            if source is not None:
+                rule = compile_at(f"actions[{i}].{stage}", source)
+                if rule is not None:
+                    rules.append((stage, rule))
+                    if stage == "eligibility":
+                        eligibility = rule
         return Action(
             index=i,
             id=spec.id,
@@ -173,6 +201,7 @@ class Catalog:
             value_const=value_const,
             value_rule=value_rule,
             eligibility=eligibility,
+            rules=tuple(rules),
             mandatory=spec.mandatory,
         )
 

@@ -162,7 +162,13 @@ class ActionSpec(_Model):
         1.0, description="Business value: a number or an expression (rule language)."
     )
     eligibility: str | None = Field(
-        None, description="Expression that must be true for the action to be a candidate."
+        None, description="May this customer get this action at all (an expression)."
+    )
+    applicability: str | None = Field(
+        None, description="Does it make sense now, in this context (an expression)."
+    )
+    suitability: str | None = Field(
+        None, description="Is it good for the customer (an expression)."
     )
     start: datetime | None = Field(None, description="Not offered before this time.")
     end: datetime | None = Field(None, description="Not offered from this time on.")
@@ -203,6 +209,14 @@ class ExplorationSpec(_Model):
     )
 
 
+class GroupRulesSpec(_Model):
+    """Rules every action of a group must pass too (checked before the action's own)."""
+
+    eligibility: str | None = Field(None, description="May this customer get the group at all.")
+    applicability: str | None = Field(None, description="Does the group make sense now.")
+    suitability: str | None = Field(None, description="Is the group good for the customer.")
+
+
 class DecisioningSpec(_Model):
     """Arbitration settings."""
 
@@ -240,6 +254,9 @@ class DecisioningSpec(_Model):
         description="The priority of doing nothing, a number or an expression over profile, "
         "consent and context (e.g. '0.02 * profile.clv'): it competes in arbitration, and "
         "only actions above it are shown.",
+    )
+    groups: dict[str, GroupRulesSpec] = Field(
+        default_factory=dict, description="Eligibility, applicability, suitability per group."
     )
     max_per_group: int | None = Field(
         None, ge=1, description="Diversity: at most this many actions of one group in an answer."
@@ -542,6 +559,7 @@ class Config(_Model):
         groups = {a.group for a in self.actions}
         issues = {a.issue for a in self.actions if a.issue}
         for field, keys, known_keys in (
+            ("groups", self.decisioning.groups, groups),
             ("group_levers", self.decisioning.group_levers, groups),
             ("issue_levers", self.decisioning.issue_levers, issues),
         ):

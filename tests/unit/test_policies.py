@@ -55,6 +55,7 @@ def test_explanations_name_the_rule_and_the_values_that_failed() -> None:
     assert card == {
         "action_id": "card",
         "eligible": False,
+        "stage": "eligibility",
         "rule": "profile.age >= 18",
         "values": {"profile.age": 16.0},
     }
@@ -227,3 +228,42 @@ def test_policy_settings_are_checked_at_load() -> None:
         _arb(consent={"fax": "opt_in"})
     with pytest.raises(ConfigError, match="unknown field 'action.value'"):
         _arb(do_nothing_value="action.value * 2")  # doing nothing is no action
+
+
+def test_group_and_action_rules_by_stage() -> None:
+    actions = [
+        {**SMALL["actions"][0], "applicability": "context.placement == 'hero'"},
+        {**SMALL["actions"][1], "suitability": "coalesce(profile.age, 0) < 60"},
+        SMALL["actions"][2],
+    ]
+    cfg = config_from_dict(
+        {
+            **SMALL,
+            "actions": actions,
+            "decisioning": {
+                **SMALL["decisioning"],
+                "groups": {"service": {"eligibility": "consent.web != false"}},
+                "consent": {"web": "none"},  # so the group rule is what reads it
+            },
+        }
+    )
+    shard = _shard(cfg, "c", 70, None)
+    shard.apply_events(
+        [{"customer_id": "c", "type": "consent", "ts": NOW, "properties": {"web": False}}]
+    )
+    d = shard.decide({"customer_id": "c", "channel": "web", "explain": True, "placement": "side"})
+    by_id = {e["action_id"]: e for e in d["explanation"] if e["action_id"]}
+    assert by_id["card"]["stage"] == "applicability"
+    assert by_id["card"]["values"] == {"context.placement": "side"}
+    assert by_id["loan"]["stage"] == "suitability"
+    assert by_id["tip"]["stage"] == "group eligibility"
+    assert by_id["tip"]["values"] == {"consent.web": False}
+    assert d["actions"] == []
+    import pytest
+
+    from decisioning.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"decisioning.groups.service.suitability: line 1"):
+        config_from_dict(
+            {**SMALL, "decisioning": {"groups": {"service": {"suitability": "profile.age >>> 2"}}}}
+        )
