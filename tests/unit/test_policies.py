@@ -267,3 +267,38 @@ def test_group_and_action_rules_by_stage() -> None:
         config_from_dict(
             {**SMALL, "decisioning": {"groups": {"service": {"suitability": "profile.age >>> 2"}}}}
         )
+
+
+def test_a_dry_run_changes_nothing(tmp_path: Any) -> None:
+    from decisioning.config import LogsSpec
+    from decisioning.decision_log import DecisionLog
+    from tests.unit.models import tiny_model
+
+    cfg = _config()
+    logs = DecisionLog(str(tmp_path / "logs"), 0, LogsSpec(roll_s=3600))
+    shard = Shard(
+        0, cfg, [tiny_model(cfg)], clock=Clock(), log_dir=str(tmp_path / "wal"), logs=logs
+    )
+    shard.apply_events(
+        [{"customer_id": "c", "type": "profile_update", "ts": NOW, "properties": {"age": 30}}]
+    )
+    digest, stats = shard.state_digest(), dict(shard.variant_stats)
+    wal = shard.wal.bytes if shard.wal else 0
+    for _ in range(5):
+        d = shard.decide(
+            {
+                "customer_id": "c",
+                "channel": "web",
+                "dry_run": True,
+                "explain": True,
+                "event": {"type": "page_view", "ts": NOW, "properties": {}},
+            }
+        )
+        assert d["actions"]
+    assert shard.state_digest() == digest  # profiles, decisions, idempotency keys
+    assert shard.variant_stats == stats
+    assert (shard.wal.bytes if shard.wal else 0) == wal
+    assert shard.get_profile("c")["recent_decisions"] == []
+    logs.flush()
+    assert not list((tmp_path / "logs").rglob("*.parquet"))
+    shard.close()
