@@ -23,6 +23,7 @@ from decisioning.arbitration import Decision, LoadedModel, Stages, decide
 from decisioning.catalog import Catalog
 from decisioning.catalog_store import with_catalog
 from decisioning.config import Config
+from decisioning.contacts import ContactLog, Policies
 from decisioning.decision_log import DecisionLog
 from decisioning.errors import InvalidInput, ModelError, NotFound
 from decisioning.exploration import Explorer
@@ -179,6 +180,8 @@ class Shard:
         self._purge = False  # a customer was erased: snapshot at once, then drop the WAL
         exploration = config.decisioning.exploration
         self.explorer = Explorer(exploration) if exploration.policy != "none" else None
+        self.policies = Policies(config)  # contact policies
+        self.contacts = ContactLog()  # what they count (kept only while some policy exists)
         self._staged_catalog: Any = None
         self.logs = logs  # decision and outcome logs (Parquet), if any
         self._erased: set[str] = set()  # erased since the last snapshot: out of the logs too
@@ -204,6 +207,7 @@ class Shard:
                 self._track(did, _Record(cid, tuple(actions), ts, channel, placement, version))
             self.seen = OrderedDict.fromkeys(st.seen)
             self.counters.update(st.counters)
+            self.contacts.load(st.contacts)
             profiles = len(st.id_ends)
         loaded = time.perf_counter()
         report = Replay()
@@ -233,9 +237,12 @@ class Shard:
             for e in events:
                 self.store.apply(e)
             self._remember(events)
+            self._count_outcomes(events)
         elif kind == "d":
             did, cid, actions, ts, channel, placement, version = body
             self._track(did, _Record(cid, tuple(actions), ts, channel, placement, version))
+            if self.policies.active:
+                self.contacts.shown(cid, ts, channel, actions)
         elif kind == "x":
             self._forget(body)
             self._erase_logs(body)
@@ -296,6 +303,7 @@ class Shard:
             decisions=list(self.decisions.items()),
             seen=list(self.seen),
             counters=dict(self.counters),
+            contacts=self.contacts.rows(),
         )
         self._changed = False
         self._snapshot_at = time.monotonic()
@@ -350,6 +358,7 @@ class Shard:
             h.update(np.ascontiguousarray(matrices[name]).tobytes())
         h.update(repr(list(self.decisions.items())).encode())
         h.update(b"".join(self.seen))
+        h.update(repr(sorted(self.contacts.rows())).encode())
         return h.hexdigest()
 
     def stop(self) -> dict[str, Any]:
@@ -444,6 +453,10 @@ class Shard:
         now = self.clock()
         decision_id = f"d-{slot_of(customer_id):04x}-{os.urandom(8).hex()}"
         models, variant, shadows = self._variant(customer_id)
+        limits = None
+        if self.policies.active:
+            history = self.contacts.of(customer_id, now, self.policies.horizon)
+            limits = self.policies.limits(history, now, channel)
         args: dict[str, Any] = {
             "decision_id": decision_id,
             "customer_id": customer_id,
@@ -455,6 +468,7 @@ class Shard:
             "catalog": self.catalog,
             "settings": cfg,
             "now": now,
+            "limits": limits,
         }
         decision = decide(
             **args,
@@ -509,6 +523,8 @@ class Shard:
         )
         self._log(("d", [d.decision_id, *record]))
         self._track(d.decision_id, record)
+        if self.policies.active:
+            self.contacts.shown(d.customer_id, d.ts, d.channel, record.actions)
 
     def _track(self, decision_id: str, record: _Record) -> None:
         self.decisions[decision_id] = record
@@ -538,6 +554,7 @@ class Shard:
         events = self._outcome_events(outcomes)
         fresh = self._apply(events, None)
         self.counters["outcomes"] += len(fresh)
+        self._count_outcomes(fresh)
         for e in fresh:
             version = self.decisions[e.properties["decision_id"]].model_version
             for ref in version.split(",") if version else ():
@@ -556,6 +573,17 @@ class Shard:
                 for e in fresh
             )
         return len(events)
+
+    def _count_outcomes(self, events: list[Event]) -> None:
+        """Outcomes into the contact history (when a contact policy exists)."""
+        if not self.policies.active:
+            return
+        for e in events:
+            if e.type.startswith("outcome."):
+                action = e.properties.get("action_id")
+                if isinstance(action, str):
+                    kind = e.type.removeprefix("outcome.")
+                    self.contacts.outcome(e.customer_id, e.ts, action, kind)
 
     def _outcome_events(self, outcomes: list[dict[str, Any]]) -> list[Event]:
         events = []
@@ -624,6 +652,7 @@ class Shard:
         for d in gone:
             del self.decisions[d]
         self.recent.pop(customer_id, None)
+        self.contacts.forget(customer_id)
         return known, len(gone)
 
     def get_profile(self, customer_id: str) -> dict[str, Any]:
@@ -718,6 +747,7 @@ class Shard:
         self.config, self.catalog, self.models, self.challengers = config, cat, models, challengers
         exploration = config.decisioning.exploration
         self.explorer = Explorer(exploration) if exploration.policy != "none" else None
+        self.policies = Policies(config)
         return cat.version
 
     def abort_catalog(self) -> None:

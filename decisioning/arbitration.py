@@ -16,6 +16,7 @@ import numpy as np
 
 from decisioning.catalog import Action, Catalog, context_of
 from decisioning.config import DecisioningSpec
+from decisioning.contacts import Limits
 from decisioning.exploration import Explorer
 from decisioning.features import FeaturePlan
 from decisioning.model import ModelManifest, Scorer
@@ -135,6 +136,7 @@ def decide(
     stages: Stages | None = None,
     trace: bool = False,
     explorer: Explorer | None = None,
+    limits: Limits | None = None,
 ) -> Decision:
     """Decide the best actions for one customer from their profile feature vector."""
     t0 = time.perf_counter_ns() if stages is not None else 0
@@ -156,6 +158,13 @@ def decide(
                         "rule": f"consent ({catalog.consent[channel][1]})",
                         "values": {f"consent.{channel}": recorded},
                     }
+                )
+            continue
+        why = None if limits is None or a.mandatory else limits.why(a.id, a.group)
+        if why is not None:  # a contact policy (mandatory actions pass, and are counted)
+            if explain:
+                removed.append(
+                    {"action_id": a.id, "eligible": False, "stage": "contact policy", "rule": why}
                 )
             continue
         env.action = a
@@ -212,11 +221,15 @@ def decide(
         weights,
         channel,
         versions,
-        None if explain or explorer is not None or settings.max_per_group else limit,
+        None
+        if explain or explorer is not None or settings.max_per_group or limits is not None
+        else limit,
         threshold := max(settings.do_nothing_threshold, catalog.do_nothing(env)),
     )
     above = [s for s in scored if s.priority > threshold]
-    chosen = _diverse(above, limit, settings.max_per_group)
+    left = limits.group_left if limits is not None else {}
+    mandatory = frozenset(a.id for a in eligible if a.mandatory)
+    chosen = _diverse(above, limit, settings.max_per_group, left, mandatory)
     probability: dict[str, float] | None = None
     explored = False
     if explorer is not None and above:
@@ -224,13 +237,16 @@ def decide(
             [s.propensity for s in above], [s.value * s.weight * s.lever for s in above]
         )
         first = above[pick.index]
-        chosen = _diverse(
-            [first, *[s for s in above if s is not first]], limit, settings.max_per_group
-        )
+        rest = [s for s in above if s is not first]
+        chosen = _diverse([first, *rest], limit, settings.max_per_group, left, mandatory)
         probability = {s.action_id: float(q) for s, q in zip(above, pick.probability, strict=True)}
         explored = pick.explored
     explanation = None
     if explain:
+
+        def why_not(s: ScoredAction) -> str:
+            return _why_not(s, chosen, threshold, settings, left)
+
         explanation = removed + [
             {
                 "action_id": s.action_id,
@@ -241,7 +257,7 @@ def decide(
                 "lever": s.lever,
                 "priority": s.priority,
                 "chosen": s in chosen,
-                **({} if s in chosen else {"why_not": _why_not(s, chosen, threshold, settings)}),
+                **({} if s in chosen else {"why_not": why_not(s)}),
             }
             for s in scored
         ]
@@ -298,27 +314,42 @@ def _first_failing(a: Action, env: Env) -> tuple[str, Rule] | None:
 
 
 def _why_not(
-    s: ScoredAction, chosen: list[ScoredAction], threshold: float, settings: DecisioningSpec
+    s: ScoredAction,
+    chosen: list[ScoredAction],
+    threshold: float,
+    settings: DecisioningSpec,
+    left: Mapping[str, int],
 ) -> str:
     """Why an eligible candidate is not in the answer."""
     if s.priority <= threshold:
         return "priority not above doing nothing"
+    if s.group in left and sum(c.group == s.group for c in chosen) >= left[s.group]:
+        return f"group cap: only {left[s.group]} more of group {s.group} may go now"
     per_group = settings.max_per_group
     if per_group is not None and sum(c.group == s.group for c in chosen) >= per_group:
         return f"max_per_group: {per_group} of group {s.group} already chosen"
     return "limit: the answer is full"
 
 
-def _diverse(ranked: list[ScoredAction], limit: int, per_group: int | None) -> list[ScoredAction]:
-    """The first `limit` of `ranked`, at most `per_group` of any one group."""
-    if per_group is None:
+def _diverse(
+    ranked: list[ScoredAction],
+    limit: int,
+    per_group: int | None,
+    left: Mapping[str, int] | None = None,
+    mandatory: frozenset[str] = frozenset(),
+) -> list[ScoredAction]:
+    """The first `limit` of `ranked`, at most `per_group` of any one group and at most
+    `left[group]` more of a group under a contact cap (mandatory actions always go)."""
+    if per_group is None and not left:
         return ranked[:limit]
     out: list[ScoredAction] = []
     taken: dict[str, int] = {}
     for s in ranked:
-        if taken.get(s.group, 0) < per_group:
+        n = taken.get(s.group, 0)
+        cap = min(per_group or limit, (left or {}).get(s.group, limit))
+        if n < cap or s.action_id in mandatory:
             out.append(s)
-            taken[s.group] = taken.get(s.group, 0) + 1
+            taken[s.group] = n + 1
             if len(out) == limit:
                 break
     return out

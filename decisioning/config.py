@@ -150,6 +150,36 @@ class ContextFieldSpec(_Model):
     values: list[str] | None = Field(None, description="Allowed values if categorical.")
 
 
+OutcomeKind = Literal["impression", "click", "accept", "reject", "convert"]
+
+
+class SuppressSpec(_Model):
+    """Suppress an action for a customer after `count` outcomes of a kind in a window."""
+
+    outcome: OutcomeKind = Field(description="The outcome that counts.")
+    count: int = Field(1, ge=1, description="How many of them trigger the suppression.")
+    within: Duration = Field(description="...within this window (e.g. 7d).")
+    for_: Duration | None = Field(
+        None, alias="for", description="How long it lasts from the last of them (default: within)."
+    )
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ChannelCapSpec(_Model):
+    """At most so many contacts (decisions that showed an action) per customer."""
+
+    per_day: int | None = Field(None, ge=0, description="In any 24 hours.")
+    per_week: int | None = Field(None, ge=0, description="In any 7 days.")
+
+
+class GroupCapSpec(_Model):
+    """At most `count` actions of a group shown to a customer within a window."""
+
+    count: int = Field(ge=0, description="How many.")
+    within: Duration = Field(description="The window (e.g. 7d).")
+
+
 class ActionSpec(_Model):
     """One entry of the action catalog: an offer, message or service action."""
 
@@ -179,6 +209,11 @@ class ActionSpec(_Model):
     description: str = Field("", description="Free text for people.")
     issue: Ident | None = Field(
         None, description="Business issue it serves (e.g. grow, retain), for issue levers."
+    )
+    suppress: list[SuppressSpec] = Field(
+        default_factory=list,
+        description="Contact policy: e.g. [{outcome: reject, count: 1, within: 30d}] — not "
+        "again for 30 days after a reject.",
     )
     mandatory: bool = Field(
         False,
@@ -254,6 +289,12 @@ class DecisioningSpec(_Model):
         description="The priority of doing nothing, a number or an expression over profile, "
         "consent and context (e.g. '0.02 * profile.clv'): it competes in arbitration, and "
         "only actions above it are shown.",
+    )
+    channel_caps: dict[str, ChannelCapSpec] = Field(
+        default_factory=dict, description="Contacts per customer per channel (contact policy)."
+    )
+    group_caps: dict[str, GroupCapSpec] = Field(
+        default_factory=dict, description="Actions of a group shown per customer in a window."
     )
     groups: dict[str, GroupRulesSpec] = Field(
         default_factory=dict, description="Eligibility, applicability, suitability per group."
@@ -560,12 +601,18 @@ class Config(_Model):
         issues = {a.issue for a in self.actions if a.issue}
         for field, keys, known_keys in (
             ("groups", self.decisioning.groups, groups),
+            ("group_caps", self.decisioning.group_caps, groups),
             ("group_levers", self.decisioning.group_levers, groups),
             ("issue_levers", self.decisioning.issue_levers, issues),
         ):
             stray = sorted(set(keys) - known_keys)
             if stray:
                 raise ValueError(f"decisioning.{field} names no action's: {', '.join(stray)}")
+        capped = sorted(set(self.decisioning.channel_caps) - set(self.channels))
+        if capped:
+            raise ValueError(
+                f"decisioning.channel_caps names unknown channels: {', '.join(capped)}"
+            )
         unknown = sorted(set(self.decisioning.consent) - set(self.channels))
         if unknown:
             raise ValueError(f"decisioning.consent names unknown channels: {', '.join(unknown)}")

@@ -1,4 +1,5 @@
-"""Shard snapshots in Arrow IPC: profiles, tracked decisions and idempotency keys.
+"""Shard snapshots in Arrow IPC: profiles, tracked decisions, idempotency keys and
+contact history.
 
 A snapshot is a directory `snapshot-<seq>-g<generation>/` where `seq` is the first WAL
 segment it does not cover. It is written under a temporary name, every file fsynced,
@@ -45,6 +46,8 @@ class State:
     decisions: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     seen: list[bytes] = field(default_factory=list)  # digests of idempotency keys
     counters: dict[str, int] = field(default_factory=dict)
+    # contact policy history: (customer_id, ts, action_id, kind, channel)
+    contacts: list[tuple[str, float, str, str, str]] = field(default_factory=list)
 
 
 def name(seq: int, generation: int) -> str:
@@ -119,6 +122,19 @@ def write(directory: str, state: State, generation: int = 0) -> str:
     _write_table(
         os.path.join(tmp, "seen.arrow"), pa.table({"key": pa.array(state.seen, pa.binary(16))})
     )
+    c: list[tuple[Any, ...]] = (
+        list(zip(*state.contacts, strict=True)) if state.contacts else [()] * 5
+    )
+    contacts = pa.table(
+        {
+            "customer_id": pa.array(c[0], type=pa.string()),
+            "ts": pa.array(c[1], type=pa.float64()),
+            "action_id": pa.array(c[2], type=pa.string()),
+            "kind": pa.array(c[3], type=pa.string()),
+            "channel": pa.array(c[4], type=pa.string()),
+        }
+    )
+    _write_table(os.path.join(tmp, "contacts.arrow"), contacts)
     fsync_path(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.rename(tmp, final)
@@ -151,6 +167,12 @@ def read(directory: str, snapshot: str, layout_key: str) -> State:
         meta = json.loads(profiles.schema.metadata[b"nextbest"])
         decisions = _read_table(os.path.join(path, "decisions.arrow")).to_pydict()
         seen = _read_table(os.path.join(path, "seen.arrow")).column("key").to_pylist()
+        contacts: list[tuple[str, float, str, str, str]] = []
+        if os.path.exists(os.path.join(path, "contacts.arrow")):  # (older snapshots: none)
+            c = _read_table(os.path.join(path, "contacts.arrow")).to_pydict()
+            contacts = list(
+                zip(c["customer_id"], c["ts"], c["action_id"], c["kind"], c["channel"], strict=True)
+            )
     except (OSError, KeyError, ValueError, pa.ArrowException) as e:
         raise SnapshotError(f"{path}: unreadable snapshot: {e}") from e
     if meta.get("format") != FORMAT:
@@ -192,4 +214,5 @@ def read(directory: str, snapshot: str, layout_key: str) -> State:
         decisions=list(zip(decisions["decision_id"], records, strict=True)),
         seen=seen,
         counters={k: int(v) for k, v in meta.get("counters", {}).items()},
+        contacts=contacts,
     )
