@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import threading
@@ -22,9 +23,10 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
 
 from actors.shard import OUTCOMES, Shard, decision_slot
+from decisioning.budgets import Ledger, budgets_of, chunk_size, day_of
 from decisioning.catalog_store import CatalogStore, catalog_of, version_of, with_catalog
 from decisioning.config import Config
-from decisioning.decision_log import DecisionLog, logs_root
+from decisioning.decision_log import DecisionLog, filesystem, logs_root
 from decisioning.errors import ModelError, NextbestError, NotFound
 from decisioning.fencing import Fenced
 from decisioning.model import (
@@ -135,7 +137,40 @@ class ShardActor(Shard):
         )
 
     def ready(self) -> bool:
+        if not hasattr(self, "_refiller"):  # budgets may come later, with a catalog
+            self._refiller = threading.Thread(
+                target=self._refill_budgets, name="budget-refill", daemon=True
+            )
+            self._refiller.start()
         return True
+
+    def _refill_budgets(self) -> None:
+        """Keep this shard's share of every budgeted action topped up, in the background
+        (a decision never waits for it); until the first grant arrives, budgeted actions
+        are not candidates here."""
+        ns = self.config.server.namespace
+        shards = self.config.server.shards
+        supervisor = None
+        while True:
+            if not self.budgets:
+                time.sleep(0.5)
+                continue
+            try:
+                supervisor = supervisor or ray.get_actor(SUPERVISOR, namespace=ns)
+                budgets = dict(self.budgets)  # the catalog may change meanwhile
+                lease = supervisor.lease
+
+                def ask(action: str, day: str, want: int, lease: Any = lease) -> int:
+                    return int(ray.get(lease.remote(action, day, want), timeout=10))
+
+                self.allotments.refill(
+                    budgets, day_of(self.clock()), lambda b: chunk_size(b, shards), ask
+                )
+            except Exception as e:  # noqa: BLE001 - restarting supervisor: try again soon
+                log.warning("shard %d: budget refill failed (%s); retrying", self.shard_id, e)
+                supervisor = None
+                time.sleep(2.0)
+            time.sleep(0.2)
 
     def pid(self) -> int:
         """The worker process id (ops and failure tests)."""
@@ -180,6 +215,7 @@ class Supervisor:
         self.namespace = config.server.namespace
         self.slot_map = contiguous_map(config.server.shards)
         self.deploying = threading.Lock()  # one rollout at a time; status stays answerable
+        self.leasing = threading.Lock()  # budget grants, one at a time
         registry = Registry(config.server.data_dir)
         for name in registry.names():  # shards (re)starting find native code ready
             with contextlib.suppress(ModelError):
@@ -360,6 +396,45 @@ class Supervisor:
                 "rolled_back": rollback,
                 "shards": len(self.shards),
             }
+
+    def lease(self, action_id: str, day: str, want: int) -> int:
+        """Grant a shard up to `want` more of today's budget of `action_id` (0 when it
+        is granted out, or the action has no budget); the ledger is durable first."""
+        with self.leasing:
+            config = self._serving_config()
+            budget = budgets_of(config).get(action_id)
+            if budget is None:
+                return 0
+            ledger = self._ledger()
+            n = ledger.grant(action_id, day, want, budget)
+            if n:
+                self._save_ledger(ledger, day)
+            return n
+
+    def _serving_config(self) -> Config:
+        current = CatalogStore(self.config.server.data_dir).current()
+        return self.config if current is None else with_catalog(self.config, current[1])
+
+    def _ledger_path(self) -> tuple[Any, str]:
+        fs, root = filesystem(self.config.server.data_dir)
+        return fs, f"{root}/budgets/ledger.json"
+
+    def _ledger(self) -> Ledger:
+        fs, path = self._ledger_path()
+        try:
+            with fs.open_input_stream(path) as f:
+                return Ledger(json.loads(f.read().decode()))
+        except FileNotFoundError:
+            return Ledger()
+
+    def _save_ledger(self, ledger: Ledger, today: str) -> None:
+        fs, path = self._ledger_path()
+        keep = {d: v for d, v in ledger.granted.items() if d >= today}  # older days are done
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with fs.open_output_stream(tmp) as f:
+            f.write(json.dumps(keep, sort_keys=True).encode())
+        fs.move(tmp, path)
 
     def model_stats(self) -> dict[str, Any]:
         """Per model version: its alias, decisions and outcomes, summed over the shards

@@ -14,16 +14,18 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from decisioning import snapshot
 from decisioning.arbitration import Decision, LoadedModel, Stages, decide
+from decisioning.budgets import Allotments, budgets_of, day_of
 from decisioning.catalog import Catalog
 from decisioning.catalog_store import with_catalog
 from decisioning.config import Config
-from decisioning.contacts import ContactLog, Policies
+from decisioning.contacts import ContactLog, Limits, Policies
 from decisioning.decision_log import DecisionLog
 from decisioning.errors import InvalidInput, ModelError, NotFound
 from decisioning.exploration import Explorer
@@ -181,6 +183,8 @@ class Shard:
         exploration = config.decisioning.exploration
         self.explorer = Explorer(exploration) if exploration.policy != "none" else None
         self.policies = Policies(config)  # contact policies
+        self.budgets = budgets_of(config)  # action -> per day, across every shard
+        self.allotments = Allotments()  # this shard's share of them (refilled by the actor)
         self.contacts = ContactLog()  # what they count (kept only while some policy exists)
         self._staged_catalog: Any = None
         self.logs = logs  # decision and outcome logs (Parquet), if any
@@ -457,6 +461,15 @@ class Shard:
         if self.policies.active:
             history = self.contacts.of(customer_id, now, self.policies.horizon)
             limits = self.policies.limits(history, now, channel)
+        if self.budgets:
+            day = day_of(now)
+            used_up = {
+                a: "budget: this shard's share of today's budget is used up"
+                for a in self.budgets
+                if not self.allotments.available(a, day)
+            }
+            if used_up:
+                limits = replace(limits or Limits(), exhausted=used_up)
         args: dict[str, Any] = {
             "decision_id": decision_id,
             "customer_id": customer_id,
@@ -481,6 +494,11 @@ class Shard:
         if decision.explored:
             variant = "explore"
         if not dry_run:
+            if self.budgets:
+                day = day_of(now)
+                for a in decision.actions:
+                    if a.action_id in self.budgets:
+                        self.allotments.take(a.action_id, day)  # available: checked above
             self._record(decision)
             for ref in decision.model_versions:
                 stats = self.variant_stats.setdefault(ref, {"decisions": 0})
@@ -748,6 +766,7 @@ class Shard:
         exploration = config.decisioning.exploration
         self.explorer = Explorer(exploration) if exploration.policy != "none" else None
         self.policies = Policies(config)
+        self.budgets = budgets_of(config)
         return cat.version
 
     def abort_catalog(self) -> None:

@@ -160,7 +160,11 @@ def decide(
                     }
                 )
             continue
-        why = None if limits is None or a.mandatory else limits.why(a.id, a.group)
+        why = None
+        if limits is not None:  # a budget holds for everyone; the contact limits not for
+            why = limits.exhausted.get(a.id)  # mandatory actions
+            if why is None and not a.mandatory:
+                why = limits.why(a.id, a.group)
         if why is not None:  # a contact policy (mandatory actions pass, and are counted)
             if explain:
                 removed.append(

@@ -180,6 +180,12 @@ class GroupCapSpec(_Model):
     within: Duration = Field(description="The window (e.g. 7d).")
 
 
+class BudgetSpec(_Model):
+    """A volume budget across all customers (see decisioning/budgets.py)."""
+
+    per_day: int = Field(ge=0, description="At most this many shown per UTC day, in total.")
+
+
 class ActionSpec(_Model):
     """One entry of the action catalog: an offer, message or service action."""
 
@@ -209,6 +215,9 @@ class ActionSpec(_Model):
     description: str = Field("", description="Free text for people.")
     issue: Ident | None = Field(
         None, description="Business issue it serves (e.g. grow, retain), for issue levers."
+    )
+    budget: BudgetSpec | None = Field(
+        None, description="Volume budget across all customers, e.g. {per_day: 10000}."
     )
     suppress: list[SuppressSpec] = Field(
         default_factory=list,

@@ -41,6 +41,7 @@ class Limits:
     actions: dict[str, str] = field(default_factory=dict)  # action id -> why suppressed
     groups: dict[str, str] = field(default_factory=dict)  # group -> why capped
     group_left: dict[str, int] = field(default_factory=dict)  # group -> how many more may go
+    exhausted: dict[str, str] = field(default_factory=dict)  # budgeted action -> why (all go)
 
     def why(self, action_id: str, group: str) -> str | None:
         return self.channel or self.actions.get(action_id) or self.groups.get(group)
