@@ -291,8 +291,8 @@ class Supervisor:
         except ModelError as e:
             ray.get([s.abort_model.remote(name) for s in self.shards])
             return _error(e)
-        ray.get([s.commit_model.remote(name) for s in self.shards])
-        registry.set_deployed(m.name, m.version)
+        registry.set_deployed(m.name, m.version)  # first: a shard restarting now loads it
+        self._commit_everywhere("commit_model", name)
         return {"deployed": m.ref, "shards": len(self.shards)}
 
     def roll_out(
@@ -351,8 +351,8 @@ class Supervisor:
                 return refused[0]
             if challenger_changed and after.challenger is None:
                 ray.get([s.stage_no_challenger.remote(name) for s in self.shards])
-            ray.get([s.commit_model.remote(name) for s in self.shards])
-            registry.set_aliases(name, after)
+            registry.set_aliases(name, after)  # first: a shard restarting now loads them
+            self._commit_everywhere("commit_model", name)
             return {"model": name, **after.to_dict(), "shards": len(self.shards)}
 
     def catalog(self) -> dict[str, Any]:
@@ -363,39 +363,54 @@ class Supervisor:
         return {"version": version_of(self.config), **catalog_of(self.config)}
 
     def apply_catalog(self, catalog: dict[str, Any] | None) -> dict[str, Any]:
-        """Stage `catalog` (None: the one before the current) on every shard, then switch
-        all; stored and made current last. If any shard refuses, none switches."""
+        """Stage `catalog` (None: the one before the current) on every shard, store it as
+        current, then switch all. If any shard refuses, none switches and nothing is
+        stored. What is stored is the catalog as served (merged with the settings it
+        does not give), so a restarted shard serves exactly the same."""
         with self.deploying:
             store = CatalogStore(self.config.server.data_dir)
+            serving = self._serving_config()
             base = self.catalog()
             rollback = catalog is None
             try:
                 if catalog is None:
                     _, catalog = store.previous()
-                with_catalog(self.config, catalog)  # the full check, once, before the shards
+                full = catalog_of(with_catalog(serving, catalog))  # checked once, here
             except NextbestError as e:
                 return _error(e)
-            staged = ray.get([s.call.remote("stage_catalog", catalog) for s in self.shards])
+            staged = ray.get([s.call.remote("stage_catalog", full) for s in self.shards])
             refused = [r for r in staged if isinstance(r, dict)]
             if refused:
                 ray.get([s.abort_catalog.remote() for s in self.shards])
                 return refused[0]
             version = staged[0]
-            ray.get([s.commit_catalog.remote() for s in self.shards])
             base_version = base.pop("version")
             if version == base_version:
+                ray.get([s.abort_catalog.remote() for s in self.shards])
                 return {"version": version, "changed": False, "shards": len(self.shards)}
             store.remember(base_version, base)
             if rollback:
                 store.rolled_back(version)
             else:
-                store.save(version, catalog, base_version)
+                store.save(version, full, base_version)
+            self._commit_everywhere("commit_catalog")  # a shard restarting now loads it
             return {
                 "version": version,
                 "changed": True,
                 "rolled_back": rollback,
                 "shards": len(self.shards),
             }
+
+    def _commit_everywhere(self, method: str, *args: Any) -> None:
+        """Switch every shard to what it staged. The new state is stored before this, so
+        a shard that died since staging comes back with it; one failed commit does not
+        stop the others."""
+        refs = [getattr(s, method).remote(*args) for s in self.shards]
+        for i, ref in enumerate(refs):
+            try:
+                ray.get(ref, timeout=60)
+            except Exception as e:  # noqa: BLE001 - it restarts with the stored state
+                log.error("shard %d: %s failed (%s); it loads the stored state", i, method, e)
 
     def lease(self, action_id: str, day: str, want: int) -> int:
         """Grant a shard up to `want` more of today's budget of `action_id` (0 when it

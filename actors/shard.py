@@ -644,11 +644,14 @@ class Shard:
         that held the customer are deleted."""
         known, decisions = self._forget(customer_id)
         erased = known or decisions > 0
-        if erased:  # an unknown customer: nothing to write (the id would land in the WAL)
+        if erased:
             self.counters["erasures"] += 1
-            if self.wal is not None:
-                self._log(("x", customer_id))
-                self._purge = True
+        # the tombstone makes the erasure survive a crash; for a customer unknown here it
+        # is needed only when the decision logs may still hold them (it goes with the
+        # snapshot that follows)
+        if self.wal is not None and (erased or self.logs is not None):
+            self._log(("x", customer_id))
+            self._purge = True
         self._erase_logs(customer_id)  # logs may hold a customer the profile store lost
         return {"customer_id": customer_id, "erased": erased, "decisions_removed": decisions}
 
@@ -733,6 +736,7 @@ class Shard:
                 self.challengers.pop(name, None)
             else:
                 self.challengers[name] = challenger
+        # nothing staged: restarted since staging, it loaded the stored state at start
         return self.models[name].manifest.ref if name in self.models else ""
 
     def abort_model(self, name: str) -> None:
@@ -760,6 +764,8 @@ class Shard:
     def commit_catalog(self) -> str:
         """Serve the staged catalog from the next decision on (one call: no decision
         sees half of it)."""
+        if self._staged_catalog is None:  # restarted since staging: it loaded the new one
+            return self.catalog.version
         config, cat, models, challengers = self._staged_catalog
         self._staged_catalog = None
         self.config, self.catalog, self.models, self.challengers = config, cat, models, challengers

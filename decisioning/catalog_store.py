@@ -23,7 +23,7 @@ from decisioning.errors import ConfigError, NotFound
 from decisioning.loader import config_from_dict
 from decisioning.profile import ProfileSchema
 
-__all__ = ["CATALOG_KEYS", "CatalogStore", "catalog_of", "with_catalog"]
+__all__ = ["CATALOG_KEYS", "CatalogStore", "catalog_of", "serving_config", "with_catalog"]
 
 CATALOG_KEYS = ("actions", "decisioning")
 KEEP = 20  # earlier versions kept for rollback
@@ -120,3 +120,10 @@ class CatalogStore:
     def rolled_back(self, version: str) -> None:
         p = self._pointer() or {"previous": []}
         self._write("current.json", {"version": version, "previous": p["previous"][:-1]})
+
+
+def serving_config(config: Config) -> Config:
+    """`config` with the catalog applied at runtime (if any): what the shards serve, so
+    training and registering use the same actions and vocabularies."""
+    current = CatalogStore(config.server.data_dir).current()
+    return config if current is None else with_catalog(config, current[1], f"catalog {current[0]}")

@@ -20,6 +20,7 @@ while it runs, and a crash before it finishes leaves the tombstone, so it is red
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -131,6 +132,7 @@ class DecisionLog:
         self._pending: deque[tuple[list[_Decided], list[_Outcome]]] = deque()
         self._stopping = False
         self.stats = {"rows": 0, "outcomes": 0, "files": 0, "failed_rows": 0, "rewrites": 0}
+        self._sweep()
         self._thread = threading.Thread(target=self._run, name="nextbest-logs", daemon=True)
         self._thread.start()
 
@@ -185,11 +187,11 @@ class DecisionLog:
     def rewrite_without(self, customer_ids: set[str]) -> int:
         """Rewrite (or delete) each file of this shard that holds one of the customers;
         returns how many files changed. Blocks the writer while it runs."""
-        changed = 0
-        with self._io:
-            for kind in ("decisions", "outcomes"):
-                for path in self._files(kind):
-                    changed += self._rewrite(path, customer_ids)
+        with self._io:  # a file being written now may hold them: wait for it, then list
+            files = [p for kind in ("decisions", "outcomes") for p in self._files(kind)]
+        # files written from here on cannot hold them (erase() dropped their rows first),
+        # so the writer goes on while the old files are rewritten
+        changed = sum(self._rewrite(path, customer_ids) for path in files)
         self.stats["rewrites"] += changed
         return changed
 
@@ -257,8 +259,13 @@ class DecisionLog:
         name = f"{self.prefix}{time.time_ns() // 1_000_000}-{os.urandom(4).hex()}.parquet"
         self.fs.create_dir(directory, recursive=True)
         tmp = f"{directory}/.{name}"
-        pq.write_table(table, tmp, filesystem=self.fs, compression=self.spec.compression)
-        self.fs.move(tmp, f"{directory}/{name}")
+        try:
+            pq.write_table(table, tmp, filesystem=self.fs, compression=self.spec.compression)
+            self.fs.move(tmp, f"{directory}/{name}")
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.fs.delete_file(tmp)  # no hidden file left that erasure would not see
+            raise
 
     def _files(self, kind: str) -> list[str]:
         base = f"{self.root}/{kind}"
@@ -285,9 +292,25 @@ class DecisionLog:
             return 1
         directory, name = path.rsplit("/", 1)
         tmp = f"{directory}/.{name}"
-        pq.write_table(kept, tmp, filesystem=self.fs, compression=self.spec.compression)
-        self.fs.move(tmp, path)
+        try:
+            pq.write_table(kept, tmp, filesystem=self.fs, compression=self.spec.compression)
+            self.fs.move(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.fs.delete_file(tmp)
+            raise
         return 1
+
+    def _sweep(self) -> None:
+        """Hidden files a crash left half-written (they may hold personal data)."""
+        for kind in ("decisions", "outcomes"):
+            base = f"{self.root}/{kind}"
+            if self.fs.get_file_info(base).type == pafs.FileType.NotFound:
+                continue
+            for info in self.fs.get_file_info(pafs.FileSelector(base, recursive=True)):
+                if info.type == pafs.FileType.File and info.base_name.startswith("." + self.prefix):
+                    with contextlib.suppress(OSError):
+                        self.fs.delete_file(info.path)
 
 
 def _by_date(rows: list[Any], ts: Callable[[Any], float]) -> dict[str, list[Any]]:

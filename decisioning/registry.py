@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -28,6 +29,7 @@ __all__ = ["ALIASES_FILE", "NATIVE_MAGIC", "Aliases", "Registry"]
 log = logging.getLogger("nextbest.registry")
 NATIVE_MAGIC = b"nextbest-native-v1 sha256="
 ALIASES_FILE = "aliases.json"
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +169,8 @@ class Registry:
         return max(self.versions(name), default=0) + 1
 
     def path(self, name: str, version: int) -> str:
+        if not _NAME.match(name):
+            raise ModelError(f"{name!r} is not a model name (lowercase letters, digits, _)")
         return f"{self.root}/{name}/{version}"
 
     def read(self, name: str, version: int, native_tag: str | None = None) -> ModelBundle:

@@ -39,8 +39,12 @@ UrlOpt = Annotated[str | None, typer.Option(help="Server URL (default: from the 
 
 
 def _config(path: Path) -> Config:
+    """The config file, with the catalog applied at runtime if there is one (training,
+    registering and evaluating must see the actions the shards serve)."""
+    from decisioning.catalog_store import serving_config
+
     try:
-        return load_config(path, os.environ)
+        return serving_config(load_config(path, os.environ))
     except ConfigError as e:
         typer.secho(str(e), fg="red", err=True)
         raise typer.Exit(2) from None
@@ -244,6 +248,10 @@ def train_cmd(
         list[str] | None, typer.Option(help="Outcomes that count as positive (repeat).")
     ] = None,
     window: Annotated[str, typer.Option(help="Attribution window, e.g. 30m, 24h, 7d.")] = "7d",
+    include_open_windows: Annotated[
+        bool,
+        typer.Option(help="Also decisions whose window is still open (labels not final)."),
+    ] = False,
     workers: Annotated[
         int | None,
         typer.Option(help="Train with Ray Train on N workers (default on a cluster: 2)."),
@@ -257,7 +265,20 @@ def train_cmd(
     if workers is None and os.environ.get("RAY_ADDRESS"):
         workers = 2
     with _ray_for_training(workers):
-        _train(cfg, table, name, label, rounds, out, from_logs, logs, positive, window, workers)
+        _train(
+            cfg,
+            table,
+            name,
+            label,
+            rounds,
+            out,
+            from_logs,
+            logs,
+            positive,
+            window,
+            workers,
+            include_open_windows,
+        )
 
 
 @contextlib.contextmanager
@@ -291,6 +312,7 @@ def _train(
     positive: list[str] | None,
     window: str,
     workers: int | None,
+    include_open: bool = False,
 ) -> None:
     from training.train import read_table, train
 
@@ -314,6 +336,7 @@ def _train(
                     positives=positive or ("accept", "convert"),
                     window_s=parse_window(window),
                     progress=typer.echo,
+                    include_open=include_open,
                 )
                 result = train(
                     got.table,

@@ -1,8 +1,9 @@
 """Training on a Ray cluster: Ray Train's LightGBMTrainer over `ray.data.read_parquet`.
 
 `train(..., workers=N)` uses this instead of `lightgbm.train` on one machine. The
-training and validation rows are written as Parquet under a staging dir (on the data
-dir, so every node of a cluster can read them). Ray Data reads them and hands each
+training and validation rows are written as Parquet under a staging dir that every
+node must read: `train()` puts it under the data dir when that is a local or mounted
+path (shared on a cluster), and it is removed afterwards. Ray Data reads them and hands each
 worker its shard, and the workers train one model together through LightGBM's own
 network (Ray Train sets up the machines list). No distribution is hand-written here.
 The model comes back as LightGBM text, the same as a local run; the metrics and the
@@ -12,6 +13,7 @@ report are computed by the caller on the held-out rows.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from typing import Any
@@ -43,13 +45,48 @@ def fit_on_ray(
     staging: str | None = None,
     cpus_per_worker: float = 1.0,
 ) -> lgb.Booster:
-    """Train with `workers` Ray Train workers; Ray must be initialised (local or cluster)."""
-    import ray
+    """Train with `workers` Ray Train workers; Ray must be initialised (local or cluster).
+    `staging` must be a path every node reads (default: a temporary dir on this machine,
+    enough for one machine; the CLI passes one under the data dir); it is removed after."""
+
+    staging = staging or tempfile.mkdtemp(prefix="nextbest-train-")
+    try:
+        return _fit(
+            x_train,
+            y_train,
+            x_valid,
+            y_valid,
+            features,
+            categorical,
+            params,
+            rounds,
+            workers,
+            progress,
+            staging,
+            cpus_per_worker,
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # a fresh dir per run: never reused
+
+
+def _fit(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_valid: np.ndarray,
+    y_valid: np.ndarray,
+    features: list[str],
+    categorical: list[int],
+    params: dict[str, Any],
+    rounds: int,
+    workers: int,
+    progress: Callable[[str], None],
+    staging: str,
+    cpus_per_worker: float,
+) -> lgb.Booster:
     import ray.data
     import ray.train
     from ray.train.lightgbm import LightGBMTrainer, RayTrainReportCallback
 
-    staging = staging or tempfile.mkdtemp(prefix="nextbest-train-")
     train_dir, valid_dir = os.path.join(staging, "train"), os.path.join(staging, "valid")
     for d, x, y in ((train_dir, x_train, y_train), (valid_dir, x_valid, y_valid)):
         os.makedirs(d, exist_ok=True)

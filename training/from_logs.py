@@ -11,6 +11,7 @@ encodes them with the vocabulary a new model ships with.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -84,8 +85,12 @@ def table_from_logs(
     window_s: float = 7 * 86400,
     since: float | None = None,
     progress: Callable[[str], None] = print,
+    include_open: bool = False,
+    now: float | None = None,
 ) -> LogTable:
-    """The examples for model `name` in the logs under `logs` (a path or URI)."""
+    """The examples for model `name` in the logs under `logs` (a path or URI). Decisions
+    whose attribution window is still open (younger than `window_s`) are left out,
+    since their label is not final, unless `include_open`."""
     fs, root = filesystem(logs)
     decisions = open_dataset(fs, f"{root}/decisions")
     if decisions is None:
@@ -94,9 +99,15 @@ def table_from_logs(
     if since is not None:
         wanted &= pc.field("ts") >= pa.scalar(int(since * 1e6), pa.timestamp("us", tz="UTC"))
     columns = ["decision_id", "ts", "action_id", "model_version", "features"]
+    if not include_open:
+        closed = (time.time() if now is None else now) - window_s
+        wanted &= pc.field("ts") <= pa.scalar(int(closed * 1e6), pa.timestamp("us", tz="UTC"))
     shown = decisions.to_table(columns=columns, filter=wanted)
     if shown.num_rows == 0:
-        raise TrainingError(f"the logs hold no decision scored by a {name!r} model")
+        raise TrainingError(
+            f"the logs hold no decision scored by a {name!r} model"
+            + ("" if include_open else " whose attribution window has closed")
+        )
     progress(f"read {shown.num_rows} shown candidates scored by {name} from {logs}/decisions")
 
     label = np.zeros(shown.num_rows)
@@ -132,6 +143,10 @@ def table_from_logs(
         {v for v in shown["model_version"].to_pylist() if v},
         key=lambda ref: int(ref.rsplit("@", 1)[1]),
     )
+    if not versions:
+        raise TrainingError(
+            f"no logged decision was scored by a loaded {name!r} model (all model_version null)"
+        )
     manifests = {}
     for ref in versions:
         try:
@@ -167,6 +182,7 @@ def table_from_logs(
         "logs": logs,
         "positives": list(positives),
         "window_s": window_s,
+        "open_windows_included": include_open,
         "data_from": float(ts_rows.min()),
         "data_to": float(ts_rows.max()),
         "rows": table.num_rows,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from decisioning.config import Config
+from decisioning.registry import Registry
 from training.from_logs import table_from_logs
 from training.train import train
 
@@ -28,11 +29,17 @@ class Round:
     reason: str
 
 
-def decide_promotion(metrics: dict[str, Any], margin: float) -> tuple[bool, str]:
-    """Promote when the new AUC beats the champion's on the same rows by `margin`."""
+def decide_promotion(
+    metrics: dict[str, Any], margin: float, has_champion: bool = True
+) -> tuple[bool, str]:
+    """Promote when the new AUC beats the champion's on the same rows by `margin`; with
+    no champion at all, the new one serves; with one that cannot be compared (other
+    features or vocabularies), nothing changes: promote by hand after `evaluate`."""
     champion = metrics.get("champion")
     if champion is None:
-        return True, "no comparable champion (none, or other features): the new one wins"
+        if not has_champion:
+            return True, "no champion yet: the new one serves"
+        return False, "the champion takes other features or vocabularies: no fair comparison"
     gain = metrics["auc"] - champion["auc"]
     verdict = gain >= margin
     return verdict, (
@@ -66,7 +73,8 @@ def retrain_once(
         training_info={**got.info, "retrain": {"lookback_s": lookback_s, "margin": margin}},
         progress=progress,
     )
-    ok, reason = decide_promotion(result.manifest.metrics, margin)
+    has_champion = Registry(config.server.data_dir).deployed(name) is not None
+    ok, reason = decide_promotion(result.manifest.metrics, margin, has_champion)
     if ok:
         promote(name, result.manifest.version)
     progress(f"{result.manifest.ref}: {'promoted' if ok else 'registered, not promoted'}: {reason}")

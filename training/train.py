@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import getpass
 import math
+import os
 import socket
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -185,6 +187,7 @@ def train(
             rounds,
             workers,
             progress,
+            staging=_staging_dir(config),
             cpus_per_worker=cpus_per_worker,
         )
     else:
@@ -264,6 +267,14 @@ def train(
     )
     progress(f"report: {path}/{REPORT_FILE}")
     return TrainResult(manifest, path)
+
+
+def _staging_dir(config: Config) -> str | None:
+    """Under the data dir when it is a path (shared by the nodes of a cluster)."""
+    root = config.server.data_dir.removeprefix("file://")
+    if "://" in root:
+        return None
+    return os.path.join(os.path.abspath(root), "train-staging", uuid.uuid4().hex)
 
 
 def _champion_on(

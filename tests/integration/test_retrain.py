@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 import httpx
 import numpy as np
@@ -35,6 +36,7 @@ def _traffic(server: Server, client: httpx.Client) -> None:
             "decision_id": d["decision_id"],
             "action_id": d["actions"][0]["action_id"],
             "outcome": "accept",
+            "ts": d["ts"] + 0.5,  # inside the attribution window
         }
         for d, age in decided
         if rng.random() < (0.6 if age > 50 else 0.1)
@@ -43,6 +45,7 @@ def _traffic(server: Server, client: httpx.Client) -> None:
     ns = server.config.server.namespace
     for i in range(server.config.server.shards):  # the logs roll every minute; now, please
         ray.get(ray.get_actor(f"shard-{i}", namespace=ns).flush_logs.remote())
+    time.sleep(2.5)  # the 2 s attribution windows close: the labels are final
 
 
 def _retrain(server: Server, margin: str) -> subprocess.CompletedProcess[str]:
@@ -62,6 +65,8 @@ def _retrain(server: Server, margin: str) -> subprocess.CompletedProcess[str]:
             "20",
             "--lookback",
             "1d",
+            "--window",
+            "2s",
             "--config",
             str(EXAMPLE),
             "--url",

@@ -173,3 +173,31 @@ def test_log_files_of_an_older_schema_still_read(small_config: Config, tmp_path:
     got = table_from_logs(str(root), small_config, progress=lambda m: None)
     shown = pq.read_table(current).filter(pc.field("chosen")).num_rows
     assert got.table.num_rows == 2 * shown  # both files, the old one with nulls
+
+
+def test_retrain_promotes_only_over_a_comparable_champion() -> None:
+    from training.retrain import decide_promotion
+
+    assert decide_promotion({"auc": 0.6}, 0.01, has_champion=False)[0]
+    assert not decide_promotion({"auc": 0.9}, 0.01, has_champion=True)[0]  # no comparison
+    champion = {"version": "p@1", "auc": 0.70}
+    assert decide_promotion({"auc": 0.72, "champion": champion}, 0.01)[0]
+    assert not decide_promotion({"auc": 0.705, "champion": champion}, 0.01)[0]
+
+
+def test_open_windows_are_left_out(small_config: Config, tmp_path: Path) -> None:
+    root, _, shard = _logged(small_config, tmp_path, customers=50)
+    shard.logs.flush()
+    with pytest.raises(TrainingError, match="window has closed"):
+        table_from_logs(
+            str(root), small_config, window_s=3600, now=NOW + 1800, progress=lambda m: None
+        )
+    got = table_from_logs(
+        str(root),
+        small_config,
+        window_s=3600,
+        now=NOW + 1800,
+        include_open=True,
+        progress=lambda m: None,
+    )
+    assert got.table.num_rows > 0 and got.info["open_windows_included"]
