@@ -424,6 +424,70 @@ def retrain_cmd(
         time.sleep(max(0.0, period - (time.monotonic() - started)))
 
 
+@app.command("simulate")
+def simulate_cmd(
+    catalog: Annotated[Path, typer.Option(help="The candidate catalog (or a config file).")],
+    events: Annotated[
+        Path,
+        typer.Option(
+            help="Events (Parquet: customer_id, type, ts, properties as JSON), e.g. from `demo`."
+        ),
+    ],
+    requests: Annotated[
+        Path | None,
+        typer.Option(
+            help="Decision requests (Parquet: customer_id, channel, ts, placement, "
+            "context); default: those in the decision logs."
+        ),
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Ray tasks (RAY_ADDRESS: a cluster).")] = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Replay events and decision requests through the current catalog and a candidate
+    one: the funnel per stage, actions shown per channel, expected value per decision."""
+    import pyarrow.parquet as pq
+    import yaml
+
+    from decisioning.catalog_store import with_catalog
+    from decisioning.decision_log import logs_root
+    from training.simulate import requests_from_logs, simulate
+
+    cfg = _config(config)
+    try:
+        data = yaml.safe_load(catalog.read_text())
+        sections = {k: v for k, v in (data or {}).items() if k in ("actions", "decisioning")}
+        candidate = with_catalog(cfg, sections, str(catalog))
+        ev = pq.read_table(events)
+        req = (
+            pq.read_table(requests)
+            if requests
+            else requests_from_logs(logs_root(cfg.server.data_dir, cfg.logs))
+        )
+    except (OSError, yaml.YAMLError) as e:
+        raise _fail(f"simulate: {e}") from None
+    except NextbestError as e:
+        raise _fail(f"simulate: {e}") from None
+    with _ray_for_training(workers):
+        cur, cand = simulate(cfg, candidate, ev, req, workers, progress=typer.echo)
+    if as_json:
+        typer.echo(json.dumps({"current": cur.to_dict(), "candidate": cand.to_dict()}, indent=2))
+        return
+    a, b = cur.to_dict(), cand.to_dict()
+    typer.echo(f"{'':<34} {'current':>12} {'candidate':>12}")
+    typer.echo(f"{'decisions':<34} {a['decisions']:>12} {b['decisions']:>12}")
+    typer.echo(f"{'nothing shown':<34} {a['nothing_shown']:>12} {b['nothing_shown']:>12}")
+    ev_a, ev_b = a["expected_value_per_decision"], b["expected_value_per_decision"]
+    typer.echo(f"{'expected value per decision':<34} {ev_a:>12.2f} {ev_b:>12.2f}")
+    typer.echo("candidates removed, by stage:")
+    for stage in sorted(set(a["removed_by_stage"]) | set(b["removed_by_stage"])):
+        x, y = a["removed_by_stage"].get(stage, 0), b["removed_by_stage"].get(stage, 0)
+        typer.echo(f"  {stage:<32} {x:>12} {y:>12}")
+    typer.echo("shown, by channel/action:")
+    for key in sorted(set(a["shown"]) | set(b["shown"])):
+        typer.echo(f"  {key:<32} {a['shown'].get(key, 0):>12} {b['shown'].get(key, 0):>12}")
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     model: Annotated[str, typer.Option(help="The candidate, name@version.")],
