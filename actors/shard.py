@@ -20,11 +20,18 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from decisioning import snapshot
-from decisioning.arbitration import Decision, LoadedModel, Stages, decide
+from decisioning.arbitration import (
+    ChannelChoice,
+    Decision,
+    LoadedModel,
+    Stages,
+    choose_channel,
+    decide,
+)
 from decisioning.budgets import Allotments, budgets_of, day_of
 from decisioning.catalog import Catalog
 from decisioning.catalog_store import with_catalog
-from decisioning.config import Config
+from decisioning.config import OUTBOUND, Config
 from decisioning.contacts import ContactLog, Limits, Policies
 from decisioning.decision_log import DecisionLog
 from decisioning.errors import InvalidInput, ModelError, NotFound
@@ -437,11 +444,18 @@ class Shard:
         cfg = self.config.decisioning
         customer_id = request["customer_id"]
         channel = request["channel"]
-        if channel not in self.catalog.by_channel:
+        outbound = channel == OUTBOUND
+        if outbound and not cfg.outbound.channels:
+            raise InvalidInput(
+                "no outbound channels are configured (decisioning.outbound.channels)",
+                field="channel",
+                code="unknown_channel",
+            )
+        if not outbound and channel not in self.catalog.by_channel:
             raise InvalidInput(
                 f"unknown channel {channel!r}", field="channel", code="unknown_channel"
             )
-        limit = request.get("limit") or cfg.default_limit
+        limit = 1 if outbound else request.get("limit") or cfg.default_limit  # one message
         if not 1 <= limit <= cfg.max_limit:
             raise InvalidInput(f"limit must be between 1 and {cfg.max_limit}", field="limit")
         dry_run = bool(request.get("dry_run"))
@@ -457,23 +471,15 @@ class Shard:
         now = self.clock()
         decision_id = f"d-{slot_of(customer_id):04x}-{os.urandom(8).hex()}"
         models, variant, shadows = self._variant(customer_id)
-        limits = None
-        if self.policies.active:
-            history = self.contacts.of(customer_id, now, self.policies.horizon)
-            limits = self.policies.limits(history, now, channel)
-        if self.budgets:
-            day = day_of(now)
-            used_up = {
-                a: "budget: this shard's share of today's budget is used up"
-                for a in self.budgets
-                if not self.allotments.available(a, day)
-            }
-            if used_up:
-                limits = replace(limits or Limits(), exhausted=used_up)
+        profile = self.store.features(customer_id, now)
+        choice = None
+        if outbound:  # choose the channel first, then decide on it
+            choice = self._outbound_channel(request, profile, now, models)
+            channel = choice.channel
         args: dict[str, Any] = {
             "decision_id": decision_id,
             "customer_id": customer_id,
-            "profile": self.store.features(customer_id, now),
+            "profile": profile,
             "channel": channel,
             "placement": request.get("placement"),
             "context": request.get("context") or {},
@@ -481,7 +487,8 @@ class Shard:
             "catalog": self.catalog,
             "settings": cfg,
             "now": now,
-            "limits": limits,
+            "limits": self._limits(customer_id, now, channel),
+            "contact_cost": cfg.outbound.costs.get(channel, 0.0) if outbound else None,
         }
         decision = decide(
             **args,
@@ -513,7 +520,61 @@ class Shard:
         self.counters["decisions"] += 1
         out = decision.to_wire()
         out["variant"] = variant
+        if choice is not None:
+            out["channel_choice"] = choice.to_wire()
         return out
+
+    def _limits(self, customer_id: str, now: float, channel: str) -> Limits | None:
+        """What the contact policies and this shard's budget allotments allow now."""
+        limits = None
+        if self.policies.active:
+            history = self.contacts.of(customer_id, now, self.policies.horizon)
+            limits = self.policies.limits(history, now, channel)
+        if self.budgets:
+            day = day_of(now)
+            used_up = {
+                a: "budget: this shard's share of today's budget is used up"
+                for a in self.budgets
+                if not self.allotments.available(a, day)
+            }
+            if used_up:
+                limits = replace(limits or Limits(), exhausted=used_up)
+        return limits
+
+    def _outbound_channel(
+        self,
+        request: dict[str, Any],
+        profile: np.ndarray,
+        now: float,
+        models: dict[str, LoadedModel],
+    ) -> ChannelChoice:
+        """Decide once per outbound channel, greedily and without recording anything
+        (consent, rules, contact policies, budgets, the channel's outbound rule and its
+        cost all apply), then pick the channel (see `choose_channel`)."""
+        ob = self.config.decisioning.outbound
+        customer_id = request["customer_id"]
+        probes = {
+            ch: decide(
+                decision_id="probe",
+                customer_id=customer_id,
+                profile=profile,
+                channel=ch,
+                placement=request.get("placement"),
+                context=request.get("context") or {},
+                limit=1,
+                catalog=self.catalog,
+                models=models,
+                settings=self.config.decisioning,
+                now=now,
+                limits=self._limits(customer_id, now, ch),
+                contact_cost=ob.costs.get(ch, 0.0),
+            )
+            for ch in ob.channels
+        }
+        preferred = None
+        if ob.preference_attribute is not None:
+            preferred = self.schema.category(profile, ob.preference_attribute)
+        return choose_channel(probes, ob.costs, preferred)
 
     def _variant(
         self, customer_id: str

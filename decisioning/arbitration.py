@@ -22,7 +22,16 @@ from decisioning.features import FeaturePlan
 from decisioning.model import ModelManifest, Scorer
 from decisioning.rules import Env, Rule
 
-__all__ = ["Decision", "LoadedModel", "ScoredAction", "Trace", "decide", "rank"]
+__all__ = [
+    "ChannelChoice",
+    "Decision",
+    "LoadedModel",
+    "ScoredAction",
+    "Trace",
+    "choose_channel",
+    "decide",
+    "rank",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +146,12 @@ def decide(
     trace: bool = False,
     explorer: Explorer | None = None,
     limits: Limits | None = None,
+    contact_cost: float | None = None,
 ) -> Decision:
-    """Decide the best actions for one customer from their profile feature vector."""
+    """Decide the best actions for one customer from their profile feature vector.
+
+    `contact_cost` makes it an outbound decision on `channel`: the channel's outbound
+    rule applies, and an action must beat doing nothing by the cost of the contact."""
     t0 = time.perf_counter_ns() if stages is not None else 0
     ctx = context_of(channel, placement, context)
     env = Env(profile.tolist(), ctx)
@@ -174,6 +187,10 @@ def decide(
         env.action = a
         env.value = value = a.value(env)
         failed = _first_failing(a, env)
+        if failed is None and contact_cost is not None and channel in catalog.outbound_rules:
+            rule = catalog.outbound_rules[channel]
+            if not rule.holds(env):
+                failed = ("outbound channel rule", rule)
         if failed is not None:
             if explain:
                 stage, rule = failed
@@ -228,7 +245,8 @@ def decide(
         None
         if explain or explorer is not None or settings.max_per_group or limits is not None
         else limit,
-        threshold := max(settings.do_nothing_threshold, catalog.do_nothing(env)),
+        threshold := max(settings.do_nothing_threshold, catalog.do_nothing(env))
+        + (contact_cost or 0.0),
     )
     above = [s for s in scored if s.priority > threshold]
     left = limits.group_left if limits is not None else {}
@@ -272,6 +290,7 @@ def decide(
                 "eligible": True,  # doing nothing always competes
                 "priority": threshold,
                 "chosen": not chosen,
+                **({} if contact_cost is None else {"contact_cost": contact_cost}),
             }
         )
     if stages is not None:
@@ -398,3 +417,44 @@ def rank(
             )
         )
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelChoice:
+    """The channel of an outbound decision and how it was chosen."""
+
+    channel: str
+    reason: str  # "preferred", "best net priority" or "nothing goes anywhere"
+    # per outbound channel: its best action, that action's priority, the cost, and
+    # priority minus cost (None where nothing would go on the channel)
+    channels: dict[str, dict[str, Any]]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"channel": self.channel, "reason": self.reason, "channels": self.channels}
+
+
+def choose_channel(
+    probes: Mapping[str, Decision], costs: Mapping[str, float], preferred: str | None
+) -> ChannelChoice:
+    """Pick the channel for an outbound decision from one probe decision per channel
+    (in the catalog's order, each already net of consent, rules, contact policies and
+    the channel's cost): the customer's preferred channel if something would go on it,
+    else the channel whose best action has the highest priority minus cost (the first
+    on a tie), else the first channel (the decision is then to do nothing)."""
+    table: dict[str, dict[str, Any]] = {}
+    for ch, d in probes.items():
+        cost = float(costs.get(ch, 0.0))
+        top = d.actions[0] if d.actions else None
+        table[ch] = {
+            "action_id": top.action_id if top else None,
+            "priority": top.priority if top else None,
+            "cost": cost,
+            "net": top.priority - cost if top else None,
+        }
+    going = [ch for ch, row in table.items() if row["net"] is not None]
+    if not going:
+        return ChannelChoice(next(iter(probes)), "nothing goes anywhere", table)
+    if preferred in going:
+        return ChannelChoice(str(preferred), "preferred", table)
+    best = max(going, key=lambda ch: table[ch]["net"])  # max keeps the first of ties
+    return ChannelChoice(best, "best net priority", table)

@@ -132,6 +132,11 @@ class Catalog:
             )
         else:
             self.do_nothing_const = float(d.do_nothing_value)
+        self.outbound_rules: dict[str, Rule] = {}
+        for ch, source in d.outbound.rules.items():
+            rule = compile_at(f"decisioning.outbound.rules.{ch}", source)
+            if rule is not None:
+                self.outbound_rules[ch] = rule
         self.context_weights: list[tuple[Rule, float]] = []
         for i, cw in enumerate(config.decisioning.context_weights):
             rule = compile_at(f"decisioning.context_weights[{i}].when", cw.when)

@@ -261,6 +261,28 @@ class GroupRulesSpec(_Model):
     suitability: str | None = Field(None, description="Is the group good for the customer.")
 
 
+OUTBOUND = "outbound"  # the channel name that asks for an outbound decision
+
+
+class OutboundSpec(_Model):
+    """Channel choice for outbound decisions (`"channel": "outbound"` on /v1/decide)."""
+
+    channels: list[str] = Field(
+        default_factory=list, description="Channels an outbound decision may use, in order."
+    )
+    costs: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
+        default_factory=dict, description="Cost of a contact per channel (priority units)."
+    )
+    rules: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per channel, an expression an action must meet to go on it in an "
+        "outbound decision (e.g. call_center: 'action.value >= 500').",
+    )
+    preference_attribute: str | None = Field(
+        None, description="A categorical profile attribute naming the customer's preferred channel."
+    )
+
+
 class DecisioningSpec(_Model):
     """Arbitration settings."""
 
@@ -298,6 +320,9 @@ class DecisioningSpec(_Model):
         description="The priority of doing nothing, a number or an expression over profile, "
         "consent and context (e.g. '0.02 * profile.clv'): it competes in arbitration, and "
         "only actions above it are shown.",
+    )
+    outbound: OutboundSpec = Field(
+        default_factory=OutboundSpec, description="Channel choice for outbound decisions."
     )
     channel_caps: dict[str, ChannelCapSpec] = Field(
         default_factory=dict, description="Contacts per customer per channel (contact policy)."
@@ -617,6 +642,19 @@ class Config(_Model):
             stray = sorted(set(keys) - known_keys)
             if stray:
                 raise ValueError(f"decisioning.{field} names no action's: {', '.join(stray)}")
+        if OUTBOUND in self.channels:
+            raise ValueError(f"{OUTBOUND!r} is reserved (decide with channel: {OUTBOUND})")
+        ob = self.decisioning.outbound
+        stray_ch = sorted((set(ob.channels) | set(ob.costs) | set(ob.rules)) - set(self.channels))
+        if stray_ch:
+            raise ValueError(f"decisioning.outbound names unknown channels: {', '.join(stray_ch)}")
+        attrs = {a.name: a for a in self.profile.attributes}
+        pref = ob.preference_attribute
+        if pref is not None and (pref not in attrs or attrs[pref].type != "categorical"):
+            raise ValueError(
+                f"decisioning.outbound.preference_attribute {pref!r}: not a "
+                "categorical profile attribute"
+            )
         capped = sorted(set(self.decisioning.channel_caps) - set(self.channels))
         if capped:
             raise ValueError(

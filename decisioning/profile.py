@@ -317,6 +317,12 @@ class ProfileSchema:
                         field=f"properties.{ch}",
                     )
 
+    def category(self, features: np.ndarray, name: str) -> str | None:
+        """Categorical attribute `name` as read from a profile feature vector (None if
+        unset)."""
+        code = float(features[self.feature_names.index(name)])
+        return None if math.isnan(code) else self.categories[name][int(code)]
+
     def _attribute_code(self, name: str, value: Any) -> float:
         if name not in self.attr_col:
             raise InvalidInput(

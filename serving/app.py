@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from ray import serve
 
 from actors.remote import ShardRouter
-from decisioning.config import Config
+from decisioning.config import OUTBOUND, Config
 from decisioning.errors import NextbestError
 from decisioning.loader import load_config
 from decisioning.profile import ProfileSchema, event_from_wire
@@ -165,7 +165,7 @@ class Ingress:
     async def decide(self, request: Request) -> Response:
         self._allow(request, "decide")
         req = validate(self.wire.DecideIn, await self._body(request))
-        if req.channel not in self.channels:
+        if req.channel not in self.channels and req.channel != OUTBOUND:
             raise WireError(
                 422,
                 "unknown_channel",

@@ -155,7 +155,8 @@ class WireModels:
 
             customer_id: Id = Field(description="Customer id; unknown customers get a cold start.")
             channel: Annotated[str, Field(min_length=1, max_length=64)] = Field(
-                description="Channel."
+                description='Channel, or "outbound": the catalog chooses the channel '
+                "(decisioning.outbound) and at most one action."
             )
             placement: Annotated[str, Field(max_length=128)] | None = Field(
                 None, description="Slot."

@@ -100,6 +100,22 @@ def test_triggering_event_is_applied_before_deciding(client: httpx.Client) -> No
     assert "retention_call" in [a["action_id"] for a in d["actions"]]
 
 
+def test_outbound_decisions_choose_one_channel(client: httpx.Client) -> None:
+    c = cid()
+    d = decide(client, c, channel="outbound", limit=5, explain=True)
+    choice = d["channel_choice"]
+    assert list(choice["channels"]) == ["email", "sms", "call_center"]  # the catalog's
+    going = {ch: row["net"] for ch, row in choice["channels"].items() if row["net"] is not None}
+    assert going, choice  # a cold start gets something by some channel
+    assert d["channel"] == max(going, key=lambda ch: going[ch])
+    assert len(d["actions"]) == 1 and d["actions"][0]["channel"] == d["channel"]
+    assert d["actions"][0]["action_id"] == choice["channels"][d["channel"]]["action_id"]
+    # consent withdrawn everywhere (in the request's own event): nothing goes
+    no = {"type": "consent", "properties": {"email": False, "sms": False, "call_center": False}}
+    d = decide(client, c, channel="outbound", event=no)
+    assert (d["actions"], d["channel_choice"]["reason"]) == ([], "nothing goes anywhere")
+
+
 def test_msgpack_both_ways(client: httpx.Client) -> None:
     c = cid()
     body = msgpack.packb(
