@@ -22,6 +22,7 @@ from typing import Any
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
 
+from actors.delivery import DeliveryLoop, make_sink
 from actors.shard import OUTCOMES, Shard, decision_slot
 from decisioning.budgets import Ledger, budgets_of, chunk_size, day_of
 from decisioning.catalog_store import CatalogStore, catalog_of, version_of, with_catalog
@@ -88,6 +89,11 @@ _REQUEST_METHODS = frozenset(
     (
         "apply_events",
         "decide",
+        "tick",
+        "lease_outbound",
+        "ack_outbound",
+        "release_outbound",
+        "outbound_status",
         "check_outcomes",
         "record_outcomes",
         "get_profile",
@@ -142,7 +148,46 @@ class ShardActor(Shard):
                 target=self._refill_budgets, name="budget-refill", daemon=True
             )
             self._refiller.start()
+            self._start_background()
         return True
+
+    def _start_background(self) -> None:
+        """The ticker (fires due trigger timers) and one delivery loop per channel with a
+        sink; both reach the shard only through this actor's handle, so every change
+        still runs on the actor's thread, logged and flushed like a request."""
+        me = ray.get_runtime_context().current_actor
+
+        def call(method: str, *args: Any) -> Any:
+            return ray.get(me.call.remote(method, *args), timeout=60)
+
+        def tick() -> None:
+            while True:
+                time.sleep(self.config.delivery.tick_s)
+                if not self.timers.due:  # (a read of a dict size: safe from this thread)
+                    continue
+                try:
+                    call("tick")
+                except Exception as e:  # noqa: BLE001 - restarting: the next tick retries
+                    log.warning("shard %d: tick failed: %s", self.shard_id, e)
+
+        threading.Thread(target=tick, name="trigger-ticker", daemon=True).start()
+        d = self.config.delivery
+        self.deliveries: dict[str, DeliveryLoop] = {}
+        for channel, spec in d.sinks.items():
+            try:
+                sink = make_sink(spec, self.shard_id)
+            except ValueError as e:
+                log.error("shard %d: no delivery on %s: %s", self.shard_id, channel, e)
+                continue
+            loop = DeliveryLoop(channel, sink, call, d.batch, d.retry_max_s)
+            self.deliveries[channel] = loop
+            threading.Thread(target=loop.run, name=f"deliver-{channel}", daemon=True).start()
+
+    def outbound_status(self) -> dict[str, Any]:
+        out = super().outbound_status()
+        loops = getattr(self, "deliveries", {})
+        out["sinks"] = {ch: dict(loop.stats) for ch, loop in loops.items()}
+        return out
 
     def _refill_budgets(self) -> None:
         """Keep this shard's share of every budgeted action topped up, in the background

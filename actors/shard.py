@@ -29,12 +29,12 @@ from decisioning.arbitration import (
     decide,
 )
 from decisioning.budgets import Allotments, budgets_of, day_of
-from decisioning.catalog import Catalog
+from decisioning.catalog import Catalog, Trigger
 from decisioning.catalog_store import with_catalog
 from decisioning.config import OUTBOUND, Config
 from decisioning.contacts import ContactLog, Limits, Policies
 from decisioning.decision_log import DecisionLog
-from decisioning.errors import InvalidInput, ModelError, NotFound
+from decisioning.errors import Backlogged, InvalidInput, ModelError, NextbestError, NotFound
 from decisioning.exploration import Explorer
 from decisioning.features import FeaturePlan
 from decisioning.fencing import Fenced, Owner
@@ -45,7 +45,9 @@ from decisioning.model import (
     check_signature,
     scorer_for,
 )
+from decisioning.outbound import Message, Outbox, Timers
 from decisioning.profile import Event, ProfileSchema, ProfileStore, event_from_wire
+from decisioning.rules import Env
 from decisioning.slots import bucket, slot_of
 from decisioning.wal import Replay, Wal, replay
 
@@ -172,6 +174,10 @@ class Shard:
             "outcomes": 0,
             "duplicates": 0,
             "erasures": 0,
+            "triggers_fired": 0,  # decisions triggers made
+            "messages_queued": 0,  # ... that chose an action (the rest chose nothing)
+            "messages_acked": 0,
+            "trigger_errors": 0,
         }
         self.stages: Stages | None = None
         # idempotency: event ids (and outcome keys) applied lately, oldest first
@@ -196,6 +202,8 @@ class Shard:
         self._staged_catalog: Any = None
         self.logs = logs  # decision and outcome logs (Parquet), if any
         self._erased: set[str] = set()  # erased since the last snapshot: out of the logs too
+        self.timers = Timers()  # trigger timers (not_followed_by)
+        self.outbox = Outbox(config.delivery.max_backlog)  # what triggers chose, undelivered
         for bundle in models:
             self.models[bundle.manifest.name] = self._load(bundle)
         for bundle, share, shadow in challengers:
@@ -219,6 +227,9 @@ class Shard:
             self.seen = OrderedDict.fromkeys(st.seen)
             self.counters.update(st.counters)
             self.contacts.load(st.contacts)
+            self.timers.load(st.timers)
+            for row in st.outbound:
+                self.outbox.add(Message.of(row))
             profiles = len(st.id_ends)
         loaded = time.perf_counter()
         report = Replay()
@@ -257,6 +268,16 @@ class Shard:
         elif kind == "x":
             self._forget(body)
             self._erase_logs(body)
+        elif kind == "T":  # a trigger timer set (due, armed at) or cleared (None)
+            cid, trigger, due, armed = body
+            if due is None:
+                self.timers.clear(cid, trigger)
+            else:
+                self.timers.set(cid, trigger, due, armed)
+        elif kind == "o":
+            self.outbox.add(Message.of(body))
+        elif kind == "k":
+            self.outbox.ack(body)
 
     def _log(self, record: tuple[str, Any]) -> None:
         if self.wal is not None:
@@ -315,6 +336,8 @@ class Shard:
             seen=list(self.seen),
             counters=dict(self.counters),
             contacts=self.contacts.rows(),
+            timers=self.timers.rows(),
+            outbound=[m.row() for m in self.outbox.messages()],
         )
         self._changed = False
         self._snapshot_at = time.monotonic()
@@ -370,6 +393,8 @@ class Shard:
         h.update(repr(list(self.decisions.items())).encode())
         h.update(b"".join(self.seen))
         h.update(repr(sorted(self.contacts.rows())).encode())
+        h.update(repr(sorted(self.timers.rows())).encode())
+        h.update(repr([m.row() for m in self.outbox.messages()]).encode())
         return h.hexdigest()
 
     def stop(self) -> dict[str, Any]:
@@ -418,6 +443,16 @@ class Shard:
             self.schema.check_event(e, now)
         fresh = self._fresh(events)
         if fresh:
+            triggers = self.catalog.triggers_on if self.catalog.triggers else None
+            if (
+                triggers
+                and self.outbox.full
+                and any(not t.timed for e in fresh for t in triggers.get(e.type, ()))
+            ):
+                raise Backlogged(
+                    f"the outbound queue is full ({len(self.outbox)} messages undelivered): "
+                    "events that fire triggers wait until the sinks catch up"
+                )
             self._log(
                 (
                     "e",
@@ -425,9 +460,134 @@ class Shard:
                 )
             )
             for e in fresh:
+                if not self.catalog.triggers:
+                    self.store.apply(e)
+                    continue
+                crossing = self._conditions(e, crossing_only=True)
                 self.store.apply(e)
+                self._on_event(e, crossing)
             self._remember(fresh)
         return fresh
+
+    # -- triggers ------------------------------------------------------------------------
+
+    def _conditions(self, e: Event, crossing_only: bool = False) -> dict[str, bool]:
+        """Whether each trigger on `e`'s type has its condition true now (before `e` is
+        applied, for crossing triggers; after, for the rest)."""
+        out: dict[str, bool] = {}
+        env = None
+        for t in self.catalog.triggers_on.get(e.type, ()):
+            if crossing_only and not t.crossing:
+                continue
+            if t.when is None:
+                out[t.id] = True
+                continue
+            if env is None:
+                now = self.clock()
+                profile = self.store.features(e.customer_id, now).tolist()
+                env = Env(profile, {}, event={**e.properties, "type": e.type})
+            out[t.id] = t.when.holds(env)
+        return out
+
+    def _on_event(self, e: Event, before: dict[str, bool]) -> None:
+        """After `e` is applied: cancel the timers it follows up, arm or fire the
+        triggers it matches."""
+        cid = e.customer_id
+        for t in self.catalog.cancels.get(e.type, ()):
+            armed = self.timers.get(cid, t.id)
+            if armed is not None and e.ts >= armed[1]:  # follows the event that armed it
+                self.timers.clear(cid, t.id)
+                self._log(("T", [cid, t.id, None, None]))
+        matched = self.catalog.triggers_on.get(e.type)
+        if not matched:
+            return
+        holds = self._conditions(e)
+        for t in matched:
+            if not holds.get(t.id):
+                continue
+            if t.crossing and before.get(t.id, True):
+                continue  # it was already true: no crossing
+            if t.timed:
+                assert t.within is not None
+                due = e.ts + t.within
+                self.timers.set(cid, t.id, due, e.ts)
+                self._log(("T", [cid, t.id, due, e.ts]))
+            else:
+                self._fire(t, cid)
+
+    def _fire(self, t: Trigger, customer_id: str) -> None:
+        """Decide for the trigger's channel (every policy applies; doing nothing may win)
+        and queue what was chosen."""
+        request = {
+            "customer_id": customer_id,
+            "channel": t.channel,
+            "placement": t.placement,
+            "context": {"trigger": t.id},
+        }
+        try:
+            d = self.decide(request)
+        except NextbestError as err:  # e.g. a catalog without the channel's actions
+            self.counters["trigger_errors"] += 1
+            log.error("shard %d: trigger %s failed for a customer: %s", self.shard_id, t.id, err)
+            return
+        self.counters["triggers_fired"] += 1
+        if d["actions"]:
+            m = Message(d["decision_id"], customer_id, d["channel"], t.id, self.clock(), d)
+            self._log(("o", m.row()))
+            self.outbox.add(m)
+            self.counters["messages_queued"] += 1
+
+    def tick(self, limit: int = 1000) -> dict[str, Any]:
+        """Fire the timers that are due (at most `limit`); while the outbound queue is
+        full they wait. Called by the actor's ticker thread (tests call it directly)."""
+        now = self.clock()
+        fired = 0
+        due = [] if self.outbox.full else self.timers.take_due(now, limit)
+        for i, (cid, trigger, _, _) in enumerate(due):
+            if self.outbox.full:
+                self.timers.put_back(due[i:])
+                break
+            self.timers.clear(cid, trigger)
+            self._log(("T", [cid, trigger, None, None]))
+            t = self.catalog.trigger_by_id.get(trigger)
+            if t is None or not t.timed:
+                continue  # the trigger left the catalog since it was armed
+            self._fire(t, cid)
+            fired += 1
+        return {"fired": fired, "pending": len(self.timers), "next_due": self.timers.next_due()}
+
+    # -- outbound queue ------------------------------------------------------------------
+
+    def lease_outbound(
+        self, channel: str, n: int, lease_s: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Hand out up to `n` undelivered messages of `channel` (at least once: each
+        comes back after `lease_s` unless acked)."""
+        lease = self.config.delivery.lease_s if lease_s is None else lease_s
+        return [m.to_wire() for m in self.outbox.lease(channel, n, self.clock(), lease)]
+
+    def ack_outbound(self, ids: list[str]) -> int:
+        """Delivered: these messages leave the queue (unknown or already acked: ignored)."""
+        done = self.outbox.ack(ids)
+        if done:
+            self._log(("k", done))
+            self.counters["messages_acked"] += len(done)
+        return len(done)
+
+    def release_outbound(self, ids: list[str]) -> int:
+        """Not delivered: hand these out again at the next lease."""
+        self.outbox.release(ids)
+        return len(ids)
+
+    def outbound_status(self) -> dict[str, Any]:
+        now = self.clock()
+        return {
+            **self.outbox.stats(now),
+            "timers": len(self.timers),
+            "next_due_s": None
+            if (due := self.timers.next_due()) is None
+            else round(max(due - now, 0.0), 3),
+        }
 
     # -- events --------------------------------------------------------------------------
 
@@ -735,6 +895,8 @@ class Shard:
             del self.decisions[d]
         self.recent.pop(customer_id, None)
         self.contacts.forget(customer_id)
+        self.timers.drop_customer(customer_id)
+        self.outbox.drop_customer(customer_id)  # not delivered after the erasure
         return known, len(gone)
 
     def get_profile(self, customer_id: str) -> dict[str, Any]:
@@ -879,5 +1041,6 @@ class Shard:
             "last_snapshot": self.last_snapshot,
             "recovery": self.recovery,
             "logs": self.logs.status() if self.logs is not None else None,
+            "outbound": self.outbound_status(),
             **self.counters,
         }

@@ -14,7 +14,7 @@ from decisioning.errors import RuleError
 from decisioning.profile import ProfileSchema
 from decisioning.rules import Env, FieldInfo, Rule, compile_rule
 
-__all__ = ["Action", "Catalog", "RuleLocation", "make_resolver"]
+__all__ = ["Action", "Catalog", "RuleLocation", "Trigger", "make_resolver"]
 
 STAGES = ("eligibility", "applicability", "suitability")
 _ACTION_FIELDS = {"id": "str", "group": "str", "value": "num", "lever": "num"}
@@ -57,14 +57,35 @@ class Action:
         return float(v)
 
 
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """A catalog trigger with its condition compiled."""
+
+    id: str
+    on: frozenset[str]
+    when: Rule | None
+    crossing: bool
+    not_followed_by: frozenset[str]
+    within: float | None
+    channel: str
+    placement: str | None
+
+    @property
+    def timed(self) -> bool:
+        """Armed by `on`, fired by a timer unless a `not_followed_by` event comes first."""
+        return self.within is not None
+
+
 def make_resolver(
     config: Config,
     schema: ProfileSchema,
     *,
     allow_action_value: bool = True,
     allow_action: bool = True,
+    allow_event: bool = False,
 ) -> Callable[[str, str], FieldInfo | None]:
-    """The name resolver rules compile against: profile, consent, context, action fields."""
+    """The name resolver rules compile against: profile, consent, context, action fields
+    (and, in trigger conditions, the event: `event.type` and its properties)."""
     ctx_fields = {c.name: c for c in config.context}
 
     def resolve(ns: str, name: str) -> FieldInfo | None:
@@ -87,6 +108,8 @@ def make_resolver(
                 return FieldInfo(ns, name, name, "any")
             vocab = tuple(spec.values) if spec.values else None
             return FieldInfo(ns, name, name, "num" if spec.type == "numeric" else "str", vocab)
+        if ns == "event" and allow_event:
+            return FieldInfo(ns, name, name, "str" if name == "type" else "any")
         if ns == "action" and name in _ACTION_FIELDS and allow_action:
             if name == "value" and not allow_action_value:
                 return None
@@ -142,8 +165,34 @@ class Catalog:
             rule = compile_at(f"decisioning.context_weights[{i}].when", cw.when)
             if rule is not None:
                 self.context_weights.append((rule, cw.weight))
+        self.triggers: list[Trigger] = []
+        resolve_trigger = make_resolver(config, schema, allow_action=False, allow_event=True)
+        for i, t in enumerate(config.triggers):
+            when = None
+            if t.when is not None:
+                when = compile_at(f"triggers[{i}].when", t.when, resolve_trigger)
+            self.triggers.append(
+                Trigger(
+                    id=t.id,
+                    on=frozenset(t.on),
+                    when=when,
+                    crossing=t.crossing,
+                    not_followed_by=frozenset(t.not_followed_by),
+                    within=t.within,
+                    channel=t.channel,
+                    placement=t.placement,
+                )
+            )
         if errors:
             raise CatalogError(errors)
+        self.trigger_by_id = {t.id: t for t in self.triggers}
+        self.triggers_on: dict[str, list[Trigger]] = {}  # event type -> triggers it fires/arms
+        self.cancels: dict[str, list[Trigger]] = {}  # event type -> timers it cancels
+        for trig in self.triggers:
+            for kind in trig.on:
+                self.triggers_on.setdefault(kind, []).append(trig)
+            for kind in trig.not_followed_by:
+                self.cancels.setdefault(kind, []).append(trig)
         self.by_id = {a.id: a for a in self.actions}
         self.by_channel: dict[str, list[Action]] = {ch: [] for ch in config.channels}
         for a in self.actions:
@@ -151,7 +200,8 @@ class Catalog:
                 self.by_channel[ch].append(a)
         dump = json.dumps(
             [s.model_dump(mode="json") for s in config.actions]
-            + [config.decisioning.model_dump(mode="json")],
+            + [config.decisioning.model_dump(mode="json")]
+            + ([[t.model_dump(mode="json") for t in config.triggers]] if config.triggers else []),
             sort_keys=True,
         )
         self.version = hashlib.sha256(dump.encode()).hexdigest()[:12]

@@ -25,7 +25,7 @@ from decisioning.profile import ProfileSchema
 
 __all__ = ["CATALOG_KEYS", "CatalogStore", "catalog_of", "serving_config", "with_catalog"]
 
-CATALOG_KEYS = ("actions", "decisioning")
+CATALOG_KEYS = ("actions", "decisioning", "triggers")
 KEEP = 20  # earlier versions kept for rollback
 
 
@@ -47,7 +47,11 @@ def with_catalog(config: Config, catalog: Any, source: str = "catalog") -> Confi
         raise ConfigError(
             source,
             [
-                (k, "not part of a catalog (only actions and decisioning change at runtime)")
+                (
+                    k,
+                    "not part of a catalog (only actions, decisioning and triggers change "
+                    "at runtime)",
+                )
                 for k in stray
             ],
         )

@@ -5,6 +5,7 @@
      ├── RuleError            an expression does not compile (line, column, message)
      ├── InvalidInput         a request or event is malformed          (code, field)
      │    └── NotFound        it names something that does not exist   (code)
+     ├── Backlogged           the outbound queue is full; retry later  (code)
      └── ModelError           a model is refused; the serving model stays
           ├── ModelIntegrityError   the file does not match its manifest
           └── ModelIncompatible     the shard cannot build its features
@@ -15,6 +16,7 @@ How an error maps to an HTTP status lives in serving/, not here.
 from __future__ import annotations
 
 __all__ = [
+    "Backlogged",
     "ConfigError",
     "InvalidInput",
     "ModelError",
@@ -82,6 +84,16 @@ class NotFound(InvalidInput):
     """The input names something that does not exist (a decision, an action)."""
 
     code = "not_found"
+
+
+class Backlogged(NextbestError):
+    """The outbound queue is full: what would add to it waits (503, retry later)."""
+
+    code = "outbound_full"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class ModelError(NextbestError):

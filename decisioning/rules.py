@@ -1,7 +1,8 @@
 """A small, safe expression language for eligibility, value and context-weight rules.
 
 Syntax is a subset of Python expressions: numbers, strings, true/false/null, names in
-four namespaces (`profile.x`, `consent.channel`, `context.x`, `action.x`), comparisons,
+the namespaces `profile.x`, `consent.channel`, `context.x`, `action.x` (and `event.x` in
+trigger conditions), comparisons,
 `in`/`not in` with a list of constants, `and`/`or`/`not`, + - * / %, and the functions
 abs, min, max and coalesce. Everything else (calls, attributes, subscripts, lambdas,
 comprehensions, builtins, imports) is refused at compile time with line and column.
@@ -26,7 +27,7 @@ from decisioning.errors import RuleError
 __all__ = ["Env", "FieldInfo", "Rule", "compile_rule"]
 
 MAX_EXPRESSION_CHARS = 4000
-NAMESPACES = ("profile", "consent", "context", "action")
+NAMESPACES = ("profile", "consent", "context", "action", "event")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,15 +44,20 @@ class FieldInfo:
 class Env:
     """What a rule sees while it evaluates: the profile vector, the context, the action."""
 
-    __slots__ = ("action", "context", "profile", "value")
+    __slots__ = ("action", "context", "event", "profile", "value")
 
     def __init__(
-        self, profile: list[float], context: Mapping[str, Any], action: Any = None
+        self,
+        profile: list[float],
+        context: Mapping[str, Any],
+        action: Any = None,
+        event: Mapping[str, Any] | None = None,
     ) -> None:
         self.profile = profile
         self.context = context
         self.action = action
         self.value: float | None = None
+        self.event = event if event is not None else {}
 
 
 Fn = Callable[[Env], Any]
@@ -371,6 +377,9 @@ def _accessor(info: FieldInfo) -> Fn:
     if info.namespace == "context":
         name = str(key)
         return lambda env: env.context.get(name)
+    if info.namespace == "event":
+        prop = str(key)
+        return lambda env: env.event.get(prop)
     if info.namespace == "action":
         if key == "value":
             return lambda env: env.value

@@ -1,5 +1,5 @@
-"""Shard snapshots in Arrow IPC: profiles, tracked decisions, idempotency keys and
-contact history.
+"""Shard snapshots in Arrow IPC: profiles, tracked decisions, idempotency keys, contact
+history, trigger timers and the undelivered outbound messages.
 
 A snapshot is a directory `snapshot-<seq>-g<generation>/` where `seq` is the first WAL
 segment it does not cover. It is written under a temporary name, every file fsynced,
@@ -16,6 +16,7 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
@@ -48,6 +49,10 @@ class State:
     counters: dict[str, int] = field(default_factory=dict)
     # contact policy history: (customer_id, ts, action_id, kind, channel)
     contacts: list[tuple[str, float, str, str, str]] = field(default_factory=list)
+    # trigger timers: (customer_id, trigger, due, armed at)
+    timers: list[tuple[str, str, float, float]] = field(default_factory=list)
+    # undelivered messages: (id, customer_id, channel, trigger, ts, decision)
+    outbound: list[list[Any]] = field(default_factory=list)
 
 
 def name(seq: int, generation: int) -> str:
@@ -135,6 +140,30 @@ def write(directory: str, state: State, generation: int = 0) -> str:
         }
     )
     _write_table(os.path.join(tmp, "contacts.arrow"), contacts)
+    t: list[tuple[Any, ...]] = list(zip(*state.timers, strict=True)) if state.timers else [()] * 4
+    timers = pa.table(
+        {
+            "customer_id": pa.array(t[0], type=pa.string()),
+            "trigger": pa.array(t[1], type=pa.string()),
+            "due": pa.array(t[2], type=pa.float64()),
+            "armed": pa.array(t[3], type=pa.float64()),
+        }
+    )
+    _write_table(os.path.join(tmp, "timers.arrow"), timers)
+    o: list[tuple[Any, ...]] = (
+        list(zip(*state.outbound, strict=True)) if state.outbound else [()] * 6
+    )
+    outbound = pa.table(
+        {
+            "id": pa.array(o[0], type=pa.string()),
+            "customer_id": pa.array(o[1], type=pa.string()),
+            "channel": pa.array(o[2], type=pa.string()),
+            "trigger": pa.array(o[3], type=pa.string()),
+            "ts": pa.array(o[4], type=pa.float64()),
+            "decision": pa.array([msgpack.packb(d) for d in o[5]], type=pa.binary()),
+        }
+    )
+    _write_table(os.path.join(tmp, "outbound.arrow"), outbound)
     fsync_path(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.rename(tmp, final)
@@ -173,6 +202,25 @@ def read(directory: str, snapshot: str, layout_key: str) -> State:
             contacts = list(
                 zip(c["customer_id"], c["ts"], c["action_id"], c["kind"], c["channel"], strict=True)
             )
+        timers: list[tuple[str, str, float, float]] = []
+        if os.path.exists(os.path.join(path, "timers.arrow")):
+            t = _read_table(os.path.join(path, "timers.arrow")).to_pydict()
+            timers = list(zip(t["customer_id"], t["trigger"], t["due"], t["armed"], strict=True))
+        outbound: list[list[Any]] = []
+        if os.path.exists(os.path.join(path, "outbound.arrow")):
+            o = _read_table(os.path.join(path, "outbound.arrow")).to_pydict()
+            outbound = [
+                [i, c, ch, tr, ts, msgpack.unpackb(d)]
+                for i, c, ch, tr, ts, d in zip(
+                    o["id"],
+                    o["customer_id"],
+                    o["channel"],
+                    o["trigger"],
+                    o["ts"],
+                    o["decision"],
+                    strict=True,
+                )
+            ]
     except (OSError, KeyError, ValueError, pa.ArrowException) as e:
         raise SnapshotError(f"{path}: unreadable snapshot: {e}") from e
     if meta.get("format") != FORMAT:
@@ -215,4 +263,6 @@ def read(directory: str, snapshot: str, layout_key: str) -> State:
         seen=seen,
         counters={k: int(v) for k, v in meta.get("counters", {}).items()},
         contacts=contacts,
+        timers=timers,
+        outbound=outbound,
     )

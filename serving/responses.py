@@ -44,7 +44,7 @@ def core_error(request: Request, result: Any) -> Response | None:
     """A shard's error dict -> a 4xx response; None when the result is not an error."""
     if isinstance(result, dict) and "error" in result and len(result) == 1:
         err = result["error"]
-        if err["type"] == "Fenced":  # a stale instance of the shard: the live one answers
+        if err["type"] in ("Fenced", "Backlogged"):  # a stale shard instance; a full queue
             headers = {"Retry-After": RETRY_AFTER}
             return fail(request, 503, err["code"], err["message"], headers=headers)
         status = 404 if err["type"] == "NotFound" else 422

@@ -23,7 +23,7 @@ def test_with_catalog_checks_like_a_config_file(small_config: Config) -> None:
     cat["actions"][0]["eligibility"] = "profile.age >>> 3"
     with pytest.raises(ConfigError, match=r"actions\[0\].eligibility"):
         with_catalog(small_config, cat)
-    with pytest.raises(ConfigError, match="only actions and decisioning"):
+    with pytest.raises(ConfigError, match="only actions, decisioning and triggers"):
         with_catalog(small_config, {**catalog_of(small_config), "server": {}})
     with pytest.raises(ConfigError, match="holds 'actions'"):
         with_catalog(small_config, {"decisioning": {}})
