@@ -174,7 +174,7 @@ class Catalog:
             self.triggers.append(
                 Trigger(
                     id=t.id,
-                    on=frozenset(t.on),
+                    on=frozenset(t.event),
                     when=when,
                     crossing=t.crossing,
                     not_followed_by=frozenset(t.not_followed_by),

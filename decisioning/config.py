@@ -506,8 +506,8 @@ class ServerSpec(_Model):
         return self
 
 
-SCOPES = ("events:write", "decide", "profiles:read", "profiles:erase", "admin")
-Scope = Literal["events:write", "decide", "profiles:read", "profiles:erase", "admin"]
+SCOPES = ("events:write", "decide", "profiles:read", "profiles:erase", "outbound", "admin")
+Scope = Literal["events:write", "decide", "profiles:read", "profiles:erase", "outbound", "admin"]
 
 
 class ApiKeySpec(_Model):
@@ -610,10 +610,12 @@ class TriggerSpec(_Model):
     holds, decide for a channel and queue what is chosen for delivery."""
 
     id: Ident = Field(description="Stable trigger id (in the queued message and the logs).")
-    on: EventTypes = Field(min_length=1, description="Event type(s) that fire or arm it.")
+    event: EventTypes = Field(
+        min_length=1, description="Event type(s) that fire or arm it (one or a list)."
+    )
     when: str | None = Field(
         None,
-        description="Condition at the moment of the `on` event, after it is applied "
+        description="Condition at the moment of the event, after it is applied "
         "(rule language; also event.x for the event's properties).",
     )
     crossing: bool = Field(
@@ -624,7 +626,7 @@ class TriggerSpec(_Model):
     not_followed_by: EventTypes = Field(
         default_factory=list,
         description="Arm a timer instead of firing: these event types before it is due "
-        "cancel it; otherwise it fires `within` after the (latest) `on` event.",
+        "cancel it; otherwise it fires `within` after the (latest) triggering event.",
     )
     within: Duration | None = Field(None, description="The wait of not_followed_by (e.g. 30m).")
     channel: str = Field(
@@ -675,7 +677,7 @@ class SinkSpec(_Model):
 class DeliverySpec(_Model):
     """The outbound queue and how its messages leave (see README, Triggers)."""
 
-    sinks: dict[str, SinkSpec] = Field(
+    sinks: Annotated[dict[str, SinkSpec], BeforeValidator(_json_object)] = Field(
         default_factory=dict,
         description="Per channel; a channel without a sink is pulled with GET /v1/outbound.",
     )

@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from decisioning.catalog import Catalog, CatalogError
-from decisioning.config import AuthSpec, Config, LogsSpec, ServerSpec
+from decisioning.config import AuthSpec, Config, DeliverySpec, LogsSpec, ServerSpec
 from decisioning.errors import ConfigError
 from decisioning.profile import ProfileSchema
 
@@ -26,7 +26,7 @@ ENV_PREFIX = "NEXTBEST_"
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read, override from `environ` (NEXTBEST_<SERVER FIELD>, NEXTBEST_AUTH_<FIELD>,
-    NEXTBEST_LOGS_<FIELD>),
+    NEXTBEST_LOGS_<FIELD>, NEXTBEST_DELIVERY_<FIELD>),
     validate and compile."""
     source = str(path)
     try:
@@ -50,6 +50,7 @@ def config_from_dict(
         ("server", ServerSpec, ENV_PREFIX),
         ("auth", AuthSpec, ENV_PREFIX + "AUTH_"),
         ("logs", LogsSpec, ENV_PREFIX + "LOGS_"),
+        ("delivery", DeliverySpec, ENV_PREFIX + "DELIVERY_"),
     ):
         overrides = _env_overrides(environ or {}, spec, prefix)
         if overrides:

@@ -8,6 +8,7 @@ route signatures at import time.)
 validate, route to the customer's shard, encode.
 """
 
+import asyncio
 import logging
 import os
 import time
@@ -66,8 +67,45 @@ def _bodies(wire: WireModels) -> dict[str, tuple[type, bool]]:
         "/v1/events": (wire.EventIn, True),
         "/v1/decide": (wire.DecideIn, False),
         "/v1/outcomes": (wire.OutcomeIn, True),
+        "/v1/outbound/ack": (wire.OutboundAckIn, False),
         **ADMIN_BODIES,
     }
+
+
+_OUTBOUND_PARAMS = [
+    {
+        "name": "channel",
+        "in": "query",
+        "required": True,
+        "description": "The channel whose messages to take (one without a sink).",
+        "schema": {"type": "string", "maxLength": 64},
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "description": "At most this many messages.",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+    },
+    {
+        "name": "wait_s",
+        "in": "query",
+        "description": "With none queued, wait up to this long for one (long poll).",
+        "schema": {"type": "number", "minimum": 0, "maximum": 30, "default": 0},
+    },
+]
+
+
+def _number(q: Any, name: str, default: Any, low: float, high: float, kind: type) -> Any:
+    raw = q.get(name)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise WireError(422, "invalid_field", f"{name} must be a number", name) from None
+    if not low <= value <= high:  # (NaN fails this too)
+        raise WireError(422, "invalid_field", f"{name} must be between {low:g} and {high:g}", name)
+    return value
 
 
 _HIDDEN: set[str] = set()  # the admin paths, when they are not served on this port
@@ -89,6 +127,7 @@ class Ingress:
         self.config = config
         self.schema = ProfileSchema(config)
         self.channels = frozenset(config.channels)
+        self.sinks = frozenset(config.delivery.sinks)  # channels the shards deliver
         s = config.server
         self.max_body = s.max_body_bytes
         self.max_batch = s.max_batch
@@ -202,6 +241,79 @@ class Ingress:
             if (resp := core_error(request, r)) is not None:
                 return resp
         return reply(request, {"accepted": sum(results)})
+
+    @fastapi_app.get(
+        "/v1/outbound",
+        tags=["outbound"],
+        summary="Take queued messages of a channel (long poll)",
+        openapi_extra={"parameters": _OUTBOUND_PARAMS},
+    )
+    async def outbound(self, request: Request) -> Response:
+        """Messages that triggers queued for a channel without a sink, oldest first per
+        shard. Each is leased for `delivery.lease_s`: ack it once delivered, or it is
+        handed out again (at least once; `id` is the idempotency key)."""
+        self._allow(request, "outbound")  # before the parameters: 401/403 come first
+        q = request.query_params
+        stray = sorted(set(q) - {"channel", "limit", "wait_s"})
+        if stray:
+            raise WireError(422, "unknown_field", f"unknown parameter {stray[0]!r}", stray[0])
+        channel = q.get("channel")
+        if channel is None:
+            raise WireError(422, "missing_field", "channel is required", "channel")
+        limit = _number(q, "limit", 100, 1, 1000, int)
+        wait_s = _number(q, "wait_s", 0.0, 0.0, 30.0, float)
+        if channel not in self.channels:
+            raise WireError(422, "unknown_channel", f"unknown channel {channel!r}", "channel")
+        if channel in self.sinks:
+            raise WireError(
+                409,
+                "channel_has_sink",
+                f"{channel} is delivered by its sink (delivery.sinks), not pulled",
+                "channel",
+            )
+        deadline = time.monotonic() + wait_s
+        shards = range(len(self.router.shards))
+        while True:
+            results = await asyncio.gather(
+                *(self.router.call(s, "lease_outbound", channel, limit) for s in shards)
+            )
+            for r in results:
+                if (resp := core_error(request, r)) is not None:
+                    return resp
+            taken = sorted((m for r in results for m in r), key=lambda m: m["queued_at"])
+            left = deadline - time.monotonic()
+            if taken or left <= 0:
+                break
+            await asyncio.sleep(min(0.1, left))
+        extra = taken[limit:]  # more than asked, over every shard: back to the queue
+        by_shard: dict[int, list[str]] = {}
+        for m in extra:
+            by_shard.setdefault(self.router.shard_of_decision(m["id"]), []).append(m["id"])
+        if by_shard:
+            await self.router.call_all(
+                [(s, "release_outbound", ids) for s, ids in by_shard.items()]
+            )
+        lease = self.config.delivery.lease_s
+        return reply(request, {"messages": taken[:limit], "lease_s": lease})
+
+    @fastapi_app.post("/v1/outbound/ack", tags=["outbound"], summary="Ack delivered messages")
+    async def outbound_ack(self, request: Request) -> Response:
+        self._allow(request, "outbound")
+        req = validate(self.wire.OutboundAckIn, await self._body(request))
+        by_shard: dict[int, list[str]] = {}
+        for i, mid in enumerate(req.ids):
+            try:
+                shard = self.router.shard_of_decision(mid)
+            except NextbestError as e:
+                return fail(request, 422, "invalid_field", str(e), f"ids[{i}]")
+            by_shard.setdefault(shard, []).append(mid)
+        results = await self.router.call_all(
+            [(s, "ack_outbound", ids) for s, ids in by_shard.items()]
+        )
+        for r in results:
+            if (resp := core_error(request, r)) is not None:
+                return resp
+        return reply(request, {"acked": sum(results)})
 
     @fastapi_app.get("/v1/profiles/{customer_id}", tags=["profiles"], summary="A live profile")
     async def profile(self, customer_id: str, request: Request) -> Response:

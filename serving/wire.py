@@ -181,8 +181,17 @@ class WireModels:
             )
             ts: Timestamp | None = Field(None, description="Unix seconds or RFC 3339; default now.")
 
+        class OutboundAckIn(_Wire):
+            """POST /v1/outbound/ack: messages delivered (their ids)."""
+
+            ids: Annotated[
+                list[Annotated[str, Field(min_length=1, max_length=64)]],
+                Field(min_length=1, max_length=1000),
+            ] = Field(description="Ids of delivered messages (the decision ids).")
+
         self.EventBody, self.EventIn = EventBody, EventIn
         self.DecideIn, self.OutcomeIn = DecideIn, OutcomeIn
+        self.OutboundAckIn = OutboundAckIn
 
 
 DEFAULT = WireModels(Limits())

@@ -26,6 +26,7 @@ from decisioning.registry import Registry
 from serving import server as nb_server
 from serving.auth import sha256_hex
 from tests.conftest import EXAMPLE
+from tests.receiver import Receiver
 from training.demo import generate
 from training.train import TrainResult, train
 
@@ -43,6 +44,7 @@ class Server:
     model: TrainResult
     cluster: Cluster
     shard_nodes: list[Any]
+    receiver: Receiver  # the sms sink's webhook (call_center: Parquet in data_dir/outbound)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -62,6 +64,11 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("nextbest-data")
+    receiver = Receiver()
+    sinks = {
+        "sms": {"webhook": {"url": receiver.url, "timeout_s": 5}},
+        "call_center": {"parquet": {"path": str(data_dir / "outbound")}},
+    }
     config = load_config(
         EXAMPLE,
         {
@@ -75,6 +82,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "NEXTBEST_MAX_STRING_LENGTH": "200",  # not the default: test_http checks it
             # test_erasure scans the bytes of every file: ids must not hide in compression
             "NEXTBEST_LOGS_COMPRESSION": "none",
+            "NEXTBEST_DELIVERY_SINKS": json.dumps(sinks),
             "NEXTBEST_AUTH_KEYS": json.dumps(
                 [
                     {"name": "tests", "sha256": sha256_hex(ALL_SCOPES_KEY), "scopes": SCOPES},
@@ -103,11 +111,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False, logging_level=logging.WARNING)
         url = nb_server.start(config)
-        yield Server(url, config, data_dir, model, cluster, shard_nodes)
+        yield Server(url, config, data_dir, model, cluster, shard_nodes, receiver)
         nb_server.stop(config)
     finally:
         ray.shutdown()
         cluster.shutdown()
+        receiver.close()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ ACTIONS = [
 TRIGGERS = [
     {
         "id": "cart_abandoned",
-        "on": "cart_add",
+        "event": "cart_add",
         "when": "coalesce(event.amount, 0) >= 20",
         "not_followed_by": ["purchase"],
         "within": "30m",
@@ -30,12 +30,12 @@ TRIGGERS = [
     },
     {
         "id": "browsing_spree",
-        "on": "page_view",
+        "event": "page_view",
         "when": "profile.views_1h >= 3",
         "crossing": True,
         "channel": "email",
     },
-    {"id": "moved", "on": "address_change", "channel": "email"},
+    {"id": "moved", "event": "address_change", "channel": "email"},
 ]
 
 
@@ -209,7 +209,7 @@ def test_erasure_drops_timers_and_undelivered_messages(tmp_path: Path) -> None:
     ],
 )
 def test_trigger_settings_are_checked_at_load(trigger: dict[str, Any], message: str) -> None:
-    t = {"id": "t", "on": "x", "channel": "email", **trigger}
+    t = {"id": "t", "event": "x", "channel": "email", **trigger}
     with pytest.raises(ConfigError) as e:
         config_from_dict({**SMALL, "triggers": [t]})
     assert message in str(e.value)

@@ -1,0 +1,137 @@
+"""Triggers on the running server: the shards' tickers fire timers, the delivery loops
+push to a webhook and to Parquet, and channel systems pull the rest over HTTP."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pyarrow.dataset as ds
+
+from tests.integration.conftest import Server
+
+
+def _cid() -> str:
+    return f"trig-{uuid.uuid4().hex[:10]}"
+
+
+def _events(client: httpx.Client, *events: dict[str, Any]) -> None:
+    r = client.post("/v1/events", json=list(events))
+    assert r.status_code == 200, r.text
+
+
+def _status(client: httpx.Client) -> list[dict[str, Any]]:
+    return client.get("/v1/status").json()["shards"]
+
+
+def _counter(client: httpx.Client, name: str) -> int:
+    return sum(s[name] for s in _status(client))
+
+
+def test_a_due_timer_fires_and_the_channel_pulls_and_acks(client: httpx.Client) -> None:
+    c = _cid()
+    # a cart added 29 min 58 s ago: due in about 2 s, unless a purchase follows
+    _events(client, {"customer_id": c, "type": "cart_add", "ts": time.time() - 1798})
+    mine: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 30
+    while not mine and time.monotonic() < deadline:
+        r = client.get("/v1/outbound", params={"channel": "email", "wait_s": 5, "limit": 1000})
+        assert r.status_code == 200, r.text
+        assert r.json()["lease_s"] == 30
+        mine = [m for m in r.json()["messages"] if m["customer_id"] == c]
+    [m] = mine
+    assert (m["trigger"], m["channel"]) == ("cart_abandoned", "email")
+    assert m["idempotency_key"] == m["id"] == m["decision"]["decision_id"]
+    assert len(m["actions"]) >= 1 and m["actions"][0]["channel"] == "email"
+    assert client.post("/v1/outbound/ack", json={"ids": [m["id"]]}).json() == {"acked": 1}
+    assert client.post("/v1/outbound/ack", json={"ids": [m["id"]]}).json() == {"acked": 0}
+    # the decision is in the customer's history like any other
+    recent = client.get(f"/v1/profiles/{c}").json()["recent_decisions"]
+    assert [d["decision_id"] for d in recent] == [m["id"]]
+
+
+def test_a_purchase_in_time_cancels_the_timer(client: httpx.Client) -> None:
+    c = _cid()
+    now = time.time()
+    _events(
+        client,
+        {"customer_id": c, "type": "cart_add", "ts": now - 1798},
+        {"customer_id": c, "type": "purchase", "ts": now - 1000, "properties": {"amount": 30}},
+    )
+    time.sleep(4)  # past the due time, and a tick or more
+    r = client.get("/v1/outbound", params={"channel": "email", "limit": 1000})
+    assert not [m for m in r.json()["messages"] if m["customer_id"] == c]
+    assert client.get(f"/v1/profiles/{c}").json()["recent_decisions"] == []
+
+
+def test_a_crossing_is_pushed_to_the_webhook_once(server: Server, client: httpx.Client) -> None:
+    c = _cid()
+    now = time.time()
+    fails = [{"customer_id": c, "type": "failed_login", "ts": now - 3 + i} for i in range(4)]
+    _events(client, *fails)
+    deadline = time.monotonic() + 30
+    mine: list[tuple[str, dict[str, Any]]] = []
+    while not mine and time.monotonic() < deadline:
+        time.sleep(0.2)
+        mine = [(k, b) for k, b in server.receiver.stored if b["customer_id"] == c]
+    [(key, body)] = mine  # three, then a fourth: one crossing, one message
+    assert key == body["id"] and (body["trigger"], body["channel"]) == ("failed_logins", "sms")
+    sinks = [s["outbound"]["sinks"]["sms"] for s in _status(client)]
+    assert sum(s["delivered"] for s in sinks) >= 1
+    time.sleep(1)
+    assert len([1 for _, b in server.receiver.stored if b["customer_id"] == c]) == 1
+
+
+def test_a_sink_channel_is_not_pulled_and_bad_pulls_are_refused(client: httpx.Client) -> None:
+    r = client.get("/v1/outbound", params={"channel": "sms"})
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "channel_has_sink")
+    r = client.get("/v1/outbound", params={"channel": "fax"})
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "unknown_channel")
+    r = client.get("/v1/outbound", params={"channel": "email", "limit": 0})
+    assert r.status_code == 422
+    r = client.post("/v1/outbound/ack", json={"ids": []})
+    assert r.status_code == 422
+
+
+def test_parquet_sink_and_a_trigger_that_respects_consent(
+    server: Server, client: httpx.Client
+) -> None:
+    fired, queued = _counter(client, "triggers_fired"), _counter(client, "messages_queued")
+    c, shy = _cid(), _cid()
+    now = time.time()
+    no = {"email": False, "sms": False, "call_center": False}
+    _events(
+        client,
+        # a complaint first: the retention call is worth an agent's time
+        {"customer_id": c, "type": "complaint", "ts": now, "properties": {"topic": "fees"}},
+        {"customer_id": c, "type": "address_change", "ts": now},
+        {"customer_id": shy, "type": "consent", "ts": now, "properties": no},
+        {"customer_id": shy, "type": "address_change", "ts": now},
+        {
+            "customer_id": shy,
+            "type": "geofence_enter",
+            "ts": now,
+            "properties": {"store": "london_1"},
+        },
+        {
+            "customer_id": shy,
+            "type": "geofence_enter",
+            "ts": now,
+            "properties": {"store": "elsewhere"},
+        },
+    )
+    assert _counter(client, "triggers_fired") == fired + 3  # not the store it does not watch
+    assert _counter(client, "messages_queued") == queued + 1  # the shy customer: nothing
+    path = server.data_dir / "outbound"
+    deadline = time.monotonic() + 30
+    rows: list[dict[str, Any]] = []
+    while not rows and time.monotonic() < deadline:
+        time.sleep(0.3)
+        if path.exists():
+            table = ds.dataset(str(path), format="parquet", partitioning="hive").to_table()
+            rows = [r for r in table.to_pylist() if r["customer_id"] == c]
+    [row] = rows
+    assert (row["trigger"], row["channel"]) == ("address_changed", "call_center")
+    assert row["action_ids"]
