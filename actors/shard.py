@@ -38,6 +38,7 @@ from decisioning.errors import Backlogged, InvalidInput, ModelError, NextbestErr
 from decisioning.exploration import Explorer
 from decisioning.features import FeaturePlan
 from decisioning.fencing import Fenced, Owner
+from decisioning.links import OpenLink, link_key, seal_link
 from decisioning.model import (
     LightGBMScorer,
     ModelBundle,
@@ -563,8 +564,19 @@ class Shard:
     ) -> list[dict[str, Any]]:
         """Hand out up to `n` undelivered messages of `channel` (at least once: each
         comes back after `lease_s` unless acked)."""
-        lease = self.config.delivery.lease_s if lease_s is None else lease_s
-        return [m.to_wire() for m in self.outbox.lease(channel, n, self.clock(), lease)]
+        d = self.config.delivery
+        lease = d.lease_s if lease_s is None else lease_s
+        now = self.clock()
+        key = link_key(d.link_key_env)
+        out = []
+        for m in self.outbox.lease(channel, n, now, lease):
+            token = None
+            if key is not None:  # the message decides its content again when opened
+                placement = m.decision.get("placement")
+                link = OpenLink(m.customer_id, m.channel, placement, m.id, now + d.link_ttl)
+                token = seal_link(key, link)
+            out.append(m.to_wire(token))
+        return out
 
     def ack_outbound(self, ids: list[str]) -> int:
         """Delivered: these messages leave the queue (unknown or already acked: ignored)."""

@@ -699,6 +699,15 @@ class DeliverySpec(_Model):
         60.0, gt=0, description="Longest wait between attempts of a failing sink."
     )
     tick_s: float = Field(0.5, gt=0, le=60, description="How often due timers are checked.")
+    link_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="Environment variable holding the secret that seals open links; when "
+        "set, each message carries an `open_token` for GET /v1/open/{token}.",
+    )
+    link_ttl: Duration = Field(
+        30 * 86400.0, description="How long an open link decides (e.g. 30d)."
+    )
 
 
 class Config(_Model):

@@ -100,9 +100,10 @@ class Message:
         mid, customer_id, channel, trigger, ts, decision = row
         return cls(mid, customer_id, channel, trigger, float(ts), dict(decision))
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self, open_token: str | None = None) -> dict[str, Any]:
         return {
             "id": self.id,
+            "open_token": open_token,
             "idempotency_key": self.id,
             "customer_id": self.customer_id,
             "channel": self.channel,

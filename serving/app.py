@@ -21,6 +21,7 @@ from ray import serve
 from actors.remote import ShardRouter
 from decisioning.config import OUTBOUND, Config
 from decisioning.errors import NextbestError
+from decisioning.links import LinkError, link_key, open_link
 from decisioning.loader import load_config
 from decisioning.profile import ProfileSchema, event_from_wire
 from serving.admin import ADMIN_BODIES, ADMIN_PATHS, AdminRoutes, on_channel_port
@@ -314,6 +315,39 @@ class Ingress:
             if (resp := core_error(request, r)) is not None:
                 return resp
         return reply(request, {"acked": sum(results)})
+
+    @fastapi_app.get(
+        "/v1/open/{token}",
+        tags=["outbound"],
+        summary="Decide a message's content as it is opened (no API key: the token is one)",
+    )
+    async def open_message(self, token: str, request: Request) -> Response:
+        """Send-time recomputation: the `open_token` of an outbound message decides, for
+        its customer and channel, when the message is opened, so the content reflects
+        what happened since it was sent. The token allows nothing else and expires after
+        `delivery.link_ttl`."""
+        key = link_key(self.config.delivery.link_key_env)
+        if key is None:
+            raise WireError(404, "not_found", "open links are off (delivery.link_key_env)")
+        try:
+            link = open_link(key, token, time.time())
+        except LinkError as e:
+            status = 410 if e.code == "link_expired" else 404
+            raise WireError(status, e.code, e.message, "token") from None
+        wire = {
+            "customer_id": link.customer_id,
+            "channel": link.channel,
+            "placement": link.placement,
+            "context": {"opened": link.message_id},
+            "limit": None,
+            "explain": False,
+            "dry_run": False,
+            "event": None,
+        }
+        result = await self.router.call(self.router.shard_of(link.customer_id), "decide", wire)
+        if (resp := core_error(request, result)) is not None:
+            return resp
+        return reply(request, {**result, "message_id": link.message_id})
 
     @fastapi_app.get("/v1/profiles/{customer_id}", tags=["profiles"], summary="A live profile")
     async def profile(self, customer_id: str, request: Request) -> Response:

@@ -83,6 +83,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             # test_erasure scans the bytes of every file: ids must not hide in compression
             "NEXTBEST_LOGS_COMPRESSION": "none",
             "NEXTBEST_DELIVERY_SINKS": json.dumps(sinks),
+            "NEXTBEST_DELIVERY_LINK_KEY_ENV": "NB_TEST_LINK_KEY",  # open links on
             "NEXTBEST_AUTH_KEYS": json.dumps(
                 [
                     {"name": "tests", "sha256": sha256_hex(ALL_SCOPES_KEY), "scopes": SCOPES},
@@ -94,6 +95,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data = generate(config, customers=300, offers=5)
     model = train(data.training, config, rounds=40, progress=lambda m: None)
     Registry(config.server.data_dir).set_deployed("propensity", model.manifest.version)
+    os.environ.setdefault("NB_TEST_LINK_KEY", "integration-session-link-secret")
     for key, value in nb_server.serve_env(config).items():
         os.environ.setdefault(key, value)  # inherited by every node's processes
     cluster = Cluster(

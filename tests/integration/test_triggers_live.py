@@ -52,6 +52,34 @@ def test_a_due_timer_fires_and_the_channel_pulls_and_acks(client: httpx.Client) 
     assert [d["decision_id"] for d in recent] == [m["id"]]
 
 
+def test_the_content_is_decided_again_when_the_message_is_opened(
+    server: Server, client: httpx.Client
+) -> None:
+    c = _cid()
+    _events(client, {"customer_id": c, "type": "cart_add", "ts": time.time() - 1798})
+    mine: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 30
+    while not mine and time.monotonic() < deadline:
+        r = client.get("/v1/outbound", params={"channel": "email", "wait_s": 5, "limit": 1000})
+        mine = [m for m in r.json()["messages"] if m["customer_id"] == c]
+    [m] = mine
+    client.post("/v1/outbound/ack", json={"ids": [m["id"]]})
+    token = m["open_token"]
+    # opened at once: no API key, the token decides for its customer and channel
+    opened = httpx.get(f"{server.url}/v1/open/{token}", timeout=30)
+    assert opened.status_code == 200, opened.text
+    first = opened.json()
+    assert (first["customer_id"], first["channel"], first["message_id"]) == (c, "email", m["id"])
+    assert first["actions"] and first["decision_id"] != m["id"]
+    # after sending, the customer withdraws email consent: opened now, it shows nothing
+    _events(client, {"customer_id": c, "type": "consent", "properties": {"email": False}})
+    later = httpx.get(f"{server.url}/v1/open/{token}", timeout=30).json()
+    assert later["actions"] == []
+    for bad, code in ((token[:-3] + "AAA", "invalid_link"), ("x" * 40, "invalid_link")):
+        r = httpx.get(f"{server.url}/v1/open/{bad}", timeout=30)
+        assert (r.status_code, r.json()["error"]["code"]) == (404, code)
+
+
 def test_a_purchase_in_time_cancels_the_timer(client: httpx.Client) -> None:
     c = _cid()
     now = time.time()
