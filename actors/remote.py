@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
+import pyarrow as pa
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
 
@@ -27,6 +28,7 @@ from actors.shard import OUTCOMES, Shard, decision_slot
 from decisioning.budgets import Ledger, budgets_of, chunk_size, day_of
 from decisioning.catalog_store import CatalogStore, catalog_of, version_of, with_catalog
 from decisioning.config import Config
+from decisioning.context_tables import ContextStore, check_table, table_version
 from decisioning.decision_log import DecisionLog, filesystem, logs_root
 from decisioning.errors import ModelError, NextbestError, NotFound
 from decisioning.fencing import Fenced
@@ -100,6 +102,7 @@ _REQUEST_METHODS = frozenset(
         "erase_profile",
         "stage_model",
         "stage_catalog",
+        "stage_context",
     )
 )
 
@@ -129,6 +132,14 @@ class ShardActor(Shard):
                 log.error(
                     "shard %d: the current catalog is refused, using the file's: %s", shard_id, e
                 )
+        tables = []
+        store = ContextStore(config.server.data_dir)
+        for name, version in store.current().items():  # pushed at runtime: kept across restarts
+            if name in config.context_tables:
+                try:
+                    tables.append((name, version, store.load(name, version)))
+                except (OSError, NextbestError) as e:
+                    log.error("shard %d: context table %s not loaded: %s", shard_id, name, e)
         logs = None
         if config.logs.enabled:
             root = logs_root(config.server.data_dir, config.logs)
@@ -141,6 +152,12 @@ class ShardActor(Shard):
             logs=logs,
             challengers=challengers,
         )
+        for name, version, table in tables:
+            try:
+                self.stage_context(name, version, table)
+                self.commit_context(name)
+            except NextbestError as e:
+                log.error("shard %d: context table %s refused: %s", shard_id, name, e)
 
     def ready(self) -> bool:
         if not hasattr(self, "_refiller"):  # budgets may come later, with a catalog
@@ -443,6 +460,51 @@ class Supervisor:
                 "version": version,
                 "changed": True,
                 "rolled_back": rollback,
+                "shards": len(self.shards),
+            }
+
+    def context_tables(self) -> dict[str, Any]:
+        """Each configured table and the version every shard serves (null: not loaded)."""
+        per_shard = ray.get([s.context_status.remote() for s in self.shards])
+        return {
+            name: {
+                "key": spec.key,
+                "columns": dict(spec.columns),
+                "shards": [st.get(name) for st in per_shard],
+            }
+            for name, spec in self.config.context_tables.items()
+        }
+
+    def put_context(self, name: str, table: pa.Table) -> dict[str, Any]:
+        """Check a table version, store it, broadcast it through the object store (one
+        copy, every shard reads it), stage it on every shard, then switch all. If any
+        shard refuses, none switches and nothing is stored as current."""
+        spec = self.config.context_tables.get(name)
+        if spec is None:
+            known = ", ".join(sorted(self.config.context_tables)) or "none configured"
+            return _error(
+                NotFound(f"unknown context table {name!r} (known: {known})", code="unknown_table")
+            )
+        with self.deploying:
+            try:
+                checked = check_table(name, spec, table)
+            except NextbestError as e:
+                return _error(e)
+            version = table_version(checked)
+            ref = ray.put(checked)
+            staged = ray.get(
+                [s.call.remote("stage_context", name, version, ref) for s in self.shards]
+            )
+            refused = [r for r in staged if isinstance(r, dict)]
+            if refused:
+                ray.get([s.abort_context.remote(name) for s in self.shards])
+                return refused[0]
+            ContextStore(self.config.server.data_dir).save(name, checked, version)
+            self._commit_everywhere("commit_context", name)
+            return {
+                "table": name,
+                "version": version,
+                "rows": checked.num_rows,
                 "shards": len(self.shards),
             }
 

@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any, NamedTuple
 
 import numpy as np
+import pyarrow as pa
 
 from decisioning import snapshot
 from decisioning.arbitration import (
@@ -33,6 +34,7 @@ from decisioning.catalog import Catalog, Trigger
 from decisioning.catalog_store import with_catalog
 from decisioning.config import OUTBOUND, Config
 from decisioning.contacts import ContactLog, Limits, Policies
+from decisioning.context_tables import ContextTable
 from decisioning.decision_log import DecisionLog
 from decisioning.errors import Backlogged, InvalidInput, ModelError, NextbestError, NotFound
 from decisioning.exploration import Explorer
@@ -205,6 +207,8 @@ class Shard:
         self._erased: set[str] = set()  # erased since the last snapshot: out of the logs too
         self.timers = Timers()  # trigger timers (not_followed_by)
         self.outbox = Outbox(config.delivery.max_backlog)  # what triggers chose, undelivered
+        self.tables: dict[str, ContextTable] = {}  # external context tables, by name
+        self._staged_tables: dict[str, ContextTable] = {}
         for bundle in models:
             self.models[bundle.manifest.name] = self._load(bundle)
         for bundle, share, shadow in challengers:
@@ -486,7 +490,7 @@ class Shard:
             if env is None:
                 now = self.clock()
                 profile = self.store.features(e.customer_id, now).tolist()
-                env = Env(profile, {}, event={**e.properties, "type": e.type})
+                env = Env(profile, {}, event={**e.properties, "type": e.type}, tables=self.tables)
             out[t.id] = t.when.holds(env)
         return out
 
@@ -661,6 +665,7 @@ class Shard:
             "now": now,
             "limits": self._limits(customer_id, now, channel),
             "contact_cost": cfg.outbound.costs.get(channel, 0.0) if outbound else None,
+            "tables": self.tables,
         }
         decision = decide(
             **args,
@@ -740,6 +745,7 @@ class Shard:
                 now=now,
                 limits=self._limits(customer_id, now, ch),
                 contact_cost=ob.costs.get(ch, 0.0),
+                tables=self.tables,
             )
             for ch in ob.channels
         }
@@ -1013,6 +1019,30 @@ class Shard:
     def abort_catalog(self) -> None:
         self._staged_catalog = None
 
+    # -- context tables ------------------------------------------------------------------
+
+    def stage_context(self, name: str, version: str, table: pa.Table) -> str:
+        """Index a new version of a context table without serving it (raises
+        InvalidInput if it does not fit the table's spec)."""
+        spec = self.config.context_tables.get(name)
+        if spec is None:
+            raise NotFound(f"unknown context table {name!r}", field="table", code="unknown_table")
+        self._staged_tables[name] = ContextTable.build(name, spec, table, version)
+        return version
+
+    def commit_context(self, name: str) -> str | None:
+        """Serve the staged version from the next decision on (one assignment)."""
+        staged = self._staged_tables.pop(name, None)
+        if staged is not None:
+            self.tables = {**self.tables, name: staged}
+        return self.tables[name].version if name in self.tables else None
+
+    def abort_context(self, name: str) -> None:
+        self._staged_tables.pop(name, None)
+
+    def context_status(self) -> dict[str, Any]:
+        return {name: t.status() for name, t in self.tables.items()}
+
     def model_versions(self) -> dict[str, str]:
         return {name: m.manifest.ref for name, m in self.models.items()}
 
@@ -1054,5 +1084,6 @@ class Shard:
             "recovery": self.recovery,
             "logs": self.logs.status() if self.logs is not None else None,
             "outbound": self.outbound_status(),
+            "context_tables": self.context_status(),
             **self.counters,
         }

@@ -147,6 +147,7 @@ def decide(
     explorer: Explorer | None = None,
     limits: Limits | None = None,
     contact_cost: float | None = None,
+    tables: Mapping[str, Any] | None = None,
 ) -> Decision:
     """Decide the best actions for one customer from their profile feature vector.
 
@@ -154,7 +155,7 @@ def decide(
     rule applies, and an action must beat doing nothing by the cost of the contact."""
     t0 = time.perf_counter_ns() if stages is not None else 0
     ctx = context_of(channel, placement, context)
-    env = Env(profile.tolist(), ctx)
+    env = Env(profile.tolist(), ctx, tables=tables)
     live = catalog.live(channel, now)
     eligible: list[Action] = []
     values: list[float] = []

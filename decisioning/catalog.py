@@ -108,6 +108,13 @@ def make_resolver(
                 return FieldInfo(ns, name, name, "any")
             vocab = tuple(spec.values) if spec.values else None
             return FieldInfo(ns, name, name, "num" if spec.type == "numeric" else "str", vocab)
+        if ns == "table":
+            table, _, column = name.partition(".")
+            tspec = config.context_tables.get(table)
+            if tspec is None or column not in tspec.columns:
+                return None
+            kind = tspec.columns[column]
+            return FieldInfo(ns, name, name, "num" if kind == "numeric" else "str")
         if ns == "event" and allow_event:
             return FieldInfo(ns, name, name, "str" if name == "type" else "any")
         if ns == "action" and name in _ACTION_FIELDS and allow_action:

@@ -399,6 +399,9 @@ class ServerSpec(_Model):
     )
     max_batch: int = Field(1000, ge=1, description="Largest event batch accepted.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body.")
+    max_context_bytes: int = Field(
+        64 << 20, ge=1024, description="Largest context table body (PUT /v1/context/{table})."
+    )
     tls_certfile: str | None = Field(
         None,
         description="PEM certificate (chain) for HTTPS on `port`; with tls_keyfile. Serve's own "
@@ -506,8 +509,24 @@ class ServerSpec(_Model):
         return self
 
 
-SCOPES = ("events:write", "decide", "profiles:read", "profiles:erase", "outbound", "admin")
-Scope = Literal["events:write", "decide", "profiles:read", "profiles:erase", "outbound", "admin"]
+SCOPES = (
+    "events:write",
+    "decide",
+    "profiles:read",
+    "profiles:erase",
+    "outbound",
+    "context:write",
+    "admin",
+)
+Scope = Literal[
+    "events:write",
+    "decide",
+    "profiles:read",
+    "profiles:erase",
+    "outbound",
+    "context:write",
+    "admin",
+]
 
 
 class ApiKeySpec(_Model):
@@ -710,6 +729,18 @@ class DeliverySpec(_Model):
     )
 
 
+class ContextTableSpec(_Model):
+    """A table that is not per customer (weather per zip code, store stock, campaign
+    calendar), pushed or loaded at runtime and looked up in rules by key:
+    `context.<table>[<key expression>].<column>`."""
+
+    key: str = Field(min_length=1, max_length=64, description="The key column.")
+    columns: dict[Ident, Literal["numeric", "categorical"]] = Field(
+        min_length=1, description="The looked-up columns and their types."
+    )
+    max_rows: int = Field(1_000_000, ge=1, description="Larger loads are refused.")
+
+
 class Config(_Model):
     """The whole nextbest config file."""
 
@@ -727,6 +758,9 @@ class Config(_Model):
     logs: LogsSpec = Field(default_factory=LogsSpec, description="Decision and outcome logs.")
     triggers: list[TriggerSpec] = Field(
         default_factory=list, description="Event triggers (part of the catalog)."
+    )
+    context_tables: dict[Ident, ContextTableSpec] = Field(
+        default_factory=dict, description="External context tables (see README)."
     )
     delivery: DeliverySpec = Field(
         default_factory=DeliverySpec, description="Outbound queue and sinks."

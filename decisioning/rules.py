@@ -2,10 +2,11 @@
 
 Syntax is a subset of Python expressions: numbers, strings, true/false/null, names in
 the namespaces `profile.x`, `consent.channel`, `context.x`, `action.x` (and `event.x` in
-trigger conditions), comparisons,
+trigger conditions), lookups in context tables (`context.weather[profile.zip].temp_c`), comparisons,
 `in`/`not in` with a list of constants, `and`/`or`/`not`, + - * / %, and the functions
 abs, min, max and coalesce. Everything else (calls, attributes, subscripts, lambdas,
-comprehensions, builtins, imports) is refused at compile time with line and column.
+comprehensions, builtins, imports; subscripts other than a context-table lookup) is
+refused at compile time with line and column.
 
 Expressions are compiled once into closures; no `eval` ever runs. Nulls: a missing value
 is null; an ordered comparison with null is false, `== null` tests for it, arithmetic
@@ -44,7 +45,7 @@ class FieldInfo:
 class Env:
     """What a rule sees while it evaluates: the profile vector, the context, the action."""
 
-    __slots__ = ("action", "context", "event", "profile", "value")
+    __slots__ = ("action", "context", "event", "profile", "tables", "value")
 
     def __init__(
         self,
@@ -52,12 +53,14 @@ class Env:
         context: Mapping[str, Any],
         action: Any = None,
         event: Mapping[str, Any] | None = None,
+        tables: Mapping[str, Any] | None = None,
     ) -> None:
         self.profile = profile
         self.context = context
         self.action = action
         self.value: float | None = None
         self.event = event if event is not None else {}
+        self.tables = tables if tables is not None else {}  # name -> ContextTable
 
 
 Fn = Callable[[Env], Any]
@@ -224,6 +227,8 @@ class _Compiler:
         )
 
     def visit_Attribute(self, node: ast.Attribute) -> tuple[Fn, str]:
+        if isinstance(node.value, ast.Subscript):
+            return self._table_lookup(node.value, node.attr, node)
         if not isinstance(node.value, ast.Name) or node.value.id not in NAMESPACES:
             raise self.fail(node, "only profile.x, consent.x, context.x and action.x are allowed")
         ns, name = node.value.id, node.attr
@@ -235,6 +240,28 @@ class _Compiler:
         read = _accessor(info)
         self.fields.setdefault(f"{ns}.{name}", read)
         return read, info.type
+
+    def _table_lookup(self, sub: ast.Subscript, column: str, node: ast.AST) -> tuple[Fn, str]:
+        """context.<table>[<key expression>].<column>: null when the key has no row."""
+        head = sub.value
+        if not (
+            isinstance(head, ast.Attribute)
+            and isinstance(head.value, ast.Name)
+            and head.value.id == "context"
+        ):
+            raise self.fail(node, "only context.<table>[key].<column> lookups are allowed")
+        table = head.attr
+        info = self.resolve("table", f"{table}.{column}")
+        if info is None:
+            raise self.fail(node, f"unknown context table column '{table}.{column}'")
+        key, _ = self.visit(sub.slice)
+
+        def lookup(env: Env) -> Any:
+            t = env.tables.get(table)
+            return None if t is None else t.get(key(env), column)
+
+        self.fields.setdefault(f"context.{table}[...].{column}", lookup)
+        return lookup, info.type
 
     def visit_BoolOp(self, node: ast.BoolOp) -> tuple[Fn, str]:
         parts = [self.visit(v)[0] for v in node.values]

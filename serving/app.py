@@ -14,6 +14,8 @@ import os
 import time
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from ray import serve
@@ -41,6 +43,7 @@ from serving.wire import (
 __all__ = ["Ingress", "app_builder", "build_app", "fastapi_app", "serve_limits"]
 
 log = logging.getLogger("nextbest.serving")
+PARQUET_TYPES = frozenset(("application/vnd.apache.parquet", "application/x-parquet"))
 
 fastapi_app = FastAPI(
     title="nextbest",
@@ -348,6 +351,51 @@ class Ingress:
         if (resp := core_error(request, result)) is not None:
             return resp
         return reply(request, {**result, "message_id": link.message_id})
+
+    @fastapi_app.put(
+        "/v1/context/{table}",
+        tags=["context"],
+        summary="Push a new version of a context table (JSON/msgpack rows or Parquet)",
+    )
+    async def put_context(self, table: str, request: Request) -> Response:
+        """`{"rows": [{...}, ...]}` as JSON or msgpack, or a Parquet file with
+        `Content-Type: application/vnd.apache.parquet`; at most
+        `server.max_context_bytes`. Checked against `context_tables.<table>`, stored,
+        broadcast through the object store and swapped on every shard at once."""
+        self._allow(request, "context:write")
+        if table not in self.config.context_tables:
+            known = ", ".join(sorted(self.config.context_tables)) or "none configured"
+            raise WireError(
+                404, "unknown_table", f"unknown context table {table!r} (known: {known})"
+            )
+        limit = self.config.server.max_context_bytes
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise WireError(413, "body_too_large", f"a table is at most {limit} bytes")
+        raw = await request.body()
+        if len(raw) > limit:
+            raise WireError(413, "body_too_large", f"a table is at most {limit} bytes")
+        media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        try:
+            if media in PARQUET_TYPES:
+                data = pq.read_table(pa.BufferReader(raw))
+            else:
+                body = decode_body(raw, media or None, limit, self.max_depth)
+                if not isinstance(body, dict) or set(body) != {"rows"}:
+                    raise WireError(422, "invalid_table", 'the body is {"rows": [{...}, ...]}')
+                rows = body["rows"]
+                if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                    raise WireError(422, "invalid_table", "rows is a list of objects", "rows")
+                data = pa.Table.from_pylist(rows)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as e:
+            raise WireError(422, "invalid_table", f"not a table: {e}") from None
+        result = await self.router.supervisor_call("put_context", table, data)
+        return core_error(request, result) or reply(request, result)
+
+    @fastapi_app.get("/v1/context", tags=["context"], summary="Context tables and versions")
+    async def context_tables(self, request: Request) -> Response:
+        self._allow(request, "context:write")
+        return reply(request, await self.router.supervisor_call("context_tables"))
 
     @fastapi_app.get("/v1/profiles/{customer_id}", tags=["profiles"], summary="A live profile")
     async def profile(self, customer_id: str, request: Request) -> Response:

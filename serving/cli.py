@@ -839,7 +839,9 @@ def catalog_apply(
     except (OSError, yaml.YAMLError) as e:
         raise _fail(f"cannot read {path}: {e}") from None
     if isinstance(catalog, dict):  # a whole config file: take its catalog sections
-        catalog = {k: v for k, v in catalog.items() if k in ("actions", "decisioning")}
+        from decisioning.catalog_store import CATALOG_KEYS
+
+        catalog = {k: v for k, v in catalog.items() if k in CATALOG_KEYS}
     base = _url(cfg, url, admin=True)
     try:
         r = httpx.put(f"{base}/v1/catalog", json=catalog, timeout=120, **_client_opts(cfg))
@@ -871,6 +873,68 @@ def catalog_show(config: ConfigOpt = DEFAULT_CONFIG, url: UrlOpt = None) -> None
         r = httpx.get(f"{base}/v1/catalog", timeout=10, **_client_opts(cfg))
     except httpx.HTTPError as e:
         raise _fail(f"cannot reach the server at {base}: {e}") from None
+    typer.echo(json.dumps(r.json(), indent=2))
+
+
+context_app = typer.Typer(
+    help="External context tables: load a version, show what the shards serve.",
+    no_args_is_help=True,
+)
+app.add_typer(context_app, name="context")
+
+
+@context_app.command("load")
+def context_load(
+    table: Annotated[str, typer.Argument(help="The table's name under context_tables.")],
+    path: Annotated[Path, typer.Argument(help="A Parquet (or CSV) file: key and columns.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    url: UrlOpt = None,
+) -> None:
+    """Push a new version of a context table: checked, stored, broadcast and swapped on
+    every shard at once (needs a key with the context:write scope)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    cfg = _config(config)
+    try:
+        if path.suffix.lower() == ".csv":  # sent as Parquet: types and all
+            sink = pa.BufferOutputStream()
+            pq.write_table(pacsv.read_csv(str(path)), sink)
+            body = sink.getvalue().to_pybytes()
+        else:
+            body = path.read_bytes()
+    except (OSError, pa.ArrowException) as e:
+        raise _fail(f"cannot read {path}: {e}") from None
+    base = _url(cfg, url)
+    headers = {"content-type": "application/vnd.apache.parquet"}
+    try:
+        r = httpx.put(
+            f"{base}/v1/context/{table}",
+            content=body,
+            headers={**headers, **_headers(cfg)},
+            timeout=300,
+            **{k: v for k, v in _client_opts(cfg).items() if k != "headers"},
+        )
+    except httpx.HTTPError as e:
+        raise _fail(f"cannot reach the server at {base}: {e}") from None
+    if r.status_code != 200:
+        raise _fail(f"refused ({r.status_code}): {r.json().get('error', {}).get('message')}")
+    out = r.json()
+    typer.echo(f"{table} {out['version']}: {out['rows']} rows served by {out['shards']} shards")
+
+
+@context_app.command("show")
+def context_show(config: ConfigOpt = DEFAULT_CONFIG, url: UrlOpt = None) -> None:
+    """Each context table and the version each shard serves, as JSON."""
+    cfg = _config(config)
+    base = _url(cfg, url)
+    try:
+        r = httpx.get(f"{base}/v1/context", timeout=30, **_client_opts(cfg))
+    except httpx.HTTPError as e:
+        raise _fail(f"cannot reach the server at {base}: {e}") from None
+    if r.status_code != 200:
+        raise _fail(f"refused ({r.status_code}): {r.json().get('error', {}).get('message')}")
     typer.echo(json.dumps(r.json(), indent=2))
 
 
