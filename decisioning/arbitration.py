@@ -156,6 +156,9 @@ def decide(
     t0 = time.perf_counter_ns() if stages is not None else 0
     ctx = context_of(channel, placement, context)
     env = Env(profile.tolist(), ctx, tables=tables)
+    for name, lookup in catalog.derived_context:  # e.g. a context table joined by key
+        if ctx.get(name) is None:
+            ctx[name] = lookup(env)
     live = catalog.live(channel, now)
     eligible: list[Action] = []
     values: list[float] = []

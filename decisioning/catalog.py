@@ -172,6 +172,13 @@ class Catalog:
             rule = compile_at(f"decisioning.context_weights[{i}].when", cw.when)
             if rule is not None:
                 self.context_weights.append((rule, cw.weight))
+        self.derived_context: list[tuple[str, Rule]] = []  # context fields filled by lookups
+        resolve_lookup = make_resolver(config, schema, allow_action=False)
+        for i, cf in enumerate(config.context):
+            if cf.lookup is not None:
+                rule = compile_at(f"context[{i}].lookup", cf.lookup, resolve_lookup)
+                if rule is not None:
+                    self.derived_context.append((cf.name, rule))
         self.triggers: list[Trigger] = []
         resolve_trigger = make_resolver(config, schema, allow_action=False, allow_event=True)
         for i, t in enumerate(config.triggers):

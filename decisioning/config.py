@@ -148,6 +148,12 @@ class ContextFieldSpec(_Model):
     name: Ident = Field(description="Context key.")
     type: Literal["numeric", "categorical"] = Field(description="Numeric or categorical.")
     values: list[str] | None = Field(None, description="Allowed values if categorical.")
+    lookup: str | None = Field(
+        None,
+        description="An expression that fills the field when the request does not give it, "
+        "e.g. context.weather[profile.region].temp_c: a context table joined into the "
+        "model's features (and visible to rules as context.<name>).",
+    )
 
 
 OutcomeKind = Literal["impression", "click", "accept", "reject", "convert"]

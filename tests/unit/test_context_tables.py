@@ -165,3 +165,61 @@ def test_the_store_keeps_versions_and_the_current_one(tmp_path: Path) -> None:
     assert store.load("weather", versions[-1]).column("temp_c").to_pylist() == [6.0]
     kept = sorted(p.name for p in (tmp_path / "context" / "weather").glob("*.parquet"))
     assert len(kept) == ContextStore.KEEP and f"{versions[-1]}.parquet" in kept
+
+
+def test_a_lookup_context_field_joins_the_table_into_the_model_features() -> None:
+    import lightgbm as lgb
+    import numpy as np
+
+    from decisioning.model import ModelBundle, ModelManifest, sha256_text
+
+    attrs = [*SMALL["profile"]["attributes"], {"name": "zip", "type": "numeric"}]
+    cfg = config_from_dict(
+        {
+            **SMALL,
+            "profile": {**SMALL["profile"], "attributes": attrs},
+            "context": [
+                {
+                    "name": "temp_c",
+                    "type": "numeric",
+                    "lookup": "context.weather[profile.zip].temp_c",
+                }
+            ],
+            "actions": [
+                {
+                    "id": "ice_cream",
+                    "group": "g",
+                    "channels": ["web"],
+                    "value": 1,
+                    "model": "propensity",
+                    "applicability": "coalesce(context.temp_c, 0) > 0",
+                },
+            ],  # fmt: skip
+            "context_tables": TABLES,
+        }
+    )
+    rng = np.random.default_rng(0)
+    temp = rng.uniform(-10, 35, 600)
+    y = (temp + rng.normal(0, 3, 600) > 15).astype(float)
+    ds = lgb.Dataset(temp.reshape(-1, 1), y, feature_name=["context_temp_c"])
+    params = {"objective": "binary", "verbose": -1, "num_threads": 1, "min_data_in_leaf": 5}
+    text = lgb.train(params, ds, num_boost_round=20).model_to_string()
+    manifest = ModelManifest("propensity", 1, ["context_temp_c"], sha256_text(text), {})
+    shard = Shard(0, cfg, [ModelBundle.verified(manifest, text)], clock=Clock())
+    shard.apply_events(
+        [
+            {"customer_id": z, "type": "profile_update", "ts": NOW, "properties": {"zip": zip_}}
+            for z, zip_ in (("hot", 1), ("cold", 2))
+        ]
+    )
+    _push(shard, _weather([(1, 30.0, "dry"), (2, -5.0, "snow")]))
+
+    def first(cid: str, **request: Any) -> dict[str, Any]:
+        d = shard.decide({"customer_id": cid, "channel": "web", "explain": True, **request})
+        return d["explanation"][0]
+
+    hot, cold = first("hot"), first("cold")
+    assert hot["eligible"] and hot["propensity"] > 0.8  # 30 °C from the table
+    assert not cold["eligible"] and cold["values"] == {"context.temp_c": -5.0}
+    # a value in the request wins over the lookup
+    assert first("cold", context={"temp_c": 28.0})["propensity"] > 0.8
