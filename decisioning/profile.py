@@ -24,7 +24,7 @@ import math
 import mmap
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -39,6 +39,25 @@ CONSENT = "consent"
 _NEVER = np.iinfo(np.int32).min + 1
 _U16_MAX = 65535
 _CLEAR = {"count": 0.0, "sum": 0.0, "min": math.inf, "max": -math.inf}
+LAYOUT = 2  # of the columns behind a profile schema (2: every `last` keeps its ts)
+
+
+class RowState(NamedTuple):
+    """One customer's row of each state matrix (copies)."""
+
+    f32: np.ndarray
+    f64: np.ndarray
+    i32: np.ndarray
+    u16: np.ndarray
+
+
+def _advance_row(clock: _Clock, f32: np.ndarray, u16: np.ndarray, last: int, e: int) -> None:
+    """Empty the buckets of epochs last+1 .. e of one row, for one bucket width."""
+    ks = np.arange(max(last + 1, e - clock.max_buckets + 1), e + 1)
+    if clock.f32_base.size:
+        f32[clock.f32_base[:, None] + ks % clock.f32_b[:, None]] = clock.f32_clear[:, None]
+    if clock.u16_base.size:
+        u16[clock.u16_base[:, None] + ks % clock.u16_b[:, None]] = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +151,11 @@ class ProfileSchema:
         self.max_age = p.max_age
         # what a snapshot's columns mean: same attributes, aggregates and channels
         layout = json.dumps(
-            [config.channels, p.model_dump(mode="json", exclude={"max_future", "max_age"})],
+            [
+                LAYOUT,
+                config.channels,
+                p.model_dump(mode="json", exclude={"max_future", "max_age"}),
+            ],
             sort_keys=True,
         )
         self.layout_key = hashlib.sha256(layout.encode()).hexdigest()[:16]
@@ -178,9 +201,8 @@ class ProfileSchema:
             elif spec.kind == "decayed_count":
                 # "never" is -inf, so a read decays it to 0 with no special case
                 self.aggs.append(_Agg(spec, pos, col=add32(0.0), ts_col=add64(-math.inf)))
-            elif spec.kind == "last":
-                ts_col = add64() if spec.window is not None else -1
-                self.aggs.append(_Agg(spec, pos, col=add32(math.nan), ts_col=ts_col))
+            elif spec.kind == "last":  # the value of the latest event (by its ts)
+                self.aggs.append(_Agg(spec, pos, col=add32(math.nan), ts_col=add64()))
                 if spec.window is None:
                     simple_feat.append(pos)
                     simple_col.append(self.aggs[-1].col)
@@ -512,9 +534,7 @@ class ProfileStore:
             else:
                 f32[r, agg.col] += 2.0 ** (-(prev_t - t) / hl)
         elif kind == "last":
-            if agg.ts_col < 0:
-                f32[r, agg.col] = v
-            elif not f64[r, agg.ts_col] > t:
+            if not f64[r, agg.ts_col] > t:
                 f32[r, agg.col], f64[r, agg.ts_col] = v, t
         elif agg.ep_col < 0:
             cur = f32[r, agg.col]
@@ -554,14 +574,77 @@ class ProfileStore:
     def _advance(self, r: int, ep_col: int, last: int, e: int) -> None:
         """Move a clock on from epoch `last` to `e`: empty the buckets of epochs
         last+1 .. e in every window of that bucket width."""
-        clock = self.schema.clocks[ep_col]
-        ks = np.arange(max(last + 1, e - clock.max_buckets + 1), e + 1)
-        f32, u16 = self.f32[r], self.u16[r]
-        if clock.f32_base.size:
-            f32[clock.f32_base[:, None] + ks % clock.f32_b[:, None]] = clock.f32_clear[:, None]
-        if clock.u16_base.size:
-            u16[clock.u16_base[:, None] + ks % clock.u16_b[:, None]] = 0
+        _advance_row(self.schema.clocks[ep_col], self.f32[r], self.u16[r], last, e)
         self.i32[r, ep_col] = e
+
+    def take(self, customer_id: str) -> RowState | None:
+        """A copy of a customer's state (for a merge), or None if unknown."""
+        r = self.ids.get(customer_id)
+        if r is None:
+            return None
+        return RowState(
+            self.f32[r].copy(), self.f64[r].copy(), self.i32[r].copy(), self.u16[r].copy()
+        )
+
+    def merge(self, customer_id: str, other: RowState) -> None:
+        """Fold another profile of the same person into this customer's, per kind, as
+        if one profile had received both event streams: counts and sums add, min and
+        max combine, `last` and time-since take the latest, decayed counts decay to the
+        later time and add, windows align their clocks and combine bucket by bucket.
+        Attributes stay unless unset here; consent takes the stricter (no, then
+        unknown, then yes)."""
+        s = self.schema
+        r = self.row(customer_id)
+        d32, d64, di, d16 = self.f32[r], self.f64[r], self.i32[r], self.u16[r]
+        a32, a64, ai, a16 = (x.copy() for x in other)
+        for ep, clock in s.clocks.items():  # both windows' clocks to the later epoch
+            e = max(int(di[ep]), int(ai[ep]))
+            if int(di[ep]) < e:
+                self._advance(r, ep, int(di[ep]), e)
+            if int(ai[ep]) < e:
+                _advance_row(clock, a32, a16, int(ai[ep]), e)
+                ai[ep] = e
+        for agg in s.aggs:
+            kind, c, t = agg.spec.kind, agg.col, agg.ts_col
+            if kind == "time_since":
+                d64[t] = np.fmax(d64[t], a64[t])
+            elif kind == "decayed_count":
+                late = max(d64[t], a64[t])
+                if late == -math.inf:
+                    continue
+                hl = agg.spec.half_life or 1.0
+                d32[c] = d32[c] * 2.0 ** (-(late - d64[t]) / hl) + a32[c] * 2.0 ** (
+                    -(late - a64[t]) / hl
+                )
+                d64[t] = late
+            elif kind == "last":
+                if a64[t] > d64[t] or (math.isnan(d64[t]) and not math.isnan(a64[t])):
+                    d32[c], d64[t] = a32[c], a64[t]
+            elif agg.ep_col < 0:
+                if kind in ("count", "sum"):
+                    d32[c] += a32[c]
+                elif kind == "min":
+                    d32[c] = np.fmin(d32[c], a32[c])
+                else:
+                    d32[c] = np.fmax(d32[c], a32[c])
+            else:
+                b = slice(c, c + agg.spec.buckets)
+                if kind == "count":
+                    d16[b] = np.minimum(d16[b].astype(np.int64) + a16[b], _U16_MAX)
+                elif kind == "sum":
+                    d32[b] += a32[b]
+                elif kind == "min":
+                    d32[b] = np.minimum(d32[b], a32[b])
+                else:
+                    d32[b] = np.maximum(d32[b], a32[b])
+        for col in s.attr_col.values():
+            if math.isnan(d32[col]):
+                d32[col] = a32[col]
+        for col in s.consent_col.values():
+            x, y = d32[col], a32[col]
+            d32[col] = (
+                0.0 if (x == 0 or y == 0) else (math.nan if math.isnan(x) or math.isnan(y) else 1.0)
+            )
 
     def features(self, customer_id: str, now: float) -> np.ndarray:
         """The profile feature vector (float64, schema order) as of `now`."""
