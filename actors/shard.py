@@ -36,7 +36,14 @@ from decisioning.config import OUTBOUND, Config
 from decisioning.contacts import ContactLog, Limits, Policies
 from decisioning.context_tables import ContextTable
 from decisioning.decision_log import DecisionLog
-from decisioning.errors import Backlogged, InvalidInput, ModelError, NextbestError, NotFound
+from decisioning.errors import (
+    Backlogged,
+    InvalidInput,
+    ModelError,
+    Moved,
+    NextbestError,
+    NotFound,
+)
 from decisioning.exploration import Explorer
 from decisioning.features import FeaturePlan
 from decisioning.fencing import Fenced, Owner
@@ -49,7 +56,7 @@ from decisioning.model import (
     scorer_for,
 )
 from decisioning.outbound import Message, Outbox, Timers
-from decisioning.profile import Event, ProfileSchema, ProfileStore, event_from_wire
+from decisioning.profile import Event, ProfileSchema, ProfileStore, RowState, event_from_wire
 from decisioning.rules import Env
 from decisioning.slots import bucket, slot_of
 from decisioning.wal import Replay, Wal, replay
@@ -208,6 +215,8 @@ class Shard:
         self.timers = Timers()  # trigger timers (not_followed_by)
         self.outbox = Outbox(config.delivery.max_backlog)  # what triggers chose, undelivered
         self.tables: dict[str, ContextTable] = {}  # external context tables, by name
+        self.aliases: dict[str, str] = {}  # identifier -> canonical id (this shard's slots)
+        self.forwards: dict[str, str] = {}  # merged customer id -> the one it became
         self._staged_tables: dict[str, ContextTable] = {}
         for bundle in models:
             self.models[bundle.manifest.name] = self._load(bundle)
@@ -227,6 +236,8 @@ class Shard:
         if inherit.snapshot is not None:
             st = snapshot.read(log_dir, inherit.snapshot, self.schema.layout_key)
             self.store.load(st.id_blob, st.id_ends, st.matrices)
+            for kind, key, target in st.identity:  # (before decisions: forwards matter)
+                (self.aliases if kind == "alias" else self.forwards)[key] = target
             for did, (cid, actions, ts, channel, placement, version) in st.decisions:
                 self._track(did, _Record(cid, tuple(actions), ts, channel, placement, version))
             self.seen = OrderedDict.fromkeys(st.seen)
@@ -273,12 +284,27 @@ class Shard:
         elif kind == "x":
             self._forget(body)
             self._erase_logs(body)
+        elif kind == "X":
+            self._forget_identity(body)
+        elif kind == "D":
+            self.store.erase(body)
+            self.contacts.forget(body)
+            self.timers.drop_customer(body)
+            self.recent.pop(body, None)
         elif kind == "T":  # a trigger timer set (due, armed at) or cleared (None)
             cid, trigger, due, armed = body
             if due is None:
                 self.timers.clear(cid, trigger)
             else:
                 self.timers.set(cid, trigger, due, armed)
+        elif kind == "L":  # an identifier linked (or unlinked: None)
+            alias, target = body
+            self._set(self.aliases, alias, target)
+        elif kind == "F":  # a merged customer's forward pointer
+            merged, target = body
+            self._set(self.forwards, merged, target)
+        elif kind == "M":  # another profile folded into this one
+            self._fold(*body)
         elif kind == "o":
             self.outbox.add(Message.of(body))
         elif kind == "k":
@@ -343,6 +369,8 @@ class Shard:
             contacts=self.contacts.rows(),
             timers=self.timers.rows(),
             outbound=[m.row() for m in self.outbox.messages()],
+            identity=[("alias", a, c) for a, c in self.aliases.items()]
+            + [("forward", m, c) for m, c in self.forwards.items()],
         )
         self._changed = False
         self._snapshot_at = time.monotonic()
@@ -400,6 +428,7 @@ class Shard:
         h.update(repr(sorted(self.contacts.rows())).encode())
         h.update(repr(sorted(self.timers.rows())).encode())
         h.update(repr([m.row() for m in self.outbox.messages()]).encode())
+        h.update(repr((sorted(self.aliases.items()), sorted(self.forwards.items()))).encode())
         return h.hexdigest()
 
     def stop(self) -> dict[str, Any]:
@@ -446,6 +475,7 @@ class Shard:
         """Check all, drop duplicates, log, apply: acked events are never lost or doubled."""
         for e in events:
             self.schema.check_event(e, now)
+            self._here(e.customer_id)
         fresh = self._fresh(events)
         if fresh:
             triggers = self.catalog.triggers_on if self.catalog.triggers else None
@@ -473,6 +503,119 @@ class Shard:
                 self._on_event(e, crossing)
             self._remember(fresh)
         return fresh
+
+    # -- identity ------------------------------------------------------------------------
+
+    @staticmethod
+    def _set(d: dict[str, str], key: str, target: str | None) -> None:
+        if target is None:
+            d.pop(key, None)
+        else:
+            d[key] = target
+
+    def _survivor(self, customer_id: str) -> str:
+        """Where a merged customer went (following merges of merges on this shard)."""
+        seen = {customer_id}
+        while customer_id in self.forwards:
+            customer_id = self.forwards[customer_id]
+            if customer_id in seen:
+                break
+            seen.add(customer_id)
+        return customer_id
+
+    def _here(self, customer_id: str) -> None:
+        """Raise Moved for a customer merged into another (the caller asks there)."""
+        target = self.forwards.get(customer_id)
+        if target is not None:
+            raise Moved(customer_id, target)
+
+    def resolve(self, alias: str) -> str | None:
+        """The canonical customer id an identifier is linked to (None: not linked)."""
+        return self.aliases.get(alias)
+
+    def link(self, alias: str, customer_id: str) -> dict[str, Any]:
+        """Link an identifier to a customer (a later link moves it: the newest wins)."""
+        previous = self.aliases.get(alias)
+        if previous != customer_id:
+            self.aliases[alias] = customer_id
+            self._log(("L", [alias, customer_id]))
+        return {"alias": alias, "customer_id": customer_id, "previous": previous}
+
+    def freeze(self, merged: str, survivor: str) -> dict[str, Any]:
+        """First step of a merge, on the merged customer's shard: from now on requests
+        for `merged` are sent to `survivor` (Moved); returns its state to fold there.
+        Repeating it returns the same state (the row stays until drop_merged)."""
+        if self.forwards.get(merged) != survivor:
+            self.forwards[merged] = survivor
+            self._log(("F", [merged, survivor]))
+        state = self.store.take(merged)
+        return {
+            "known": state is not None,
+            "state": None if state is None else [a.tobytes() for a in state],
+            "contacts": [list(e) for e in self.contacts.entries.get(merged, ())],
+        }
+
+    def absorb(self, survivor: str, merge_id: str, frozen: dict[str, Any]) -> bool:
+        """Second step, on the survivor's shard: fold the frozen state in, once per
+        merge id (a retried merge folds nothing twice)."""
+        self._here(survivor)
+        key = _idem_key(f"merge:{merge_id}")
+        if key in self.seen:
+            return False
+        record = [survivor, merge_id, frozen["state"], frozen["contacts"]]
+        self._log(("M", record))
+        self._fold(*record)
+        return True
+
+    def _fold(
+        self, survivor: str, merge_id: str, state: list[bytes] | None, contacts: list[Any]
+    ) -> None:
+        if state is not None:
+            arrays = [
+                np.frombuffer(b, dtype=dt).copy()
+                for b, dt in zip(state, (np.float32, np.float64, np.int32, np.uint16), strict=True)
+            ]
+            self.store.merge(survivor, RowState(*arrays))
+        if contacts and self.policies.active:
+            self.contacts.load([(survivor, *row) for row in contacts])
+        key = _idem_key(f"merge:{merge_id}")
+        self.seen[key] = None
+
+    def drop_merged(self, merged: str) -> bool:
+        """Last step, on the merged customer's shard: its row goes (the forward pointer
+        stays, so requests for it reach the survivor)."""
+        known = self.store.erase(merged)
+        self.contacts.forget(merged)
+        self.timers.drop_customer(merged)
+        self.recent.pop(merged, None)  # its decisions stay tracked, for late outcomes
+        if known:
+            self._log(("D", merged))
+        return known
+
+    def identity_of(self, key: str) -> dict[str, Any]:
+        """What this shard knows of an id or identifier: its link, its forward pointer,
+        and the identifiers linked to it here."""
+        return {
+            "linked_to": self.aliases.get(key),
+            "merged_into": self.forwards.get(key),
+            "aliases": sorted(a for a, c in self.aliases.items() if c == key),
+        }
+
+    def forget_identity(self, customer_id: str) -> int:
+        """Erasure: every link to or from the customer, and forward pointers, here."""
+        n = self._forget_identity(customer_id)
+        if n:
+            self._log(("X", customer_id))
+        return n
+
+    def _forget_identity(self, customer_id: str) -> int:
+        gone = [a for a, c in self.aliases.items() if c == customer_id or a == customer_id]
+        for a in gone:
+            del self.aliases[a]
+        fw = [m for m, c in self.forwards.items() if c == customer_id or m == customer_id]
+        for m in fw:
+            del self.forwards[m]
+        return len(gone) + len(fw)
 
     # -- triggers ------------------------------------------------------------------------
 
@@ -610,7 +753,9 @@ class Shard:
     def apply_events(self, events: list[dict[str, Any]]) -> int:
         """Apply a batch of events: all are checked before any is applied."""
         batch = [event_from_wire(e) for e in events]
-        self.counters["events"] += len(self._apply(batch, self.clock()))
+        fresh = self._apply(batch, self.clock())
+        self.counters["events"] += len(fresh)
+        self._count_outcomes(fresh)  # (outcomes forwarded after a merge; as replay does)
         return len(batch)
 
     # -- decisions -----------------------------------------------------------------------
@@ -619,6 +764,7 @@ class Shard:
         """Decide for one customer; applies the request's triggering event first."""
         cfg = self.config.decisioning
         customer_id = request["customer_id"]
+        self._here(customer_id)
         channel = request["channel"]
         outbound = channel == OUTBOUND
         if outbound and not cfg.outbound.channels:
@@ -786,7 +932,7 @@ class Shard:
     def _track(self, decision_id: str, record: _Record) -> None:
         self.decisions[decision_id] = record
         keep = self.config.decisioning.recent_decisions
-        if keep:
+        if keep and record.customer_id not in self.forwards:  # (merged away: no row)
             self.store.row(record.customer_id)
             recent = self.recent.setdefault(record.customer_id, [])
             recent.append(decision_id)
@@ -806,9 +952,14 @@ class Shard:
         """Check outcomes without recording them (first phase of a cross-shard batch)."""
         return len(self._outcome_events(outcomes))
 
-    def record_outcomes(self, outcomes: list[dict[str, Any]]) -> int:
-        """Record outcomes of earlier decisions; all are checked before any is applied."""
+    def record_outcomes(self, outcomes: list[dict[str, Any]]) -> int | dict[str, Any]:
+        """Record outcomes of earlier decisions; all are checked before any is applied.
+        Outcomes of a customer merged away since come back as events for the survivor
+        (`{"accepted": n, "forward": [...]}`), which the caller applies there."""
         events = self._outcome_events(outcomes)
+        moved = [e for e in events if e.customer_id in self.forwards]
+        if moved:
+            events = [e for e in events if e.customer_id not in self.forwards]
         fresh = self._apply(events, None)
         self.counters["outcomes"] += len(fresh)
         self._count_outcomes(fresh)
@@ -829,6 +980,18 @@ class Shard:
                 )
                 for e in fresh
             )
+        if moved:
+            forward = [
+                {
+                    "customer_id": self._survivor(e.customer_id),
+                    "type": e.type,
+                    "ts": e.ts,
+                    "properties": dict(e.properties),
+                    "event_id": e.event_id,
+                }
+                for e in moved
+            ]
+            return {"accepted": len(events) + len(moved), "forward": forward}
         return len(events)
 
     def _count_outcomes(self, events: list[Event]) -> None:
@@ -915,9 +1078,11 @@ class Shard:
         self.contacts.forget(customer_id)
         self.timers.drop_customer(customer_id)
         self.outbox.drop_customer(customer_id)  # not delivered after the erasure
+        self._forget_identity(customer_id)
         return known, len(gone)
 
     def get_profile(self, customer_id: str) -> dict[str, Any]:
+        self._here(customer_id)
         view = self.store.profile_view(customer_id, self.clock())
         view["recent_decisions"] = [
             self.decisions[i].to_wire(i) for i in self.recent.get(customer_id, ())

@@ -522,6 +522,7 @@ SCOPES = (
     "profiles:erase",
     "outbound",
     "context:write",
+    "identities:write",
     "admin",
 )
 Scope = Literal[
@@ -531,6 +532,7 @@ Scope = Literal[
     "profiles:erase",
     "outbound",
     "context:write",
+    "identities:write",
     "admin",
 ]
 
@@ -747,6 +749,21 @@ class ContextTableSpec(_Model):
     max_rows: int = Field(1_000_000, ge=1, description="Larger loads are refused.")
 
 
+class IdentitySpec(_Model):
+    """Identifiers besides the customer id (see README, Identity)."""
+
+    kinds: list[Ident] = Field(
+        default_factory=list,
+        description="Identifier kinds, e.g. [email_hash, device_id, cookie_id, phone_hash]: "
+        "'<kind>:<value>' may stand wherever a customer id goes.",
+    )
+    links: dict[str, list[Ident]] = Field(
+        default_factory=dict,
+        description="Per event type, the properties naming identifiers that the event "
+        "links to its customer, e.g. {login: [cookie_id, device_id]}.",
+    )
+
+
 class Config(_Model):
     """The whole nextbest config file."""
 
@@ -770,6 +787,9 @@ class Config(_Model):
     )
     delivery: DeliverySpec = Field(
         default_factory=DeliverySpec, description="Outbound queue and sinks."
+    )
+    identity: IdentitySpec = Field(
+        default_factory=IdentitySpec, description="Identifiers and how events link them."
     )
 
     @model_validator(mode="after")
@@ -827,6 +847,13 @@ class Config(_Model):
                 )
             if t.channel != OUTBOUND and t.channel not in self.channels:
                 raise ValueError(f"trigger {t.id!r}: unknown channel {t.channel!r}")
+        for event, kinds in self.identity.links.items():
+            stray_kinds = sorted(set(kinds) - set(self.identity.kinds))
+            if stray_kinds:
+                raise ValueError(
+                    f"identity.links.{event} names unknown identifier kinds: "
+                    f"{', '.join(stray_kinds)} (add them to identity.kinds)"
+                )
         sunk = sorted(set(self.delivery.sinks) - set(self.channels))
         if sunk:
             raise ValueError(f"delivery.sinks names unknown channels: {', '.join(sunk)}")

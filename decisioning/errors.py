@@ -6,6 +6,7 @@
      ├── InvalidInput         a request or event is malformed          (code, field)
      │    └── NotFound        it names something that does not exist   (code)
      ├── Backlogged           the outbound queue is full; retry later  (code)
+     ├── Moved                the customer was merged into another     (target)
      └── ModelError           a model is refused; the serving model stays
           ├── ModelIntegrityError   the file does not match its manifest
           └── ModelIncompatible     the shard cannot build its features
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 __all__ = [
     "Backlogged",
+    "Moved",
     "ConfigError",
     "InvalidInput",
     "ModelError",
@@ -94,6 +96,18 @@ class Backlogged(NextbestError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class Moved(NextbestError):
+    """The customer was merged into `target`: ask the target's shard instead."""
+
+    code = "moved"
+
+    def __init__(self, customer_id: str, target: str) -> None:
+        super().__init__(f"{customer_id} was merged into another customer")
+        self.message = str(self)
+        self.customer = customer_id
+        self.target = target
 
 
 class ModelError(NextbestError):

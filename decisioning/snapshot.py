@@ -53,6 +53,8 @@ class State:
     timers: list[tuple[str, str, float, float]] = field(default_factory=list)
     # undelivered messages: (id, customer_id, channel, trigger, ts, decision)
     outbound: list[list[Any]] = field(default_factory=list)
+    # identity: ("alias", alias, canonical) and ("forward", merged, survivor)
+    identity: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def name(seq: int, generation: int) -> str:
@@ -164,6 +166,17 @@ def write(directory: str, state: State, generation: int = 0) -> str:
         }
     )
     _write_table(os.path.join(tmp, "outbound.arrow"), outbound)
+    ident: list[tuple[Any, ...]] = (
+        list(zip(*state.identity, strict=True)) if state.identity else [()] * 3
+    )
+    identity = pa.table(
+        {
+            "kind": pa.array(ident[0], type=pa.string()),
+            "key": pa.array(ident[1], type=pa.string()),
+            "target": pa.array(ident[2], type=pa.string()),
+        }
+    )
+    _write_table(os.path.join(tmp, "identity.arrow"), identity)
     fsync_path(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.rename(tmp, final)
@@ -206,6 +219,10 @@ def read(directory: str, snapshot: str, layout_key: str) -> State:
         if os.path.exists(os.path.join(path, "timers.arrow")):
             t = _read_table(os.path.join(path, "timers.arrow")).to_pydict()
             timers = list(zip(t["customer_id"], t["trigger"], t["due"], t["armed"], strict=True))
+        identity: list[tuple[str, str, str]] = []
+        if os.path.exists(os.path.join(path, "identity.arrow")):
+            ii = _read_table(os.path.join(path, "identity.arrow")).to_pydict()
+            identity = list(zip(ii["kind"], ii["key"], ii["target"], strict=True))
         outbound: list[list[Any]] = []
         if os.path.exists(os.path.join(path, "outbound.arrow")):
             o = _read_table(os.path.join(path, "outbound.arrow")).to_pydict()
@@ -265,4 +282,5 @@ def read(directory: str, snapshot: str, layout_key: str) -> State:
         contacts=contacts,
         timers=timers,
         outbound=outbound,
+        identity=identity,
     )

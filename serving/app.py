@@ -28,6 +28,7 @@ from decisioning.loader import load_config
 from decisioning.profile import ProfileSchema, event_from_wire
 from serving.admin import ADMIN_BODIES, ADMIN_PATHS, AdminRoutes, on_channel_port
 from serving.auth import KeyRing
+from serving.identity import MAX_HOPS, Identities, is_error
 from serving.openapi import install_openapi
 from serving.responses import RETRY_AFTER, core_error, fail, install_error_handlers, reply
 from serving.wire import (
@@ -72,6 +73,7 @@ def _bodies(wire: WireModels) -> dict[str, tuple[type, bool]]:
         "/v1/decide": (wire.DecideIn, False),
         "/v1/outcomes": (wire.OutcomeIn, True),
         "/v1/outbound/ack": (wire.OutboundAckIn, False),
+        "/v1/identities/merge": (wire.MergeIn, False),
         **ADMIN_BODIES,
     }
 
@@ -141,6 +143,7 @@ class Ingress:
         )
         _BODIES.update(_bodies(self.wire))  # /openapi.json shows the configured limits
         self.router = ShardRouter(config)
+        self.ident = Identities(config, self.router)
         self.keys = KeyRing(config.auth)
         self.admin_here = on_channel_port(config)
         self.admin = AdminRoutes(self.router.supervisor)
@@ -182,7 +185,7 @@ class Ingress:
         data = await self._body(request)
         items = _one_or_many(data, self.wire.EventIn, self.max_batch)
         now = time.time()
-        by_shard: dict[int, list[dict[str, Any]]] = {}
+        wires: list[dict[str, Any]] = []
         for i, ev in enumerate(items):
             wire = ev.model_dump()
             if wire["ts"] is None:
@@ -195,14 +198,47 @@ class Ingress:
                 return fail(
                     request, status_of(e), getattr(e, "code", "invalid_field"), str(e), field
                 )
-            by_shard.setdefault(self.router.shard_of(wire["customer_id"]), []).append(wire)
-        results = await self.router.call_all(
-            [(s, "apply_events", evs) for s, evs in by_shard.items()]
-        )
-        for r in results:
-            if (resp := core_error(request, r)) is not None:
+            wires.append(wire)
+        result = await self._apply(request, wires)
+        if isinstance(result, Response):
+            return result
+        for alias, customer in await self.ident.linked_by(wires):  # e.g. a login
+            linked = await self.ident.link(alias, customer)
+            if (resp := core_error(request, linked)) is not None:
                 return resp
-        return reply(request, {"accepted": sum(results)})
+        return reply(request, {"accepted": result})
+
+    async def _apply(self, request: Request, wires: list[dict[str, Any]]) -> int | Response:
+        """Apply checked events: identifiers resolved to their customers, merged
+        customers followed to where they went (a shard applies nothing of a batch that
+        names a merged customer: it answers `moved`, and that part goes again)."""
+        if self.ident.kinds:
+            aliases = {w["customer_id"] for w in wires if self.ident.is_alias(w["customer_id"])}
+            resolved = {a: await self.ident.canonical(a) for a in aliases}
+            for w in wires:
+                w["customer_id"] = resolved.get(w["customer_id"], w["customer_id"])
+        pending: dict[int, list[dict[str, Any]]] = {}
+        for w in wires:
+            pending.setdefault(self.router.shard_of(w["customer_id"]), []).append(w)
+        accepted = 0
+        for _ in range(MAX_HOPS + 1):
+            calls = list(pending.items())
+            results = await self.router.call_all([(s, "apply_events", evs) for s, evs in calls])
+            pending = {}
+            for (_, evs), r in zip(calls, results, strict=True):
+                if is_error(r, "moved"):
+                    gone, target = r["error"]["customer"], r["error"]["target"]
+                    for w in evs:
+                        if w["customer_id"] == gone:
+                            w["customer_id"] = target
+                        pending.setdefault(self.router.shard_of(w["customer_id"]), []).append(w)
+                elif (resp := core_error(request, r)) is not None:
+                    return resp
+                else:
+                    accepted += r
+            if not pending:
+                return accepted
+        raise WireError(503, "shard_unavailable", "merges are still moving these customers")
 
     @fastapi_app.post("/v1/decide", tags=["decisions"], summary="Decide the next best actions")
     async def decide(self, request: Request) -> Response:
@@ -218,7 +254,10 @@ class Ingress:
         wire = req.model_dump()
         if wire["event"] is not None and wire["event"]["ts"] is None:
             wire["event"]["ts"] = time.time()
-        result = await self.router.call(self.router.shard_of(req.customer_id), "decide", wire)
+        customer = await self.ident.canonical(req.customer_id)
+        result, _ = await self.ident.call(
+            customer, "decide", lambda c: ({**wire, "customer_id": c},)
+        )
         return core_error(request, result) or reply(request, result)
 
     @fastapi_app.post("/v1/outcomes", tags=["decisions"], summary="Report outcomes of decisions")
@@ -241,10 +280,20 @@ class Ingress:
                 if (resp := core_error(request, r)) is not None:
                     return resp
         results = await self.router.call_all([(s, "record_outcomes", os_) for s, os_ in calls])
+        accepted, forward = 0, []
         for r in results:
             if (resp := core_error(request, r)) is not None:
                 return resp
-        return reply(request, {"accepted": sum(results)})
+            if isinstance(r, dict):  # outcomes of customers merged away since
+                accepted += r["accepted"]
+                forward += r["forward"]
+            else:
+                accepted += r
+        if forward:
+            applied = await self._apply(request, forward)
+            if isinstance(applied, Response):
+                return applied
+        return reply(request, {"accepted": accepted})
 
     @fastapi_app.get(
         "/v1/outbound",
@@ -400,10 +449,8 @@ class Ingress:
     @fastapi_app.get("/v1/profiles/{customer_id}", tags=["profiles"], summary="A live profile")
     async def profile(self, customer_id: str, request: Request) -> Response:
         self._allow(request, "profiles:read")
-        customer_id = self._path_id(customer_id)
-        result = await self.router.call(
-            self.router.shard_of(customer_id), "get_profile", customer_id
-        )
+        customer_id = await self.ident.canonical(self._path_id(customer_id))
+        result, _ = await self.ident.call(customer_id, "get_profile", lambda c: (c,))
         return core_error(request, result) or reply(request, result)
 
     @fastapi_app.delete("/v1/profiles/{customer_id}", tags=["profiles"], summary="Erase a customer")
@@ -411,11 +458,37 @@ class Ingress:
         """Forget the customer: profile and decisions at once; the WAL segments and
         snapshots that held them are deleted by a snapshot that starts now."""
         self._allow(request, "profiles:erase")
-        customer_id = self._path_id(customer_id)
-        result = await self.router.call(
-            self.router.shard_of(customer_id), "erase_profile", customer_id
-        )
+        asked = self._path_id(customer_id)
+        customer_id = await self.ident.canonical(asked)
+        result, customer_id = await self.ident.call(customer_id, "erase_profile", lambda c: (c,))
+        if (resp := core_error(request, result)) is not None:
+            return resp
+        if self.ident.kinds or customer_id != asked:  # its links and merges go too
+            for gone in {asked, customer_id}:
+                await self.ident.forget(gone)
+        return reply(request, result)
+
+    @fastapi_app.post(
+        "/v1/identities/merge", tags=["identity"], summary="Merge two profiles of one person"
+    )
+    async def merge(self, request: Request) -> Response:
+        """Fold `merged` into `survivor`: aggregates combined per kind, contact history
+        joined, the stricter consent kept; `merged` forwards to `survivor` from then on,
+        and the merge is written to the identity audit log."""
+        self._allow(request, "identities:write")
+        req = validate(self.wire.MergeIn, await self._body(request))
+        result = await self.ident.merge(req.survivor, req.merged)
         return core_error(request, result) or reply(request, result)
+
+    @fastapi_app.get(
+        "/v1/identities/{key}", tags=["identity"], summary="Who an id or identifier is"
+    )
+    async def identity(self, key: str, request: Request) -> Response:
+        self._allow(request, "profiles:read")
+        key = self._path_id(key)
+        info = await self.ident.describe(key)
+        info["merges"] = await self.router.supervisor_call("identity_audit", info["customer_id"])
+        return reply(request, info)
 
     @fastapi_app.get("/v1/models", tags=["models"], summary="Models served by every shard")
     async def models(self, request: Request) -> Response:

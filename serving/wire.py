@@ -189,6 +189,13 @@ class WireModels:
                 Field(min_length=1, max_length=1000),
             ] = Field(description="Ids of delivered messages (the decision ids).")
 
+        class MergeIn(_Wire):
+            """POST /v1/identities/merge: two profiles that are one person."""
+
+            survivor: Id = Field(description="The customer (or identifier) that stays.")
+            merged: Id = Field(description="The customer (or identifier) folded into it.")
+
+        self.MergeIn = MergeIn
         self.EventBody, self.EventIn = EventBody, EventIn
         self.DecideIn, self.OutcomeIn = DecideIn, OutcomeIn
         self.OutboundAckIn = OutboundAckIn

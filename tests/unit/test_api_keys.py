@@ -91,7 +91,7 @@ def test_demo_key_is_made_once_private_and_has_every_scope(tmp_path: Path) -> No
     assert key is not None and served.auth.keys[0].sha256 == sha256_hex(key)
     assert set(served.auth.keys[0].scopes) == {
         "events:write", "decide", "profiles:read", "profiles:erase", "outbound",
-        "context:write", "admin",
+        "context:write", "identities:write", "admin",
     }  # fmt: skip
     path = tmp_path / "demo-api-key"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
