@@ -615,6 +615,11 @@ class Shard:
         fw = [m for m, c in self.forwards.items() if c == customer_id or m == customer_id]
         for m in fw:
             del self.forwards[m]
+            if m != customer_id:  # merged into the erased customer: the same person
+                for d in [d for d, r in self.decisions.items() if r.customer_id == m]:
+                    del self.decisions[d]
+                self.recent.pop(m, None)
+                self._erase_logs(m)
         return len(gone) + len(fw)
 
     # -- triggers ------------------------------------------------------------------------

@@ -143,6 +143,19 @@ def http_figures(cfg: Config, seconds: float, connections: int, say: Any) -> lis
     ]
     top, half = _measure(port, "/v1/decide", bodies, "application/json", seconds, connections)
     rows += [_step("decide max", top, floor), _step("decide @ half max", half, floor_half)]
+    by_cookie = [
+        json.dumps(
+            {
+                "customer_id": f"cookie_id:k-{c}",
+                "channel": "web",
+                "placement": "home_hero",
+                "limit": 3,
+            }
+        ).encode()
+        for c in customers
+    ]  # linked to the customers by a login each (see run): one more shard call to resolve
+    top, _ = _measure(port, "/v1/decide", by_cookie, "application/json", seconds / 2, connections)
+    rows.append(_step("decide by identifier max", top, floor))
     mp = [msgpack.packb({"customer_id": c, "channel": "web", "limit": 3}) for c in customers]
     top, _ = _measure(port, "/v1/decide", mp[:200], "application/msgpack", seconds / 2, connections)
     rows.append(_step("decide msgpack max", top, floor))
@@ -416,6 +429,12 @@ def run(
         with httpx.Client(base_url=url, timeout=60, headers=BENCH_HEADERS) as c:
             for batch in event_batches(live.events):
                 c.post("/v1/events", json=batch).raise_for_status()
+            logins = [
+                {"customer_id": f"c-{i}", "type": "login", "properties": {"cookie_id": f"k-c-{i}"}}
+                for i in range(1000)
+            ]
+            for i in range(0, len(logins), 100):
+                c.post("/v1/events", json=logins[i : i + 100]).raise_for_status()
         rows = http_figures(cfg, seconds, connections, say)
         nb_server.stop(cfg)
     finally:
@@ -428,6 +447,8 @@ def run(
     actor["logged_p99_us"] = logged["p99_us"]
     say("eligibility rules of 100 actions …")
     actor["rules"] = rule_figures(cfg)
+    say("events with and without a trigger …")
+    actor["triggers"] = trigger_figures(cfg)
     say(f"memory per profile ({profiles:,} profiles) …")
     mem = memory_per_profile(cfg, profiles)
     say(f"snapshot and recovery of a shard of {profiles:,} profiles …")
@@ -484,6 +505,8 @@ def report(r: dict[str, Any]) -> str:
         f"eligibility rules of {a['rules']['actions']} actions for one customer: "
         f"{a['rules']['rules_us']:.0f} µs (compiled once at load in "
         f"{a['rules']['compile_ms']:.0f} ms)",
+        f"an event that a crossing trigger watches: {a['triggers']['watched_us']:.1f} µs to "
+        f"apply, against {a['triggers']['plain_us']:.1f} µs for one no trigger watches",
         f"with decision logging on: {a['logged_total_us']:.0f} µs mean, "
         f"{a['logged_p99_us']:.0f} µs p99 (the Parquet files are written by a thread)",
         f"memory: {m['total_bytes']:.0f} bytes/profile at {m['profiles']:,} profiles, "
@@ -502,6 +525,24 @@ def report(r: dict[str, Any]) -> str:
         f"{d['recovery_replay_s']:.2f} s), state identical (sha256)",
     ]
     return "\n".join(lines)
+
+
+def trigger_figures(cfg: Config, n: int = 5000) -> dict[str, float]:
+    """Applying an event that a crossing trigger watches (its condition read before and
+    after, not crossing: no decision) against one that no trigger watches, on a shard
+    in this process (mean µs per event)."""
+    shard = Shard(0, cfg)
+    now = time.time()
+
+    def per_event(kind: str) -> float:
+        events = [{"customer_id": f"t-{i % 100}", "type": kind, "ts": now} for i in range(n)]
+        t0 = time.perf_counter_ns()
+        for e in events:
+            shard.apply_events([e])
+        return (time.perf_counter_ns() - t0) / n / 1000
+
+    per_event("page_view")  # warm up, and profiles exist
+    return {"plain_us": per_event("page_view"), "watched_us": per_event("failed_login")}
 
 
 def rule_figures(cfg: Config, actions: int = 100, n: int = 2000) -> dict[str, float]:

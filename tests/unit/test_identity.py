@@ -119,3 +119,15 @@ def test_identity_settings_are_checked() -> None:
         config_from_dict(
             {**SMALL, "identity": {"kinds": ["cookie_id"], "links": {"login": ["device_id"]}}}
         )
+
+
+def test_erasing_the_survivor_erases_what_was_merged_into_it(tmp_path: Path) -> None:
+    a = Shard(0, _config(), clock=Clock(), log_dir=str(tmp_path))
+    a.decide({"customer_id": "old", "channel": "web"})
+    _merge(a, a, "old", "new")
+    a.erase_profile("new")
+    assert not [r for r in a.decisions.values() if r.customer_id in ("old", "new")]
+    a.flush()
+    again = Shard(0, _config(), clock=Clock(), log_dir=str(tmp_path))
+    assert again.state_digest() == a.state_digest()
+    assert "old" not in again.store.ids
