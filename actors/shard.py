@@ -636,11 +636,26 @@ class Shard:
                 out[t.id] = True
                 continue
             if env is None:
-                now = self.clock()
-                profile = self.store.features(e.customer_id, now).tolist()
-                env = Env(profile, {}, event={**e.properties, "type": e.type}, tables=self.tables)
+                vector = self.store.features(e.customer_id, self.clock())
+                env = Env(
+                    vector.tolist(),
+                    {},
+                    event={**e.properties, "type": e.type},
+                    tables=self.tables,
+                    scorer=lambda name, v=vector: self._customer_score(name, v),
+                )
             out[t.id] = t.when.holds(env)
         return out
+
+    def _customer_score(self, name: str, profile: np.ndarray) -> float | None:
+        """The champion `name`'s score for a customer, for a customer-level model (one
+        with no action, value or channel features; null for any other, and when no such
+        model is served)."""
+        m = self.models.get(name)
+        if m is None or m.plan.action_cols or m.plan.value_col >= 0 or m.plan.channel_col >= 0:
+            return None
+        x = m.plan.matrix(profile, self.catalog.actions[:1], [0.0], "", {})
+        return float(m.scorer.predict(x)[0])
 
     def _on_event(self, e: Event, before: dict[str, bool]) -> None:
         """After `e` is applied: cancel the timers it follows up, arm or fire the

@@ -117,6 +117,8 @@ def make_resolver(
             return FieldInfo(ns, name, name, "num" if kind == "numeric" else "str")
         if ns == "event" and allow_event:
             return FieldInfo(ns, name, name, "str" if name == "type" else "any")
+        if ns == "score" and allow_event:  # a customer-level model, scored on the event
+            return FieldInfo(ns, name, name, "num")
         if ns == "action" and name in _ACTION_FIELDS and allow_action:
             if name == "value" and not allow_action_value:
                 return None

@@ -2,7 +2,8 @@
 
 Syntax is a subset of Python expressions: numbers, strings, true/false/null, names in
 the namespaces `profile.x`, `consent.channel`, `context.x`, `action.x` (and `event.x` in
-trigger conditions), lookups in context tables (`context.weather[profile.zip].temp_c`), comparisons,
+trigger conditions, with `score.<model>` for a customer-level model's score), lookups
+in context tables (`context.weather[profile.zip].temp_c`), comparisons,
 `in`/`not in` with a list of constants, `and`/`or`/`not`, + - * / %, and the functions
 abs, min, max and coalesce. Everything else (calls, attributes, subscripts, lambdas,
 comprehensions, builtins, imports; subscripts other than a context-table lookup) is
@@ -28,7 +29,7 @@ from decisioning.errors import RuleError
 __all__ = ["Env", "FieldInfo", "Rule", "compile_rule"]
 
 MAX_EXPRESSION_CHARS = 4000
-NAMESPACES = ("profile", "consent", "context", "action", "event")
+NAMESPACES = ("profile", "consent", "context", "action", "event", "score")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,7 @@ class FieldInfo:
 class Env:
     """What a rule sees while it evaluates: the profile vector, the context, the action."""
 
-    __slots__ = ("action", "context", "event", "profile", "tables", "value")
+    __slots__ = ("action", "context", "event", "profile", "scorer", "tables", "value")
 
     def __init__(
         self,
@@ -54,6 +55,7 @@ class Env:
         action: Any = None,
         event: Mapping[str, Any] | None = None,
         tables: Mapping[str, Any] | None = None,
+        scorer: Callable[[str], float | None] | None = None,
     ) -> None:
         self.profile = profile
         self.context = context
@@ -61,6 +63,7 @@ class Env:
         self.value: float | None = None
         self.event = event if event is not None else {}
         self.tables = tables if tables is not None else {}  # name -> ContextTable
+        self.scorer = scorer  # model name -> the customer's score (trigger conditions)
 
 
 Fn = Callable[[Env], Any]
@@ -407,6 +410,9 @@ def _accessor(info: FieldInfo) -> Fn:
     if info.namespace == "event":
         prop = str(key)
         return lambda env: env.event.get(prop)
+    if info.namespace == "score":
+        model = str(key)
+        return lambda env: None if env.scorer is None else env.scorer(model)
     if info.namespace == "action":
         if key == "value":
             return lambda env: env.value

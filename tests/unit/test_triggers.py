@@ -220,3 +220,42 @@ def test_event_fields_only_in_trigger_conditions() -> None:
     with pytest.raises(ConfigError) as e:
         config_from_dict({**SMALL, "actions": actions})
     assert "unknown field 'event.amount'" in str(e.value)
+
+
+def test_a_customer_level_model_score_crossing_a_threshold_fires_once() -> None:
+    import lightgbm as lgb
+    import numpy as np
+
+    from decisioning.model import ModelBundle, ModelManifest, sha256_text
+
+    rng = np.random.default_rng(0)
+    views = rng.integers(0, 12, 800).astype(np.float64)
+    y = (views + rng.normal(0, 0.5, 800) >= 5).astype(float)
+    params = {"objective": "binary", "verbose": -1, "num_threads": 1, "min_data_in_leaf": 5}
+    booster = lgb.train(params, lgb.Dataset(views.reshape(-1, 1), y, feature_name=["views_all"]))
+    text = booster.model_to_string()
+    churn = ModelBundle.verified(
+        ModelManifest("churn", 1, ["views_all"], sha256_text(text), {}), text
+    )
+    trigger = {"id": "churn_risk", "event": "page_view", "when": "score.churn >= 0.5",
+               "crossing": True, "channel": "email"}  # fmt: skip
+    cfg = config_from_dict(
+        {**SMALL, "actions": ACTIONS, "triggers": [trigger],
+         "decisioning": {"default_propensity": 0.5}}
+    )  # fmt: skip
+    shard = Shard(0, cfg, [churn], clock=Clock())
+    fired = []
+    for i in range(12):
+        shard.apply_events([ev("page_view", NOW - 100 + i)])
+        fired.append(len(_queued(shard)))
+    assert fired[-1] == 1  # once, as the score crossed 0.5
+    crossed = fired.index(1)
+    scores = [float(booster.predict(np.array([[v]]))[0]) for v in (crossed, crossed + 1)]
+    assert scores[0] < 0.5 <= scores[1]  # at the view that took the score over
+    # without the model served, the score is null and nothing fires
+    idle = Shard(0, cfg, clock=Clock())
+    for i in range(12):
+        idle.apply_events([ev("page_view", NOW - 100 + i)])
+    assert _queued(idle) == []
+    with pytest.raises(ConfigError, match="unknown field 'score.churn'"):
+        config_from_dict({**SMALL, "actions": [{**ACTIONS[0], "eligibility": "score.churn > 1"}]})
