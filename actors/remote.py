@@ -349,13 +349,11 @@ class Supervisor:
             return _error(e)
         name = bundle.manifest.name
         native = self._native(bundle)
-        staged = ray.get(
-            [s.call.remote("stage_model", manifest, model_text, native) for s in self.shards]
+        _, refused = self._stage_everywhere(
+            ("stage_model", manifest, model_text, native), ("abort_model", name)
         )
-        refused = [r for r in staged if isinstance(r, dict)]
-        if refused:
-            ray.get([s.abort_model.remote(name) for s in self.shards])
-            return refused[0]
+        if refused is not None:
+            return refused
         registry = Registry(self.config.server.data_dir)
         try:
             m = registry.register(bundle)
@@ -449,11 +447,9 @@ class Supervisor:
                 full = catalog_of(with_catalog(serving, catalog))  # checked once, here
             except NextbestError as e:
                 return _error(e)
-            staged = ray.get([s.call.remote("stage_catalog", full) for s in self.shards])
-            refused = [r for r in staged if isinstance(r, dict)]
-            if refused:
-                ray.get([s.abort_catalog.remote() for s in self.shards])
-                return refused[0]
+            staged, refused = self._stage_everywhere(("stage_catalog", full), ("abort_catalog",))
+            if refused is not None:
+                return refused
             version = staged[0]
             base_version = base.pop("version")
             if version == base_version:
@@ -547,13 +543,11 @@ class Supervisor:
                 return _error(e)
             version = table_version(checked)
             ref = ray.put(checked)
-            staged = ray.get(
-                [s.call.remote("stage_context", name, version, ref) for s in self.shards]
+            _, refused = self._stage_everywhere(
+                ("stage_context", name, version, ref), ("abort_context", name)
             )
-            refused = [r for r in staged if isinstance(r, dict)]
-            if refused:
-                ray.get([s.abort_context.remote(name) for s in self.shards])
-                return refused[0]
+            if refused is not None:
+                return refused
             ContextStore(self.config.server.data_dir).save(name, checked, version)
             self._commit_everywhere("commit_context", name)
             return {
@@ -562,6 +556,20 @@ class Supervisor:
                 "rows": checked.num_rows,
                 "shards": len(self.shards),
             }
+
+    def _stage_everywhere(
+        self, stage: tuple[Any, ...], abort: tuple[Any, ...]
+    ) -> tuple[list[Any], dict[str, Any] | None]:
+        """Run a stage call (method, *args) on every shard; if any refuses (an error
+        dict), run the abort call (method, *args) on every shard and return the first
+        refusal. Returns what each shard staged, and the refusal or None."""
+        staged = ray.get([s.call.remote(*stage) for s in self.shards])
+        refused = [r for r in staged if isinstance(r, dict)]
+        if refused:
+            method, *args = abort
+            ray.get([getattr(s, method).remote(*args) for s in self.shards])
+            return staged, refused[0]
+        return staged, None
 
     def _commit_everywhere(self, method: str, *args: Any) -> None:
         """Switch every shard to what it staged. The new state is stored before this, so

@@ -10,7 +10,7 @@ import json
 import os
 import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -515,16 +515,6 @@ class ServerSpec(_Model):
         return self
 
 
-SCOPES = (
-    "events:write",
-    "decide",
-    "profiles:read",
-    "profiles:erase",
-    "outbound",
-    "context:write",
-    "identities:write",
-    "admin",
-)
 Scope = Literal[
     "events:write",
     "decide",
@@ -535,6 +525,7 @@ Scope = Literal[
     "identities:write",
     "admin",
 ]
+SCOPES: tuple[str, ...] = get_args(Scope)
 
 
 class ApiKeySpec(_Model):

@@ -643,6 +643,17 @@ def _admin_post(cfg: Config, url: str | None, path: str, body: dict[str, Any]) -
     return r.json()
 
 
+def _get_json(cfg: Config, url: str | None, path: str, admin: bool = False) -> Any:
+    base = _url(cfg, url, admin=admin)
+    try:
+        r = httpx.get(f"{base}{path}", timeout=30, **_client_opts(cfg))
+    except httpx.HTTPError as e:
+        raise _fail(f"cannot reach the server at {base}: {e}") from None
+    if r.status_code != 200:
+        raise _fail(f"refused ({r.status_code}): {r.json().get('error', {}).get('message')}")
+    return r.json()
+
+
 def _said(result: dict[str, Any]) -> None:
     name = result["model"]
     line = f"{name}: champion {name}@{result['champion']}"
@@ -867,13 +878,8 @@ def catalog_rollback(config: ConfigOpt = DEFAULT_CONFIG, url: UrlOpt = None) -> 
 @catalog_app.command("show")
 def catalog_show(config: ConfigOpt = DEFAULT_CONFIG, url: UrlOpt = None) -> None:
     """The catalog the running shards serve, as JSON."""
-    cfg = _config(config)
-    base = _url(cfg, url, admin=True)
-    try:
-        r = httpx.get(f"{base}/v1/catalog", timeout=10, **_client_opts(cfg))
-    except httpx.HTTPError as e:
-        raise _fail(f"cannot reach the server at {base}: {e}") from None
-    typer.echo(json.dumps(r.json(), indent=2))
+    catalog = _get_json(_config(config), url, "/v1/catalog", admin=True)
+    typer.echo(json.dumps(catalog, indent=2))
 
 
 context_app = typer.Typer(
@@ -927,15 +933,7 @@ def context_load(
 @context_app.command("show")
 def context_show(config: ConfigOpt = DEFAULT_CONFIG, url: UrlOpt = None) -> None:
     """Each context table and the version each shard serves, as JSON."""
-    cfg = _config(config)
-    base = _url(cfg, url)
-    try:
-        r = httpx.get(f"{base}/v1/context", timeout=30, **_client_opts(cfg))
-    except httpx.HTTPError as e:
-        raise _fail(f"cannot reach the server at {base}: {e}") from None
-    if r.status_code != 200:
-        raise _fail(f"refused ({r.status_code}): {r.json().get('error', {}).get('message')}")
-    typer.echo(json.dumps(r.json(), indent=2))
+    typer.echo(json.dumps(_get_json(_config(config), url, "/v1/context"), indent=2))
 
 
 keys_app = typer.Typer(help="API keys: make one for a client.", no_args_is_help=True)

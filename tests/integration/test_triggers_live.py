@@ -30,9 +30,9 @@ def _counter(client: httpx.Client, name: str) -> int:
     return sum(s[name] for s in _status(client))
 
 
-def test_a_due_timer_fires_and_the_channel_pulls_and_acks(client: httpx.Client) -> None:
-    c = _cid()
-    # a cart added 29 min 58 s ago: due in about 2 s, unless a purchase follows
+def _abandoned_cart_email(client: httpx.Client, c: str) -> dict[str, Any]:
+    """A cart added 29 min 58 s ago (due in about 2 s, no purchase follows): its email,
+    pulled from the queue (and leased)."""
     _events(client, {"customer_id": c, "type": "cart_add", "ts": time.time() - 1798})
     mine: list[dict[str, Any]] = []
     deadline = time.monotonic() + 30
@@ -42,6 +42,12 @@ def test_a_due_timer_fires_and_the_channel_pulls_and_acks(client: httpx.Client) 
         assert r.json()["lease_s"] == 30
         mine = [m for m in r.json()["messages"] if m["customer_id"] == c]
     [m] = mine
+    return m
+
+
+def test_a_due_timer_fires_and_the_channel_pulls_and_acks(client: httpx.Client) -> None:
+    c = _cid()
+    m = _abandoned_cart_email(client, c)
     assert (m["trigger"], m["channel"]) == ("cart_abandoned", "email")
     assert m["idempotency_key"] == m["id"] == m["decision"]["decision_id"]
     assert len(m["actions"]) >= 1 and m["actions"][0]["channel"] == "email"
@@ -56,13 +62,7 @@ def test_the_content_is_decided_again_when_the_message_is_opened(
     server: Server, client: httpx.Client
 ) -> None:
     c = _cid()
-    _events(client, {"customer_id": c, "type": "cart_add", "ts": time.time() - 1798})
-    mine: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 30
-    while not mine and time.monotonic() < deadline:
-        r = client.get("/v1/outbound", params={"channel": "email", "wait_s": 5, "limit": 1000})
-        mine = [m for m in r.json()["messages"] if m["customer_id"] == c]
-    [m] = mine
+    m = _abandoned_cart_email(client, c)
     client.post("/v1/outbound/ack", json={"ids": [m["id"]]})
     token = m["open_token"]
     # opened at once: no API key, the token decides for its customer and channel
