@@ -632,26 +632,33 @@ def models_list(config: ConfigOpt = DEFAULT_CONFIG, url: UrlOpt = None) -> None:
         typer.echo("serving: (server not reachable)")
 
 
-def _admin_post(cfg: Config, url: str | None, path: str, body: dict[str, Any]) -> Any:
-    base = _url(cfg, url, admin=True)
-    try:
-        r = httpx.post(f"{base}{path}", json=body, timeout=300, **_client_opts(cfg))
-    except httpx.HTTPError as e:
-        raise _fail(f"cannot reach the server at {base}: {e}") from None
-    if r.status_code != 200:
-        raise _fail(f"refused ({r.status_code}): {r.json().get('error', {}).get('message')}")
-    return r.json()
-
-
-def _get_json(cfg: Config, url: str | None, path: str, admin: bool = False) -> Any:
+def _call(
+    cfg: Config,
+    url: str | None,
+    method: str,
+    path: str,
+    *,
+    admin: bool = False,
+    timeout: float = 30,
+    headers: dict[str, str] | None = None,
+    **body: Any,
+) -> Any:
+    """One CLI call to the server (`body`: httpx's json= or content=); its JSON answer,
+    or exit 1 saying why it was refused or could not be made."""
     base = _url(cfg, url, admin=admin)
+    opts = _client_opts(cfg)
+    opts["headers"] = {**opts["headers"], **(headers or {})}
     try:
-        r = httpx.get(f"{base}{path}", timeout=30, **_client_opts(cfg))
+        r = httpx.request(method, f"{base}{path}", timeout=timeout, **opts, **body)
     except httpx.HTTPError as e:
         raise _fail(f"cannot reach the server at {base}: {e}") from None
     if r.status_code != 200:
         raise _fail(f"refused ({r.status_code}): {r.json().get('error', {}).get('message')}")
     return r.json()
+
+
+def _admin_post(cfg: Config, url: str | None, path: str, body: dict[str, Any]) -> Any:
+    return _call(cfg, url, "POST", path, admin=True, timeout=300, json=body)
 
 
 def _said(result: dict[str, Any]) -> None:
@@ -853,14 +860,7 @@ def catalog_apply(
         from decisioning.catalog_store import CATALOG_KEYS
 
         catalog = {k: v for k, v in catalog.items() if k in CATALOG_KEYS}
-    base = _url(cfg, url, admin=True)
-    try:
-        r = httpx.put(f"{base}/v1/catalog", json=catalog, timeout=120, **_client_opts(cfg))
-    except httpx.HTTPError as e:
-        raise _fail(f"cannot reach the server at {base}: {e}") from None
-    if r.status_code != 200:
-        raise _fail(f"refused ({r.status_code}): {r.json().get('error', {}).get('message')}")
-    out = r.json()
+    out = _call(cfg, url, "PUT", "/v1/catalog", admin=True, timeout=120, json=catalog)
     if not out["changed"]:
         typer.echo(f"catalog {out['version']} is already served")
     else:
@@ -878,7 +878,7 @@ def catalog_rollback(config: ConfigOpt = DEFAULT_CONFIG, url: UrlOpt = None) -> 
 @catalog_app.command("show")
 def catalog_show(config: ConfigOpt = DEFAULT_CONFIG, url: UrlOpt = None) -> None:
     """The catalog the running shards serve, as JSON."""
-    catalog = _get_json(_config(config), url, "/v1/catalog", admin=True)
+    catalog = _call(_config(config), url, "GET", "/v1/catalog", admin=True)
     typer.echo(json.dumps(catalog, indent=2))
 
 
@@ -912,28 +912,16 @@ def context_load(
             body = path.read_bytes()
     except (OSError, pa.ArrowException) as e:
         raise _fail(f"cannot read {path}: {e}") from None
-    base = _url(cfg, url)
-    headers = {"content-type": "application/vnd.apache.parquet"}
-    try:
-        r = httpx.put(
-            f"{base}/v1/context/{table}",
-            content=body,
-            headers={**headers, **_headers(cfg)},
-            timeout=300,
-            **{k: v for k, v in _client_opts(cfg).items() if k != "headers"},
-        )
-    except httpx.HTTPError as e:
-        raise _fail(f"cannot reach the server at {base}: {e}") from None
-    if r.status_code != 200:
-        raise _fail(f"refused ({r.status_code}): {r.json().get('error', {}).get('message')}")
-    out = r.json()
+    parquet = {"content-type": "application/vnd.apache.parquet"}
+    path_ = f"/v1/context/{table}"
+    out = _call(cfg, url, "PUT", path_, timeout=300, headers=parquet, content=body)
     typer.echo(f"{table} {out['version']}: {out['rows']} rows served by {out['shards']} shards")
 
 
 @context_app.command("show")
 def context_show(config: ConfigOpt = DEFAULT_CONFIG, url: UrlOpt = None) -> None:
     """Each context table and the version each shard serves, as JSON."""
-    typer.echo(json.dumps(_get_json(_config(config), url, "/v1/context"), indent=2))
+    typer.echo(json.dumps(_call(_config(config), url, "GET", "/v1/context"), indent=2))
 
 
 keys_app = typer.Typer(help="API keys: make one for a client.", no_args_is_help=True)
