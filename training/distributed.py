@@ -49,81 +49,54 @@ def fit_on_ray(
     `staging` must be a path every node reads (default: a temporary dir on this machine,
     enough for one machine; the CLI passes one under the data dir); it is removed after."""
 
-    staging = staging or tempfile.mkdtemp(prefix="nextbest-train-")
-    try:
-        return _fit(
-            x_train,
-            y_train,
-            x_valid,
-            y_valid,
-            features,
-            categorical,
-            params,
-            rounds,
-            workers,
-            progress,
-            staging,
-            cpus_per_worker,
-        )
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # a fresh dir per run: never reused
-
-
-def _fit(
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_valid: np.ndarray,
-    y_valid: np.ndarray,
-    features: list[str],
-    categorical: list[int],
-    params: dict[str, Any],
-    rounds: int,
-    workers: int,
-    progress: Callable[[str], None],
-    staging: str,
-    cpus_per_worker: float,
-) -> lgb.Booster:
     import ray.data
     import ray.train
     from ray.train.lightgbm import LightGBMTrainer, RayTrainReportCallback
 
-    train_dir, valid_dir = os.path.join(staging, "train"), os.path.join(staging, "valid")
-    for d, x, y in ((train_dir, x_train, y_train), (valid_dir, x_valid, y_valid)):
-        os.makedirs(d, exist_ok=True)
-        # a file per worker, so each reads its part in parallel
-        for i, part in enumerate(np.array_split(np.arange(len(y)), workers)):
-            pq.write_table(_table(x[part], y[part], features), os.path.join(d, f"part-{i}.parquet"))
-    datasets = {  # reads take what a worker takes: they must fit beside the workers
-        "train": ray.data.read_parquet(train_dir, num_cpus=cpus_per_worker),
-        "valid": ray.data.read_parquet(valid_dir, num_cpus=cpus_per_worker),
-    }
-    progress(
-        f"Ray Train: {workers} workers, {len(y_train)} rows via ray.data.read_parquet({train_dir})"
-    )
-    loop_config = {
-        "features": features,
-        "categorical": categorical,
-        "params": {**params, "num_threads": max(1, int(cpus_per_worker))},
-        "rounds": rounds,
-    }
-    trainer = LightGBMTrainer(
-        _worker_loop,
-        train_loop_config=loop_config,
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=workers, resources_per_worker={"CPU": cpus_per_worker}
-        ),
-        run_config=ray.train.RunConfig(
-            name="nextbest-train", storage_path=os.path.join(staging, "runs")
-        ),
-        datasets=datasets,
-    )
-    result = trainer.fit()
-    if result.error is not None:
-        raise result.error
-    assert result.checkpoint is not None
-    booster = RayTrainReportCallback.get_model(result.checkpoint)
-    progress(f"Ray Train: done, {booster.num_trees()} trees")
-    return booster
+    staging = staging or tempfile.mkdtemp(prefix="nextbest-train-")
+    try:
+        train_dir, valid_dir = os.path.join(staging, "train"), os.path.join(staging, "valid")
+        for d, x, y in ((train_dir, x_train, y_train), (valid_dir, x_valid, y_valid)):
+            os.makedirs(d, exist_ok=True)
+            # a file per worker, so each reads its part in parallel
+            for i, part in enumerate(np.array_split(np.arange(len(y)), workers)):
+                pq.write_table(
+                    _table(x[part], y[part], features), os.path.join(d, f"part-{i}.parquet")
+                )
+        datasets = {  # reads take what a worker takes: they must fit beside the workers
+            "train": ray.data.read_parquet(train_dir, num_cpus=cpus_per_worker),
+            "valid": ray.data.read_parquet(valid_dir, num_cpus=cpus_per_worker),
+        }
+        progress(
+            f"Ray Train: {workers} workers, {len(y_train)} rows via "
+            f"ray.data.read_parquet({train_dir})"
+        )
+        loop_config = {
+            "features": features,
+            "categorical": categorical,
+            "params": {**params, "num_threads": max(1, int(cpus_per_worker))},
+            "rounds": rounds,
+        }
+        trainer = LightGBMTrainer(
+            _worker_loop,
+            train_loop_config=loop_config,
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=workers, resources_per_worker={"CPU": cpus_per_worker}
+            ),
+            run_config=ray.train.RunConfig(
+                name="nextbest-train", storage_path=os.path.join(staging, "runs")
+            ),
+            datasets=datasets,
+        )
+        result = trainer.fit()
+        if result.error is not None:
+            raise result.error
+        assert result.checkpoint is not None
+        booster = RayTrainReportCallback.get_model(result.checkpoint)
+        progress(f"Ray Train: done, {booster.num_trees()} trees")
+        return booster
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # a fresh dir per run: never reused
 
 
 def _worker_loop(config: dict[str, Any]) -> None:
