@@ -214,6 +214,7 @@ class Shard:
         self._erased: set[str] = set()  # erased since the last snapshot: out of the logs too
         self.timers = Timers()  # trigger timers (not_followed_by)
         self.outbox = Outbox(config.delivery.max_backlog)  # what triggers chose, undelivered
+        self.link_key = link_key(config.delivery.link_key_env)  # seals open links, if any
         self.tables: dict[str, ContextTable] = {}  # external context tables, by name
         self.aliases: dict[str, str] = {}  # identifier -> canonical id (this shard's slots)
         self.forwards: dict[str, str] = {}  # merged customer id -> the one it became
@@ -734,7 +735,7 @@ class Shard:
         d = self.config.delivery
         lease = d.lease_s if lease_s is None else lease_s
         now = self.clock()
-        key = link_key(d.link_key_env)
+        key = self.link_key
         out = []
         for m in self.outbox.lease(channel, n, now, lease):
             token = None

@@ -144,6 +144,7 @@ class Ingress:
         _BODIES.update(_bodies(self.wire))  # /openapi.json shows the configured limits
         self.router = ShardRouter(config)
         self.ident = Identities(config, self.router)
+        self.link_key = link_key(config.delivery.link_key_env)  # open links, if any
         self.keys = KeyRing(config.auth)
         self.admin_here = on_channel_port(config)
         self.admin = AdminRoutes(self.router.supervisor)
@@ -202,7 +203,7 @@ class Ingress:
         result = await self._apply(request, wires)
         if isinstance(result, Response):
             return result
-        for alias, customer in await self.ident.linked_by(wires):  # e.g. a login
+        for alias, customer in self.ident.linked_by(wires):  # e.g. a login
             linked = await self.ident.link(alias, customer)
             if (resp := core_error(request, linked)) is not None:
                 return resp
@@ -378,7 +379,7 @@ class Ingress:
         its customer and channel, when the message is opened, so the content reflects
         what happened since it was sent. The token allows nothing else and expires after
         `delivery.link_ttl`."""
-        key = link_key(self.config.delivery.link_key_env)
+        key = self.link_key
         if key is None:
             raise WireError(404, "not_found", "open links are off (delivery.link_key_env)")
         try:

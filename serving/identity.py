@@ -73,7 +73,7 @@ class Identities:
             customer_id = info["merged_into"]
         return customer_id
 
-    async def linked_by(self, events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    def linked_by(self, events: list[dict[str, Any]]) -> list[tuple[str, str]]:
         """(identifier, customer) pairs the applied events link, per identity.links."""
         out = []
         for e in events:
