@@ -219,10 +219,13 @@ class Shard:
         self.aliases: dict[str, str] = {}  # identifier -> canonical id (this shard's slots)
         self.forwards: dict[str, str] = {}  # merged customer id -> the one it became
         self._staged_tables: dict[str, ContextTable] = {}
+        self.refused: dict[str, str] = {}  # models refused at start: model ref -> why
         for bundle in models:
-            self.models[bundle.manifest.name] = self._load(bundle)
+            if (loaded := self._load_at_start(bundle)) is not None:
+                self.models[bundle.manifest.name] = loaded
         for bundle, share, shadow in challengers:
-            self.challengers[bundle.manifest.name] = (self._load(bundle), share, shadow)
+            if (loaded := self._load_at_start(bundle)) is not None:
+                self.challengers[bundle.manifest.name] = (loaded, share, shadow)
         if log_dir is not None:
             self._recover(log_dir)
 
@@ -1131,6 +1134,19 @@ class Shard:
         scorer, kind = scorer_for(bundle, reference, sizes, use_native)
         return LoadedModel(m, scorer, plan, kind)
 
+    def _load_at_start(self, bundle: ModelBundle) -> LoadedModel | None:
+        """A deployed model at (re)start; one that is refused (unsigned, tampered, features
+        this shard cannot build) is logged and left out: the shard serves without it,
+        rather than fail its start (Ray would restart it in a loop)."""
+        try:
+            return self._load(bundle)
+        except NextbestError as e:
+            self.refused[bundle.manifest.ref] = str(e)
+            log.error(
+                "shard %d: model %s refused at start: %s", self.shard_id, bundle.manifest.ref, e
+            )
+            return None
+
     def stage_model(
         self,
         manifest: dict[str, Any],
@@ -1157,6 +1173,7 @@ class Shard:
         champion = self._staged.pop((name, "champion"), None)
         if champion is not None:
             self.models[name] = champion[0]
+            self.refused = {r: w for r, w in self.refused.items() if r.split("@")[0] != name}
         if (name, "challenger") in self._staged:
             challenger = self._staged.pop((name, "challenger"))
             if challenger is None:
@@ -1259,6 +1276,7 @@ class Shard:
             "challengers": self.challenger_versions(),
             "variant_stats": self.variant_stats,
             "scorers": self.scorers(),
+            "refused_models": self.refused,
             "catalog_version": self.catalog.version,
             "state_bytes": self.store.nbytes(),
             "durable": self.wal is not None,

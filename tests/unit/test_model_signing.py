@@ -47,8 +47,12 @@ def test_a_shard_refuses_unsigned_and_tampered_models_and_keeps_serving(
 ) -> None:
     cfg = _signed_config(small_config)
     bundle = tiny_model(cfg)
-    with pytest.raises(ModelIntegrityError, match="not set"):  # fail closed
-        Shard(0, cfg, [bundle], clock=Clock())
+    # fail closed, but the shard still starts: it serves without the model and says why
+    unkeyed = Shard(0, cfg, [bundle], clock=Clock())
+    assert unkeyed.model_versions() == {}
+    assert "not set" in unkeyed.status()["refused_models"][bundle.manifest.ref]
+    decision = unkeyed.decide({"customer_id": "c1", "channel": "web"})
+    assert decision["model_version"] is None
     monkeypatch.setenv("NEXTBEST_TEST_MODEL_KEY", KEY.decode())
     signed = replace(bundle, manifest=sign(bundle.manifest, KEY))
     shard = Shard(0, cfg, [signed], clock=Clock())
