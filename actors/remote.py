@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, NoReturn
 
 import pyarrow as pa
 import ray
@@ -41,6 +41,7 @@ from decisioning.model import (
 )
 from decisioning.registry import Registry
 from decisioning.slots import contiguous_map, slot_of
+from decisioning.wal import StorageFailed
 
 __all__ = [
     "ShardUnavailable",
@@ -53,6 +54,7 @@ __all__ = [
 log = logging.getLogger("nextbest.actors")
 SUPERVISOR = "supervisor"
 UNAVAILABLE = (RayActorError, ActorDiedError, ActorUnavailableError, GetTimeoutError)
+STORAGE_EXIT = 75  # a shard's exit status when its log failed (EX_TEMPFAIL)
 
 
 class ShardUnavailable(Exception):
@@ -148,18 +150,34 @@ class ShardActor(Shard):
                     tables.append((name, version, store.load(name, version)))
                 except (OSError, NextbestError) as e:
                     log.error("shard %d: context table %s not loaded: %s", shard_id, name, e)
-        logs = None
-        if config.logs.enabled:
-            root = logs_root(config.server.data_dir, config.logs)
-            logs = DecisionLog(root, shard_id, config.logs)
-        super().__init__(
-            shard_id,
-            config,
-            bundles,
-            log_dir=shard_dir(config, shard_id),
-            logs=logs,
-            challengers=challengers,
-        )
+        backoff = 0.5
+        while True:  # crash-only: a start waits for a disk it cannot write to yet
+            logs = None
+            if config.logs.enabled:
+                root = logs_root(config.server.data_dir, config.logs)
+                logs = DecisionLog(root, shard_id, config.logs)
+            try:
+                super().__init__(
+                    shard_id,
+                    config,
+                    bundles,
+                    log_dir=shard_dir(config, shard_id),
+                    logs=logs,
+                    challengers=challengers,
+                )
+                break
+            except (StorageFailed, OSError) as e:
+                if logs is not None:
+                    logs.close()
+                log.error(
+                    "shard %d: cannot recover its state dir (%s); retrying in %.1fs "
+                    "(its customers get 503 meanwhile)",
+                    shard_id,
+                    e,
+                    backoff,
+                )
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
         for name, version, table in tables:
             try:
                 self.stage_context(name, version, table)
@@ -274,7 +292,24 @@ class ShardActor(Shard):
             self.flush()
         except Fenced as e:
             return [_fenced(e)] * len(calls)
+        except StorageFailed as e:
+            self._crash(e)
         return results
+
+    def _crash(self, e: StorageFailed) -> NoReturn:
+        """The log could not be written: this call answers nothing (its callers get
+        503 and retry), and the process exits, so Ray restarts the shard from what is
+        on disk; memory may hold changes the log does not, which must never be served."""
+        log.critical(
+            "shard %d: the write-ahead log failed (%s): nothing of this call is "
+            "acknowledged; restarting from disk",
+            self.shard_id,
+            e,
+        )
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        os._exit(STORAGE_EXIT)
 
 
 class Supervisor:
@@ -327,6 +362,10 @@ class Supervisor:
 
     def ready(self) -> bool:
         return True
+
+    def pid(self) -> int:
+        """The supervisor's process id (ops and failure tests)."""
+        return os.getpid()
 
     def layout(self) -> tuple[list[str], list[int]]:
         """Shard actor names and the slot -> shard map."""

@@ -14,6 +14,11 @@ Segments are `wal-<seq>-g<generation>.log` (see fencing.py for generations); a s
 records the first segment it does not cover, and older segments are deleted after it is
 durable. Reading stops at the first record that is short or fails its checksum (a torn
 tail: only unacknowledged data can be there) and cuts the file there.
+
+A write or fsync that fails (disk full, read-only, I/O error) raises `StorageFailed`.
+Nothing written since the last acknowledgement may be trusted then, and the caller's
+memory may hold changes the log does not: the shard answers nothing more and restarts
+from what is on disk (crash-only; see `actors/remote.py`).
 """
 
 from __future__ import annotations
@@ -29,12 +34,26 @@ from typing import Any, Literal
 
 import msgpack
 
-__all__ = ["FsyncPolicy", "Replay", "Wal", "fsync_path", "name", "replay", "segments"]
+__all__ = [
+    "FsyncPolicy",
+    "Replay",
+    "StorageFailed",
+    "Wal",
+    "fsync_path",
+    "name",
+    "replay",
+    "segments",
+]
 
 log = logging.getLogger("nextbest.wal")
 FsyncPolicy = Literal["always", "batch", "none"]
 _HEAD = struct.Struct("<II")
 MAX_RECORD = 64 * 1024 * 1024
+
+
+class StorageFailed(Exception):
+    """The log could not be written or made durable; what this call applied is not
+    acknowledged, and the writer must stop and recover from disk."""
 
 
 def name(seq: int, generation: int) -> str:
@@ -99,27 +118,39 @@ class Wal:
     def append(self, record: Any) -> None:
         payload = msgpack.packb(record, use_bin_type=True)
         frame = _HEAD.pack(len(payload), zlib.crc32(payload)) + payload
-        os.write(self._fd, frame)
+        try:
+            written = os.write(self._fd, frame)
+            if written != len(frame):  # a short write: the disk filled up mid-record
+                raise OSError(28, f"short write ({written} of {len(frame)} bytes)")
+            if self.policy == "always":
+                os.fsync(self._fd)
+        except OSError as e:
+            raise StorageFailed(f"{self._path(self.seq)}: {e}") from e
         self.bytes += len(frame)
-        if self.policy == "always":
-            os.fsync(self._fd)
-        else:
+        if self.policy != "always":
             self._dirty = True
 
     def commit(self) -> None:
         """Make everything appended so far durable per policy (call before acking)."""
         if self._dirty and self.policy == "batch":
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as e:
+                raise StorageFailed(f"{self._path(self.seq)}: fsync: {e}") from e
         self._dirty = False
 
     def rotate(self) -> int:
         """Start a new segment; returns its number (a snapshot taken now covers all
         segments before it)."""
         self.commit()
-        os.fsync(self._fd)
-        os.close(self._fd)
-        self.seq += 1
-        self._open(self.seq)
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            self.seq += 1
+            self._open(self.seq)
+        except OSError as e:
+            raise StorageFailed(f"{self.directory}: rotating the log: {e}") from e
         return self.seq
 
     def drop_before(self, seq: int) -> None:
@@ -141,9 +172,11 @@ class Wal:
 
     def close(self) -> None:
         if self._fd >= 0:
-            self.commit()
-            os.close(self._fd)
-            self._fd = -1
+            try:
+                self.commit()
+            finally:
+                os.close(self._fd)
+                self._fd = -1
 
 
 def replay(directory: str, files: list[tuple[str, int]], report: Replay) -> Iterator[Any]:
