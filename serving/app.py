@@ -31,6 +31,7 @@ from serving.auth import KeyRing
 from serving.identity import MAX_HOPS, Identities, is_error
 from serving.openapi import install_openapi
 from serving.responses import RETRY_AFTER, core_error, fail, install_error_handlers, reply
+from serving.serve_ports import reuse_ports
 from serving.wire import (
     DEFAULT,
     Limits,
@@ -44,6 +45,7 @@ from serving.wire import (
 __all__ = ["Ingress", "app_builder", "build_app", "fastapi_app", "serve_limits"]
 
 log = logging.getLogger("nextbest.serving")
+reuse_ports()  # a replica that replaces a killed one binds its port at once
 PARQUET_TYPES = frozenset(("application/vnd.apache.parquet", "application/x-parquet"))
 
 fastapi_app = FastAPI(

@@ -189,7 +189,11 @@ def serve(
             f"starting {cfg.server.shards} shards and the Serve app… (a deployed model not yet "
             "compiled for this CPU is compiled first: seconds per model)"
         )
-        url = server.start(cfg)
+        try:
+            url = server.start(cfg)
+        except server.PortInUse as e:
+            typer.secho(f"nextbest cannot start: {e}", fg="red", err=True)
+            raise typer.Exit(1) from None
         if demo:
             known = httpx.get(f"{url}/v1/profiles/c-0", timeout=10, **_client_opts(cfg))
             if known.json().get("known"):
