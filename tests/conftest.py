@@ -89,6 +89,17 @@ SMALL: dict[str, Any] = {
 }
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Unit tests assert Ray is not running; integration tests start it: one process
+    cannot hold both (`make test` runs them one after the other)."""
+    kinds = {Path(str(item.fspath)).relative_to(ROOT).parts[1] for item in items}
+    if {"unit", "integration"} <= kinds:
+        raise pytest.UsageError(
+            "tests/unit and tests/integration run in separate processes: "
+            "`make test`, or `pytest tests/unit` then `pytest tests/integration`"
+        )
+
+
 @pytest.fixture
 def small_config(tmp_path: Path) -> Config:
     data = {**SMALL, "server": {**SMALL["server"], "data_dir": str(tmp_path / "data")}}

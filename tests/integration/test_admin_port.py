@@ -17,7 +17,7 @@ import trustme
 from decisioning.config import Config
 from serving.admin import ADMIN_PATHS, ensure_admin, stop_admin
 from tests.conftest import EXAMPLE
-from tests.integration.conftest import ALL_SCOPES_KEY, NO_SCOPES_KEY, Server, _free_port
+from tests.integration.harness import ALL_SCOPES_KEY, NO_SCOPES_KEY, Server, _free_port
 
 CLI = str(Path(sys.executable).parent / "nextbest")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.integration.conftest import ALL_SCOPES_KEY, NO_SCOPES_KEY, Server
+from tests.integration.harness import ALL_SCOPES_KEY, NO_SCOPES_KEY, Server
 
 # and FastAPI's own /openapi.json and /docs (not in it); an open link's token is its key
 OPEN = {"/healthz", "/readyz", "/v1/open/{token}"}

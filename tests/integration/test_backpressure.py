@@ -16,7 +16,7 @@ import pytest
 import ray
 
 from actors.remote import ShardUnavailable, _Coalescer
-from tests.integration.conftest import Server
+from tests.integration.harness import Server
 
 
 def test_overload_is_shed_with_503_and_nothing_acked_is_lost(

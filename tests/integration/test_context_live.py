@@ -7,16 +7,15 @@ import copy
 import io
 import os
 import subprocess
-import threading
 
 import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tests.conftest import EXAMPLE
-from tests.integration.conftest import ALL_SCOPES_KEY, Server
-from tests.integration.test_models import CLI
+from tests.integration.harness import ALL_SCOPES_KEY, CLI, Deciding, Server
 
+ACTION = "weather_check"
 SAME = (
     "context.weather['north'].temp_c == context.weather['south'].temp_c "
     "and context.weather['north'].temp_c > 0"
@@ -89,33 +88,20 @@ def test_a_swap_is_atomic_under_concurrent_decisions(server: Server, client: htt
     before = client.get("/v1/catalog").json()
     catalog = {k: copy.deepcopy(before[k]) for k in ("actions", "decisioning")}
     catalog["actions"].append(
-        {"id": "weather_check", "group": "service", "channels": ["web"], "value": 1e9,
+        {"id": ACTION, "group": "service", "channels": ["web"], "value": 1e9,
          "eligibility": SAME}
     )  # fmt: skip
     assert client.put("/v1/catalog", json=catalog).status_code == 200
     try:
-        misses: list[dict[str, object]] = []
-        stop = threading.Event()
-
-        def decide(worker: int) -> None:
-            with server.client() as c:
-                i = 0
-                while not stop.is_set():
-                    i += 1
-                    body = {"customer_id": f"ctx-{worker}-{i % 50}", "channel": "web", "limit": 1}
-                    d = c.post("/v1/decide", json=body).json()
-                    if [a["action_id"] for a in d["actions"]] != ["weather_check"]:
-                        misses.append(d)
-
-        threads = [threading.Thread(target=decide, args=(w,)) for w in range(3)]
-        for t in threads:
-            t.start()
-        for v in range(2, 12):
-            r = client.put("/v1/context/weather", json=_rows(float(v)))
-            assert r.status_code == 200, r.text
-        stop.set()
-        for t in threads:
-            t.join()
+        body = lambda c: {"customer_id": c, "channel": "web", "limit": 1}  # noqa: E731
+        with Deciding(server, "ctx", threads=3, customers=150, body=body) as load:
+            load.wait_for(10)
+            for v in range(2, 12):  # ten swaps, each with decisions around it
+                r = client.put("/v1/context/weather", json=_rows(float(v)))
+                assert r.status_code == 200, r.text
+                load.wait_for(load.done + 5)
+        misses = [d for d in load.answers if [a["action_id"] for a in d["actions"]] != [ACTION]]
+        assert len(load.answers) >= 60
         assert misses == []
     finally:
         assert client.post("/v1/catalog/rollback").status_code == 200

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import ray
 
-from tests.integration.conftest import Server
+from tests.integration.harness import Server
 from training.from_logs import open_dataset
 
 CUSTOMER = "erase-me-9f2c1d"

@@ -1,31 +1,45 @@
-"""Things die: a shard actor is restarted by Ray (its customers get 503 meanwhile, never
-500, and it comes back with every acknowledged event); an ingress replica is replaced by
-Serve on the same port.
-
-(Named test_zz_* so it runs after the other integration tests: it kills actors.)
-"""
+"""Things die on the running server: a shard actor is restarted by Ray (its customers get
+503 meanwhile, never 500, and it comes back with every acknowledged event); the ingress
+replica is replaced by Serve on the same port; the supervisor is restarted while events
+flow; a graceful stop and start restores every shard bit for bit."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import threading
-import time
 from collections import Counter
 
 import httpx
+import psutil
+import pytest
 import ray
 
 from actors.remote import ensure_supervisor, shutdown_cluster
-from decisioning.slots import contiguous_map, slot_of
-from tests.integration.conftest import Server
+from tests.integration.chaos import CHAOS, customers_per_shard, under_load
+from tests.integration.harness import FIGURES, Server, wait_until
+
+
+@pytest.fixture(autouse=True)
+def _healthy(server: Server) -> None:
+    """Each test starts on a server whose every shard answers (another may have killed
+    something): the tests of this module pass in any order."""
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, 120, "every shard to answer")
+
+
+def _shard(server: Server, i: int) -> ray.actor.ActorHandle:
+    return ray.get_actor(f"shard-{i}", namespace=server.config.server.namespace)
 
 
 def test_killed_shard_answers_503_then_recovers(server: Server, client: httpx.Client) -> None:
-    owners = contiguous_map(server.config.server.shards)
-    customer = next(f"k-{i}" for i in range(1000) if owners[slot_of(f"k-{i}")] == 0)
-    other = next(f"k-{i}" for i in range(1000) if owners[slot_of(f"k-{i}")] == 1)
+    owners = customers_per_shard(server, 1, "k")
+    customer, other = owners[0][0], owners[1][0]
     body = {"customer_id": customer, "channel": "web"}
     assert client.post("/v1/decide", json=body).status_code == 200
     views = [
@@ -34,24 +48,23 @@ def test_killed_shard_answers_503_then_recovers(server: Server, client: httpx.Cl
     assert client.post("/v1/events", json=views).status_code == 200
     before = client.get(f"/v1/profiles/{customer}").json()
     assert before["aggregates"]["page_views_24h"] == 3
-    shard = ray.get_actor("shard-0", namespace=server.config.server.namespace)
-    ray.kill(shard, no_restart=False)
-    seen = []
-    deadline = time.time() + 90
-    while time.time() < deadline:
+    ray.kill(_shard(server, 0), no_restart=False)
+    seen: list[int] = []
+
+    def back() -> bool:
         r = client.post("/v1/decide", json=body)
         seen.append(r.status_code)
         if r.status_code == 503:
             assert r.headers["retry-after"] == "1"
             assert r.json()["error"]["code"] == "shard_unavailable"
-        if r.status_code == 200 and 503 in seen:
-            break
         # the other shard keeps answering throughout
         assert client.post("/v1/decide", json={**body, "customer_id": other}).status_code == 200
-        time.sleep(0.2)
+        return r.status_code == 200 and 503 in seen
+
+    wait_until(back, 90, "the killed shard to answer again")
     assert set(seen) <= {200, 503}, seen
-    assert seen[-1] == 200, seen
-    assert r.json()["model_version"] is not None  # the restarted shard reloaded its model
+    d = client.post("/v1/decide", json=body).json()
+    assert d["model_version"] is not None  # the restarted shard reloaded its model
     status = client.get("/v1/status").json()["shards"][0]
     assert status["scorers"] == {"propensity": "native"}  # and its native code
     assert status["recovery"]["wal_records"] >= 2  # replayed its log
@@ -66,27 +79,42 @@ def test_killed_shard_answers_503_then_recovers(server: Server, client: httpx.Cl
     assert again["aggregates"]["page_views_24h"] == 3
 
 
-def test_killed_ingress_replica_comes_back_on_the_same_port(server: Server) -> None:
-    """Serve's port quarantine is off in direct mode, so channels keep their URL."""
-    replicas = [
-        a
-        for a in ray.util.list_named_actors(all_namespaces=True)
-        if a["namespace"] == "serve" and "nextbest" in a["name"] and "REPLICA" in a["name"].upper()
-    ]
-    assert replicas, ray.util.list_named_actors(all_namespaces=True)
-    for r in replicas:
-        ray.kill(ray.get_actor(r["name"], namespace="serve"), no_restart=True)
-    deadline = time.time() + 120
-    down_seen = False
-    while time.time() < deadline:
-        try:
-            ok = httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            ok, down_seen = False, True
-        if ok and down_seen:
-            break
-        time.sleep(0.25)
-    assert down_seen, "the replica was never down: the kill did not happen"
+def _listener(port: int) -> int | None:
+    """The pid of the process listening on `port` on this machine (the direct-ingress
+    replica), if any."""
+    for c in psutil.net_connections(kind="tcp"):
+        if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN and c.pid:
+            return int(c.pid)
+    return None
+
+
+@pytest.mark.parametrize("how", ["sigkill", pytest.param("ray_kill", marks=pytest.mark.chaos)])
+def test_killed_ingress_replica_comes_back_on_the_same_port(server: Server, how: str) -> None:
+    """Kills in a row, under load: Serve's replacement must bind the same port
+    each time (a replacement racing its dying predecessor must not lose the port), and
+    no event acknowledged around the kills is lost."""
+    port = server.config.server.port
+    customers = [c for cs in customers_per_shard(server, 5, f"ing-{how}").values() for c in cs]
+
+    def kill(_: int) -> None:
+        pid = wait_until(lambda: _listener(port), 120, f"a replica listening on {port}")
+        if how == "sigkill":
+            os.kill(pid, signal.SIGKILL)
+        else:
+            names = ray.util.list_named_actors(all_namespaces=True)
+            for a in names:
+                if a["namespace"] == "serve" and "REPLICA" in a["name"].upper():
+                    ray.kill(ray.get_actor(a["name"], namespace="serve"), no_restart=True)
+        wait_until(lambda: _listener(port) != pid, 60, "the killed replica to be gone")
+
+    kills = 3 if CHAOS else 2
+    figures = under_load(server, customers, kill, 9 * kills + 3, every=9, rate=100, threads=3)
+    FIGURES.append(figures.line(f"ingress replica killed ({how})"))
+    assert figures.kills == kills
+    assert figures.lost == 0 and figures.doubled == 0, figures
+    assert figures.other_5xx == 0, figures
+    assert figures.statuses[0] + figures.statuses[503] > 0, figures  # the kills were seen
+    assert _listener(port) is not None  # it is back on the same port
     r = httpx.post(
         f"{server.url}/v1/decide",
         json={"customer_id": "x", "channel": "web"},
@@ -95,69 +123,38 @@ def test_killed_ingress_replica_comes_back_on_the_same_port(server: Server) -> N
     assert r.status_code == 200
 
 
-def test_sigkill_under_steady_load_loses_and_doubles_nothing(
+def test_killed_supervisor_is_restarted_and_events_keep_flowing(
     server: Server, client: httpx.Client
 ) -> None:
-    """A client sends events at a steady rate and retries each (same event_id) until it
-    is acknowledged; the shard's process is SIGKILLed meanwhile. Afterwards every
-    acknowledged event counts exactly once."""
-    owners = contiguous_map(server.config.server.shards)
-    customers = [c for c in (f"sk-{i}" for i in range(400)) if owners[slot_of(c)] == 0][:5]
-    acked: Counter[str] = Counter()
-    statuses: Counter[int] = Counter()
-    stop = threading.Event()
+    """Events never go through the supervisor: they keep flowing while it restarts;
+    status waits for it (503 supervisor_unavailable), then answers again."""
+    ns = server.config.server.namespace
+    customers = [c for cs in customers_per_shard(server, 5, "sup").values() for c in cs]
+    codes: Counter[str] = Counter()
 
-    def send() -> None:
-        with httpx.Client(base_url=server.url, timeout=10, headers=server.headers) as c:
-            i = 0
-            while not stop.is_set():
-                cid = customers[i % len(customers)]
-                ev = {"customer_id": cid, "type": "page_view", "event_id": f"sk-ev-{i}"}
-                while True:  # retry until acknowledged, as a channel would
-                    try:
-                        r = c.post("/v1/events", json=ev)
-                        statuses[r.status_code] += 1
-                        if r.status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        statuses[0] += 1
-                    time.sleep(0.05)
-                acked[cid] += 1
-                i += 1
-                time.sleep(0.01)
+    def kill(_: int) -> None:
+        sup = ray.get_actor("supervisor", namespace=ns)
+        os.kill(ray.get(sup.pid.remote()), signal.SIGKILL)
+        r = client.get("/v1/status")
+        codes[r.json()["error"]["code"] if r.status_code == 503 else str(r.status_code)] += 1
 
-    sender = threading.Thread(target=send)
-    sender.start()
-    try:
-        time.sleep(1.5)
-        shard = ray.get_actor("shard-0", namespace=server.config.server.namespace)
-        os.kill(ray.get(shard.pid.remote()), signal.SIGKILL)
-        deadline = time.time() + 90
-        while time.time() < deadline and statuses[503] + statuses[0] == 0:
-            time.sleep(0.1)
-        recovered = statuses[200]
-        while time.time() < deadline and statuses[200] < recovered + 20:
-            time.sleep(0.1)
-    finally:
-        stop.set()
-        sender.join(60)
-    assert statuses[503] + statuses[0] > 0, statuses  # the kill was seen
-    assert set(statuses) <= {0, 200, 503}, statuses
-    for cid in customers:
-        profile = client.get(f"/v1/profiles/{cid}").json()
-        assert profile["aggregates"]["page_views_24h"] == acked[cid], (cid, statuses)
+    figures = under_load(server, customers, kill, seconds=12, every=4, rate=150, threads=3)
+    FIGURES.append(figures.line("supervisor SIGKILLed"))
+    assert figures.kills == 2
+    assert figures.lost == 0 and figures.doubled == 0 and figures.other_5xx == 0, figures
+    assert set(codes) <= {"supervisor_unavailable", "200"}, codes
+    status = wait_until(
+        lambda: (r := client.get("/v1/status")).status_code == 200 and r.json(), 60, "status"
+    )
+    assert all(s.get("ready") is not False for s in status["shards"])
 
 
 def test_stop_and_start_restores_every_profile(server: Server, client: httpx.Client) -> None:
     """Stopping the shards snapshots them; the next ones restore the same state."""
-    ns = server.config.server.namespace
     n = server.config.server.shards
 
     def digests() -> list[str]:
-        return [
-            ray.get(ray.get_actor(f"shard-{i}", namespace=ns).state_digest.remote())
-            for i in range(n)
-        ]
+        return [ray.get(_shard(server, i).state_digest.remote()) for i in range(n)]
 
     customers = [f"rs-{i}" for i in range(30)]
     events = [
@@ -180,79 +177,13 @@ def test_stop_and_start_restores_every_profile(server: Server, client: httpx.Cli
     ensure_supervisor(server.config)  # new shard actors, restored from their snapshots
     assert digests() == state  # every profile, decision and event id, bit for bit
     with server.client() as c:
-        deadline = time.time() + 30
         for cid, view in before.items():
             # a 503 at first: the ingress then finds the new shard actor by its name
-            while (r := c.get(f"/v1/profiles/{cid}")).status_code == 503:
-                assert time.time() < deadline
-                time.sleep(0.2)
+            r = wait_until(
+                lambda cid=cid: (r := c.get(f"/v1/profiles/{cid}")).status_code != 503 and r,
+                30,
+                "the ingress to find the new shards",
+            )
             assert {k: r.json()[k] for k in keep} == view
         shards = c.get("/v1/status").json()["shards"]
     assert all(s["recovery"]["snapshot_profiles"] > 0 for s in shards), shards
-
-
-def test_node_loss_brings_its_shards_back_on_another_node(
-    server: Server, client: httpx.Client
-) -> None:
-    """A shard node dies (every process on it SIGKILLed); Ray restarts its shards on the
-    other shard node, where they recover from the shared data dir."""
-    ns = server.config.server.namespace
-
-    def node_of(i: int) -> str:
-        return str(ray.get(ray.get_actor(f"shard-{i}", namespace=ns).node_id.remote()))
-
-    owners = contiguous_map(server.config.server.shards)
-    customers = {
-        i: [c for c in (f"nl-{j}" for j in range(400)) if owners[slot_of(c)] == i][:3]
-        for i in range(server.config.server.shards)
-    }
-    events = [
-        {"customer_id": c, "type": "purchase", "properties": {"amount": 5.0}, "event_id": f"{c}-p"}
-        for cs in customers.values()
-        for c in cs
-    ]
-    assert client.post("/v1/events", json=events).status_code == 200
-    keep = ("purchases_30d", "spend_30d", "spend_all_time", "last_purchase_amount")
-
-    def counts(c: str) -> dict[str, float]:
-        aggregates = client.get(f"/v1/profiles/{c}").json()["aggregates"]
-        return {k: aggregates[k] for k in keep}  # not since_last_purchase: time passes
-
-    before = {c: counts(c) for c in customers[0]}
-    assert all(b["purchases_30d"] == 1 for b in before.values())
-    nodes = {n.node_id: n for n in server.shard_nodes}
-    lost = node_of(0)
-    assert lost in nodes, "shard-0 is not on a shard node"
-    on_lost = [i for i in customers if node_of(i) == lost]
-    pids = [ray.get(ray.get_actor(f"shard-{i}", namespace=ns).pid.remote()) for i in on_lost]
-    # the machine is gone: its Ray processes (raylet, object store) and its workers
-    server.cluster.remove_node(nodes[lost], allow_graceful=False)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    server.shard_nodes.remove(nodes[lost])
-    statuses: Counter[int] = Counter()
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        r = client.get(f"/v1/profiles/{customers[0][0]}")
-        statuses[r.status_code] += 1
-        if r.status_code == 200:
-            break
-        assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
-        time.sleep(0.25)
-    assert r.status_code == 200, statuses
-    for i in on_lost:
-        assert node_of(i) != lost  # it moved
-        assert node_of(i) in {n.node_id for n in server.shard_nodes}
-    after = {c: counts(c) for c in customers[0]}
-    assert after == before  # nothing acknowledged was lost
-    retry = client.post("/v1/events", json=events)  # a client retrying after the failure
-    assert retry.status_code == 200
-    again = {c: counts(c) for c in customers[0]}
-    assert again == before  # counted once
-    while (r := client.get("/v1/status")).status_code == 503:  # if the supervisor was there
-        assert r.json()["error"]["code"] == "supervisor_unavailable"
-        assert time.time() < deadline
-        time.sleep(0.25)
-    recovery = r.json()["shards"][0]["recovery"]
-    assert recovery["generation"] >= 2 and recovery["restarts"] >= 1  # ops can see it

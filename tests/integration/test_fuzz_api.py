@@ -11,7 +11,7 @@ from schemathesis.checks import (
     response_schema_conformance,
 )
 
-from tests.integration.conftest import Server
+from tests.integration.harness import Server
 
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
 

@@ -12,7 +12,7 @@ import msgpack
 import pytest
 
 from decisioning.slots import contiguous_map, slot_of
-from tests.integration.conftest import Server
+from tests.integration.harness import Server
 
 JSON = {"content-type": "application/json"}
 MSGPACK = {"content-type": "application/msgpack", "accept": "application/msgpack"}

@@ -13,8 +13,7 @@ import ray
 
 from decisioning.registry import Registry
 from tests.conftest import EXAMPLE
-from tests.integration.conftest import ALL_SCOPES_KEY, Server
-from tests.integration.test_models import CLI
+from tests.integration.harness import ALL_SCOPES_KEY, CLI, Server
 
 
 def _traffic(server: Server, client: httpx.Client) -> None:

@@ -5,48 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
-from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 from decisioning.registry import Registry
-from tests.integration.conftest import Server
-from tests.integration.test_models import nextbest
+from tests.integration.harness import Server, during, nextbest
 from training.demo import generate
 from training.train import train
-
-
-def _under_load(server: Server, action: Callable[[], object]) -> tuple[Counter[int], list[str]]:
-    """Run `action` while 4 threads decide; the statuses and the versions answered."""
-    statuses: Counter[int] = Counter()
-    versions: list[str] = []
-    stop, started = threading.Event(), threading.Barrier(5)
-
-    def load() -> None:
-        with server.client() as c:
-            started.wait()
-            i = 0
-            while not stop.is_set() or i < 20:
-                r = c.post("/v1/decide", json={"customer_id": f"roll-{i % 40}", "channel": "web"})
-                statuses[r.status_code] += 1
-                if r.status_code == 200:
-                    versions.append(r.json()["model_version"])
-                i += 1
-
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for t in threads:
-        t.start()
-    started.wait()
-    try:
-        action()
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(60)
-    return statuses, versions
 
 
 def test_promote_rollback_and_split_under_load(
@@ -67,26 +33,24 @@ def test_promote_rollback_and_split_under_load(
     old_ref, new_ref = f"propensity@{old}", new.manifest.ref
 
     # rollback: every shard back to the champion before, no request lost
-    result: dict[str, object] = {}
-    statuses, versions = _under_load(
-        server,
-        lambda: result.update(r=nextbest("models", "rollback", "propensity", "--url", server.url)),
-    )
-    assert result["r"].returncode == 0, result["r"].stderr  # type: ignore[attr-defined]
-    assert f"champion {old_ref}" in result["r"].stdout  # type: ignore[attr-defined]
-    assert set(statuses) == {200}, statuses
+    rolled, versions = during(
+        server, lambda: nextbest("models", "rollback", "propensity", "--url", server.url), "roll"
+    )  # every decision meanwhile answered 200
+    assert rolled.returncode == 0, rolled.stderr
+    assert f"champion {old_ref}" in rolled.stdout
     assert set(versions) <= {old_ref, new_ref} and versions[-1] == old_ref
     assert registry.aliases("propensity").champion == old
 
     # promote it again, over HTTP
-    statuses, versions = _under_load(
+    promoted, versions = during(
         server,
-        lambda: result.update(
-            r=client.post("/v1/models/propensity/promote", json={"version": new.manifest.version})
+        lambda: client.post(
+            "/v1/models/propensity/promote", json={"version": new.manifest.version}
         ),
+        "roll",
     )
-    assert result["r"].status_code == 200, result["r"].text  # type: ignore[attr-defined]
-    assert set(statuses) == {200} and versions[-1] == new_ref
+    assert promoted.status_code == 200, promoted.text
+    assert versions[-1] == new_ref
 
     # a challenger for half of the customers: sticky, close to the share
     split = nextbest(

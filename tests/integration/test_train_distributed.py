@@ -12,8 +12,7 @@ import pyarrow.parquet as pq
 
 from decisioning.model import read_model_dir
 from tests.conftest import EXAMPLE
-from tests.integration.conftest import ALL_SCOPES_KEY, Server
-from tests.integration.test_models import CLI
+from tests.integration.harness import ALL_SCOPES_KEY, CLI, Server
 from training.demo import generate
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pyarrow.dataset as ds
 
-from tests.integration.conftest import Server
+from tests.integration.harness import Server
 
 
 def _cid() -> str:

@@ -1,4 +1,7 @@
-"""Unit tests never start Ray: this keeps them honest."""
+"""Unit tests never start Ray: this keeps them honest.
+
+`make test` runs them in a process of their own (no integration test has started Ray
+there), so the guard is unconditional: any `ray.init` fails the test that calls it."""
 
 from __future__ import annotations
 
@@ -11,5 +14,7 @@ def _no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise RuntimeError("unit tests must not start Ray; put this test in tests/integration")
 
-    if not ray.is_initialized():
-        monkeypatch.setattr(ray, "init", refuse)
+    assert not ray.is_initialized(), (
+        "Ray is running in this process: run tests/unit apart from tests/integration"
+    )
+    monkeypatch.setattr(ray, "init", refuse)
