@@ -7,6 +7,12 @@ Feature names a model may use:
   context_<name>                                  declared context fields
 Categorical features are integer codes into the vocabulary in the model's manifest, so a
 model keeps its own encoding even when the catalog or config order changes.
+
+A shard holds profile values in float32, so a model is served 85.4000015 for an
+attribute of 85.4. A model fitted on the float64 85.4 can split between the two (a
+threshold of 85.40000000000002) and take the other branch when served; so every
+training matrix goes through `FeaturePlan.as_served`, which rounds exactly the columns
+the shard holds in float32, and the model is fitted on what it will be served.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ class FeaturePlan:
     channel_codes: Mapping[str, float]
     ctx_cols: tuple[tuple[int, str, Mapping[str, float] | None], ...]
     categorical: tuple[int, ...]
+    float32_cols: np.ndarray  # numeric profile features the shard holds in float32
 
     @classmethod
     def build(
@@ -85,6 +92,7 @@ class FeaturePlan:
         channel_codes: dict[str, float] = {}
         missing: list[str] = []
         categorical: list[int] = []
+        float32_cols: list[int] = []
 
         def vocab_for(name: str) -> Sequence[str] | None:
             v = categories.get(name)
@@ -101,6 +109,8 @@ class FeaturePlan:
                     vocab = vocab_for(name)
                     if vocab is not None:
                         remaps.append((col, _remap(schema.categories[name], vocab)))
+                elif name in schema.float32_features:
+                    float32_cols.append(col)
             elif name in ("action_id", "action_group"):
                 categorical.append(col)
                 vocab = vocab_for(name)
@@ -143,7 +153,18 @@ class FeaturePlan:
             channel_codes=channel_codes,
             ctx_cols=tuple(ctx_cols),
             categorical=tuple(categorical),
+            float32_cols=np.array(float32_cols, dtype=np.intp),
         )
+
+    def as_served(self, x: np.ndarray) -> np.ndarray:
+        """A copy of feature matrix `x` (model column order) holding each value exactly as
+        a shard would score it: the profile features it keeps in float32 rounded to
+        float32. Training fits on this, so a split cannot fall between the two."""
+        out = np.array(x, dtype=np.float64)
+        cols = self.float32_cols
+        with np.errstate(over="ignore"):  # beyond float32's range the shard holds inf too
+            out[:, cols] = out[:, cols].astype(np.float32)
+        return out
 
     def matrix(
         self,

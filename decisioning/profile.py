@@ -237,6 +237,14 @@ class ProfileSchema:
 
         self.feature_names = names
         self.index = {n: i for i, n in enumerate(names)}
+        # features read as a float32 number; the others are computed in float64 at read
+        # time (time_since, decayed_count) or are sums of uint16 counts (windowed counts)
+        self.float32_features = frozenset(
+            names[a.feature]
+            for a in self.aggs
+            if a.spec.kind not in ("time_since", "decayed_count")
+            and not (a.spec.kind == "count" and a.spec.window is not None)
+        ) | {names[i] for i in simple_feat}
         self.n32, self.n64, self.ni, self.n16 = n32, n64, ni, n16
         self.init32 = np.array(init32, dtype=np.float32)
         self.init64 = np.array(init64, dtype=np.float64)

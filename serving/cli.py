@@ -573,18 +573,26 @@ def models_register(
     feature_map: Annotated[
         Path | None, typer.Option(help="YAML: features {theirs: ours}, categories {f: [...]}.")
     ] = None,
+    check_table: Annotated[
+        Path | None,
+        typer.Option(help="Parquet/CSV rows it was fitted on: they must score the same served."),
+    ] = None,
     config: ConfigOpt = DEFAULT_CONFIG,
 ) -> None:
     """Register a LightGBM model trained elsewhere as the next version of NAME (its
     features must resolve to nextbest's, or it is refused with the missing ones)."""
     from training.register import register_external
+    from training.train import read_table
 
     cfg = _config(config)
     try:
-        m = register_external(model_file, cfg, name, feature_map)
+        table = None if check_table is None else read_table(check_table)
+        m = register_external(model_file, cfg, name, feature_map, table)
     except NextbestError as e:
         raise _fail(str(e)) from None
     typer.echo(f"registered {m.ref} ({len(m.features)} features)")
+    if check_table is not None:
+        typer.echo(f"checked: the {m.training['checked_rows']} rows score the same as served")
     typer.echo(
         f"serve it with: nextbest models promote {name} --version {m.version}  "
         f"(or split {name} --version {m.version} --share 0.1)"

@@ -7,7 +7,8 @@ path (shared on a cluster), and it is removed afterwards. Ray Data reads them an
 worker its shard, and the workers train one model together through LightGBM's own
 network (Ray Train sets up the machines list). No distribution is hand-written here.
 The model comes back as LightGBM text, the same as a local run; the metrics and the
-report are computed by the caller on the held-out rows.
+report are computed by the caller on the held-out rows. The rows arrive as served
+(`train()` has rounded the float32 profile features) and Parquet keeps them bit for bit.
 """
 
 from __future__ import annotations

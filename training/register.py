@@ -9,6 +9,12 @@ and aggregates, action_*, channel, context_*), directly or through a feature map
 
 Otherwise it is refused with every missing name listed. The renamed model is stored as
 LightGBM text with its own sha256 (never pickle), signed when the signing key is set.
+
+A shard serves profile features it holds in float32 rounded to float32; a model fitted
+on their float64 values can split between the two and score a customer differently
+from what it was validated on. Given a check table (rows as the model was fitted on),
+the model scores it as given and as served (`FeaturePlan.as_served`), and is refused
+when any row differs.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
+import numpy as np
+import pyarrow as pa
 import yaml
 
 from decisioning.catalog import Catalog
@@ -30,7 +38,7 @@ from decisioning.features import FeaturePlan, default_vocabularies
 from decisioning.model import ModelBundle, ModelManifest, sha256_text, sign
 from decisioning.profile import ProfileSchema
 from decisioning.registry import Registry
-from training.train import TrainingError
+from training.train import TrainingError, table_matrix
 
 __all__ = ["register_external"]
 
@@ -60,8 +68,10 @@ def register_external(
     config: Config,
     name: str,
     feature_map: Path | None = None,
+    check_table: pa.Table | None = None,
 ) -> ModelManifest:
-    """Check and store `model_file` as the next version of `name`; returns its manifest."""
+    """Check and store `model_file` as the next version of `name`; returns its manifest.
+    With `check_table`, it must score every row of it as served as it does as given."""
     try:
         text = model_file.read_text()
         booster = lgb.Booster(model_str=text)
@@ -80,9 +90,13 @@ def register_external(
     categories = {f: categories_in.get(f, vocab.get(f, [])) for f in ours}
     categories = {f: v for f, v in categories.items() if f in vocab or f in categories_in}
     try:
-        FeaturePlan.build(name, ours, categories, config, schema, Catalog(config, schema))
+        plan = FeaturePlan.build(name, ours, categories, config, schema, Catalog(config, schema))
     except ModelError as e:
         raise TrainingError(f"refused: {e}") from None
+    checked: dict[str, Any] = {}
+    if check_table is not None:
+        rows = _check_as_served(booster, check_table, theirs, ours, categories, plan)
+        checked = {"checked_rows": rows}
     if ours != theirs:
         match = _FEATURE_NAMES.search(text)
         if match is None:
@@ -98,7 +112,7 @@ def register_external(
         metrics={},
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         created_by=f"{getpass.getuser()}@{socket.gethostname()}",
-        training=_provenance(model_file, theirs, ours, booster),
+        training={**_provenance(model_file, theirs, ours, booster), **checked},
     )
     key = config.auth.model_key()
     if key is not None:
@@ -112,3 +126,38 @@ def register_external(
 def _provenance(path: Path, theirs: list[str], ours: list[str], b: lgb.Booster) -> dict[str, Any]:
     renamed = {t: o for t, o in zip(theirs, ours, strict=True) if t != o}
     return {"source": "external", "file": str(path), "renamed": renamed, "trees": b.num_trees()}
+
+
+def _check_as_served(
+    booster: lgb.Booster,
+    table: pa.Table,
+    theirs: list[str],
+    ours: list[str],
+    categories: dict[str, list[str]],
+    plan: FeaturePlan,
+) -> int:
+    """Score `table` (columns by the model's names or ours; categorical ones as strings or
+    codes) as given and as a shard serves it; refuse the model if any row differs."""
+    cols: dict[str, pa.ChunkedArray] = {}
+    for t, o in zip(theirs, ours, strict=True):
+        src = t if t in table.column_names else o
+        if src not in table.column_names:
+            raise TrainingError(f"the check table has no column {t!r}")
+        cols[o] = table.column(src)
+    given = table_matrix(pa.table(cols), ours, categories, codes=True)
+    served = plan.as_served(given)
+    diff = np.abs(booster.predict(given, num_threads=1) - booster.predict(served, num_threads=1))
+    bad = int(np.count_nonzero(diff))  # the same tree paths give the very same score
+    if bad:
+        rounded = [
+            ours[j]
+            for j in plan.float32_cols
+            if not np.array_equal(given[:, j], served[:, j], equal_nan=True)
+        ]
+        raise TrainingError(
+            f"refused: {bad} of {len(diff)} rows of the check table score differently as "
+            f"served, by up to {diff.max():.3g}: the shards hold {', '.join(rounded)} in "
+            "float32, and the model was fitted on float64 values between them. Cast those "
+            "columns to float32 before fitting (nextbest train does)."
+        )
+    return len(diff)

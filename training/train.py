@@ -4,7 +4,9 @@ The table has a label column (0/1) and feature columns named like the features t
 shards build (profile features, action_id, action_group, action_value, action_lever,
 channel, context_<name>); other columns (ids, timestamps) are ignored and listed.
 Categorical columns hold the category strings; they are encoded with the same
-vocabularies the shards use, and the vocabularies go into the manifest.
+vocabularies the shards use, and the vocabularies go into the manifest. Profile features
+the shards hold in float32 are rounded to float32 before fitting (`FeaturePlan.as_served`),
+so the model is fitted, validated and compared on the values it will be served.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from decisioning.registry import Registry
 from training.metrics import auc, calibration, logloss
 from training.report import Curve, render
 
-__all__ = ["REPORT_FILE", "TrainingError", "TrainResult", "read_table", "train"]
+__all__ = ["REPORT_FILE", "TrainResult", "TrainingError", "read_table", "table_matrix", "train"]
 
 REPORT_FILE = "report.html"
 
@@ -72,6 +74,35 @@ def read_table(path: str | Path) -> pa.Table:
         return pq.read_table(p)
     except (OSError, pa.ArrowInvalid) as e:
         raise TrainingError(f"cannot read {p}: {e}") from None
+
+
+def table_matrix(
+    table: pa.Table,
+    features: list[str],
+    categories: dict[str, list[str]],
+    codes: bool = False,
+) -> np.ndarray:
+    """The table's feature columns as a float64 matrix, values as given (a model is fitted
+    on `FeaturePlan.as_served` of it). Categorical columns hold strings, encoded with
+    `categories`; with `codes`, a numeric one is taken as codes already."""
+    x = np.empty((table.num_rows, len(features)), dtype=np.float64)
+    for j, f in enumerate(features):
+        col = table.column(f)
+        numeric = (
+            pa.types.is_integer(col.type)
+            or pa.types.is_floating(col.type)
+            or pa.types.is_boolean(col.type)
+            or pa.types.is_null(col.type)
+        )
+        if f in categories and not (codes and numeric):
+            if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
+                raise TrainingError(f"column {f} is categorical: it must hold strings")
+            x[:, j] = encode(col.to_pylist(), categories[f])
+        elif not numeric:
+            raise TrainingError(f"column {f} must be numeric, not {col.type}")
+        else:
+            x[:, j] = col.cast(pa.float64()).fill_null(math.nan).to_numpy()
+    return x
 
 
 def _candidate_features(config: Config, schema: ProfileSchema) -> set[str]:
@@ -120,22 +151,8 @@ def train(
     # the shard must be able to build exactly these features: check before training
     plan = FeaturePlan.build(name, features, categories, config, schema, catalog)
 
-    x = np.empty((table.num_rows, len(features)), dtype=np.float64)
-    for j, f in enumerate(features):
-        col = table.column(f)
-        if f in categories:
-            if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
-                raise TrainingError(f"column {f} is categorical: it must hold strings")
-            x[:, j] = encode(col.to_pylist(), categories[f])
-        else:
-            if not (
-                pa.types.is_integer(col.type)
-                or pa.types.is_floating(col.type)
-                or pa.types.is_boolean(col.type)
-                or pa.types.is_null(col.type)
-            ):
-                raise TrainingError(f"column {f} must be numeric, not {col.type}")
-            x[:, j] = col.cast(pa.float64()).fill_null(math.nan).to_numpy()
+    # fitted, validated and compared on exactly the values a shard will score
+    x = plan.as_served(table_matrix(table, features, categories))
     y_col = table.column(label).cast(pa.float64())
     if y_col.null_count:
         raise TrainingError(f"label column {label!r} has {y_col.null_count} nulls")

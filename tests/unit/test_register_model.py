@@ -8,6 +8,8 @@ from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -18,6 +20,7 @@ from decisioning.registry import Registry
 from serving.cli import app
 from tests.conftest import SMALL
 from tests.unit.models import tiny_model
+from tests.unit.test_decide import NOW, Clock
 from training.register import register_external
 from training.train import TrainingError
 
@@ -90,3 +93,68 @@ def test_cli_register(small_config: Config, tmp_path: Path) -> None:
         app, ["models", "register", str(other), "--name", "propensity", "--config", str(cfg)]
     )
     assert r.exit_code == 1 and "shoe_size" in r.output
+
+
+def _straddling(tmp_path: Path, as_float32: bool) -> tuple[Path, pa.Table]:
+    """A model fitted elsewhere on ages 85.4 + k·1e-6 (two float32 values between them)
+    and action codes, on float64 values or on the float32 ones a shard holds."""
+    rng = np.random.default_rng(4)
+    k = rng.integers(0, 12, 1000)
+    table = pa.table({"cust_age": 85.4 + k * 1e-6, "action_id": rng.integers(0, 2, 1000)})
+    x = np.column_stack([table["cust_age"].to_numpy(), table["action_id"].to_numpy()])
+    if as_float32:
+        x[:, 0] = x[:, 0].astype(np.float32)
+    y = (rng.random(1000) < np.where(k % 4 < 2, 0.1, 0.8)).astype(float)
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_threads": 1},
+        lgb.Dataset(x, y, feature_name=["cust_age", "action_id"], categorical_feature=[1]),
+        num_boost_round=20,
+    )
+    path = tmp_path / f"model-{as_float32}.txt"
+    path.write_text(booster.model_to_string())
+    return path, table
+
+
+def test_a_check_table_refuses_a_model_fitted_on_float64_values_the_shard_rounds(
+    small_config: Config, tmp_path: Path
+) -> None:
+    fmap = tmp_path / "map.yaml"
+    fmap.write_text("features: {cust_age: age}\n")
+    path, table = _straddling(tmp_path, as_float32=False)
+    with pytest.raises(TrainingError, match="score differently as served") as e:
+        register_external(path, small_config, "propensity", fmap, check_table=table)
+    assert "age" in str(e.value) and "float32" in str(e.value)
+    assert Registry(small_config.server.data_dir).versions("propensity") == []
+    path, table = _straddling(tmp_path, as_float32=True)
+    m = register_external(path, small_config, "propensity", fmap, check_table=table)
+    assert m.training["checked_rows"] == table.num_rows
+    # and the shard serves it as Booster.predict scores the table
+    bundle = Registry(small_config.server.data_dir).read("propensity", 1)
+    shard = Shard(0, small_config, [bundle], clock=Clock())
+    booster = lgb.Booster(model_str=path.read_text())
+    for i, (age, code) in enumerate(zip(*table.to_pydict().values(), strict=True)):
+        if i % 50:
+            continue
+        cid = f"c-{i}"
+        shard.apply_events(
+            [{"customer_id": cid, "type": "profile_update", "ts": NOW, "properties": {"age": age}}]
+        )
+        d = shard.decide({"customer_id": cid, "channel": "web", "limit": 3})
+        p = {a["action_id"]: a["propensity"] for a in d["actions"]}[["card", "loan"][code]]
+        assert abs(p - booster.predict(np.array([[age, code]]))[0]) <= 1e-9
+
+
+def test_cli_register_with_a_check_table(tmp_path: Path) -> None:
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text(
+        json.dumps({**SMALL, "server": {**SMALL["server"], "data_dir": str(tmp_path / "d")}})
+    )
+    fmap = tmp_path / "map.yaml"
+    fmap.write_text("features: {cust_age: age}\n")
+    for as_float32, code, said in ((False, 1, "float32"), (True, 0, "the 1000 rows score")):
+        path, table = _straddling(tmp_path, as_float32)
+        pq.write_table(table, tmp_path / "rows.parquet")
+        args = ["models", "register", str(path), "--name", "propensity", "--config", str(cfg)]
+        args += ["--feature-map", str(fmap), "--check-table", str(tmp_path / "rows.parquet")]
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == code and said in r.output, r.output
