@@ -25,13 +25,14 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutErro
 
 from actors.delivery import DeliveryLoop, make_sink
 from actors.shard import OUTCOMES, Shard, decision_slot
-from decisioning.budgets import Ledger, budgets_of, chunk_size, day_of
+from decisioning.budgets import budgets_of, chunk_size, day_of
 from decisioning.catalog_store import CatalogStore, catalog_of, version_of, with_catalog
 from decisioning.config import Config
 from decisioning.context_tables import ContextStore, check_table, table_version
-from decisioning.decision_log import DecisionLog, filesystem, logs_root
+from decisioning.decision_log import DecisionLog, logs_root
 from decisioning.errors import ModelError, Moved, NextbestError, NotFound
 from decisioning.fencing import Fenced
+from decisioning.ledger_store import LedgerStore
 from decisioning.model import (
     ModelBundle,
     ModelManifest,
@@ -321,6 +322,7 @@ class Supervisor:
         self.slot_map = contiguous_map(config.server.shards)
         self.deploying = threading.Lock()  # one rollout at a time; status stays answerable
         self.leasing = threading.Lock()  # budget grants, one at a time
+        self.ledger = LedgerStore.at(config.server.data_dir)
         self.auditing = threading.Lock()  # the identity audit log
         registry = Registry(config.server.data_dir)
         for name in registry.names():  # shards (re)starting find native code ready
@@ -622,43 +624,18 @@ class Supervisor:
                 log.error("shard %d: %s failed (%s); it loads the stored state", i, method, e)
 
     def lease(self, action_id: str, day: str, want: int) -> int:
-        """Grant a shard up to `want` more of today's budget of `action_id` (0 when it
-        is granted out, or the action has no budget); the ledger is durable first."""
+        """Grant a shard up to `want` more of `day`'s budget of `action_id` (0 when it
+        is granted out, the day is forgotten, or the action has no budget); the grant is
+        durable before it is answered (decisioning/ledger_store.py)."""
         with self.leasing:
-            config = self._serving_config()
-            budget = budgets_of(config).get(action_id)
+            budget = budgets_of(self._serving_config()).get(action_id)
             if budget is None:
                 return 0
-            ledger = self._ledger()
-            n = ledger.grant(action_id, day, want, budget)
-            if n:
-                self._save_ledger(ledger, day)
-            return n
+            return self.ledger.grant(action_id, day, want, budget)
 
     def _serving_config(self) -> Config:
         current = CatalogStore(self.config.server.data_dir).current()
         return self.config if current is None else with_catalog(self.config, current[1])
-
-    def _ledger_path(self) -> tuple[Any, str]:
-        fs, root = filesystem(self.config.server.data_dir)
-        return fs, f"{root}/budgets/ledger.json"
-
-    def _ledger(self) -> Ledger:
-        fs, path = self._ledger_path()
-        try:
-            with fs.open_input_stream(path) as f:
-                return Ledger(json.loads(f.read().decode()))
-        except FileNotFoundError:
-            return Ledger()
-
-    def _save_ledger(self, ledger: Ledger, today: str) -> None:
-        fs, path = self._ledger_path()
-        keep = {d: v for d, v in ledger.granted.items() if d >= today}  # older days are done
-        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with fs.open_output_stream(tmp) as f:
-            f.write(json.dumps(keep, sort_keys=True).encode())
-        fs.move(tmp, path)
 
     def model_stats(self) -> dict[str, Any]:
         """Per model version: its alias, decisions and outcomes, summed over the shards

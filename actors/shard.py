@@ -1260,10 +1260,12 @@ class Shard:
         return {name: m.scorer_kind for name, m in self.models.items()}
 
     def flush_logs(self) -> dict[str, Any] | None:
-        """Write the buffered decision and outcome logs now (before a training run)."""
+        """Write the buffered decision and outcome logs now (before a training run); a
+        failing disk does not hold the shard longer than 30 s (the status says what
+        still waits, and why)."""
         if self.logs is None:
             return None
-        self.logs.flush()
+        self.logs.flush(timeout=30.0)
         return self.logs.status()
 
     # -- status --------------------------------------------------------------------------

@@ -10,10 +10,18 @@ is never exceeded. What can go unused is at most the allotments stranded on shar
 at the end of the day or lost with a shard that died: `shards × chunk`, with
 chunk = ceil(budget / (4 × shards)), so at most about a quarter of the budget, and
 nothing when the shards keep asking until the budget is granted out. Days are UTC.
+
+A day is named by the asking shard's clock, so at midnight shards ask for two days at
+once. The ledger forgets a day only when both the supervisor's clock and the newest day
+it has granted are more than `KEEP_DAYS` past it (no single clock, ahead by mistake,
+can make it forget the current day), and refuses any day it has forgotten
+(`pruned_before`): a lagging shard is never granted a forgotten day's budget again.
+`decisioning/ledger_store.py` keeps the ledger durable.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import threading
 import time
@@ -21,7 +29,9 @@ from collections.abc import Callable
 
 from decisioning.config import Config
 
-__all__ = ["Allotments", "Ledger", "budgets_of", "chunk_size", "day_of"]
+__all__ = ["KEEP_DAYS", "Allotments", "Ledger", "budgets_of", "chunk_size", "day_of"]
+
+KEEP_DAYS = 2  # days kept before the older of the two clocks (see the module docstring)
 
 
 def day_of(ts: float) -> str:
@@ -82,14 +92,41 @@ class Allotments:
 
 
 class Ledger:
-    """What the supervisor has granted, per action and day; never more than the budget."""
+    """What the supervisor has granted, per action and day; never more than the budget.
+    Days before `pruned_before` are forgotten, and refused."""
 
-    def __init__(self, granted: dict[str, dict[str, int]] | None = None) -> None:
+    def __init__(
+        self,
+        granted: dict[str, dict[str, int]] | None = None,
+        pruned_before: str | None = None,
+    ) -> None:
         self.granted: dict[str, dict[str, int]] = granted or {}  # day -> action -> units
+        self.pruned_before = pruned_before
+
+    def forgotten(self, day: str) -> bool:
+        return self.pruned_before is not None and day < self.pruned_before
 
     def grant(self, action_id: str, day: str, want: int, budget: int) -> int:
+        if self.forgotten(day):  # what was granted that day is not known any more
+            return 0
         done = self.granted.setdefault(day, {}).get(action_id, 0)
         n = max(0, min(want, budget - done))
         if n:
             self.granted[day][action_id] = done + n
         return n
+
+    def prune(self, today: str) -> None:
+        """Forget the days more than KEEP_DAYS before both `today` (the supervisor's
+        clock) and the newest day granted; `pruned_before` never moves back."""
+        if not self.granted:  # (the newest day granted is always kept)
+            return
+        newest = max(self.granted)
+        horizon = _days_before(min(today, newest), KEEP_DAYS)
+        if self.pruned_before is None or horizon > self.pruned_before:
+            self.pruned_before = horizon
+        for day in [d for d in self.granted if d < horizon]:
+            del self.granted[day]
+
+
+def _days_before(day: str, n: int) -> str:
+    return (dt.date.fromisoformat(day) - dt.timedelta(days=n)).isoformat()

@@ -6,16 +6,26 @@
 Anyone reads them with `pyarrow.dataset.dataset(path, partitioning="hive")`.
 
 A shard hands each decision over with a few list appends (the feature matrices are the
-ones the models scored, kept by reference). A buffer is rolled into a file when it holds
-`roll_rows` rows or is `roll_s` old, and a writer thread builds and writes the file. At
-most `max_pending` rolled buffers wait for it; then the shard waits: memory is bounded
-and nothing is dropped. `close()` writes everything. A crash loses what was buffered
-(at most `roll_s` seconds of logs); profiles are not affected, they are in the WAL.
+ones the models scored, kept by reference). A buffer is rolled into a batch when it
+holds `roll_rows` rows or is `roll_s` old, and a writer thread builds and writes a file
+per kind and date. At most `max_pending` rolled batches wait for it; then the shard
+waits: memory is bounded and nothing is dropped.
 
-Erasure: `erase(id)` drops the customer's buffered rows at once; `rewrite_without(ids)`
-(run by the shard's snapshot thread before the snapshot that ends the customer's WAL
-tombstone) rewrites each of this shard's files that holds them. Nothing else writes
-while it runs, and a crash before it finishes leaves the tombstone, so it is redone.
+A failed write drops nothing either: the batch stays first in line, less the files
+already written (so no row is written twice), and is retried after 0.5 s, 1 s, 2 s, ...
+up to 30 s; `status()["write_error"]` says what fails, since when, how many retries and
+rows wait, until a write succeeds. Meanwhile the shard fills `max_pending` and waits.
+`close()` writes everything; on a disk that still fails after its timeout it gives up
+and logs, as an error, how many rows it could not write (the one loss: a graceful stop
+on a broken disk). A crash loses what was not written yet (up to `roll_s` seconds of
+logs, more while writes fail); profiles are not affected, they are in the WAL.
+
+Erasure: `erase(id)` drops the customer's rows not written yet (buffered, or waiting for
+the writer or a retry) at once; `rewrite_without(ids)` (run by the shard's snapshot
+thread before the snapshot that ends the customer's WAL tombstone) rewrites each of this
+shard's files that holds them, including one being written while `erase` ran. Nothing
+else writes while it runs, and a crash before it finishes leaves the tombstone, so it is
+redone.
 """
 
 from __future__ import annotations
@@ -32,7 +42,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -40,6 +49,14 @@ import pyarrow.parquet as pq
 
 from decisioning.arbitration import Decision, Trace
 from decisioning.config import LogsSpec
+from decisioning.log_tables import (
+    DECISIONS_SCHEMA,
+    OUTCOMES_SCHEMA,
+    Decided,
+    Outcome,
+    decisions_table,
+    outcomes_table,
+)
 
 __all__ = [
     "DECISIONS_SCHEMA",
@@ -50,39 +67,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("nextbest.logs")
-
-DECISIONS_SCHEMA = pa.schema(
-    [
-        ("decision_id", pa.string()),
-        ("ts", pa.timestamp("us", tz="UTC")),
-        ("customer_id", pa.string()),
-        ("channel", pa.string()),
-        ("placement", pa.string()),
-        ("context", pa.string()),  # JSON, keys sorted
-        ("action_id", pa.string()),  # null: no candidate was eligible
-        ("model", pa.string()),
-        ("model_version", pa.string()),  # e.g. propensity@3; null: not scored by a model
-        ("variant", pa.string()),  # champion, challenger, explore
-        ("features", pa.list_(pa.float64())),  # as scored, in the model's feature order
-        ("propensity", pa.float64()),
-        ("priority", pa.float64()),
-        ("rank", pa.int32()),  # 0 = highest priority
-        ("chosen", pa.bool_()),
-        ("position", pa.int32()),  # in the answer (0 = first); null: not shown
-        ("probability", pa.float64()),  # that the logging policy put it first
-        ("shadow_version", pa.string()),  # a model in shadow: scored too, not used
-        ("shadow_propensity", pa.float64()),
-    ]
-)
-OUTCOMES_SCHEMA = pa.schema(
-    [
-        ("decision_id", pa.string()),
-        ("action_id", pa.string()),
-        ("customer_id", pa.string()),
-        ("outcome", pa.string()),
-        ("ts", pa.timestamp("us", tz="UTC")),
-    ]
-)
+RETRY_MIN_S, RETRY_MAX_S = 0.5, 30.0  # backoff between retries of a failed write
+DAY_S = 86400
+_Key = tuple[str, int]  # ("decisions" or "outcomes", UTC days since the epoch)
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -98,19 +85,38 @@ def logs_root(data_dir: str, spec: LogsSpec) -> str:
     return spec.dir or data_dir.rstrip("/") + "/logs"
 
 
-@dataclass(frozen=True, slots=True)
-class _Decided:
-    decision: Decision
-    context: str
-    variant: str
-    shadow: Trace | None  # the same candidates, scored by the models in shadow
+@dataclass(slots=True)
+class _Batch:
+    """Rows rolled together, by kind and UTC day: one file each. The writer removes a
+    part once its file is written, so a retried batch writes no row twice."""
 
+    parts: dict[_Key, list[Any]]
 
-_Outcome = tuple[str, str, str, str, float]  # decision_id, action_id, customer_id, outcome, ts
+    @classmethod
+    def of(cls, decided: list[Decided], outcomes: list[Outcome]) -> _Batch:
+        parts: dict[_Key, list[Any]] = {}
+        for d in decided:
+            parts.setdefault(("decisions", int(d.decision.ts // DAY_S)), []).append(d)
+        for o in outcomes:
+            parts.setdefault(("outcomes", int(o[4] // DAY_S)), []).append(o)
+        return cls(parts)
+
+    def rows(self) -> int:
+        return sum(len(rows) for rows in self.parts.values())
+
+    def drop(self, customer_id: str) -> None:
+        for key, rows in self.parts.items():
+            if key[0] == "decisions":
+                self.parts[key] = [d for d in rows if d.decision.customer_id != customer_id]
+            else:
+                self.parts[key] = [o for o in rows if o[2] != customer_id]
 
 
 class DecisionLog:
-    """The log writer of one shard (its buffers, its files, its writer thread)."""
+    """The log writer of one shard (its buffers, its files, its writer thread).
+
+    `fs` (default: from `root`) and `sleep` (the wait between retries; default: a wait
+    that `close` and `flush` cut short) are injectable for tests."""
 
     def __init__(
         self,
@@ -118,20 +124,32 @@ class DecisionLog:
         shard_id: int,
         spec: LogsSpec,
         clock: Callable[[], float] = time.monotonic,
+        fs: pafs.FileSystem | None = None,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
-        self.fs, self.root = filesystem(root)
+        self.fs, self.root = (fs, root) if fs is not None else filesystem(root)
         self.prefix = f"shard-{shard_id}-"
         self.spec = spec
         self.clock = clock
-        self._cv = threading.Condition()  # guards the buffers and the pending rolls
+        self._cv = threading.Condition()  # guards the buffers, the batches and the error
         self._io = threading.Lock()  # held while a file is written or rewritten
-        self._decisions: list[_Decided] = []
-        self._outcomes: list[_Outcome] = []
+        self._decisions: list[Decided] = []
+        self._outcomes: list[Outcome] = []
         self._rows = 0
         self._since = clock()
-        self._pending: deque[tuple[list[_Decided], list[_Outcome]]] = deque()
-        self._stopping = False
-        self.stats = {"rows": 0, "outcomes": 0, "files": 0, "failed_rows": 0, "rewrites": 0}
+        self._pending: deque[_Batch] = deque()  # the first one is being written or retried
+        self._stopping = self._abandoned = False
+        self._error: dict[str, Any] | None = None  # the write that fails now, if one does
+        self._kick = threading.Event()  # ends a wait between retries early
+        self._sleep = sleep or self._wait
+        self.stats = {
+            "rows": 0,
+            "outcomes": 0,
+            "files": 0,
+            "rewrites": 0,
+            "write_failures": 0,  # failed attempts, each retried
+            "unwritable_rows": 0,  # rows no table could be built from (a bug), logged
+        }
         self._sweep()
         self._thread = threading.Thread(target=self._run, name="nextbest-logs", daemon=True)
         self._thread.start()
@@ -149,11 +167,11 @@ class DecisionLog:
         assert decision.trace is not None
         ctx = json.dumps(context, sort_keys=True, separators=(",", ":"))
         with self._cv:
-            self._decisions.append(_Decided(decision, ctx, variant, shadow))
+            self._decisions.append(Decided(decision, ctx, variant, shadow))
             self._rows += max(1, len(decision.trace.action_ids))
             self._maybe_roll()
 
-    def outcomes(self, rows: Iterable[_Outcome]) -> None:
+    def outcomes(self, rows: Iterable[Outcome]) -> None:
         with self._cv:
             for row in rows:
                 self._outcomes.append(row)
@@ -163,26 +181,24 @@ class DecisionLog:
     def _maybe_roll(self) -> None:
         if self._rows >= self.spec.roll_rows:
             while len(self._pending) >= self.spec.max_pending and self._thread.is_alive():
-                self._cv.wait(1.0)  # the writer is behind: wait, never drop
+                self._cv.wait(1.0)  # the writer is behind or failing: wait, never drop
             self._roll()
 
     def _roll(self) -> None:
         if self._decisions or self._outcomes:
-            self._pending.append((self._decisions, self._outcomes))
+            self._pending.append(_Batch.of(self._decisions, self._outcomes))
             self._decisions, self._outcomes, self._rows = [], [], 0
             self._cv.notify_all()
         self._since = self.clock()
 
     def erase(self, customer_id: str) -> None:
-        """Drop the customer's rows that are not written yet (buffered or waiting)."""
+        """Drop the customer's rows that are not written yet (buffered, waiting for the
+        writer, or for a retry of a failed write)."""
         with self._cv:
             self._decisions = [d for d in self._decisions if d.decision.customer_id != customer_id]
             self._outcomes = [o for o in self._outcomes if o[2] != customer_id]
-            for i, (ds, os_) in enumerate(self._pending):
-                self._pending[i] = (
-                    [d for d in ds if d.decision.customer_id != customer_id],
-                    [o for o in os_ if o[2] != customer_id],
-                )
+            for batch in self._pending:
+                batch.drop(customer_id)
 
     def rewrite_without(self, customer_ids: set[str]) -> int:
         """Rewrite (or delete) each file of this shard that holds one of the customers;
@@ -195,27 +211,52 @@ class DecisionLog:
         self.stats["rewrites"] += changed
         return changed
 
-    def flush(self) -> None:
-        """Write everything buffered now and wait until it is written."""
+    def flush(self, timeout: float = 300.0) -> bool:
+        """Write everything buffered now and wait until it is written; False when it is
+        not within `timeout` (writes fail: see `status()`; the rows wait, kept)."""
+        deadline = time.monotonic() + timeout
         with self._cv:
             self._roll()
+            self._kick.set()  # a failing write is retried now, not after its backoff
             while self._pending and self._thread.is_alive():
-                self._cv.wait(1.0)
-        with self._io:  # the last one taken may still be being written
-            pass
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(min(left, 1.0))
+            return not self._pending
 
-    def close(self) -> None:
-        """Write everything buffered and stop the writer (graceful stop)."""
+    def close(self, timeout: float = 300.0) -> int:
+        """Write everything buffered and stop the writer (graceful stop). Returns how
+        many rows it could not write within `timeout` (a broken disk): those are lost,
+        and logged as an error."""
         with self._cv:
             self._roll()
             self._stopping = True
             self._cv.notify_all()
-        self._thread.join(timeout=300)
+        self._kick.set()
+        self._thread.join(timeout=timeout)
+        with self._cv:
+            self._abandoned = True  # a writer still retrying stops at its next wake
+            lost, error = self._waiting(), self._error
+        self._kick.set()
+        if lost:
+            log.error(
+                "%s: closed with %d decision and outcome log rows not written, now lost "
+                "(the last write failed with: %s)",
+                self.prefix,
+                lost,
+                error and error["message"],
+            )
+        return lost
 
     def status(self) -> dict[str, Any]:
         with self._cv:
-            buffered = self._rows + sum(len(ds) + len(os_) for ds, os_ in self._pending)
-        return {**self.stats, "buffered": buffered}
+            waiting = self._waiting()
+            error = None if self._error is None else {**self._error, "rows_waiting": waiting}
+            return {**self.stats, "buffered": self._rows + waiting, "write_error": error}
+
+    def _waiting(self) -> int:
+        return sum(batch.rows() for batch in self._pending)
 
     # -- the writer thread ---------------------------------------------------------------
 
@@ -230,29 +271,70 @@ class DecisionLog:
                             break
                         left = self.spec.roll_s
                     self._cv.wait(left)
-                if not self._pending and self._stopping:
+                if self._abandoned or not self._pending:
                     return
-            with self._io:
-                with self._cv:
-                    item = self._pending.popleft() if self._pending else None
-                    self._cv.notify_all()
-                if item is not None:
-                    self._write(*item)
+                retries = -1 if self._error is None else self._error["retries"]
+            if not self._write_first():
+                self._sleep(min(RETRY_MAX_S, RETRY_MIN_S * 2 ** min(retries + 1, 16)))
 
-    def _write(self, decided: list[_Decided], outcomes: list[_Outcome]) -> None:
-        for kind, by_date, build in (
-            ("decisions", _by_date(decided, lambda d: d.decision.ts), _decisions_table),
-            ("outcomes", _by_date(outcomes, lambda o: o[4]), _outcomes_table),
-        ):
-            for date, rows in by_date.items():
-                try:
-                    table = build(rows)  # type: ignore[operator]
-                    self._put(f"{self.root}/{kind}/date={date}", table)
+    def _wait(self, seconds: float) -> None:
+        self._kick.wait(seconds)
+        self._kick.clear()
+
+    def _write_first(self) -> bool:
+        """Write the first batch, a file per part; False when a write failed (the parts
+        not written stay, for a retry)."""
+        with self._io:
+            with self._cv:
+                batch = self._pending[0]
+                parts = list(batch.parts.items())
+            for key, rows in parts:
+                if rows and (table := self._table(key, rows)) is not None:
+                    kind, day = key
+                    date = time.strftime("%Y-%m-%d", time.gmtime(day * DAY_S))
+                    try:
+                        self._put(f"{self.root}/{kind}/date={date}", table)
+                    except Exception as e:  # noqa: BLE001 - the disk: kept, retried
+                        self._failed(e)
+                        return False
                     self.stats["files"] += 1
                     self.stats["rows" if kind == "decisions" else "outcomes"] += table.num_rows
-                except Exception as e:  # noqa: BLE001 - a log file lost, the shard goes on
-                    self.stats["failed_rows"] += len(rows)
-                    log.error("%s: could not write %d %s rows: %s", self.prefix, len(rows), kind, e)
+                with self._cv:
+                    del batch.parts[key]
+            with self._cv:
+                self._pending.popleft()
+                if self._error is not None:
+                    log.warning("%s: log writes work again", self.prefix)
+                self._error = None
+                self._cv.notify_all()
+        return True
+
+    def _table(self, key: _Key, rows: list[Any]) -> pa.Table | None:
+        try:
+            return decisions_table(rows) if key[0] == "decisions" else outcomes_table(rows)
+        except Exception:  # noqa: BLE001 - a bug, not the disk: a retry would fail alike
+            self.stats["unwritable_rows"] += len(rows)
+            log.exception(
+                "%s: no table from %d %s rows; not written", self.prefix, len(rows), key[0]
+            )
+            return None
+
+    def _failed(self, e: Exception) -> None:
+        with self._cv:
+            self.stats["write_failures"] += 1
+            if self._error is None:
+                since = datetime.now(UTC).isoformat(timespec="seconds")
+                self._error = {"message": f"{type(e).__name__}: {e}", "since": since, "retries": 0}
+            else:
+                self._error["retries"] += 1
+            retries, waiting = self._error["retries"], self._waiting()
+        log.error(
+            "%s: could not write the decision log (%s); %d rows kept, retry %d",
+            self.prefix,
+            e,
+            waiting,
+            retries + 1,
+        )
 
     def _put(self, directory: str, table: pa.Table) -> None:
         """Write under a hidden name, then rename: readers never see half a file."""
@@ -311,117 +393,3 @@ class DecisionLog:
                 if info.type == pafs.FileType.File and info.base_name.startswith("." + self.prefix):
                     with contextlib.suppress(OSError):
                         self.fs.delete_file(info.path)
-
-
-def _by_date(rows: list[Any], ts: Callable[[Any], float]) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
-    for r in rows:
-        out.setdefault(datetime.fromtimestamp(ts(r), UTC).strftime("%Y-%m-%d"), []).append(r)
-    return out
-
-
-def _decisions_table(decided: list[_Decided]) -> pa.Table:
-    cols: dict[str, list[Any]] = {f.name: [] for f in DECISIONS_SCHEMA if f.name != "features"}
-    flat: list[np.ndarray] = []
-    offsets = [0]
-
-    def row(d: Decision, ctx: str, variant: str, **values: Any) -> None:
-        cols["decision_id"].append(d.decision_id)
-        cols["ts"].append(int(d.ts * 1_000_000))
-        cols["customer_id"].append(d.customer_id)
-        cols["channel"].append(d.channel)
-        cols["placement"].append(d.placement)
-        cols["context"].append(ctx)
-        cols["variant"].append(variant)
-        for k, v in values.items():
-            cols[k].append(v)
-
-    for e in decided:
-        d, tr = e.decision, e.decision.trace
-        assert tr is not None
-        n = len(tr.action_ids)
-        if n == 0:  # nothing eligible: the decision is still a row (do nothing)
-            row(
-                d,
-                e.context,
-                e.variant,
-                action_id=None,
-                model=None,
-                model_version=None,
-                propensity=None,
-                priority=None,
-                rank=None,
-                chosen=False,
-                position=None,
-                probability=None,
-                shadow_version=None,
-                shadow_propensity=None,
-            )
-            offsets.append(offsets[-1])
-            continue
-        features: list[np.ndarray | None] = [None] * n
-        refs: list[str | None] = [None] * n
-        for ref, idx, x in tr.blocks:
-            for j, i in enumerate(idx):
-                features[i] = x[j]
-                refs[i] = ref
-        order = sorted(range(n), key=lambda i: (-tr.priority[i], tr.action_ids[i]))
-        ranks = [0] * n
-        for r, i in enumerate(order):
-            ranks[i] = r
-        chosen = {a.action_id for a in d.actions}
-        positions = {a.action_id: j for j, a in enumerate(d.actions)}
-        first = d.actions[0].action_id if d.actions else None
-        sh = e.shadow
-        shadow_refs: list[str | None] = [None] * n
-        for ref, idx, _ in sh.blocks if sh is not None else ():
-            for i in idx:
-                shadow_refs[i] = ref
-        for i in range(n):
-            aid = tr.action_ids[i]
-            if d.probability is not None:  # an exploring policy
-                p = d.probability.get(aid, 0.0)
-            else:
-                p = 1.0 if aid == first else 0.0
-            row(
-                d,
-                e.context,
-                e.variant,
-                action_id=aid,
-                model=tr.models[i],
-                model_version=refs[i],
-                propensity=float(tr.propensity[i]),
-                priority=float(tr.priority[i]),
-                rank=ranks[i],
-                chosen=aid in chosen,
-                position=positions.get(aid),
-                probability=p,
-                shadow_version=(ref_i := shadow_refs[i]),
-                shadow_propensity=None if sh is None or ref_i is None else float(sh.propensity[i]),
-            )
-            f = features[i]
-            if f is not None:
-                flat.append(f)
-            offsets.append(offsets[-1] + (0 if f is None else len(f)))
-    values = np.concatenate(flat) if flat else np.empty(0, dtype=np.float64)
-    arrays = {name: pa.array(v, DECISIONS_SCHEMA.field(name).type) for name, v in cols.items()}
-    arrays["features"] = pa.ListArray.from_arrays(
-        pa.array(offsets, pa.int32()), pa.array(values, pa.float64())
-    )
-    return pa.table([arrays[f.name] for f in DECISIONS_SCHEMA], schema=DECISIONS_SCHEMA)
-
-
-def _outcomes_table(rows: list[_Outcome]) -> pa.Table:
-    decision_ids, action_ids, customer_ids, outcomes, ts = (
-        list(c) for c in zip(*rows, strict=True)
-    )
-    return pa.table(
-        [
-            pa.array(decision_ids, pa.string()),
-            pa.array(action_ids, pa.string()),
-            pa.array(customer_ids, pa.string()),
-            pa.array(outcomes, pa.string()),
-            pa.array([int(t * 1_000_000) for t in ts], pa.timestamp("us", tz="UTC")),
-        ],
-        schema=OUTCOMES_SCHEMA,
-    )

@@ -1,13 +1,20 @@
 """Decision and outcome logs: what was scored is what is logged, byte for byte; files
-roll by size and time, are readable with pyarrow.dataset, and forget erased customers."""
+roll by size and time, are readable with pyarrow.dataset, and forget erased customers;
+a failing disk loses no row and writes none twice."""
 
 from __future__ import annotations
 
+import errno
+import logging
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pytest
 
 from actors.shard import Shard
@@ -201,3 +208,198 @@ def test_no_eligible_action_is_logged_as_a_do_nothing_row(
     (row,) = _read(root, "decisions")
     assert row["action_id"] is None and row["chosen"] is False and row["features"] == []
     shard.close()
+
+
+class FlakyDisk(pafs.FileSystemHandler):
+    """A real local filesystem that refuses new files (ENOSPC) while told to fail: after
+    `fail(after=n)`, n more files are written, then none until `recover()`."""
+
+    def __init__(self) -> None:
+        self.fs = pafs.LocalFileSystem()
+        self.allowed: int | None = None  # None: healthy
+
+    def fail(self, after: int = 0) -> None:
+        self.allowed = after
+
+    def recover(self) -> None:
+        self.allowed = None
+
+    def open_output_stream(self, path: str, metadata: Any) -> Any:
+        if self.allowed is not None:
+            if self.allowed <= 0:
+                raise OSError(errno.ENOSPC, "No space left on device (injected)", path)
+            self.allowed -= 1
+        return self.fs.open_output_stream(path, metadata=metadata)
+
+    def get_type_name(self) -> str:
+        return "flaky-local"
+
+    def normalize_path(self, path: str) -> str:
+        return self.fs.normalize_path(path)
+
+    def get_file_info(self, paths: list[str]) -> list[pafs.FileInfo]:
+        return self.fs.get_file_info(paths)
+
+    def get_file_info_selector(self, selector: pafs.FileSelector) -> list[pafs.FileInfo]:
+        return self.fs.get_file_info(selector)
+
+    def create_dir(self, path: str, recursive: bool) -> None:
+        self.fs.create_dir(path, recursive=recursive)
+
+    def delete_dir(self, path: str) -> None:
+        self.fs.delete_dir(path)
+
+    def delete_dir_contents(self, path: str, missing_dir_ok: bool = False) -> None:
+        self.fs.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+    def delete_root_dir_contents(self) -> None:
+        raise OSError("not in a test")
+
+    def delete_file(self, path: str) -> None:
+        self.fs.delete_file(path)
+
+    def move(self, src: str, dest: str) -> None:
+        self.fs.move(src, dest)
+
+    def copy_file(self, src: str, dest: str) -> None:
+        self.fs.copy_file(src, dest)
+
+    def open_input_stream(self, path: str) -> Any:
+        return self.fs.open_input_stream(path)
+
+    def open_input_file(self, path: str) -> Any:
+        return self.fs.open_input_file(path)
+
+    def open_append_stream(self, path: str, metadata: Any) -> Any:
+        return self.fs.open_append_stream(path, metadata=metadata)
+
+
+class Gate:
+    """The writer's wait between retries, held shut by the test (which never sleeps):
+    records each delay asked for and lets `allow(n)` more retries through."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+        self._cv = threading.Condition()
+        self._permits = 0
+
+    def __call__(self, seconds: float) -> None:
+        with self._cv:
+            self.delays.append(seconds)
+            self._cv.notify_all()
+            self._cv.wait_for(lambda: self._permits > 0, timeout=60)
+            self._permits -= 1
+
+    def allow(self, n: int) -> None:
+        with self._cv:
+            self._permits += n
+            self._cv.notify_all()
+
+    def until(self, done: Callable[[], bool]) -> None:
+        with self._cv:
+            assert self._cv.wait_for(done, timeout=30), "the writer never got there"
+
+
+def _candidate_rows(root: Path) -> list[tuple[Any, ...]]:
+    keys = ("customer_id", "ts", "action_id", "chosen", "position", "propensity", "date")
+    return sorted(tuple(r[k] for k in keys) for r in _read(root, "decisions"))
+
+
+def _outcome_rows(root: Path) -> list[tuple[Any, ...]]:
+    return sorted((r["customer_id"], r["action_id"], r["outcome"]) for r in _read(root, "outcomes"))
+
+
+def _traffic(shard: Shard, clock: Clock, customers: range, days: int = 2) -> None:
+    """Decisions over `days` UTC days, and an outcome for each (a batch of many files)."""
+    for day in range(days):
+        clock.t = NOW + day * 86400.0
+        for i in customers:
+            cid = f"c-{i}" if i != 3 else "erase-me-please"
+            _profile(shard, cid, 20 + i, views=i % 3)
+            d = shard.decide({"customer_id": cid, "channel": "web"})
+            if d["actions"]:
+                _outcome = {"decision_id": d["decision_id"], "outcome": "click"}
+                shard.record_outcomes([{**_outcome, "action_id": d["actions"][0]["action_id"]}])
+
+
+def _logging_shard(config: Config, root: Path, **kw: Any) -> tuple[Shard, Clock]:
+    """A durable shard (erasure rewrites its log files at the next snapshot)."""
+    clock = Clock()
+    logs = DecisionLog(str(root / "logs"), 0, LogsSpec(roll_s=3600, compression="none"), **kw)
+    shard = Shard(
+        0, config, [tiny_model(config)], clock=clock, log_dir=str(root / "wal"), logs=logs
+    )
+    return shard, clock
+
+
+def test_a_failing_disk_loses_no_row_and_writes_none_twice(
+    small_config: Config, tmp_path: Path
+) -> None:
+    healthy, hclock = _logging_shard(small_config, tmp_path / "healthy")
+    disk, gate = FlakyDisk(), Gate()
+    flaky, fclock = _logging_shard(
+        small_config, tmp_path / "flaky", fs=pafs.PyFileSystem(disk), sleep=gate
+    )
+    for shard, clock in ((healthy, hclock), (flaky, fclock)):
+        _traffic(shard, clock, range(0, 6))
+    disk.fail(after=1)  # the batch's first file is written, then the disk is full
+    assert flaky.logs.flush(timeout=0) is False  # rolled; not written (and no hang)
+    gate.allow(3)
+    gate.until(lambda: len(gate.delays) == 4)
+    assert gate.delays == [0.5, 1.0, 2.0, 4.0]  # backing off, each retry refused
+    error = flaky.logs.status()["write_error"]
+    assert "No space left on device" in error["message"] and error["retries"] == 3
+    assert error["rows_waiting"] > 0 and error["since"]
+    for shard, clock in ((healthy, hclock), (flaky, fclock)):
+        _traffic(shard, clock, range(3, 9), days=1)  # more rows wait behind the first batch
+        shard.erase_profile("erase-me-please")  # out of the files and of the retry queue
+    assert flaky.logs.flush(timeout=0) is False
+    holding = _holds(tmp_path / "flaky" / "logs", b"erase-me-please")  # written before
+    disk.recover()
+    gate.allow(1_000)
+    for shard in (healthy, flaky):
+        assert shard.logs.flush() is True
+    # what waited for a retry was written without the erased customer's rows
+    assert _holds(tmp_path / "flaky" / "logs", b"erase-me-please") == holding
+    for shard in (healthy, flaky):
+        shard.flush()  # the snapshot: its thread rewrites the files that hold erased rows
+        assert shard._writing is not None
+        shard._writing.done.wait()
+        shard.flush()
+    status = flaky.logs.status()
+    assert status["write_error"] is None and status["buffered"] == 0
+    assert status["write_failures"] == 4 and status["unwritable_rows"] == 0
+    rows = _candidate_rows(tmp_path / "flaky" / "logs")
+    assert rows == _candidate_rows(tmp_path / "healthy" / "logs")  # none lost, none twice
+    assert {r[-1] for r in rows} == {"2023-11-14", "2023-11-15"}
+    assert _outcome_rows(tmp_path / "flaky" / "logs") == _outcome_rows(
+        tmp_path / "healthy" / "logs"
+    )
+    assert "erase-me-please" not in {r[0] for r in rows}
+    assert _holds(tmp_path, b"erase-me-please") == []
+    for shard in (healthy, flaky):
+        shard.close()
+
+
+def test_close_on_a_broken_disk_gives_up_and_says_how_many_rows_it_lost(
+    small_config: Config, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    disk, gate = FlakyDisk(), Gate()
+    shard, clock = _logging_shard(small_config, tmp_path, fs=pafs.PyFileSystem(disk), sleep=gate)
+    disk.fail()
+    _traffic(shard, clock, range(0, 4))
+    assert shard.logs.flush(timeout=0.05) is False  # a bounded wait, not forever
+    gate.until(lambda: len(gate.delays) >= 1)
+    waiting = shard.logs.status()["write_error"]["rows_waiting"]
+    lost: list[int] = []
+    with caplog.at_level(logging.ERROR, logger="nextbest.logs"):
+        closing = threading.Thread(
+            target=lambda: lost.append(shard.logs.close(timeout=0.05)), daemon=True
+        )
+        closing.start()
+        closing.join(timeout=60)  # (a close that waited for the disk forever fails here)
+    assert lost == [waiting] and waiting > 0
+    assert any(
+        f"{waiting} decision and outcome log rows not written" in r.message for r in caplog.records
+    )
+    gate.allow(1)  # the abandoned writer wakes up and stops
