@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= examples/nextbest.yaml
 
-.PHONY: run test lint unit integration bench clean
+.PHONY: run test lint unit integration fuzz bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ unit: $(VENV)/.installed
 
 integration: $(VENV)/.installed
 	$(BIN)/python -m pytest tests/integration
+
+## fuzz: schemathesis against a live server, 500 cases per operation (make test sends 30)
+fuzz: $(VENV)/.installed
+	NEXTBEST_FUZZ_EXAMPLES=$${NEXTBEST_FUZZ_EXAMPLES:-500} $(BIN)/python -m pytest tests/integration/test_fuzz_api.py
 
 bench: $(VENV)/.installed
 	$(BIN)/nextbest bench --config $(CONFIG)

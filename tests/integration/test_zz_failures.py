@@ -239,6 +239,8 @@ def test_node_loss_brings_its_shards_back_on_another_node(
         if r.status_code == 200:
             break
         assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+        ready = client.get("/readyz")  # not ready meanwhile, and says when to ask again
+        assert ready.is_success or ready.headers["retry-after"] == "1", ready.text
         time.sleep(0.25)
     assert r.status_code == 200, statuses
     for i in on_lost:
