@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= examples/nextbest.yaml
 
-.PHONY: run test lint unit integration chaos bench clean
+.PHONY: run test lint unit integration chaos fuzz bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ integration: $(VENV)/.installed
 chaos: $(VENV)/.installed
 	NEXTBEST_CHAOS=1 $(BIN)/python -m pytest tests/integration/test_chaos.py \
 	  tests/integration/test_failures.py tests/integration/test_disk.py -p no:randomly
+
+## fuzz: schemathesis against a live server, 500 cases per operation (make test sends 30)
+fuzz: $(VENV)/.installed
+	NEXTBEST_FUZZ_EXAMPLES=$${NEXTBEST_FUZZ_EXAMPLES:-500} $(BIN)/python -m pytest tests/integration/test_fuzz_api.py
 
 bench: $(VENV)/.installed
 	$(BIN)/nextbest bench --config $(CONFIG)

@@ -141,7 +141,8 @@ class Ingress:
         self.max_batch = s.max_batch
         self.max_depth = s.max_depth
         self.wire = WireModels(
-            Limits(s.max_id_length, s.max_string_length, s.max_properties, s.max_abs_number)
+            Limits(s.max_id_length, s.max_string_length, s.max_properties, s.max_abs_number),
+            (*config.channels, OUTBOUND),
         )
         _BODIES.update(_bodies(self.wire))  # /openapi.json shows the configured limits
         self.router = ShardRouter(config)
@@ -557,7 +558,8 @@ class Ingress:
     async def readyz(self, request: Request) -> Response:
         status = await self.router.supervisor_call("status")
         ready = all(s.get("ready", True) for s in status)
-        return reply(request, {"ready": ready, "shards": len(status)}, 200 if ready else 503)
+        retry = None if ready else {"Retry-After": RETRY_AFTER}  # like every 503: temporary
+        return reply(request, {"ready": ready, "shards": len(status)}, 200 if ready else 503, retry)
 
 
 def serve_limits(config: Config) -> dict[str, Any]:

@@ -1,46 +1,173 @@
-"""OpenAPI for routes that decode their own bodies (JSON or msgpack): the request
-schemas come from the same pydantic wire models that validate them."""
+"""OpenAPI for routes that decode their own bodies and build their own answers (JSON or
+msgpack): the request schemas come from the same pydantic wire models that validate
+them; `ANSWERS` says what each route answers (the success body, from
+`serving/answers.py` and `serving/admin_answers.py`, and every error status it gives)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Set
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
-__all__ = ["OPEN_PATHS", "install_openapi"]
+from serving.admin_answers import (
+    CatalogApplied,
+    CatalogOut,
+    Deployed,
+    ModelsOut,
+    ModelStatsOut,
+    RolledOut,
+    StatusOut,
+)
+from serving.answers import (
+    Accepted,
+    Acked,
+    ContextPut,
+    ContextTables,
+    DecisionOut,
+    Erased,
+    ErrorOut,
+    Health,
+    IdentityOut,
+    MergeOut,
+    OpenedOut,
+    OutboundOut,
+    ProfileOut,
+    Readiness,
+)
 
-OPEN_PATHS = frozenset(("/healthz", "/readyz"))  # no API key: probes must get through
+__all__ = ["ANSWERS", "MEDIA_TYPES", "OPEN_PATHS", "Answer", "install_openapi"]
 
-_REF = "#/components/schemas/{model}"
-_ERROR = {
-    "type": "object",
-    "properties": {
-        "error": {
-            "type": "object",
-            "properties": {
-                "code": {"type": "string"},
-                "message": {"type": "string"},
-                "field": {"type": "string"},
-            },
-            "required": ["code", "message"],
-        }
+# no API key: probes must get through; an open link's token is its own key
+OPEN_PATHS = frozenset(("/healthz", "/readyz", "/v1/open/{token}"))
+MEDIA_TYPES = ("application/json", "application/msgpack")  # msgpack: with that Accept
+
+
+class Answer(NamedTuple):
+    """A route's success body and the error statuses it can give (each with ErrorOut;
+    `unavailable`, when set, is what its 503 may carry instead)."""
+
+    ok: type[BaseModel]
+    errors: tuple[int, ...] = ()
+    unavailable: type[BaseModel] | None = None
+
+
+KEY = (401, 403)  # no or unknown API key; a key without the route's scope
+BODY = (400, 413, 415, 422)  # not JSON/msgpack, too large, another media type, invalid
+PATH = (404, 422)  # a path segment that is no id (or holds a "/")
+LATER = (503,)  # a shard or the supervisor restarting, a timeout, overload
+
+ANSWERS: dict[str, dict[str, Answer]] = {
+    "/v1/events": {"post": Answer(Accepted, (*KEY, *BODY, *LATER))},
+    "/v1/decide": {"post": Answer(DecisionOut, (*KEY, *BODY, *LATER))},
+    "/v1/outcomes": {"post": Answer(Accepted, (*KEY, *BODY, 404, *LATER))},
+    "/v1/outbound": {"get": Answer(OutboundOut, (*KEY, 409, 422, *LATER))},
+    "/v1/outbound/ack": {"post": Answer(Acked, (*KEY, *BODY, *LATER))},
+    "/v1/open/{token}": {"get": Answer(OpenedOut, (*PATH, 410, *LATER))},
+    "/v1/context/{table}": {"put": Answer(ContextPut, (*KEY, *BODY, 404, *LATER))},
+    "/v1/context": {"get": Answer(ContextTables, (*KEY, *LATER))},
+    "/v1/profiles/{customer_id}": {
+        "get": Answer(ProfileOut, (*KEY, *PATH, *LATER)),
+        "delete": Answer(Erased, (*KEY, *PATH, *LATER)),
     },
-    "required": ["error"],
+    "/v1/identities/merge": {"post": Answer(MergeOut, (*KEY, *BODY, *LATER))},
+    "/v1/identities/{key}": {"get": Answer(IdentityOut, (*KEY, *PATH, *LATER))},
+    "/v1/models": {"get": Answer(ModelsOut, (*KEY, *LATER))},
+    "/v1/models/deploy": {"post": Answer(Deployed, (*KEY, *BODY, *LATER))},
+    "/v1/models/stats": {"get": Answer(ModelStatsOut, (*KEY, *LATER))},
+    "/v1/models/{name}/promote": {"post": Answer(RolledOut, (*KEY, *BODY, 404, 409, *LATER))},
+    "/v1/models/{name}/rollback": {"post": Answer(RolledOut, (*KEY, *BODY, 404, 409, *LATER))},
+    "/v1/models/{name}/split": {"post": Answer(RolledOut, (*KEY, *BODY, 404, 409, *LATER))},
+    "/v1/catalog": {
+        "get": Answer(CatalogOut, (*KEY, *LATER)),
+        "put": Answer(CatalogApplied, (*KEY, *BODY, 409, *LATER)),
+    },
+    "/v1/catalog/rollback": {"post": Answer(CatalogApplied, (*KEY, 409, 422, *LATER))},
+    "/v1/status": {"get": Answer(StatusOut, (*KEY, *LATER))},
+    "/healthz": {"get": Answer(Health)},
+    "/readyz": {"get": Answer(Readiness, LATER, unavailable=Readiness)},
 }
 
+_REF = "#/components/schemas/{model}"
+_WHY = {
+    400: "The body is not JSON or msgpack, is empty, or nests too deep",
+    401: "No API key, or an unknown one",
+    403: "The API key lacks this route's scope",
+    404: "Not found (see the error code)",
+    409: "Conflicts with the current state (see the error code)",
+    410: "The link has expired",
+    413: "The body or the batch is too large",
+    415: "Neither JSON nor msgpack",
+    422: "Invalid input: the error names the field",
+    503: "Temporarily unavailable (restarting, timed out or overloaded): retry after "
+    "Retry-After seconds",
+}
+_HEADERS = {
+    401: {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
+    503: {
+        "Retry-After": {
+            "description": "Seconds to wait before retrying.",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    },
+}
 
 Bodies = dict[str, tuple[type[BaseModel], bool]]
+
+
+def _content(schema: dict[str, Any]) -> dict[str, Any]:
+    return {media: {"schema": schema} for media in MEDIA_TYPES}
+
+
+def _responses(answer: Answer, ref: Callable[[type[BaseModel]], dict[str, Any]]) -> Any:
+    """The OpenAPI `responses` of one operation."""
+    out: dict[str, Any] = {"200": {"description": "OK", "content": _content(ref(answer.ok))}}
+    for status in answer.errors:
+        schema = ref(ErrorOut)
+        if status == 503 and answer.unavailable is not None:
+            schema = {"anyOf": [ref(answer.unavailable), schema]}
+        out[str(status)] = {"description": _WHY[status], "content": _content(schema)}
+        if status in _HEADERS:
+            out[str(status)]["headers"] = _HEADERS[status]
+    return out
+
+
+def _describe_answers(spec: dict[str, Any]) -> None:
+    """Every operation's answers from ANSWERS; the components they refer to."""
+    schemas = spec["components"]["schemas"]
+    models = {a.ok for ops in ANSWERS.values() for a in ops.values()} | {ErrorOut}
+    models |= {a.unavailable for ops in ANSWERS.values() for a in ops.values() if a.unavailable}
+    refs, defs = models_json_schema(
+        [(m, "serialization") for m in sorted(models, key=lambda m: m.__name__)],
+        ref_template=_REF,
+    )
+    schemas.update(defs.get("$defs", {}))
+
+    def ref(model: type[BaseModel]) -> dict[str, Any]:
+        return dict(refs[(model, "serialization")])
+
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            answer = ANSWERS.get(path, {}).get(method)
+            if answer is not None:  # (a route missing here keeps FastAPI's: a test fails)
+                op["responses"] = _responses(answer, ref)
+    if "HTTPValidationError" not in json.dumps(spec["paths"]):  # our handler answers ErrorOut
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
 
 
 def install_openapi(
     app: FastAPI, bodies: Callable[[], Bodies], hidden: Callable[[], Set[str]] = frozenset
 ) -> None:
-    """Describe `bodies()` ({path: (model, accepts a list too)}) in the app's OpenAPI,
-    leaving out the paths in `hidden()` (routes this app does not serve as configured);
-    called at the first request for it, so the models can carry the configured limits."""
+    """Describe `bodies()` ({path: (model, accepts a list too)}) and every route's answers
+    in the app's OpenAPI, leaving out the paths in `hidden()` (routes this app does not
+    serve as configured); called at the first request for it, so the models can carry
+    the configured limits."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -51,7 +178,6 @@ def install_openapi(
         for path in hidden():
             spec["paths"].pop(path, None)
         schemas = spec.setdefault("components", {}).setdefault("schemas", {})
-        schemas["Error"] = _ERROR
         for path, (model, many) in bodies().items():
             js = model.model_json_schema(ref_template=_REF)
             schemas.update(js.pop("$defs", {}))
@@ -59,13 +185,8 @@ def install_openapi(
             ref: dict[str, Any] = {"$ref": _REF.format(model=model.__name__)}
             body = {"oneOf": [ref, {"type": "array", "items": ref}]} if many else ref
             for op in spec["paths"].get(path, {}).values():
-                op["requestBody"] = {
-                    "required": True,
-                    "content": {
-                        "application/json": {"schema": body},
-                        "application/msgpack": {"schema": body},
-                    },
-                }
+                op["requestBody"] = {"required": True, "content": _content(body)}
+        _describe_answers(spec)
         spec["components"]["securitySchemes"] = {
             "apiKey": {"type": "http", "scheme": "bearer", "description": "An API key."},
             "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
@@ -74,12 +195,6 @@ def install_openapi(
             for op in ops.values():
                 if path not in OPEN_PATHS:
                     op["security"] = [{"apiKey": []}, {"apiKeyHeader": []}]
-                op.setdefault("responses", {})["4XX"] = {
-                    "description": "Bad input: a machine-readable error code",
-                    "content": {
-                        "application/json": {"schema": {"$ref": _REF.format(model="Error")}}
-                    },
-                }
         app.openapi_schema = spec
         return spec
 

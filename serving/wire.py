@@ -23,6 +23,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    WithJsonSchema,
 )
 
 from decisioning.errors import InvalidInput, ModelError, NextbestError, NotFound
@@ -79,7 +80,18 @@ def _timestamp(v: Any) -> float:
     return ts
 
 
-Timestamp = Annotated[float, BeforeValidator(_timestamp)]
+Timestamp = Annotated[
+    float,
+    BeforeValidator(_timestamp),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": MAX_TS},
+                {"type": "string", "format": "date-time"},
+            ]
+        }
+    ),
+]
 _BAD_CATEGORIES = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
 
 
@@ -113,10 +125,13 @@ class Limits(NamedTuple):
 
 class WireModels:
     """The request models for a set of limits (the config's; the defaults at import, for
-    tests and the OpenAPI document of an app not yet configured)."""
+    tests and the OpenAPI document of an app not yet configured). `channels`, when given,
+    are the ones a decision may name: the document lists them (the ingress, not the
+    model, refuses others, with `unknown_channel`)."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, channels: tuple[str, ...] = ()) -> None:
         self.limits = limits
+        known = {"enum": list(channels)} if channels else None
         n = limits.max_abs_number
         Id = Annotated[
             str,
@@ -156,7 +171,8 @@ class WireModels:
             customer_id: Id = Field(description="Customer id; unknown customers get a cold start.")
             channel: Annotated[str, Field(min_length=1, max_length=64)] = Field(
                 description='Channel, or "outbound": the catalog chooses the channel '
-                "(decisioning.outbound) and at most one action."
+                "(decisioning.outbound) and at most one action.",
+                json_schema_extra=known,
             )
             placement: Annotated[str, Field(max_length=128)] | None = Field(
                 None, description="Slot."

@@ -3,12 +3,21 @@ from __future__ import annotations
 import json
 import math
 
+import jsonschema
 import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from serving.wire import DecideIn, EventIn, WireError, decode_body, encode_body, validate
+from serving.wire import (
+    MAX_TS,
+    DecideIn,
+    EventIn,
+    WireError,
+    decode_body,
+    encode_body,
+    validate,
+)
 
 MAX = 10_000
 
@@ -162,3 +171,38 @@ def test_nesting_depth_and_msgpack_limits() -> None:
         decode_body(deep, "application/msgpack", MAX, max_depth=8)
     assert e.value.code == "too_deep"
     assert err(msgpack.packb({"a": b"bytes"}), "application/msgpack").code == "invalid_msgpack"
+
+
+_TS_DOC = jsonschema.Draft202012Validator(
+    {"type": "object", "properties": {"ts": EventIn.model_json_schema()["properties"]["ts"]}}
+)
+
+
+@given(
+    st.one_of(
+        st.floats(allow_nan=False),
+        st.integers(min_value=-(2**40), max_value=2**40),
+        st.booleans(),
+        st.none(),
+        st.sampled_from([0, 0.0, 1e-9, MAX_TS, MAX_TS - 1e-3, -1.0]),
+    )
+)
+def test_the_documented_timestamp_is_the_one_validated(ts: object) -> None:
+    """What the document says a numeric `ts` may be is exactly what is accepted (so a
+    fuzzer's invalid timestamps are refused, and its valid ones get through)."""
+    accepted = _code(EventIn, {"customer_id": "c", "type": "t", "ts": ts}) == "ok"
+    assert accepted == _TS_DOC.is_valid({"ts": ts}), ts
+
+
+def test_rfc3339_timestamps_are_documented_and_accepted() -> None:
+    event = {"customer_id": "c", "type": "t", "ts": "2024-05-01T12:00:00Z"}
+    assert _code(EventIn, event) == "ok" and _TS_DOC.is_valid({"ts": event["ts"]})
+
+
+def test_the_configured_channels_are_listed_in_the_document_only() -> None:
+    from serving.wire import Limits, WireModels
+
+    listed = WireModels(Limits(), ("web", "outbound")).DecideIn
+    assert listed.model_json_schema()["properties"]["channel"]["enum"] == ["web", "outbound"]
+    assert "enum" not in DecideIn.model_json_schema()["properties"]["channel"]
+    assert _code(listed, {"customer_id": "c", "channel": "fax"}) == "ok"  # the ingress refuses

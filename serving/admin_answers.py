@@ -1,0 +1,179 @@
+"""What the admin routes answer (models, catalog, status), as pydantic models for the
+OpenAPI document; never run on the request path (see `serving/answers.py`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from decisioning.catalog_store import CATALOG_KEYS
+from decisioning.config import Config
+from serving.answers import Absent, ContextLoaded, Out
+
+__all__ = [
+    "CatalogApplied",
+    "CatalogOut",
+    "Deployed",
+    "ModelStatsOut",
+    "ModelsOut",
+    "RolledOut",
+    "StatusOut",
+]
+
+
+class Challenger(Out):
+    version: str
+    share: float
+    shadow: bool
+
+
+class ShardModels(Out):
+    shard: int
+    models: dict[str, str] | None = Field(description="null: the shard is not answering.")
+    challengers: dict[str, Challenger] | None
+
+
+class ModelsOut(Out):
+    shards: list[ShardModels]
+
+
+class Deployed(Out):
+    deployed: str = Field(description="name@version")
+    shards: int
+
+
+class AliasesOut(Out):
+    champion: int | None
+    challenger: int | None
+    share: float
+    shadow: bool
+    previous: list[int]
+
+
+class RolledOut(AliasesOut):
+    model: str
+    shards: int
+
+
+class VersionStats(Out):
+    version: str
+    alias: Literal["champion", "challenger", "shadow"] | None
+    decisions: int
+    impression: int
+    click: int
+    accept: int
+    reject: int
+    convert: int
+    accept_rate: float | None
+
+
+class ModelStats(Out):
+    aliases: AliasesOut
+    versions: list[VersionStats]
+
+
+class ModelStatsOut(Out):
+    models: dict[str, ModelStats]
+
+
+CatalogOut: type[BaseModel] = create_model(  # the catalog sections as the config has them
+    "CatalogOut",
+    __config__=ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True),
+    version=(str, ...),
+    **{k: (Config.model_fields[k].annotation, ...) for k in CATALOG_KEYS},  # type: ignore[call-overload]
+)
+
+
+class CatalogApplied(Out):
+    version: str
+    changed: bool
+    rolled_back: bool | Absent = None
+    shards: int
+
+
+class Nothing(Out):
+    """{}: not yet (no snapshot written, nothing recovered)."""
+
+
+class Snapshot(Out):
+    profiles: int
+    seconds: float
+    path: str
+
+
+class Recovery(Out):
+    generation: int
+    restarts: int
+    snapshot_profiles: int
+    wal_records: int
+    dropped_bytes: int
+    seconds: float
+    snapshot_s: float
+    replay_s: float
+
+
+class LogStatus(Out):
+    rows: int
+    outcomes: int
+    files: int
+    failed_rows: int
+    rewrites: int
+    buffered: int
+
+
+class SinkStatus(Out):
+    delivered: int
+    failed_attempts: int
+    last_error: str | None
+    retry_in_s: float
+
+
+class OutboundStatus(Out):
+    backlog: int
+    max_backlog: int
+    leased: int
+    by_channel: dict[str, int]
+    oldest_s: float | None
+    timers: int
+    next_due_s: float | None
+    sinks: dict[str, SinkStatus] | Absent = Field(None, description="Per channel with a sink.")
+
+
+class ShardStatus(Out):
+    shard: int
+    customers: int
+    models: dict[str, str]
+    challengers: dict[str, Challenger]
+    variant_stats: dict[str, dict[str, int]]
+    scorers: dict[str, Literal["native", "lightgbm"]]
+    catalog_version: str
+    state_bytes: int
+    durable: bool
+    fenced: bool
+    wal_bytes: int
+    last_snapshot_s_ago: float
+    snapshotting: bool
+    last_snapshot: Snapshot | Nothing
+    recovery: Recovery | Nothing
+    logs: LogStatus | None
+    outbound: OutboundStatus
+    context_tables: dict[str, ContextLoaded]
+    events: int
+    decisions: int
+    outcomes: int
+    duplicates: int
+    erasures: int
+    triggers_fired: int
+    messages_queued: int
+    messages_acked: int
+    trigger_errors: int
+
+
+class NotAnswering(Out):
+    shard: int
+    ready: Literal[False]
+
+
+class StatusOut(Out):
+    shards: list[ShardStatus | NotAnswering]
