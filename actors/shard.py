@@ -475,8 +475,8 @@ class Shard:
         """Check all, drop duplicates, log, apply: acked events are never lost or doubled."""
         for e in events:
             self.schema.check_event(e, now)
-        moved = {e.customer_id: self.forwards[e.customer_id] for e in events
-                 if e.customer_id in self.forwards}  # fmt: skip
+        fw = self.forwards
+        moved = {e.customer_id: fw[e.customer_id] for e in events if e.customer_id in fw}
         if moved:  # every one of them, so the caller resends the batch once
             first = next(iter(moved))
             raise Moved(first, moved[first], moved)
@@ -693,9 +693,7 @@ class Shard:
         own = [customer_id] if customer_id in self.forwards else []  # merged away itself
         merged = self.book.forget(customer_id)
         for m in merged + own:  # merged into the erased customer: the same person
-            for d in [d for d, r in self.decisions.items() if r.customer_id == m]:
-                del self.decisions[d]
-            self.recent.pop(m, None)
+            self._forget_profile(m)  # (its row is there only if its merge was unfinished)
             self._erase_logs(m)
         return merged
 

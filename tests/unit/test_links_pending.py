@@ -173,3 +173,21 @@ def test_a_format_1_snapshot_still_loads_its_links_and_forwards(tmp_path: Path) 
             w.write_table(table)
     again = Shard(0, fast(_config()), clock=Clock(), log_dir=str(tmp_path))
     assert (again.aliases, again.forwards, again.book.owed) == ({Y: "c"}, {"old": "new"}, {})
+
+
+def test_erasing_a_person_whose_merge_is_unfinished_erases_the_part_not_folded(
+    tmp_path: Path,
+) -> None:
+    async def body(ident: Identities, router: LocalRouter) -> None:
+        await _anonymous_then_login(ident, router, "absorb", False)  # frozen, not folded
+        assert any(Y in s.store.ids for s in router.shards)
+        result, customer = await ident.call(Y, "erase_profile", lambda c: (c,))
+        assert customer == "c" and result["erased"] is True
+        await ident.forget(Y, customer)
+        assert not any(Y in s.store.ids or s.book.owed for s in router.shards)
+        router.clock.t += STALE_PIN_S
+        await ident.sweep()  # nothing is left to finish, or to bring the row back
+        assert await views(ident, "c") == 0.0 and await views(ident, Y) == 0.0
+        assert not any(s.book.pins for s in router.shards)
+
+    run(2, body, tmp_path)
