@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from actors.remote import ShardUnavailable
 from actors.shard import Shard
@@ -20,7 +24,7 @@ from serving.identity import STALE_PIN_S, Identities, is_error
 from tests.unit.identity_harness import SUPERVISOR, LocalRouter, fast
 from tests.unit.test_decide import Clock
 from tests.unit.test_identity import _config
-from tests.unit.test_identity_merges import login, run, view, views
+from tests.unit.test_identity_merges import COOKIES, IDS, _live_views, login, run, view, views
 
 Y = "cookie_id:y"
 
@@ -191,3 +195,65 @@ def test_erasing_a_person_whose_merge_is_unfinished_erases_the_part_not_folded(
         assert not any(s.book.pins for s in router.shards)
 
     run(2, body, tmp_path)
+
+
+# -- the property, with failures ----------------------------------------------------
+
+FAULTY = ["link", "pin", "freeze", "absorb", "audit_identity", "drop_merged", "unpin"]
+STEP = st.one_of(
+    st.tuples(st.just("event"), st.sampled_from(IDS)),
+    st.tuples(st.just("login"), st.sampled_from(IDS), st.sampled_from(COOKIES)),
+    st.tuples(st.just("merge"), st.sampled_from(IDS), st.sampled_from(IDS)),
+    st.tuples(st.just("fault"), st.sampled_from(FAULTY), st.booleans()),
+    st.tuples(st.just("sweep"), st.booleans()),
+)
+
+
+async def _faulty_step(ident: Identities, router: LocalRouter, step: tuple[Any, ...]) -> None:
+    kind = step[0]
+    if kind == "event":
+        assert (await ingest(ident, [view(step[1])]))["accepted"] == 1
+    elif kind == "login":
+        answer = await ingest(ident, [login(step[1], step[2])])
+        assert answer["accepted"] == 1  # applied, whatever became of the link
+    elif kind == "merge":
+        try:
+            r = await ident.merge(step[1], step[2])
+        except ShardUnavailable:
+            return  # (503: the client retries)
+        assert not is_error(r) or r["error"]["code"] in ("already_merged", "merge_in_progress")
+    elif kind == "fault":
+        router.fail(step[1], SUPERVISOR if step[1] == "audit_identity" else None, after=step[2])
+    else:
+        if step[1]:
+            router.clock.t += STALE_PIN_S
+        await ident.sweep()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shards=st.sampled_from([1, 2]), steps=st.lists(STEP, min_size=1, max_size=16))
+def test_with_steps_failing_anywhere_every_merge_finishes_and_counts_once(
+    shards: int, steps: list[tuple[Any, ...]]
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+
+        async def body(ident: Identities, router: LocalRouter) -> None:
+            await ingest(ident, [view(who) for who in IDS])  # every profile has views
+            acked = len(IDS)
+            for step in steps:
+                await _faulty_step(ident, router, step)
+                acked += step[0] == "event"
+                assert router.forward_cycles() == []
+                for who in IDS:  # every id resolves all along
+                    await ident.root(await ident.canonical(who))
+            router.faults.clear()
+            for _ in range(2):  # (a stale pin is let go once the merge it froze is done)
+                router.clock.t += STALE_PIN_S
+                await ident.sweep()
+            assert not any(s.book.owed or s.book.pins for s in router.shards)
+            assert _live_views(router) == acked  # each event counted once, none lost
+            assert len({e["merge_id"] for e in router.audit.entries()}) == len(
+                router.audit.entries()
+            )
+
+        run(shards, body, Path(tmp))
