@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import threading
@@ -23,6 +22,7 @@ import pyarrow as pa
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
 
+from actors.audit import IdentityAudit
 from actors.delivery import DeliveryLoop, make_sink
 from actors.shard import OUTCOMES, Shard, decision_slot
 from decisioning.budgets import budgets_of, chunk_size, day_of
@@ -30,7 +30,7 @@ from decisioning.catalog_store import CatalogStore, catalog_of, version_of, with
 from decisioning.config import Config
 from decisioning.context_tables import ContextStore, check_table, table_version
 from decisioning.decision_log import DecisionLog, logs_root
-from decisioning.errors import ModelError, Moved, NextbestError, NotFound
+from decisioning.errors import AlreadyMerged, ModelError, Moved, NextbestError, NotFound
 from decisioning.fencing import Fenced
 from decisioning.ledger_store import LedgerStore
 from decisioning.model import (
@@ -65,7 +65,8 @@ class ShardUnavailable(Exception):
       log) or gone;
     - `shard_timeout`: it did not answer within `request_timeout_s`;
     - `overloaded`: this ingress replica already waits on `max_ongoing_requests`;
-    - `supervisor_unavailable`: status, models and deploys wait for a restarting supervisor.
+    - `supervisor_unavailable`: status, models and deploys wait for a restarting supervisor;
+    - `merge_in_progress`: merges are moving the customer right now.
     """
 
     def __init__(self, message: str, code: str = "shard_unavailable") -> None:
@@ -80,7 +81,12 @@ def _error(e: NextbestError) -> dict[str, Any]:
             "code": getattr(e, "code", "error"),
             "message": getattr(e, "message", str(e)),
             "field": getattr(e, "field", None),
-            **({"customer": e.customer, "target": e.target} if isinstance(e, Moved) else {}),
+            **(
+                {"customer": e.customer, "target": e.target}
+                if isinstance(e, Moved | AlreadyMerged)
+                else {}
+            ),
+            **({"moved": e.moved} if isinstance(e, Moved) else {}),
         }
     }
 
@@ -98,9 +104,16 @@ _REQUEST_METHODS = frozenset(
         "tick",
         "resolve",
         "link",
+        "merged_into",
+        "pin",
+        "unpin",
         "freeze",
         "absorb",
         "drop_merged",
+        "cancel_merge",
+        "settle",
+        "compress",
+        "unfinished_merges",
         "identity_of",
         "forget_identity",
         "lease_outbound",
@@ -323,7 +336,8 @@ class Supervisor:
         self.deploying = threading.Lock()  # one rollout at a time; status stays answerable
         self.leasing = threading.Lock()  # budget grants, one at a time
         self.ledger = LedgerStore.at(config.server.data_dir)
-        self.auditing = threading.Lock()  # the identity audit log
+        root = config.server.data_dir.removeprefix("file://")
+        self.audit = IdentityAudit(os.path.join(root, "audit", "identity.jsonl"))
         registry = Registry(config.server.data_dir)
         for name in registry.names():  # shards (re)starting find native code ready
             with contextlib.suppress(ModelError):
@@ -509,51 +523,16 @@ class Supervisor:
                 "shards": len(self.shards),
             }
 
-    def _audit_path(self) -> str:
-        root = self.config.server.data_dir.removeprefix("file://")
-        return os.path.join(root, "audit", "identity.jsonl")
-
-    def audit_identity(self, entry: dict[str, Any]) -> None:
-        """Append a merge to the identity audit log (JSON lines, fsynced)."""
-        path = self._audit_path()
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with self.auditing, open(path, "a") as f:
-            f.write(json.dumps(entry, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+    def audit_identity(self, entry: dict[str, Any]) -> bool:
+        """Append a merge to the identity audit log, once per merge id."""
+        return self.audit.append(entry)
 
     def identity_audit(self, customer_id: str | None = None) -> list[dict[str, Any]]:
-        path = self._audit_path()
-        if not os.path.exists(path):
-            return []
-        with self.auditing, open(path) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        if customer_id is None:
-            return rows
-        return [r for r in rows if customer_id in (r["survivor"], r["merged"])]
+        return self.audit.entries(customer_id)
 
     def scrub_identity_audit(self, customer_id: str) -> int:
-        """Erasure: the customer's entries out of the audit log (rewritten, renamed)."""
-        path = self._audit_path()
-        if not os.path.exists(path):
-            return 0
-        with self.auditing:
-            with open(path) as f:
-                rows = [line for line in f if line.strip()]
-            keep = [
-                line
-                for line in rows
-                if customer_id not in (json.loads(line)["survivor"], json.loads(line)["merged"])
-            ]
-            if len(keep) == len(rows):
-                return 0
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                f.writelines(keep)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        return len(rows) - len(keep)
+        """Erasure: the customer's entries out of the audit log."""
+        return self.audit.scrub(customer_id)
 
     def context_tables(self) -> dict[str, Any]:
         """Each configured table and the version every shard serves (null: not loaded)."""

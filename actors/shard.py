@@ -47,6 +47,7 @@ from decisioning.errors import (
 from decisioning.exploration import Explorer
 from decisioning.features import FeaturePlan
 from decisioning.fencing import Fenced, Owner
+from decisioning.identity import IDENTITY_RECORDS, Book
 from decisioning.links import OpenLink, link_key, seal_link
 from decisioning.model import (
     LightGBMScorer,
@@ -216,8 +217,9 @@ class Shard:
         self.outbox = Outbox(config.delivery.max_backlog)  # what triggers chose, undelivered
         self.link_key = link_key(config.delivery.link_key_env)  # seals open links, if any
         self.tables: dict[str, ContextTable] = {}  # external context tables, by name
-        self.aliases: dict[str, str] = {}  # identifier -> canonical id (this shard's slots)
-        self.forwards: dict[str, str] = {}  # merged customer id -> the one it became
+        self.book = Book()  # links, forward pointers, merges in flight (decisioning/identity)
+        self.aliases = self.book.aliases  # identifier -> customer (this shard's slots)
+        self.forwards = self.book.forwards  # merged customer id -> the one it became
         self._staged_tables: dict[str, ContextTable] = {}
         self.refused: dict[str, str] = {}  # models refused at start: model ref -> why
         for bundle in models:
@@ -240,8 +242,7 @@ class Shard:
         if inherit.snapshot is not None:
             st = snapshot.read(log_dir, inherit.snapshot, self.schema.layout_key)
             self.store.load(st.id_blob, st.id_ends, st.matrices)
-            for kind, key, target in st.identity:  # (before decisions: forwards matter)
-                (self.aliases if kind == "alias" else self.forwards)[key] = target
+            self.book.load(st.identity)  # (before decisions: forwards matter)
             for did, (cid, actions, ts, channel, placement, version) in st.decisions:
                 self._track(did, _Record(cid, tuple(actions), ts, channel, placement, version))
             self.seen = OrderedDict.fromkeys(st.seen)
@@ -285,8 +286,11 @@ class Shard:
             self._track(did, _Record(cid, tuple(actions), ts, channel, placement, version))
             if self.policies.active:
                 self.contacts.shown(cid, ts, channel, actions)
-        elif kind == "x":
+        elif kind == "x":  # an erasure (written before identity went separately: X)
             self._forget(body)
+            self._erase_logs(body)
+        elif kind == "erase":  # an erasure of the profile (its identity records: X)
+            self._forget_profile(body)
             self._erase_logs(body)
         elif kind == "X":
             self._forget_identity(body)
@@ -301,12 +305,8 @@ class Shard:
                 self.timers.clear(cid, trigger)
             else:
                 self.timers.set(cid, trigger, due, armed)
-        elif kind == "L":  # an identifier linked (or unlinked: None)
-            alias, target = body
-            self._set(self.aliases, alias, target)
-        elif kind == "F":  # a merged customer's forward pointer
-            merged, target = body
-            self._set(self.forwards, merged, target)
+        elif kind in IDENTITY_RECORDS:  # links, forward pointers, merges in flight
+            self.book.apply(record)
         elif kind == "M":  # another profile folded into this one
             self._fold(*body)
         elif kind == "o":
@@ -373,8 +373,7 @@ class Shard:
             contacts=self.contacts.rows(),
             timers=self.timers.rows(),
             outbound=[m.row() for m in self.outbox.messages()],
-            identity=[("alias", a, c) for a, c in self.aliases.items()]
-            + [("forward", m, c) for m, c in self.forwards.items()],
+            identity=list(self.book.rows()),
         )
         self._changed = False
         self._snapshot_at = time.monotonic()
@@ -432,7 +431,7 @@ class Shard:
         h.update(repr(sorted(self.contacts.rows())).encode())
         h.update(repr(sorted(self.timers.rows())).encode())
         h.update(repr([m.row() for m in self.outbox.messages()]).encode())
-        h.update(repr((sorted(self.aliases.items()), sorted(self.forwards.items()))).encode())
+        h.update(self.book.digest().encode())
         return h.hexdigest()
 
     def stop(self) -> dict[str, Any]:
@@ -479,7 +478,11 @@ class Shard:
         """Check all, drop duplicates, log, apply: acked events are never lost or doubled."""
         for e in events:
             self.schema.check_event(e, now)
-            self._here(e.customer_id)
+        fw = self.forwards
+        moved = {e.customer_id: fw[e.customer_id] for e in events if e.customer_id in fw}
+        if moved:  # every one of them, so the caller resends the batch once
+            first = next(iter(moved))
+            raise Moved(first, moved[first], moved)
         fresh = self._fresh(events)
         if fresh:
             triggers = self.catalog.triggers_on if self.catalog.triggers else None
@@ -508,14 +511,11 @@ class Shard:
             self._remember(fresh)
         return fresh
 
-    # -- identity ------------------------------------------------------------------------
+    # -- identity (the protocol: decisioning/identity.py) --------------------------------
 
-    @staticmethod
-    def _set(d: dict[str, str], key: str, target: str | None) -> None:
-        if target is None:
-            d.pop(key, None)
-        else:
-            d[key] = target
+    def _logged(self, records: list[tuple[str, list[Any]]]) -> None:
+        for record in records:
+            self._log(record)
 
     def _survivor(self, customer_id: str) -> str:
         """Where a merged customer went (following merges of merges on this shard)."""
@@ -533,46 +533,72 @@ class Shard:
         if target is not None:
             raise Moved(customer_id, target)
 
-    def resolve(self, alias: str) -> str | None:
-        """The canonical customer id an identifier is linked to (None: not linked)."""
-        return self.aliases.get(alias)
+    def resolve(self, alias: str) -> dict[str, Any]:
+        """The customer an identifier is linked to (None: not linked), and whether the
+        merge its first link owes is still to finish."""
+        return {"customer_id": self.aliases.get(alias), "owed": alias in self.book.owed}
 
     def link(self, alias: str, customer_id: str) -> dict[str, Any]:
-        """Link an identifier to a customer (a later link moves it: the newest wins)."""
+        """Link an identifier to a customer (a later link moves it: the newest wins). The
+        first link owes the merge of the identifier's anonymous profile, durably."""
         previous = self.aliases.get(alias)
-        if previous != customer_id:
-            self.aliases[alias] = customer_id
-            self._log(("L", [alias, customer_id]))
-        return {"alias": alias, "customer_id": customer_id, "previous": previous}
-
-    def freeze(self, merged: str, survivor: str) -> dict[str, Any]:
-        """First step of a merge, on the merged customer's shard: from now on requests
-        for `merged` are sent to `survivor` (Moved); returns its state to fold there.
-        Repeating it returns the same state (the row stays until drop_merged)."""
-        if self.forwards.get(merged) != survivor:
-            self.forwards[merged] = survivor
-            self._log(("F", [merged, survivor]))
-        state = self.store.take(merged)
+        self._logged(self.book.link(alias, customer_id))
+        owed = self.book.owed.get(alias)
         return {
+            "alias": alias,
+            "customer_id": customer_id,
+            "previous": previous,
+            "owed": None if owed is None else owed[0],
+        }
+
+    def merged_into(self, customer_id: str) -> str | None:
+        """The id a customer was merged into (None: it is live)."""
+        return self.forwards.get(customer_id)
+
+    def pin(self, survivor: str, token: str, merged: str) -> bool:
+        """Merge step 1, on the survivor's shard: it cannot be merged away meanwhile."""
+        self._logged(self.book.pin(survivor, token, merged, self.clock()))
+        return True
+
+    def unpin(self, survivor: str, token: str) -> bool:
+        records = self.book.unpin(survivor, token)
+        self._logged(records)
+        return bool(records)
+
+    def freeze(
+        self, merged: str, survivor: str, token: str | None = None, reason: str = "merge"
+    ) -> dict[str, Any]:
+        """Merge step 2, on the merged customer's shard: from now on requests for `merged`
+        are sent to `survivor` (Moved); returns its state to fold there and the merge id.
+        Repeating it returns the same (the row stays until drop_merged)."""
+        records, merge = self.book.freeze(merged, survivor, token, reason)
+        self._logged(records)
+        state = None if merge["done"] else self.store.take(merged)
+        return {
+            **merge,
             "known": state is not None,
             "state": None if state is None else [a.tobytes() for a in state],
             "contacts": [list(e) for e in self.contacts.entries.get(merged, ())],
         }
 
     def absorb(self, survivor: str, merge_id: str, frozen: dict[str, Any]) -> bool:
-        """Second step, on the survivor's shard: fold the frozen state in, once per
+        """Merge step 3, on the survivor's shard: fold the frozen state in, once per
         merge id (a retried merge folds nothing twice)."""
         self._here(survivor)
-        key = _idem_key(f"merge:{merge_id}")
-        if key in self.seen:
+        if merge_id in self.book.absorbed or _idem_key(f"merge:{merge_id}") in self.seen:
             return False
-        record = [survivor, merge_id, frozen["state"], frozen["contacts"]]
+        record = [survivor, merge_id, frozen["state"], frozen["contacts"], self.clock()]
         self._log(("M", record))
         self._fold(*record)
         return True
 
     def _fold(
-        self, survivor: str, merge_id: str, state: list[bytes] | None, contacts: list[Any]
+        self,
+        survivor: str,
+        merge_id: str,
+        state: list[bytes] | None,
+        contacts: list[Any],
+        ts: float | None = None,  # (absent in records written before it was kept)
     ) -> None:
         if state is not None:
             arrays = [
@@ -582,49 +608,97 @@ class Shard:
             self.store.merge(survivor, RowState(*arrays))
         if contacts and self.policies.active:
             self.contacts.load([(survivor, *row) for row in contacts])
-        key = _idem_key(f"merge:{merge_id}")
-        self.seen[key] = None
+        self.seen[_idem_key(f"merge:{merge_id}")] = None
+        self.book.apply(("absorbed", [merge_id, self.clock() if ts is None else ts]))
 
-    def drop_merged(self, merged: str) -> bool:
-        """Last step, on the merged customer's shard: its row goes (the forward pointer
-        stays, so requests for it reach the survivor)."""
+    def drop_merged(self, merged: str, alias: bool = False) -> bool:
+        """Merge step 5, on the merged customer's shard: its row goes and the merge is no
+        longer owed (the forward pointer stays, so requests for it reach the survivor);
+        an identifier merged in without a link is linked to the survivor from now on.
+        A customer that is not merged away is never dropped."""
+        survivor = self.forwards.get(merged)
+        if survivor is None:
+            return False
         known = self.store.erase(merged)
         self.contacts.forget(merged)
         self.timers.drop_customer(merged)
         self.recent.pop(merged, None)  # its decisions stay tracked, for late outcomes
         if known:
             self._log(("D", merged))
+        if alias and merged not in self.aliases:
+            self._logged(self.book.link(merged, survivor))  # (forwarded: owes nothing)
+        self._logged(self.book.settle(merged))
         return known
 
-    def identity_of(self, key: str) -> dict[str, Any]:
+    def settle(self, merged: str) -> bool:
+        """Nothing is owed for a live customer whose owed merge would fold it into
+        itself (its survivor was merged into it meanwhile)."""
+        if merged in self.forwards:
+            return False
+        records = self.book.settle(merged)
+        self._logged(records)
+        return bool(records)
+
+    def cancel_merge(self, merged: str, survivor: str, token: str) -> dict[str, Any]:
+        """Call off a stale attempt (its freeze is refused from now on), unless it froze
+        `merged` to `survivor` already: then the merge is to be finished instead."""
+        self._logged(self.book.cancel(merged, survivor, token, self.clock()))
+        frozen = self.forwards.get(merged) == survivor
+        return {"frozen": frozen, "owed": merged in self.book.owed}
+
+    def compress(self, merged: str, expected: str, target: str) -> bool:
+        """Point a merged customer straight at the end of its chain of merges."""
+        if merged in self.book.owed:  # (its survivor is pinned: it is the end already)
+            return False
+        records = self.book.compress(merged, expected, target)
+        self._logged(records)
+        return bool(records)
+
+    def unfinished_merges(self, stale_s: float) -> list[dict[str, Any]]:
+        """Merges owed here and pins held longer than `stale_s` (for the sweep)."""
+        return self.book.unfinished(self.clock(), stale_s)
+
+    def identity_of(self, key: str, aliases: bool = True) -> dict[str, Any]:
         """What this shard knows of an id or identifier: its link, its forward pointer,
-        and the identifiers linked to it here."""
+        a merge of it still owed, and (a scan: `aliases`) the identifiers linked to it."""
+        owed = self.book.owed.get(key)
         return {
             "linked_to": self.aliases.get(key),
             "merged_into": self.forwards.get(key),
-            "aliases": sorted(a for a, c in self.aliases.items() if c == key),
+            "owed": None if owed is None else {"survivor": owed[0], "reason": owed[1]},
+            "aliases": sorted(a for a, c in self.aliases.items() if c == key) if aliases else [],
         }
 
-    def forget_identity(self, customer_id: str) -> int:
-        """Erasure: every link to or from the customer, and forward pointers, here."""
-        n = self._forget_identity(customer_id)
-        if n:
+    def forget_identity(self, customer_id: str) -> list[str]:
+        """Erasure: every link to or from the customer, its forward pointers and merges
+        in flight, here; returns the ids that were merged into it (the caller forgets
+        them as well: they are the same person)."""
+        touched = self._touches(customer_id)
+        merged = self._forget_identity(customer_id)
+        if touched and self.wal is not None:
             self._log(("X", customer_id))
-        return n
+            self._purge = True  # the records naming the customer leave the disk with it
+        return merged
 
-    def _forget_identity(self, customer_id: str) -> int:
-        gone = [a for a, c in self.aliases.items() if c == customer_id or a == customer_id]
-        for a in gone:
-            del self.aliases[a]
-        fw = [m for m, c in self.forwards.items() if c == customer_id or m == customer_id]
-        for m in fw:
-            del self.forwards[m]
-            if m != customer_id:  # merged into the erased customer: the same person
-                for d in [d for d, r in self.decisions.items() if r.customer_id == m]:
-                    del self.decisions[d]
-                self.recent.pop(m, None)
-                self._erase_logs(m)
-        return len(gone) + len(fw)
+    def _touches(self, c: str) -> bool:
+        b = self.book
+        return (
+            c in b.forwards
+            or c in b.pins
+            or c in b.owed
+            or any(c in (a, t) for a, t in b.aliases.items())
+            or any(t == c for t in b.forwards.values())
+            or any(s == c for s, _, _ in b.owed.values())
+            or any(m == c for pins in b.pins.values() for m, _ in pins.values())
+        )
+
+    def _forget_identity(self, customer_id: str) -> list[str]:
+        own = [customer_id] if customer_id in self.forwards else []  # merged away itself
+        merged = self.book.forget(customer_id)
+        for m in merged + own:  # merged into the erased customer: the same person
+            self._forget_profile(m)  # (its row is there only if its merge was unfinished)
+            self._erase_logs(m)
+        return merged
 
     # -- triggers ------------------------------------------------------------------------
 
@@ -1067,16 +1141,19 @@ class Shard:
     def erase_profile(self, customer_id: str) -> dict[str, Any]:
         """Forget a customer: profile, tracked decisions; a tombstone in the WAL (replay
         honours it), then a snapshot at once, after which the WAL segments and snapshots
-        that held the customer are deleted."""
-        known, decisions = self._forget(customer_id)
+        that held the customer are deleted. A merged id answers Moved: its person is
+        erased where it lives now."""
+        self._here(customer_id)
+        known, decisions = self._forget_profile(customer_id)
         erased = known or decisions > 0
         if erased:
             self.counters["erasures"] += 1
         # the tombstone makes the erasure survive a crash; for a customer unknown here it
         # is needed only when the decision logs may still hold them (it goes with the
-        # snapshot that follows)
+        # snapshot that follows). Its links and merges go with forget_identity, which the
+        # ingress calls on every shard next.
         if self.wal is not None and (erased or self.logs is not None):
-            self._log(("x", customer_id))
+            self._log(("erase", customer_id))
             self._purge = True
         self._erase_logs(customer_id)  # logs may hold a customer the profile store lost
         return {"customer_id": customer_id, "erased": erased, "decisions_removed": decisions}
@@ -1094,6 +1171,12 @@ class Shard:
             self._purge = True
 
     def _forget(self, customer_id: str) -> tuple[bool, int]:
+        """An erasure as records `x` made it: the profile and the identity records here."""
+        known, decisions = self._forget_profile(customer_id)
+        self._forget_identity(customer_id)
+        return known, decisions
+
+    def _forget_profile(self, customer_id: str) -> tuple[bool, int]:
         known = self.store.erase(customer_id)
         gone = [d for d, r in self.decisions.items() if r.customer_id == customer_id]
         for d in gone:
@@ -1102,7 +1185,6 @@ class Shard:
         self.contacts.forget(customer_id)
         self.timers.drop_customer(customer_id)
         self.outbox.drop_customer(customer_id)  # not delivered after the erasure
-        self._forget_identity(customer_id)
         return known, len(gone)
 
     def get_profile(self, customer_id: str) -> dict[str, Any]:

@@ -753,6 +753,14 @@ class IdentitySpec(_Model):
         description="Per event type, the properties naming identifiers that the event "
         "links to its customer, e.g. {login: [cookie_id, device_id]}.",
     )
+    sweep_s: float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="Every this many seconds each ingress replica finishes merges left "
+        "unfinished (e.g. a login's merge cut short by a shard restart); 0: no sweep (they "
+        "still finish at the identifier's next link or resolution).",
+    )
 
 
 class Config(_Model):

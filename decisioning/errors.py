@@ -7,6 +7,8 @@
      │    └── NotFound        it names something that does not exist   (code)
      ├── Backlogged           the outbound queue is full; retry later  (code)
      ├── Moved                the customer was merged into another     (target)
+     ├── AlreadyMerged        a merge names an id merged away already  (target)
+     ├── MergeBusy            a merge must wait for another one; retry (code)
      └── ModelError           a model is refused; the serving model stays
           ├── ModelIntegrityError   the file does not match its manifest
           └── ModelIncompatible     the shard cannot build its features
@@ -17,7 +19,9 @@ How an error maps to an HTTP status lives in serving/, not here.
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyMerged",
     "Backlogged",
+    "MergeBusy",
     "Moved",
     "ConfigError",
     "InvalidInput",
@@ -99,15 +103,45 @@ class Backlogged(NextbestError):
 
 
 class Moved(NextbestError):
-    """The customer was merged into `target`: ask the target's shard instead."""
+    """The customer was merged into `target`: ask the target's shard instead. `moved`
+    holds every merged customer a batch named (customer -> target), so one answer is
+    enough to resend the whole batch."""
 
     code = "moved"
 
-    def __init__(self, customer_id: str, target: str) -> None:
+    def __init__(self, customer_id: str, target: str, moved: dict[str, str] | None = None) -> None:
         super().__init__(f"{customer_id} was merged into another customer")
         self.message = str(self)
         self.customer = customer_id
         self.target = target
+        self.moved = moved or {customer_id: target}
+
+
+class AlreadyMerged(NextbestError):
+    """A merge names as `merged` an id that was merged into `target` already: merging
+    it again would fold two other people together, so the caller must name `target`."""
+
+    code = "already_merged"
+
+    def __init__(self, customer_id: str, target: str) -> None:
+        super().__init__(
+            f"{customer_id} was already merged into {target}; "
+            f"to merge that customer, name {target} as merged"
+        )
+        self.message = str(self)
+        self.customer = customer_id
+        self.target = target
+
+
+class MergeBusy(NextbestError):
+    """The merge cannot run now: the customer it would fold away is itself the survivor
+    of a merge still in flight (or the attempt was called off); retry shortly."""
+
+    code = "merge_in_progress"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class ModelError(NextbestError):

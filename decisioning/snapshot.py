@@ -1,5 +1,5 @@
 """Shard snapshots in Arrow IPC: profiles, tracked decisions, idempotency keys, contact
-history, trigger timers and the undelivered outbound messages.
+history, trigger timers, the undelivered outbound messages and the identity records.
 
 A snapshot is a directory `snapshot-<seq>-g<generation>/` where `seq` is the first WAL
 segment it does not cover. It is written under a temporary name, every file fsynced,
@@ -26,7 +26,8 @@ from decisioning.wal import fsync_path
 
 __all__ = ["SnapshotError", "State", "name", "prune", "read", "snapshots", "write"]
 
-FORMAT = 1
+FORMAT = 2  # 2: identity rows carry owed merges, pins, cancelled attempts (note, token, ts)
+READABLE = frozenset((1, 2))  # a format 1 snapshot has only links and forward pointers
 _DTYPES = {"f32": pa.float32(), "f64": pa.float64(), "i32": pa.int32(), "u16": pa.uint16()}
 
 
@@ -53,8 +54,8 @@ class State:
     timers: list[tuple[str, str, float, float]] = field(default_factory=list)
     # undelivered messages: (id, customer_id, channel, trigger, ts, decision)
     outbound: list[list[Any]] = field(default_factory=list)
-    # identity: ("alias", alias, canonical) and ("forward", merged, survivor)
-    identity: list[tuple[str, str, str]] = field(default_factory=list)
+    # identity (decisioning/identity.py): (kind, key, target, note, token, ts)
+    identity: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 def name(seq: int, generation: int) -> str:
@@ -167,13 +168,16 @@ def write(directory: str, state: State, generation: int = 0) -> str:
     )
     _write_table(os.path.join(tmp, "outbound.arrow"), outbound)
     ident: list[tuple[Any, ...]] = (
-        list(zip(*state.identity, strict=True)) if state.identity else [()] * 3
+        list(zip(*state.identity, strict=True)) if state.identity else [()] * 6
     )
     identity = pa.table(
         {
             "kind": pa.array(ident[0], type=pa.string()),
             "key": pa.array(ident[1], type=pa.string()),
             "target": pa.array(ident[2], type=pa.string()),
+            "note": pa.array(ident[3], type=pa.string()),
+            "token": pa.array(ident[4], type=pa.string()),
+            "ts": pa.array(ident[5], type=pa.float64()),
         }
     )
     _write_table(os.path.join(tmp, "identity.arrow"), identity)
@@ -219,10 +223,21 @@ def read(directory: str, snapshot: str, layout_key: str) -> State:
         if os.path.exists(os.path.join(path, "timers.arrow")):
             t = _read_table(os.path.join(path, "timers.arrow")).to_pydict()
             timers = list(zip(t["customer_id"], t["trigger"], t["due"], t["armed"], strict=True))
-        identity: list[tuple[str, str, str]] = []
+        identity: list[tuple[Any, ...]] = []
         if os.path.exists(os.path.join(path, "identity.arrow")):
             ii = _read_table(os.path.join(path, "identity.arrow")).to_pydict()
-            identity = list(zip(ii["kind"], ii["key"], ii["target"], strict=True))
+            none = [None] * len(ii["kind"])  # format 1: links and forwards only
+            identity = list(
+                zip(
+                    ii["kind"],
+                    ii["key"],
+                    ii["target"],
+                    ii.get("note", none),
+                    ii.get("token", none),
+                    ii.get("ts", none),
+                    strict=True,
+                )
+            )
         outbound: list[list[Any]] = []
         if os.path.exists(os.path.join(path, "outbound.arrow")):
             o = _read_table(os.path.join(path, "outbound.arrow")).to_pydict()
@@ -240,8 +255,11 @@ def read(directory: str, snapshot: str, layout_key: str) -> State:
             ]
     except (OSError, KeyError, ValueError, pa.ArrowException) as e:
         raise SnapshotError(f"{path}: unreadable snapshot: {e}") from e
-    if meta.get("format") != FORMAT:
-        raise SnapshotError(f"{path}: snapshot format {meta.get('format')}, expected {FORMAT}")
+    if meta.get("format") not in READABLE:
+        raise SnapshotError(
+            f"{path}: snapshot format {meta.get('format')}, this version reads "
+            f"{', '.join(map(str, sorted(READABLE)))}"
+        )
     if meta["layout_key"] != layout_key:
         raise SnapshotError(
             f"{path}: written for another profile schema (layout {meta['layout_key']}, "

@@ -9,6 +9,7 @@ validate, route to the customer's shard, encode.
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -28,7 +29,8 @@ from decisioning.loader import load_config
 from decisioning.profile import ProfileSchema, event_from_wire
 from serving.admin import ADMIN_BODIES, ADMIN_PATHS, AdminRoutes, on_channel_port
 from serving.auth import KeyRing
-from serving.identity import MAX_HOPS, Identities, is_error
+from serving.events import apply_events, ingest
+from serving.identity import Identities
 from serving.openapi import install_openapi
 from serving.responses import RETRY_AFTER, core_error, fail, install_error_handlers, reply
 from serving.serve_ports import reuse_ports
@@ -147,6 +149,9 @@ class Ingress:
         _BODIES.update(_bodies(self.wire))  # /openapi.json shows the configured limits
         self.router = ShardRouter(config)
         self.ident = Identities(config, self.router)
+        self._sweeper: asyncio.Task[None] | None = None  # finishes merges left unfinished
+        with contextlib.suppress(RuntimeError):  # (no loop running: the health check starts it)
+            self._start_sweep()
         self.link_key = link_key(config.delivery.link_key_env)  # open links, if any
         self.keys = KeyRing(config.auth)
         self.admin_here = on_channel_port(config)
@@ -161,6 +166,15 @@ class Ingress:
                 "read and change every profile",
                 config.server.port,
             )
+
+    def _start_sweep(self) -> None:
+        """Run the identity sweep in this replica's event loop (again, if it stopped)."""
+        if self.ident.sweep_s > 0 and (self._sweeper is None or self._sweeper.done()):
+            self._sweeper = asyncio.get_running_loop().create_task(self.ident.sweep_forever())
+
+    async def check_health(self) -> None:
+        """Serve's periodic health check; it also keeps the identity sweep running."""
+        self._start_sweep()
 
     def _path_id(self, customer_id: str) -> str:
         """A customer id from the path, checked and normalised as in a body."""
@@ -203,46 +217,7 @@ class Ingress:
                     request, status_of(e), getattr(e, "code", "invalid_field"), str(e), field
                 )
             wires.append(wire)
-        result = await self._apply(request, wires)
-        if isinstance(result, Response):
-            return result
-        for alias, customer in self.ident.linked_by(wires):  # e.g. a login
-            linked = await self.ident.link(alias, customer)
-            if (resp := core_error(request, linked)) is not None:
-                return resp
-        return reply(request, {"accepted": result})
-
-    async def _apply(self, request: Request, wires: list[dict[str, Any]]) -> int | Response:
-        """Apply checked events: identifiers resolved to their customers, merged
-        customers followed to where they went (a shard applies nothing of a batch that
-        names a merged customer: it answers `moved`, and that part goes again)."""
-        if self.ident.kinds:
-            aliases = {w["customer_id"] for w in wires if self.ident.is_alias(w["customer_id"])}
-            resolved = {a: await self.ident.canonical(a) for a in aliases}
-            for w in wires:
-                w["customer_id"] = resolved.get(w["customer_id"], w["customer_id"])
-        pending: dict[int, list[dict[str, Any]]] = {}
-        for w in wires:
-            pending.setdefault(self.router.shard_of(w["customer_id"]), []).append(w)
-        accepted = 0
-        for _ in range(MAX_HOPS + 1):
-            calls = list(pending.items())
-            results = await self.router.call_all([(s, "apply_events", evs) for s, evs in calls])
-            pending = {}
-            for (_, evs), r in zip(calls, results, strict=True):
-                if is_error(r, "moved"):
-                    gone, target = r["error"]["customer"], r["error"]["target"]
-                    for w in evs:
-                        if w["customer_id"] == gone:
-                            w["customer_id"] = target
-                        pending.setdefault(self.router.shard_of(w["customer_id"]), []).append(w)
-                elif (resp := core_error(request, r)) is not None:
-                    return resp
-                else:
-                    accepted += r
-            if not pending:
-                return accepted
-        raise WireError(503, "shard_unavailable", "merges are still moving these customers")
+        return reply(request, await ingest(self.ident, wires))
 
     @fastapi_app.post("/v1/decide", tags=["decisions"], summary="Decide the next best actions")
     async def decide(self, request: Request) -> Response:
@@ -294,9 +269,7 @@ class Ingress:
             else:
                 accepted += r
         if forward:
-            applied = await self._apply(request, forward)
-            if isinstance(applied, Response):
-                return applied
+            await apply_events(self.ident, forward)
         return reply(request, {"accepted": accepted})
 
     @fastapi_app.get(
@@ -400,7 +373,9 @@ class Ingress:
             "dry_run": False,
             "event": None,
         }
-        result = await self.router.call(self.router.shard_of(link.customer_id), "decide", wire)
+        result, _ = await self.ident.call(  # (merged since: its survivor decides)
+            link.customer_id, "decide", lambda c: ({**wire, "customer_id": c},)
+        )
         if (resp := core_error(request, result)) is not None:
             return resp
         return reply(request, {**result, "message_id": link.message_id})
@@ -467,9 +442,7 @@ class Ingress:
         result, customer_id = await self.ident.call(customer_id, "erase_profile", lambda c: (c,))
         if (resp := core_error(request, result)) is not None:
             return resp
-        if self.ident.kinds or customer_id != asked:  # its links and merges go too
-            for gone in {asked, customer_id}:
-                await self.ident.forget(gone)
+        await self.ident.forget(asked, customer_id)  # its links and merges, everywhere
         return reply(request, result)
 
     @fastapi_app.post(

@@ -1,26 +1,44 @@
 """Identity at the ingress: identifiers resolved to customers, merged customers followed
-to their survivors, links made by events, and the three-step merge.
+to their survivors, links made by events, and the merge protocol's steps in order.
 
 An identifier is `<kind>:<value>` for a kind in `identity.kinds` (e.g.
 `cookie_id:abc`). Its link lives on the shard that owns the identifier's slot, so no
 central store is needed. An identifier without a link is its own anonymous profile;
 the first event that links it to a customer (e.g. a login) merges that profile into the
-customer's.
+customer's. The protocol, and why forward pointers never form a cycle, is in
+decisioning/identity.py; every step is idempotent, so a merge left half done is finished
+by whoever comes next: a retry, the identifier's next link or resolution, or `sweep`.
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
+import logging
+import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from actors.remote import ShardRouter
+from actors.remote import ShardUnavailable
 from decisioning.config import Config
 
-__all__ = ["Identities", "is_error"]
+__all__ = ["MAX_HOPS", "Identities", "Router", "is_error"]
 
-MAX_HOPS = 4  # merges of merges followed at most this deep
+log = logging.getLogger("nextbest.identity")
+MAX_HOPS = 4  # rounds a request is sent again while merges move its customers
+MAX_CHAIN = 10_000  # a longer chain of forward pointers would be a bug (a cycle)
+STALE_PIN_S = 60.0  # a merge attempt holding its pin this long is called off by the sweep
+
+
+class Router(Protocol):
+    """What identity needs of the shard router (actors.remote.ShardRouter)."""
+
+    shards: list[Any]
+
+    def shard_of(self, customer_id: str) -> int: ...
+    async def call(self, shard: int, method: str, *args: Any) -> Any: ...
+    async def call_all(self, calls: list[tuple[int, str, Any]]) -> list[Any]: ...
+    async def supervisor_call(self, method: str, *args: Any) -> Any: ...
 
 
 def is_error(result: Any, code: str | None = None) -> bool:
@@ -29,49 +47,90 @@ def is_error(result: Any, code: str | None = None) -> bool:
     return code is None or result["error"]["code"] == code
 
 
+def _check(result: Any) -> Any:
+    """A shard's answer, or ShardUnavailable for an error (the shard was fenced)."""
+    if is_error(result):
+        raise ShardUnavailable(result["error"]["message"], result["error"]["code"])
+    return result
+
+
+def _already_merged(merged: str, target: str) -> dict[str, Any]:
+    message = (
+        f"{merged} was already merged into {target}; to merge that customer, "
+        f"name {target} as merged"
+    )
+    return {
+        "error": {
+            "type": "AlreadyMerged",
+            "code": "already_merged",
+            "message": message,
+            "field": "merged",
+            "customer": merged,
+            "target": target,
+        }
+    }
+
+
+def _one(survivor: str, merged: str) -> dict[str, Any]:
+    return {
+        "changed": False,
+        "survivor": survivor,
+        "merged": merged,
+        "reason": "already one customer",
+    }
+
+
 class Identities:
-    def __init__(self, config: Config, router: ShardRouter) -> None:
+    def __init__(self, config: Config, router: Router) -> None:
         self.kinds = frozenset(config.identity.kinds)
         self.links = {k: tuple(v) for k, v in config.identity.links.items()}
+        self.sweep_s = config.identity.sweep_s
         self.router = router
 
     def is_alias(self, customer_id: str) -> bool:
         kind, sep, _ = customer_id.partition(":")
         return bool(sep) and kind in self.kinds
 
+    async def _at(self, key: str, method: str, *args: Any) -> Any:
+        """`method(*args)` on the shard that owns `key`."""
+        return await self.router.call(self.router.shard_of(key), method, *args)
+
     async def canonical(self, customer_id: str) -> str:
         """The customer an identifier is linked to, or the identifier itself (its own
-        anonymous profile); a customer id as it is."""
+        anonymous profile); a customer id as it is. A merge its link still owes is
+        finished first."""
         if not self.kinds or not self.is_alias(customer_id):
             return customer_id
-        linked = await self.router.call(self.router.shard_of(customer_id), "resolve", customer_id)
-        return linked if isinstance(linked, str) else customer_id
+        linked = _check(await self._at(customer_id, "resolve", customer_id))
+        if linked["owed"]:
+            await self._finish_quietly(customer_id)
+        return linked["customer_id"] or customer_id  # type: ignore[no-any-return]
+
+    async def root(self, customer_id: str) -> str:
+        """Where a (maybe merged) customer lives now: the end of its chain of merges. A
+        longer chain than one hop is shortened on the way (each pointer to the end)."""
+        path: list[tuple[str, str]] = []
+        current = customer_id
+        while (target := _check(await self._at(current, "merged_into", current))) is not None:
+            path.append((current, target))
+            current = target
+            if len(path) > MAX_CHAIN:
+                raise RuntimeError(f"forward pointers from {customer_id} do not end")
+        for merged, expected in path[:-1]:
+            await self._at(merged, "compress", merged, expected, current)
+        return current
 
     async def call(
         self, customer_id: str, method: str, args_of: Callable[[str], tuple[Any, ...]]
     ) -> tuple[Any, str]:
         """`method(*args_of(customer_id))` on the customer's shard, following merges (a
         shard answers `moved` for a merged customer, before applying anything)."""
-        result: Any = None
         for _ in range(MAX_HOPS):
-            result = await self.router.call(
-                self.router.shard_of(customer_id), method, *args_of(customer_id)
-            )
+            result = await self._at(customer_id, method, *args_of(customer_id))
             if not is_error(result, "moved"):
                 return result, customer_id
-            customer_id = result["error"]["target"]
-        return result, customer_id
-
-    async def follow(self, customer_id: str) -> str:
-        """Where a (maybe merged) customer lives now."""
-        for _ in range(MAX_HOPS):
-            info = await self.router.call(
-                self.router.shard_of(customer_id), "identity_of", customer_id
-            )
-            if not isinstance(info, dict) or not info.get("merged_into"):
-                return customer_id
-            customer_id = info["merged_into"]
-        return customer_id
+            customer_id = await self.root(customer_id)  # (its chain shortened on the way)
+        raise ShardUnavailable("merges are moving this customer right now", "merge_in_progress")
 
     def linked_by(self, events: list[dict[str, Any]]) -> list[tuple[str, str]]:
         """(identifier, customer) pairs the applied events link, per identity.links."""
@@ -85,53 +144,140 @@ class Identities:
                         out.append((alias, e["customer_id"]))
         return out
 
-    async def link(self, alias: str, customer_id: str) -> dict[str, Any]:
-        """Link; the first link of an identifier merges its anonymous profile."""
-        result = await self.router.call(self.router.shard_of(alias), "link", alias, customer_id)
-        if is_error(result):
-            return result  # type: ignore[no-any-return]
-        if result["previous"] is None:
-            merged = await self.merge(customer_id, alias, reason="link")
-            if is_error(merged):
-                return merged
-        return result  # type: ignore[no-any-return]
+    async def link(self, alias: str, customer_id: str) -> dict[str, Any] | None:
+        """Link; the first link of an identifier also merges its anonymous profile. None
+        when done, else what stopped it ({code, message}): once the link is recorded its
+        merge is owed durably and finishes later (next link, resolution, or sweep)."""
+        try:
+            linked = _check(await self._at(alias, "link", alias, customer_id))
+            if linked["owed"] is not None:
+                merged = await self.finish(alias)
+                if is_error(merged):
+                    err = merged["error"]
+                    return {"code": err["code"], "message": err["message"]}
+        except ShardUnavailable as e:
+            return {"code": e.code, "message": str(e)}
+        return None
 
-    async def merge(self, survivor: str, merged: str, reason: str = "merge") -> dict[str, Any]:
-        """Fold `merged` into `survivor`: (1) freeze — `merged` forwards to `survivor`
-        from now on and hands over its state; (2) absorb — the survivor's shard folds it
-        in, once per merge id; (3) drop — the merged row goes. Each step is durable
-        before the next; a retry after a crash repeats them without double counting."""
-        survivor = await self.follow(await self.canonical(survivor))
-        merged = await self.follow(merged)
+    async def merge(self, survivor: str, merged: str) -> dict[str, Any]:
+        """Fold `merged` into `survivor` (POST /v1/identities/merge). The survivor is
+        followed to where it lives now. `merged` must be a live profile: one merged
+        already (an identifier: linked) is refused with `already_merged`, unless it is
+        one customer with the survivor already (then nothing changes, or a merge of the
+        two left unfinished is finished)."""
+        survivor = await self.root(await self.canonical(survivor))
+        info = _check(await self._at(merged, "identity_of", merged, False))
+        went = info["merged_into"] or info["linked_to"]
+        if went is not None:
+            target = await self.root(went)
+            if target != survivor:
+                return _already_merged(merged, target)
+            if info["owed"] is None:
+                return _one(survivor, merged)
+            return await self.finish(merged)
         if merged == survivor:
-            return {
-                "changed": False,
-                "survivor": survivor,
-                "merged": merged,
-                "reason": "already one customer",
-            }
-        merge_id = hashlib.sha256(f"{merged}\0{survivor}".encode()).hexdigest()[:24]
-        frozen = await self.router.call(self.router.shard_of(merged), "freeze", merged, survivor)
-        if is_error(frozen):
+            return _one(survivor, merged)
+        return await self._attempt(survivor, merged, "merge")
+
+    async def finish(self, merged: str) -> dict[str, Any]:
+        """Finish the merge owed for `merged`, if one is (any caller, any time, as often
+        as it likes: every step is idempotent)."""
+        info = _check(await self._at(merged, "identity_of", merged, False))
+        owed = info["owed"]
+        if owed is None:
+            return {"changed": False, "merged": merged, "reason": "nothing owed"}
+        survivor = info["merged_into"] or owed["survivor"]
+        done = await self._attempt(survivor, merged, owed["reason"])
+        if done.get("reason") == "already one customer":  # its survivor became itself
+            _check(await self._at(merged, "settle", merged))
+        return done
+
+    async def _pin(self, survivor: str, token: str, merged: str) -> tuple[Any, str]:
+        """Step 1: pin the survivor, following it while it is merged away."""
+        survivor = await self.root(survivor)
+        for _ in range(MAX_HOPS):
+            if survivor == merged:
+                return _one(survivor, merged), survivor
+            pinned = await self._at(survivor, "pin", survivor, token, merged)
+            if not is_error(pinned, "moved"):
+                return pinned, survivor
+            survivor = await self.root(pinned["error"]["target"])
+        raise ShardUnavailable("merges are moving the survivor right now", "merge_in_progress")
+
+    async def _attempt(self, survivor: str, merged: str, reason: str) -> dict[str, Any]:
+        """One attempt at the protocol's steps (decisioning/identity.py). The pin is let
+        go when the attempt is refused before freezing or done; after a freeze that did
+        not finish it stays, so the survivor stays put for whoever finishes the merge."""
+        token = secrets.token_hex(8)
+        pinned, survivor = await self._pin(survivor, token, merged)
+        if pinned is not True:
+            return pinned  # type: ignore[no-any-return]
+        frozen = await self._at(merged, "freeze", merged, survivor, token, reason)
+        if is_error(frozen):  # refused: nothing was frozen by this attempt
+            await self._at(survivor, "unpin", survivor, token)
             return frozen  # type: ignore[no-any-return]
-        absorbed, survivor = await self.call(survivor, "absorb", lambda c: (c, merge_id, frozen))
-        if is_error(absorbed):
-            return absorbed  # type: ignore[no-any-return]
-        dropped = await self.router.call(self.router.shard_of(merged), "drop_merged", merged)
-        if is_error(dropped):
-            return dropped  # type: ignore[no-any-return]
-        if self.is_alias(merged):  # an identifier merged in: it is linked from now on
-            await self.router.call(self.router.shard_of(merged), "link", merged, survivor)
         entry = {
             "ts": time.time(),
-            "merge_id": merge_id,
+            "merge_id": frozen["merge_id"],
             "survivor": survivor,
             "merged": merged,
-            "reason": reason,
+            "reason": frozen["reason"],
             "had_profile": frozen["known"],
         }
-        await self.router.supervisor_call("audit_identity", entry)
-        return {"changed": True, **entry}
+        if not frozen["done"]:
+            fold = {"state": frozen["state"], "contacts": frozen["contacts"]}
+            absorbed = await self._at(survivor, "absorb", survivor, frozen["merge_id"], fold)
+            if is_error(absorbed):
+                return absorbed  # type: ignore[no-any-return]
+            await self.router.supervisor_call("audit_identity", entry)
+            dropped = await self._at(merged, "drop_merged", merged, self.is_alias(merged))
+            if is_error(dropped):
+                return dropped  # type: ignore[no-any-return]
+        await self._at(survivor, "unpin", survivor, token)
+        return {"changed": not frozen["done"], **entry}
+
+    async def _finish_quietly(self, merged: str) -> None:
+        try:
+            done = await self.finish(merged)
+        except ShardUnavailable as e:
+            done = {"error": {"code": e.code, "message": str(e)}}
+        if is_error(done):
+            log.warning("the merge of %s is still unfinished: %s", merged, done["error"])
+
+    async def _reap(self, survivor: str, merged: str, token: str) -> None:
+        """A pin held too long: call its attempt off (or, if it froze, finish the merge),
+        and only then let the pin go."""
+        r = _check(await self._at(merged, "cancel_merge", merged, survivor, token))
+        if r["frozen"] and r["owed"] and is_error(await self.finish(merged)):
+            return
+        await self._at(survivor, "unpin", survivor, token)
+
+    async def sweep(self, stale_s: float = STALE_PIN_S) -> int:
+        """Finish the merges left unfinished on every shard, and call off attempts whose
+        pins are older than `stale_s`; returns how many were found."""
+        shards = range(len(self.router.shards))
+        found = await self.router.call_all([(s, "unfinished_merges", stale_s) for s in shards])
+        n = 0
+        for items in found:
+            for item in [] if is_error(items) else items:
+                n += 1
+                try:
+                    if item["kind"] == "owed":
+                        await self._finish_quietly(item["merged"])
+                    else:
+                        await self._reap(item["survivor"], item["merged"], item["token"])
+                except ShardUnavailable as e:
+                    log.warning("identity sweep: %s", e)
+        return n
+
+    async def sweep_forever(self) -> None:
+        """`sweep` every `identity.sweep_s` seconds (an ingress replica runs this)."""
+        while True:
+            await asyncio.sleep(self.sweep_s)
+            try:
+                await self.sweep()
+            except Exception:  # noqa: BLE001 - the next round tries again
+                log.exception("identity sweep failed")
 
     async def describe(self, key: str) -> dict[str, Any]:
         """What every shard knows of an id or identifier."""
@@ -144,13 +290,19 @@ class Identities:
                 info["merged_into"] = info["merged_into"] or i["merged_into"]
                 info["aliases"] += i["aliases"]
         start = info["linked_to"] or key
-        info["customer_id"] = await self.follow(start)
+        info["customer_id"] = await self.root(start)
         info["aliases"] = sorted(info["aliases"])
         return info
 
-    async def forget(self, customer_id: str) -> None:
-        """Erasure: links to and from the customer and its forward pointers, on every
-        shard, and its audit entries."""
+    async def forget(self, *customer_ids: str) -> None:
+        """Erasure: links to and from each customer, its forward pointers and merges in
+        flight, on every shard, and its audit entries; then the same for every id that
+        was merged into one of them (the same person), down the whole tree of merges."""
         shards = range(len(self.router.shards))
-        await self.router.call_all([(s, "forget_identity", customer_id) for s in shards])
-        await self.router.supervisor_call("scrub_identity_audit", customer_id)
+        todo, done = list(dict.fromkeys(customer_ids)), set()
+        while todo:
+            c = todo.pop(0)
+            done.add(c)
+            merged = await self.router.call_all([(s, "forget_identity", c) for s in shards])
+            todo += [m for ids in merged for m in _check(ids) if m not in done and m not in todo]
+            await self.router.supervisor_call("scrub_identity_audit", c)

@@ -14,7 +14,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from actors.remote import ShardUnavailable
 from serving.wire import WireError, encode_body, error_body
 
-__all__ = ["RETRY_AFTER", "core_error", "fail", "install_error_handlers", "reply"]
+__all__ = [
+    "RETRY_AFTER",
+    "core_error",
+    "fail",
+    "install_error_handlers",
+    "raise_for",
+    "reply",
+]
 
 log = logging.getLogger("nextbest.serving")
 RETRY_AFTER = "1"
@@ -40,16 +47,32 @@ def fail(
     return reply(request, error_body(code, message, field), status, headers)
 
 
+# a stale shard instance; a full queue; a merge that must wait for another
+_RETRY = frozenset(("Fenced", "Backlogged", "MergeBusy"))
+_STATUS = {"NotFound": 404, "AlreadyMerged": 409}
+
+
 def core_error(request: Request, result: Any) -> Response | None:
-    """A shard's error dict -> a 4xx response; None when the result is not an error."""
+    """A shard's error dict -> a 4xx (or a temporary 503) response; None when the result
+    is not an error."""
     if isinstance(result, dict) and "error" in result and len(result) == 1:
         err = result["error"]
-        if err["type"] in ("Fenced", "Backlogged"):  # a stale shard instance; a full queue
+        if err["type"] in _RETRY:
             headers = {"Retry-After": RETRY_AFTER}
             return fail(request, 503, err["code"], err["message"], headers=headers)
-        status = 404 if err["type"] == "NotFound" else 422
+        status = _STATUS.get(err["type"], 422)
         return fail(request, status, err["code"], err["message"], err.get("field"))
     return None
+
+
+def raise_for(result: Any) -> None:
+    """Raise what `core_error` would answer, for code that has no request at hand."""
+    if isinstance(result, dict) and "error" in result and len(result) == 1:
+        err = result["error"]
+        if err["type"] in _RETRY:
+            raise ShardUnavailable(err["message"], err["code"])
+        status = _STATUS.get(err["type"], 422)
+        raise WireError(status, err["code"], err["message"], err.get("field"))
 
 
 async def _request_validation(request: Request, exc: Exception) -> Response:

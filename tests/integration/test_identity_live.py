@@ -8,6 +8,10 @@ import uuid
 from typing import Any
 
 import httpx
+import ray
+
+from decisioning.slots import contiguous_map, slot_of
+from tests.integration.conftest import Server
 
 
 def _id(prefix: str = "idn") -> str:
@@ -108,3 +112,53 @@ def test_bad_merges_are_refused(client: httpx.Client) -> None:
     assert (r.status_code, r.json()["error"]["code"]) == (422, "missing_field")
     r = client.post("/v1/identities/merge", json={"survivor": "a", "merged": "a"})
     assert r.status_code == 200 and r.json()["changed"] is False
+
+
+def test_an_id_merged_twice_keeps_taking_events(client: httpx.Client) -> None:
+    """The schemathesis report: merge 0 into A, then 0 into B; every event for 0 then
+    answered 503 'merges are still moving these customers' for minutes."""
+    zero, a, b = _id("0"), _id("A"), _id("B")
+    _events(client, _view(zero), _view(a), _view(b))
+    r = client.post("/v1/identities/merge", json={"survivor": a, "merged": zero})
+    assert r.status_code == 200 and r.json()["changed"] is True, r.text
+    r = client.post("/v1/identities/merge", json={"survivor": b, "merged": zero})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "already_merged", r.text
+    for _ in range(3):
+        r = client.post("/v1/events", json=_view(zero))
+        assert r.status_code == 200 or 400 <= r.status_code < 500, r.text
+    assert _views(client, a) == 5.0
+    # a chain longer than the old hop limit: each survivor merged into the next one
+    chain = [a] + [_id(f"k{i}") for i in range(6)]
+    for merged, survivor in zip(chain, chain[1:], strict=False):
+        r = client.post("/v1/identities/merge", json={"survivor": survivor, "merged": merged})
+        assert r.status_code == 200 and r.json()["changed"] is True, r.text
+    r = client.post("/v1/events", json=[_view(zero), _view(a)])
+    assert r.status_code == 200 and r.json() == {"accepted": 2}, r.text
+    assert _views(client, zero) == _views(client, chain[-1]) == 7.0
+
+
+def _owe_a_merge(server: Server, alias: str, customer: str) -> None:
+    """What an ingress that died right after a login's link step leaves: the link made
+    and its merge owed on the identifier's shard, nothing more."""
+    ns = server.config.server.namespace
+    shard = contiguous_map(server.config.server.shards)[slot_of(alias)]
+    actor = ray.get_actor(f"shard-{shard}", namespace=ns)
+    linked = ray.get(actor.call.remote("link", alias, customer))
+    assert linked["owed"] == customer, linked
+
+
+def test_a_merge_left_owed_is_finished_by_a_resolution_and_by_the_sweep(
+    server: Server, client: httpx.Client
+) -> None:
+    for finish in ("resolution", "sweep"):
+        c, cookie = _id(), f"cookie_id:{_id('k')}"
+        _events(client, _view(cookie), _view(cookie), _view(c))
+        _owe_a_merge(server, cookie, c)
+        if finish == "resolution":
+            assert _views(client, cookie) == 3.0  # resolving the identifier finishes it
+        deadline = time.monotonic() + 60  # the sweep runs every identity.sweep_s
+        while _views(client, c) != 3.0:
+            assert time.monotonic() < deadline, "the owed merge was never finished"
+            time.sleep(0.2)
+        info = client.get(f"/v1/identities/{c}").json()
+        assert [(m["merged"], m["reason"]) for m in info["merges"]] == [(cookie, "link")]

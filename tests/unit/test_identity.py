@@ -9,7 +9,7 @@ import pytest
 
 from actors.shard import Shard
 from decisioning.config import Config
-from decisioning.errors import ConfigError, Moved
+from decisioning.errors import AlreadyMerged, ConfigError, MergeBusy, Moved
 from decisioning.loader import config_from_dict
 from tests.conftest import SMALL
 from tests.unit.test_decide import NOW, Clock
@@ -40,11 +40,12 @@ def _merge(src: Shard, dst: Shard, merged: str, survivor: str, merge_id: str = "
 
 def test_links_resolve_and_the_newest_link_wins() -> None:
     shard = Shard(0, _config(), clock=Clock())
-    assert shard.resolve("cookie_id:abc") is None
-    assert shard.link("cookie_id:abc", "c1")["previous"] is None
+    assert shard.resolve("cookie_id:abc") == {"customer_id": None, "owed": False}
+    first = shard.link("cookie_id:abc", "c1")
+    assert (first["previous"], first["owed"]) == (None, "c1")  # its profile is owed to c1
     assert shard.link("cookie_id:abc", "c1")["previous"] == "c1"
     assert shard.link("cookie_id:abc", "c2")["previous"] == "c1"
-    assert shard.resolve("cookie_id:abc") == "c2"
+    assert shard.resolve("cookie_id:abc") == {"customer_id": "c2", "owed": True}
     assert shard.identity_of("c2")["aliases"] == ["cookie_id:abc"]
 
 
@@ -107,10 +108,12 @@ def test_erasure_forgets_links_and_forwards() -> None:
     shard.link("cookie_id:x", "c")
     shard.freeze("old", "c")
     shard.link("email_hash:y", "other")
-    assert shard.forget_identity("c") == 2
+    assert shard.forget_identity("c") == ["old"]  # merged into c: the caller forgets it too
     assert shard.aliases == {"email_hash:y": "other"} and shard.forwards == {}
+    assert set(shard.book.owed) == {"email_hash:y"}  # merges into c are not owed any more
     shard.link("cookie_id:z", "gone")
     shard.erase_profile("gone")
+    shard.forget_identity("gone")  # (the ingress calls it on every shard)
     assert "cookie_id:z" not in shard.aliases
 
 
@@ -126,8 +129,39 @@ def test_erasing_the_survivor_erases_what_was_merged_into_it(tmp_path: Path) -> 
     a.decide({"customer_id": "old", "channel": "web"})
     _merge(a, a, "old", "new")
     a.erase_profile("new")
+    assert a.forget_identity("new") == ["old"]
     assert not [r for r in a.decisions.values() if r.customer_id in ("old", "new")]
     a.flush()
     again = Shard(0, _config(), clock=Clock(), log_dir=str(tmp_path))
     assert again.state_digest() == a.state_digest()
     assert "old" not in again.store.ids
+
+
+def test_the_merge_steps_refuse_what_could_close_a_cycle() -> None:
+    """decisioning/identity.py: a pointer is only made into a pinned survivor, and a
+    pinned survivor is never frozen."""
+    shard = Shard(0, _config(), clock=Clock())
+    shard.pin("s", "t1", "m")
+    with pytest.raises(MergeBusy):  # s is the survivor of a merge in flight
+        shard.freeze("s", "other", "t2")
+    first = shard.freeze("m", "s", "t1")
+    assert shard.freeze("m", "s", "t1")["merge_id"] == first["merge_id"]  # a repeat
+    assert shard.freeze("m", "s", "t9")["merge_id"] == first["merge_id"]  # another finisher
+    with pytest.raises(AlreadyMerged) as e:
+        shard.freeze("m", "other", "t3")
+    assert e.value.target == "s"
+    with pytest.raises(Moved):  # a survivor merged away is never pinned
+        shard.pin("m", "t4", "x")
+    # a stale attempt called off before it froze cannot freeze afterwards ...
+    shard.pin("s", "t5", "late")
+    assert shard.cancel_merge("late", "s", "t5") == {"frozen": False, "owed": False}
+    with pytest.raises(MergeBusy):
+        shard.freeze("late", "s", "t5")
+    # ... and one that froze is finished, not called off
+    assert shard.cancel_merge("m", "s", "t1") == {"frozen": True, "owed": True}
+    assert shard.freeze("m", "s", "t1")["merge_id"] == first["merge_id"]
+    # a pointer moves only to the end of its own chain, and not while its merge is owed
+    assert shard.compress("m", "s", "z") is False
+    shard.drop_merged("m")
+    assert shard.compress("m", "elsewhere", "z") is False
+    assert shard.compress("m", "s", "z") is True and shard.forwards["m"] == "z"
