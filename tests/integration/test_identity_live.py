@@ -11,7 +11,7 @@ import httpx
 import ray
 
 from decisioning.slots import contiguous_map, slot_of
-from tests.integration.conftest import Server
+from tests.integration.harness import Server
 
 
 def _id(prefix: str = "idn") -> str:
