@@ -113,13 +113,24 @@ class Recovery(Out):
     replay_s: float
 
 
+class LogWriteError(Out):
+    message: str = Field(description="Why the last write failed.")
+    since: float = Field(description="When writes began to fail (unix seconds).")
+    retries: int = Field(description="Attempts since; each waits longer (up to 30 s).")
+    rows_waiting: int = Field(description="Rows kept for the next attempt (none dropped).")
+
+
 class LogStatus(Out):
     rows: int
     outcomes: int
     files: int
-    failed_rows: int
     rewrites: int
+    write_failures: int = Field(description="Failed write attempts, each retried.")
+    unwritable_rows: int = Field(description="Rows no table could be built from (logged).")
     buffered: int
+    write_error: LogWriteError | None = Field(
+        description="The write that fails now, if one does (null once a write succeeds)."
+    )
 
 
 class SinkStatus(Out):
@@ -147,6 +158,10 @@ class ShardStatus(Out):
     challengers: dict[str, Challenger]
     variant_stats: dict[str, dict[str, int]]
     scorers: dict[str, Literal["native", "lightgbm"]]
+    refused_models: dict[str, str] = Field(
+        description="Deployed models this shard refused at its start (version: why); it "
+        "serves without them."
+    )
     catalog_version: str
     state_bytes: int
     durable: bool

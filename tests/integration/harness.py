@@ -122,7 +122,12 @@ def server_config(
 
 @contextlib.contextmanager
 def running_server(
-    session: Session, data_dir: Path, name: str, keep_serve: bool = True, **env: str
+    session: Session,
+    data_dir: Path,
+    name: str,
+    keep_serve: bool = True,
+    before_start: Callable[[Config], None] | None = None,
+    **env: str,
 ) -> Iterator[Server]:
     """A nextbest server of its own (namespace `nextbest-<name>`, `data_dir` seeded from
     the template) on the session's ports; stopped, every actor of it gone, at the end
@@ -132,6 +137,8 @@ def running_server(
     ports = (session.port, session.proxy_port)
     config = server_config(ports, data_dir, f"nextbest-{name}", receiver.url, **env)
     try:
+        if before_start is not None:  # e.g. a shard started by hand, which the server adopts
+            before_start(config)
         url = nb_server.start(config)
         try:
             yield Server(
