@@ -85,26 +85,40 @@ def test_overload_is_shed_with_503_and_nothing_acked_is_lost(
         assert profile["aggregates"]["page_views_24h"] == acked[cid], statuses
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
+@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0, max_concurrency=2)
 class _SlowShard:
-    """A stand-in for a shard actor: each call sleeps as long as it is told, and a
-    (re)start takes `start_s` (a shard recovering its state)."""
+    """A stand-in for a shard actor: each call takes as long as it is told (its work),
+    and a (re)start takes `start_s` (a shard recovering its state). `started` answers
+    while a call runs, so a test can wait for a call to be in flight."""
 
     def __init__(self, start_s: float) -> None:
         time.sleep(start_s)
+        self.begun: list[str] = []
         self.done: list[str] = []
 
     def ready(self) -> bool:
         return True
 
     def call_many(self, calls: list[tuple[str, tuple[Any, ...]]]) -> list[str]:
-        for name, (sleep_s,) in calls:
-            time.sleep(sleep_s)
+        for name, (work_s,) in calls:
+            self.begun.append(name)
+            time.sleep(work_s)
             self.done.append(name)
         return [name for name, _ in calls]
 
+    def started(self) -> list[str]:
+        return self.begun
+
     def executed(self) -> list[str]:
         return self.done
+
+
+async def _running(actor: Any, name: str) -> None:
+    """Until the stand-in has begun the call `name` (10 s at most)."""
+    deadline = time.monotonic() + 10
+    while name not in await actor.started.remote():
+        assert time.monotonic() < deadline, f"{name} never began"
+        await asyncio.sleep(0.01)
 
 
 async def _outcome(co: _Coalescer, name: str, sleep_s: float) -> str:
@@ -120,12 +134,16 @@ def test_router_times_out_and_never_sends_what_timed_out_in_its_queue() -> None:
 
     async def run() -> list[str]:
         slow = asyncio.ensure_future(_outcome(co, "slow", 1.5))
-        await asyncio.sleep(0.05)  # "queued" waits behind "slow", which is in flight
-        return list(await asyncio.gather(slow, _outcome(co, "queued", 0.0)))
+        await _running(actor, "slow")  # in flight: "queued" waits behind it
+        outcomes = list(await asyncio.gather(slow, _outcome(co, "queued", 0.0)))
+        deadline = time.monotonic() + 10
+        while co.flushing:  # "slow" comes back; anything still queued would go out now
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        return outcomes
 
     assert asyncio.run(run()) == ["shard_timeout", "shard_timeout"]
-    ray.get(actor.ready.remote())  # the actor runs calls in order: "slow" has finished
-    assert ray.get(actor.executed.remote()) == ["slow"]  # "queued" was never sent
+    assert ray.get(actor.started.remote()) == ["slow"]  # "queued" was never sent
     assert asyncio.run(_outcome(co, "next", 0.0)) == "next"
     ray.kill(actor, no_restart=True)
 
@@ -137,12 +155,14 @@ def test_router_answers_503_at_once_while_a_shard_restarts() -> None:
 
     async def run() -> tuple[str, list[str], str]:
         inflight = asyncio.ensure_future(_outcome(co, "inflight", 5.0))
-        await asyncio.sleep(0.3)
+        await _running(actor, "inflight")
         ray.kill(actor, no_restart=False)  # Ray restarts it; its __init__ takes 3 s
         first = await inflight
         during = [await _outcome(co, f"during-{i}", 0.0) for i in range(3)]
-        while co.probe is not None:
-            await asyncio.sleep(0.1)
+        deadline = time.monotonic() + 30
+        while co.probe is not None:  # until the restarted stand-in answers its probe
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
         return first, during, await _outcome(co, "after", 0.0)
 
     first, during, after = asyncio.run(run())

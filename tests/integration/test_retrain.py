@@ -13,7 +13,7 @@ import ray
 
 from decisioning.registry import Registry
 from tests.conftest import EXAMPLE
-from tests.integration.harness import ALL_SCOPES_KEY, CLI, Server
+from tests.integration.harness import ALL_SCOPES_KEY, CLI, Server, wait_until
 
 
 def _traffic(server: Server, client: httpx.Client) -> None:
@@ -44,7 +44,8 @@ def _traffic(server: Server, client: httpx.Client) -> None:
     ns = server.config.server.namespace
     for i in range(server.config.server.shards):  # the logs roll every minute; now, please
         ray.get(ray.get_actor(f"shard-{i}", namespace=ns).flush_logs.remote())
-    time.sleep(2.5)  # the 2 s attribution windows close: the labels are final
+    last = max(d["ts"] for d, _ in decided)
+    wait_until(lambda: time.time() > last + 2.1, 10, "the 2 s attribution windows to close")
 
 
 def _retrain(server: Server, margin: str) -> subprocess.CompletedProcess[str]:

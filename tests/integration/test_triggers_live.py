@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 import pyarrow.dataset as ds
 
-from tests.integration.harness import Server
+from decisioning.slots import contiguous_map, slot_of
+from tests.integration.harness import Server, wait_until
 
 
 def _cid() -> str:
@@ -20,6 +21,11 @@ def _cid() -> str:
 def _events(client: httpx.Client, *events: dict[str, Any]) -> None:
     r = client.post("/v1/events", json=list(events))
     assert r.status_code == 200, r.text
+
+
+def _same_shard(server: Server, a: str, b: str) -> bool:
+    owners = contiguous_map(server.config.server.shards)
+    return owners[slot_of(a)] == owners[slot_of(b)]
 
 
 def _status(client: httpx.Client) -> list[dict[str, Any]]:
@@ -88,9 +94,19 @@ def test_a_purchase_in_time_cancels_the_timer(client: httpx.Client) -> None:
         {"customer_id": c, "type": "cart_add", "ts": now - 1798},
         {"customer_id": c, "type": "purchase", "ts": now - 1000, "properties": {"amount": 30}},
     )
-    time.sleep(4)  # past the due time, and a tick or more
-    r = client.get("/v1/outbound", params={"channel": "email", "limit": 1000})
-    assert not [m for m in r.json()["messages"] if m["customer_id"] == c]
+    # a control customer whose timer is due at the same moment, and not cancelled: once
+    # its message is out, a tick has passed the due time of both
+    control = _cid()
+    _events(client, {"customer_id": control, "type": "cart_add", "ts": now - 1798})
+    taken: list[dict[str, Any]] = []
+
+    def control_fired() -> bool:
+        r = client.get("/v1/outbound", params={"channel": "email", "limit": 1000})
+        taken.extend(r.json()["messages"])
+        return any(m["customer_id"] == control for m in taken)
+
+    wait_until(control_fired, 30, "the control customer's timer to fire")
+    assert not [m for m in taken if m["customer_id"] == c]
     assert client.get(f"/v1/profiles/{c}").json()["recent_decisions"] == []
 
 
@@ -99,17 +115,19 @@ def test_a_crossing_is_pushed_to_the_webhook_once(server: Server, client: httpx.
     now = time.time()
     fails = [{"customer_id": c, "type": "failed_login", "ts": now - 3 + i} for i in range(4)]
     _events(client, *fails)
-    deadline = time.monotonic() + 30
-    mine: list[tuple[str, dict[str, Any]]] = []
-    while not mine and time.monotonic() < deadline:
-        time.sleep(0.2)
-        mine = [(k, b) for k, b in server.receiver.stored if b["customer_id"] == c]
-    [(key, body)] = mine  # three, then a fourth: one crossing, one message
+
+    def pushed(cid: str) -> list[tuple[str, dict[str, Any]]]:
+        return [(k, b) for k, b in server.receiver.stored if b["customer_id"] == cid]
+
+    [(key, body)] = wait_until(lambda: pushed(c), 30, "the sms")  # one crossing, one sms
     assert key == body["id"] and (body["trigger"], body["channel"]) == ("failed_logins", "sms")
     sinks = [s["outbound"]["sinks"]["sms"] for s in _status(client)]
     assert sum(s["delivered"] for s in sinks) >= 1
-    time.sleep(1)
-    assert len([1 for _, b in server.receiver.stored if b["customer_id"] == c]) == 1
+    # a control crossing on the same shard: its sms comes after any second one for `c`
+    control = next(x for x in (_cid() for _ in range(1000)) if _same_shard(server, x, c))
+    _events(client, *[{**f, "customer_id": control} for f in fails])
+    wait_until(lambda: pushed(control), 30, "the control's sms")
+    assert len(pushed(c)) == 1
 
 
 def test_a_sink_channel_is_not_pulled_and_bad_pulls_are_refused(client: httpx.Client) -> None:
@@ -153,13 +171,13 @@ def test_parquet_sink_and_a_trigger_that_respects_consent(
     assert _counter(client, "triggers_fired") == fired + 3  # not the store it does not watch
     assert _counter(client, "messages_queued") == queued + 1  # the shy customer: nothing
     path = server.data_dir / "outbound"
-    deadline = time.monotonic() + 30
-    rows: list[dict[str, Any]] = []
-    while not rows and time.monotonic() < deadline:
-        time.sleep(0.3)
-        if path.exists():
-            table = ds.dataset(str(path), format="parquet", partitioning="hive").to_table()
-            rows = [r for r in table.to_pylist() if r["customer_id"] == c]
-    [row] = rows
+
+    def written() -> list[dict[str, Any]]:
+        if not path.exists():
+            return []
+        table = ds.dataset(str(path), format="parquet", partitioning="hive").to_table()
+        return [r for r in table.to_pylist() if r["customer_id"] == c]
+
+    [row] = wait_until(written, 30, "the call centre's Parquet file")
     assert (row["trigger"], row["channel"]) == ("address_changed", "call_center")
     assert row["action_ids"]
