@@ -859,8 +859,9 @@ class ShardRouter:
     def shard_of_decision(self, decision_id: str) -> int:
         return self.slot_map[decision_slot(decision_id)]
 
-    def _admit(self, n: int) -> None:
-        """Shed a request up front, whole: never a part of a batch sent and a part not."""
+    def admit(self, n: int = 1) -> None:
+        """Shed a request up front, whole: never a part of a batch sent and a part not.
+        Routes call it before they read the body too, so shedding costs little."""
         if self.ongoing + n > self.max_ongoing:
             raise ShardUnavailable(
                 f"overloaded: {self.ongoing} calls already wait on shards here", "overloaded"
@@ -874,14 +875,14 @@ class ShardRouter:
             self.ongoing -= 1
 
     async def call(self, shard: int, method: str, *args: Any) -> Any:
-        self._admit(1)
+        self.admit(1)
         return await self._call(shard, method, args)
 
     async def call_all(self, calls: list[tuple[int, str, Any]]) -> list[Any]:
         """One call per shard, concurrently. A timeout or restart of one shard can leave
         the others' parts applied: the 503 says so, and a retry with the same event ids
         counts each event once."""
-        self._admit(len(calls))
+        self.admit(len(calls))
         aws: list[Awaitable[Any]] = [self._call(shard, m, (arg,)) for shard, m, arg in calls]
         return list(await asyncio.gather(*aws))
 

@@ -200,6 +200,7 @@ class Ingress:
     @fastapi_app.post("/v1/events", tags=["events"], summary="Send one event or a batch")
     async def events(self, request: Request) -> Response:
         self._allow(request, "events:write")
+        self.router.admit()  # overloaded: shed before the body is read
         data = await self._body(request)
         items = _one_or_many(data, self.wire.EventIn, self.max_batch)
         now = time.time()
@@ -222,6 +223,7 @@ class Ingress:
     @fastapi_app.post("/v1/decide", tags=["decisions"], summary="Decide the next best actions")
     async def decide(self, request: Request) -> Response:
         self._allow(request, "decide")
+        self.router.admit()  # overloaded: shed before the body is read
         req = validate(self.wire.DecideIn, await self._body(request))
         if req.channel not in self.channels and req.channel != OUTBOUND:
             raise WireError(
@@ -242,6 +244,7 @@ class Ingress:
     @fastapi_app.post("/v1/outcomes", tags=["decisions"], summary="Report outcomes of decisions")
     async def outcomes(self, request: Request) -> Response:
         self._allow(request, "events:write")
+        self.router.admit()  # overloaded: shed before the body is read
         data = await self._body(request)
         items = _one_or_many(data, self.wire.OutcomeIn, self.max_batch)
         by_shard: dict[int, list[dict[str, Any]]] = {}
