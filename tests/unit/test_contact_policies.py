@@ -18,7 +18,7 @@ from tests.unit.test_decide import NOW, Clock
 DAY = 86400.0
 
 
-def _config(**decisioning: Any) -> Config:
+def _config(alert_group: str = "service", **decisioning: Any) -> Config:
     actions = [
         {
             "id": "card",
@@ -34,7 +34,7 @@ def _config(**decisioning: Any) -> Config:
         {"id": "loan", "group": "loans", "channels": ["web", "email"], "value": 50},
         {
             "id": "alert",
-            "group": "service",
+            "group": alert_group,
             "channels": ["web", "email"],
             "value": 1,
             "mandatory": True,
@@ -115,6 +115,15 @@ def test_group_cap_across_and_within_decisions() -> None:
     assert _ids(d) == ["loan", "alert"]
     gold = next(e for e in d["explanation"] if e["action_id"] == "gold")
     assert gold["rule"].startswith("group cap: 1 of cards in 7d")
+
+
+def test_a_mandatory_action_counts_against_its_group_in_the_same_answer() -> None:
+    cfg = _config(alert_group="cards", group_caps={"cards": {"count": 1, "within": "7d"}})
+    shard = Shard(0, cfg, clock=Clock())
+    d = shard.decide({"customer_id": "c", "channel": "web", "limit": 3, "explain": True})
+    assert _ids(d) == ["loan", "alert"]  # card ranks first, but the alert takes its place
+    card = next(e for e in d["explanation"] if e["action_id"] == "card")
+    assert card["why_not"] == "group cap: only 1 more of group cards may go now"
 
 
 def test_history_survives_a_crash_and_a_snapshot(tmp_path: Path) -> None:
