@@ -4,13 +4,14 @@ or not, nothing answers 5xx and every answer matches the documented schema."""
 from __future__ import annotations
 
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
     response_schema_conformance,
 )
 
+from tests.conftest import examples
 from tests.integration.conftest import Server
 
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
@@ -23,7 +24,7 @@ def test_no_5xx_and_answers_match_the_schema(server: Server) -> None:
     for op in operations:
 
         @given(case=op.as_strategy())
-        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+        @examples(30, *HealthCheck)
         def run(case: schemathesis.Case) -> None:
             case.call_and_validate(base_url=server.url, headers=server.headers, checks=CHECKS)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from actors.shard import Shard
 from decisioning.budgets import Allotments, Ledger, chunk_size, day_of
 from decisioning.loader import config_from_dict
-from tests.conftest import SMALL
+from tests.conftest import SMALL, examples
 from tests.unit.test_decide import NOW, Clock
 
 
@@ -39,7 +39,7 @@ def test_ledger_never_grants_more_than_the_budget() -> None:
     assert chunk_size(100, 2) == 13 and chunk_size(1, 8) == 1
 
 
-@settings(max_examples=60, deadline=None)
+@examples(60)
 @given(
     budget=st.integers(0, 60),
     shards=st.integers(1, 4),

@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from actors.shard import Shard
 from decisioning.config import Config
 from decisioning.loader import config_from_dict
-from tests.conftest import SMALL
+from tests.conftest import SMALL, examples
 from tests.unit.test_decide import NOW, Clock
 
 DAY = 86400.0
@@ -169,7 +169,7 @@ OPS = st.lists(
 )
 
 
-@settings(max_examples=120, deadline=None)
+@examples(120)
 @given(ops=OPS)
 def test_caps_are_never_exceeded_under_any_interleaving(ops: list[tuple[Any, Any, Any]]) -> None:
     cfg = _config(
