@@ -366,14 +366,21 @@ def _diverse(
     mandatory: frozenset[str] = frozenset(),
 ) -> list[ScoredAction]:
     """The first `limit` of `ranked`, at most `per_group` of any one group and at most
-    `left[group]` more of a group under a contact cap (mandatory actions always go)."""
+    `left[group]` more of a group under a contact cap. Mandatory actions always go, and
+    they count: one displaces the lowest-ranked other action of its capped group."""
     if per_group is None and not left:
         return ranked[:limit]
     out: list[ScoredAction] = []
     taken: dict[str, int] = {}
     for s in ranked:
         n = taken.get(s.group, 0)
-        cap = min(per_group or limit, (left or {}).get(s.group, limit))
+        room = (left or {}).get(s.group, limit)
+        if s.action_id in mandatory and n >= room:
+            bumped = [c for c in out if c.group == s.group and c.action_id not in mandatory]
+            if bumped:
+                out.remove(bumped[-1])
+                n -= 1
+        cap = min(per_group or limit, room)
         if n < cap or s.action_id in mandatory:
             out.append(s)
             taken[s.group] = n + 1

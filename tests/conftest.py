@@ -1,14 +1,42 @@
-"""Shared fixtures: the example config, a small config, a tiny trained model."""
+"""Shared fixtures: the example config, a small config, a tiny trained model; the
+hypothesis profiles."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from decisioning.config import Config
 from decisioning.loader import config_from_dict, load_config
+
+# Hypothesis profiles, by HYPOTHESIS_PROFILE (default: "ci" when CI is set, else "dev").
+# None has a deadline: a timing figure never fails a test.
+settings.register_profile("dev", deadline=None)
+settings.register_profile(
+    "ci",
+    deadline=None,
+    derandomize=True,  # the same examples on every run (and no database): reproducible
+    print_blob=True,  # a failure prints the line that replays it (@reproduce_failure)
+    # the shared 2-core runner generates slowly at times, which says nothing of the code
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("thorough", deadline=None, max_examples=1000)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+settings.load_profile(PROFILE)
+
+
+def examples(n: int, *suppress: HealthCheck) -> settings:
+    """A property's own settings: `n` examples (ten times as many under "thorough"),
+    and health checks it suppresses on top of the profile's."""
+    return settings(
+        max_examples=n * (10 if PROFILE == "thorough" else 1),
+        suppress_health_check=[*settings().suppress_health_check, *suppress],
+    )
+
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "nextbest.yaml"

@@ -17,7 +17,7 @@ import httpx
 import msgpack
 import pyarrow.csv as pacsv
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import (
@@ -30,7 +30,7 @@ from schemathesis.checks import (
 )
 
 from decisioning.links import OpenLink, link_key, seal_link
-from tests.conftest import EXAMPLE
+from tests.conftest import EXAMPLE, examples
 from tests.integration.harness import Server
 
 EXAMPLES = int(os.environ.get("NEXTBEST_FUZZ_EXAMPLES", "30"))
@@ -58,7 +58,7 @@ def test_no_5xx_and_answers_match_the_schema(server: Server) -> None:
         cases = st.one_of(op.as_strategy(), op.as_strategy(GenerationMode.NEGATIVE))
 
         @given(case=cases, accept=st.sampled_from(ACCEPTS))
-        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+        @examples(EXAMPLES, *HealthCheck)
         def run(case: schemathesis.Case, accept: str) -> None:
             headers = {**server.headers, "accept": accept}
             case.call_and_validate(base_url=server.url, headers=headers, checks=CHECKS)

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from actors.shard import Shard
 from decisioning.budgets import Allotments, Ledger, chunk_size, day_of
 from decisioning.ledger_store import LedgerStore
 from decisioning.loader import config_from_dict
-from tests.conftest import SMALL
+from tests.conftest import SMALL, examples
 from tests.unit.test_decide import NOW, Clock
 
 MIDNIGHT = float(calendar.timegm((2026, 11, 25, 0, 0, 0)))
@@ -70,7 +70,7 @@ def test_ledger_never_grants_more_than_the_budget() -> None:
     assert chunk_size(100, 2) == 13 and chunk_size(1, 8) == 1
 
 
-@settings(max_examples=60, deadline=None)
+@examples(60)
 @given(
     budget=st.integers(0, 60),
     shards=st.integers(1, 4),
@@ -175,7 +175,7 @@ def test_a_mandatory_budgeted_action_is_held_to_the_budget(tmp_path: Path) -> No
     assert "budget" in hot["rule"]
 
 
-@settings(max_examples=60, deadline=None)
+@examples(60)
 @given(
     steps=st.lists(
         st.one_of(

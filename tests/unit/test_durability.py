@@ -7,13 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from actors.shard import Shard, _idem_key
 from decisioning.config import Config
 from decisioning.snapshot import SnapshotError
 from decisioning.wal import Replay, Wal, replay, segments
+from tests.conftest import examples
 from tests.unit.test_decide import NOW, Clock
 
 
@@ -65,9 +66,7 @@ OPS = st.lists(
 )
 
 
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@examples(60, HealthCheck.function_scoped_fixture)
 @given(ops=OPS, torn=st.booleans())
 def test_recovery_equals_the_run_without_the_crash(
     small_config: Config, tmp_path_factory: pytest.TempPathFactory, ops: list, torn: bool

@@ -9,11 +9,12 @@ import json
 from typing import Any
 
 import msgpack
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from decisioning.errors import RuleError
 from serving.wire import DEFAULT, WireError, decode_body, validate
+from tests.conftest import examples
 from tests.unit.test_rules import run
 
 MODELS = (DEFAULT.EventIn, DEFAULT.DecideIn, DEFAULT.OutcomeIn)
@@ -23,7 +24,10 @@ CODES = {
     415: {"unsupported_media_type"},
     422: {"missing_field", "unknown_field", "invalid_field"},
 }
-FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+# big nested inputs are the point here, however long they take to build
+FUZZ = examples(
+    400, HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example
+)
 
 json_like = st.recursive(
     st.none()

@@ -6,13 +6,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from decisioning.config import Config
 from decisioning.loader import config_from_dict
 from decisioning.profile import Event, ProfileSchema, ProfileStore
-from tests.conftest import SMALL
+from tests.conftest import SMALL, examples
 from tests.unit.test_decide import NOW
 
 AGGS = [
@@ -47,7 +47,7 @@ def _events(cid: str, spec: list[tuple[str, float, int]]) -> list[Event]:
     return [Event(cid, kind, NOW + dt, {"amount": amount}) for kind, dt, amount in spec]
 
 
-@settings(max_examples=200, deadline=None)
+@examples(200)
 @given(
     a=st.lists(EVENT, max_size=25),
     b=st.lists(EVENT, max_size=25),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from actors.shard import Shard
@@ -14,7 +14,7 @@ from decisioning.arbitration import Decision, ScoredAction, choose_channel
 from decisioning.config import Config
 from decisioning.errors import ConfigError, InvalidInput
 from decisioning.loader import config_from_dict
-from tests.conftest import SMALL
+from tests.conftest import SMALL, examples
 from tests.unit.test_decide import NOW, Clock
 
 ACTIONS = [
@@ -205,7 +205,7 @@ def _probe(channel: str, priority: float | None) -> Decision:
     return Decision("p", "c", NOW, channel, None, actions, 1, len(actions), [])
 
 
-@settings(max_examples=200, deadline=None)
+@examples(200)
 @given(
     priorities=st.lists(st.none() | st.floats(0, 1e6), min_size=1, max_size=5),
     costs=st.lists(st.floats(0, 1e3), min_size=5, max_size=5),

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from actors.shard import Shard
 from decisioning.config import Config
 from decisioning.loader import config_from_dict
-from tests.conftest import SMALL
+from tests.conftest import SMALL, examples
 from tests.unit.test_decide import NOW, Clock
 
 
@@ -101,7 +101,7 @@ def test_mandatory_actions_go_without_consent_only_when_the_config_allows() -> N
 MODES = st.sampled_from(["opt_in", "opt_out", "none"])
 
 
-@settings(max_examples=150, deadline=None)
+@examples(150)
 @given(
     web=MODES,
     email=MODES,
@@ -192,7 +192,7 @@ def test_diversity_and_group_and_issue_levers() -> None:
     assert d["actions"][0]["priority"] == 15.0
 
 
-@settings(max_examples=150, deadline=None)
+@examples(150)
 @given(
     values=st.lists(st.floats(0, 100), min_size=4, max_size=4),
     nothing=st.floats(0, 100),

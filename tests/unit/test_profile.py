@@ -3,13 +3,14 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from decisioning.config import Config
 from decisioning.errors import InvalidInput
 from decisioning.loader import config_from_dict
 from decisioning.profile import Event, ProfileSchema, ProfileStore
+from tests.conftest import examples
 
 T0 = 1_700_000_000.0  # a multiple of 3600 would hide bucket edge cases; it is not one
 H = 3600.0
@@ -144,9 +145,7 @@ def test_store_grows_past_capacity(small_config: Config) -> None:
     assert all(feat(s, f"c{i}", "views_all", T0) == 1.0 for i in range(50))
 
 
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@examples(60, HealthCheck.function_scoped_fixture)
 @given(
     offsets=st.lists(st.floats(min_value=0, max_value=4 * H), max_size=25),
     now_offset=st.floats(min_value=0, max_value=6 * H),
@@ -178,9 +177,7 @@ MIXED = [  # (name, kind, event, window hours, buckets): one read pads them to 9
 ]
 
 
-@settings(
-    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@examples(80, HealthCheck.function_scoped_fixture)
 @given(
     events=st.lists(
         st.tuples(
