@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from actors.shard import Shard
@@ -23,6 +23,7 @@ from decisioning.features import FeaturePlan, default_vocabularies
 from decisioning.model import ModelBundle, ModelManifest, read_model_dir, sha256_text
 from decisioning.profile import Event, ProfileSchema, ProfileStore
 from decisioning.registry import Registry
+from tests.conftest import examples
 from tests.unit.test_decide import NOW, Clock
 from training.demo import DEMO_FEATURES, generate
 from training.from_logs import table_from_logs
@@ -68,9 +69,7 @@ def test_exactly_the_features_a_shard_holds_in_float32_are_rounded(small_config:
     assert np.isnan(out[1]).all() and x[0, 0] == 85.4  # NaN stays NaN; x is not modified
 
 
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@examples(60, HealthCheck.function_scoped_fixture)
 @given(
     events=st.lists(
         st.tuples(

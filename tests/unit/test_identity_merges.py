@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from serving.events import ingest
 from serving.identity import Identities, is_error
+from tests.conftest import examples
 from tests.unit.identity_harness import LocalRouter, fast, identities
 from tests.unit.test_decide import NOW
 from tests.unit.test_identity import _config
@@ -256,11 +257,7 @@ async def _check(ident: Identities, router: LocalRouter, acked: float) -> None:
     assert not any(s.book.owed or s.book.pins for s in router.shards)  # all merges done
 
 
-@settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@examples(60, HealthCheck.too_slow, HealthCheck.data_too_large)
 @given(shards=st.sampled_from([1, 2]), steps=st.lists(STEP, min_size=1, max_size=14))
 def test_any_sequence_keeps_every_id_resolvable_and_every_event_counted(
     shards: int, steps: list[tuple[Any, ...]]

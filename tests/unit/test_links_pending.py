@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from actors.remote import ShardUnavailable
@@ -21,6 +21,7 @@ from actors.shard import Shard
 from decisioning import snapshot
 from serving.events import ingest
 from serving.identity import STALE_PIN_S, Identities, is_error
+from tests.conftest import examples
 from tests.unit.identity_harness import SUPERVISOR, LocalRouter, fast
 from tests.unit.test_decide import Clock
 from tests.unit.test_identity import _config
@@ -230,7 +231,7 @@ async def _faulty_step(ident: Identities, router: LocalRouter, step: tuple[Any, 
         await ident.sweep()
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@examples(200, HealthCheck.too_slow)
 @given(shards=st.sampled_from([1, 2]), steps=st.lists(STEP, min_size=1, max_size=16))
 def test_with_steps_failing_anywhere_every_merge_finishes_and_counts_once(
     shards: int, steps: list[tuple[Any, ...]]
