@@ -37,10 +37,12 @@ integration: $(VENV)/.installed
 	$(BIN)/python -m pytest tests/integration
 
 ## chaos: the long fault tests (a shard SIGKILLed every 15 s for 90 s at ~500 events/s in
-## every fsync mode, node loss, ingress and supervisor kills); figures at the end
+## every fsync mode, node loss, ingress and supervisor kills, full and read-only state
+## dir, 60 s at 3x capacity); figures at the end
 chaos: $(VENV)/.installed
 	NEXTBEST_CHAOS=1 $(BIN)/python -m pytest tests/integration/test_chaos.py \
-	  tests/integration/test_failures.py tests/integration/test_disk.py -p no:randomly
+	  tests/integration/test_failures.py tests/integration/test_disk.py \
+	  tests/integration/test_overload.py -p no:randomly
 
 ## fuzz: schemathesis against a live server, 500 cases per operation (make test sends 30)
 fuzz: $(VENV)/.installed
