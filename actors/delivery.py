@@ -19,10 +19,10 @@ from typing import Any
 
 import httpx
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from decisioning.config import ParquetSinkSpec, SinkSpec, WebhookSinkSpec
+from decisioning.stores.fs import filesystem
 
 __all__ = ["DeliveryLoop", "ParquetSink", "WebhookSink", "make_sink"]
 
@@ -64,12 +64,7 @@ class ParquetSink:
     renamed, so readers see whole files only."""
 
     def __init__(self, spec: ParquetSinkSpec, shard_id: int) -> None:
-        if "://" in spec.path and not spec.path.startswith("file://"):
-            self.fs, root = pafs.FileSystem.from_uri(spec.path)
-        else:
-            self.fs = pafs.LocalFileSystem()
-            root = os.path.abspath(spec.path.removeprefix("file://"))
-        self.root = root.rstrip("/")
+        self.fs, self.root = filesystem(spec.path)
         self.shard_id = shard_id
 
     def __call__(self, messages: list[dict[str, Any]]) -> tuple[list[str], str | None]:

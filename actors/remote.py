@@ -25,24 +25,25 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutErro
 from actors.audit import IdentityAudit
 from actors.delivery import DeliveryLoop, make_sink
 from actors.shard import OUTCOMES, Shard, decision_slot
-from decisioning.budgets import budgets_of, chunk_size, day_of
-from decisioning.catalog_store import CatalogStore, catalog_of, version_of, with_catalog
 from decisioning.config import Config
-from decisioning.context_tables import ContextStore, check_table, table_version
-from decisioning.decision_log import DecisionLog, logs_root
 from decisioning.errors import AlreadyMerged, ModelError, Moved, NextbestError, NotFound
-from decisioning.fencing import Fenced
-from decisioning.ledger_store import LedgerStore
-from decisioning.model import (
+from decisioning.journal.fencing import Fenced
+from decisioning.journal.wal import StorageFailed
+from decisioning.policy.budgets import budgets_of, chunk_size, day_of
+from decisioning.policy.context import check_table, table_version
+from decisioning.policy.scoring import (
     ModelBundle,
     ModelManifest,
     check_signature,
     compile_native,
     native_tag,
 )
-from decisioning.registry import Registry
-from decisioning.slots import contiguous_map, slot_of
-from decisioning.wal import StorageFailed
+from decisioning.profile.slots import contiguous_map, slot_of
+from decisioning.stores.catalogs import CatalogStore, catalog_of, version_of, with_catalog
+from decisioning.stores.context import ContextStore
+from decisioning.stores.decision_log import DecisionLog, logs_root
+from decisioning.stores.ledger import LedgerStore
+from decisioning.stores.registry import Registry
 
 __all__ = [
     "ShardUnavailable",
@@ -605,7 +606,7 @@ class Supervisor:
     def lease(self, action_id: str, day: str, want: int) -> int:
         """Grant a shard up to `want` more of `day`'s budget of `action_id` (0 when it
         is granted out, the day is forgotten, or the action has no budget); the grant is
-        durable before it is answered (decisioning/ledger_store.py)."""
+        durable before it is answered (decisioning/stores/ledger.py)."""
         with self.leasing:
             budget = budgets_of(self._serving_config()).get(action_id)
             if budget is None:

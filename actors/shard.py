@@ -20,8 +20,18 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from decisioning import snapshot
-from decisioning.arbitration import (
+from decisioning.config import OUTBOUND, Config
+from decisioning.delivery.links import OpenLink, link_key, seal_link
+from decisioning.delivery.outbox import Message, Outbox, Timers
+from decisioning.errors import Backlogged, InvalidInput, ModelError, Moved, NextbestError, NotFound
+from decisioning.journal import snapshot
+from decisioning.journal.fencing import Fenced, Owner
+from decisioning.journal.wal import Replay, Wal, replay
+from decisioning.policy.budgets import Allotments, budgets_of, day_of
+from decisioning.policy.catalog import Catalog, Trigger
+from decisioning.policy.contacts import ContactLog, Limits, Policies
+from decisioning.policy.context import ContextTable
+from decisioning.policy.decide import (
     ChannelChoice,
     Decision,
     LoadedModel,
@@ -29,38 +39,21 @@ from decisioning.arbitration import (
     choose_channel,
     decide,
 )
-from decisioning.budgets import Allotments, budgets_of, day_of
-from decisioning.catalog import Catalog, Trigger
-from decisioning.catalog_store import with_catalog
-from decisioning.config import OUTBOUND, Config
-from decisioning.contacts import ContactLog, Limits, Policies
-from decisioning.context_tables import ContextTable
-from decisioning.decision_log import DecisionLog
-from decisioning.errors import (
-    Backlogged,
-    InvalidInput,
-    ModelError,
-    Moved,
-    NextbestError,
-    NotFound,
-)
-from decisioning.exploration import Explorer
-from decisioning.features import FeaturePlan
-from decisioning.fencing import Fenced, Owner
-from decisioning.identity import IDENTITY_RECORDS, Book
-from decisioning.links import OpenLink, link_key, seal_link
-from decisioning.model import (
+from decisioning.policy.exploration import Explorer
+from decisioning.policy.features import FeaturePlan
+from decisioning.policy.rules import Env
+from decisioning.policy.scoring import (
     LightGBMScorer,
     ModelBundle,
     ModelManifest,
     check_signature,
     scorer_for,
 )
-from decisioning.outbound import Message, Outbox, Timers
 from decisioning.profile import Event, ProfileSchema, ProfileStore, RowState, event_from_wire
-from decisioning.rules import Env
-from decisioning.slots import bucket, slot_of
-from decisioning.wal import Replay, Wal, replay
+from decisioning.profile.identity import IDENTITY_RECORDS, Book
+from decisioning.profile.slots import bucket, slot_of
+from decisioning.stores.catalogs import with_catalog
+from decisioning.stores.decision_log import DecisionLog
 
 __all__ = ["OUTCOMES", "Shard", "decision_slot"]
 
@@ -511,7 +504,7 @@ class Shard:
             self._remember(fresh)
         return fresh
 
-    # -- identity (the protocol: decisioning/identity.py) --------------------------------
+    # -- identity (the protocol: decisioning/profile/identity.py) --------------------------------
 
     def _logged(self, records: list[tuple[str, list[Any]]]) -> None:
         for record in records:

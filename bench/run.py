@@ -32,15 +32,15 @@ from actors.remote import ensure_supervisor, shutdown_cluster
 from actors.shard import Shard
 from bench.loadgen import Result, build_requests, closed_loop, open_loop
 from bench.noop import Noop
-from decisioning.arbitration import Stages
-from decisioning.catalog import Catalog
 from decisioning.config import SCOPES, Config
-from decisioning.decision_log import DecisionLog
-from decisioning.loader import config_from_dict
-from decisioning.model import native_tag
+from decisioning.config.loader import config_from_dict
+from decisioning.policy.catalog import Catalog
+from decisioning.policy.decide import Stages
+from decisioning.policy.rules import Env
+from decisioning.policy.scoring import native_tag
 from decisioning.profile import Event, ProfileSchema, ProfileStore
-from decisioning.registry import Registry
-from decisioning.rules import Env
+from decisioning.stores.decision_log import DecisionLog
+from decisioning.stores.registry import Registry
 from serving import server as nb_server
 from serving.app import serve_limits
 from serving.auth import new_key, sha256_hex

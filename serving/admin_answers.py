@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from decisioning.catalog_store import CATALOG_KEYS
 from decisioning.config import Config
+from decisioning.stores.catalogs import CATALOG_KEYS
 from serving.answers import Absent, ContextLoaded, Out
 
 __all__ = [

@@ -23,9 +23,9 @@ from ray import serve
 
 from actors.remote import ShardRouter
 from decisioning.config import OUTBOUND, Config
+from decisioning.config.loader import load_config
+from decisioning.delivery.links import LinkError, link_key, open_link
 from decisioning.errors import NextbestError
-from decisioning.links import LinkError, link_key, open_link
-from decisioning.loader import load_config
 from decisioning.profile import ProfileSchema, event_from_wire
 from serving.admin import ADMIN_BODIES, ADMIN_PATHS, AdminRoutes, on_channel_port
 from serving.auth import KeyRing

@@ -17,10 +17,10 @@ import httpx
 import typer
 
 from decisioning.config import SCOPES, ApiKeySpec, Config
+from decisioning.config.loader import load_config
 from decisioning.errors import ConfigError, NextbestError
-from decisioning.loader import load_config
-from decisioning.model import read_model_dir
-from decisioning.registry import Registry
+from decisioning.policy.scoring import read_model_dir
+from decisioning.stores.registry import Registry
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -41,7 +41,7 @@ UrlOpt = Annotated[str | None, typer.Option(help="Server URL (default: from the 
 def _config(path: Path) -> Config:
     """The config file, with the catalog applied at runtime if there is one (training,
     registering and evaluating must see the actions the shards serve)."""
-    from decisioning.catalog_store import serving_config
+    from decisioning.stores.catalogs import serving_config
 
     try:
         return serving_config(load_config(path, os.environ))
@@ -322,7 +322,7 @@ def _train(
 
     try:
         if from_logs:
-            from decisioning.decision_log import logs_root
+            from decisioning.stores.decision_log import logs_root
             from training.from_logs import logged_models, parse_window, table_from_logs
 
             source = logs or logs_root(cfg.server.data_dir, cfg.logs)
@@ -387,7 +387,7 @@ def retrain_cmd(
 ) -> None:
     """Every EVERY: train on the last LOOKBACK of logs, register the version, and promote
     it on the running server only if it beats the champion by MARGIN (held-out AUC)."""
-    from decisioning.decision_log import logs_root
+    from decisioning.stores.decision_log import logs_root
     from training.from_logs import parse_window
     from training.retrain import retrain_once
 
@@ -453,8 +453,8 @@ def simulate_cmd(
     import pyarrow.parquet as pq
     import yaml
 
-    from decisioning.catalog_store import with_catalog
-    from decisioning.decision_log import logs_root
+    from decisioning.stores.catalogs import with_catalog
+    from decisioning.stores.decision_log import logs_root
     from training.simulate import requests_from_logs, simulate
 
     cfg = _config(config)
@@ -505,7 +505,7 @@ def evaluate_cmd(
 ) -> None:
     """Estimate from the logs how a model version would have done against what ran
     (IPS, self-normalised IPS, doubly robust; 95% bootstrap intervals)."""
-    from decisioning.decision_log import logs_root
+    from decisioning.stores.decision_log import logs_root
     from training.from_logs import parse_window
     from training.ope import evaluate
 
@@ -606,7 +606,7 @@ def models_sign(
 ) -> None:
     """Sign a model version (e.g. one trained elsewhere) with the key named by
     auth.model_key_env, so servers that require signatures accept it."""
-    from decisioning.model import sign, write_model_dir
+    from decisioning.policy.scoring import sign, write_model_dir
 
     cfg = _config(config)
     if cfg.auth.model_key_env is None:
@@ -869,7 +869,7 @@ def catalog_apply(
     except (OSError, yaml.YAMLError) as e:
         raise _fail(f"cannot read {path}: {e}") from None
     if isinstance(catalog, dict):  # a whole config file: take its catalog sections
-        from decisioning.catalog_store import CATALOG_KEYS
+        from decisioning.stores.catalogs import CATALOG_KEYS
 
         catalog = {k: v for k, v in catalog.items() if k in CATALOG_KEYS}
     out = _call(cfg, url, "PUT", "/v1/catalog", admin=True, timeout=120, json=catalog)

@@ -6,7 +6,7 @@ An identifier is `<kind>:<value>` for a kind in `identity.kinds` (e.g.
 central store is needed. An identifier without a link is its own anonymous profile;
 the first event that links it to a customer (e.g. a login) merges that profile into the
 customer's. The protocol, and why forward pointers never form a cycle, is in
-decisioning/identity.py; every step is idempotent, so a merge left half done is finished
+decisioning/profile/identity.py; every step is idempotent, so a merge left half done is finished
 by whoever comes next: a retry, the identifier's next link or resolution, or `sweep`.
 """
 
@@ -205,7 +205,7 @@ class Identities:
         raise ShardUnavailable("merges are moving the survivor right now", "merge_in_progress")
 
     async def _attempt(self, survivor: str, merged: str, reason: str) -> dict[str, Any]:
-        """One attempt at the protocol's steps (decisioning/identity.py). The pin is let
+        """One attempt at the protocol's steps (decisioning/profile/identity.py). The pin is let
         go when the attempt is refused before freezing or done; after a freeze that did
         not finish it stays, so the survivor stays put for whoever finishes the merge."""
         token = secrets.token_hex(8)

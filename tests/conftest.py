@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from decisioning.config import Config
-from decisioning.loader import config_from_dict, load_config
+from decisioning.config.loader import config_from_dict, load_config
 
 # Hypothesis profiles, by HYPOTHESIS_PROFILE (default: "ci" when CI is set, else "dev").
 # None has a deadline: a timing figure never fails a test.

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from decisioning.catalog import Catalog, context_of
 from decisioning.config import Config
-from decisioning.features import FeaturePlan, default_vocabularies
+from decisioning.policy.catalog import Catalog, context_of
+from decisioning.policy.features import FeaturePlan, default_vocabularies
+from decisioning.policy.rules import Env
 from decisioning.profile import CONSENT, PROFILE_UPDATE, Event, ProfileSchema, ProfileStore
-from decisioning.rules import Env
 
 __all__ = ["DemoData", "generate", "DEMO_FEATURES"]
 

@@ -23,9 +23,10 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from decisioning.config import Config
-from decisioning.decision_log import DECISIONS_SCHEMA, OUTCOMES_SCHEMA, filesystem
 from decisioning.errors import ModelError
-from decisioning.registry import Registry
+from decisioning.stores.decision_log import DECISIONS_SCHEMA, OUTCOMES_SCHEMA
+from decisioning.stores.fs import filesystem
+from decisioning.stores.registry import Registry
 from training.train import TrainingError
 
 __all__ = ["LogTable", "logged_models", "open_dataset", "parse_window", "table_from_logs"]

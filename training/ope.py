@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from decisioning.config import Config
 from decisioning.errors import ModelError
-from decisioning.registry import Registry
+from decisioning.stores.registry import Registry
 from training.from_logs import open_dataset
 from training.train import TrainingError
 
@@ -113,7 +113,7 @@ def evaluate(
     progress: Callable[[str], None] = print,
 ) -> Estimates:
     """Estimate how model version `ref` (name@version) would have done on the logs."""
-    from decisioning.decision_log import filesystem
+    from decisioning.stores.fs import filesystem
 
     name, _, v = ref.partition("@")
     if not v.isdigit():

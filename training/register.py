@@ -31,13 +31,13 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
-from decisioning.catalog import Catalog
 from decisioning.config import Config
 from decisioning.errors import ModelError
-from decisioning.features import FeaturePlan, default_vocabularies
-from decisioning.model import ModelBundle, ModelManifest, sha256_text, sign
+from decisioning.policy.catalog import Catalog
+from decisioning.policy.features import FeaturePlan, default_vocabularies
+from decisioning.policy.scoring import ModelBundle, ModelManifest, sha256_text, sign
 from decisioning.profile import ProfileSchema
-from decisioning.registry import Registry
+from decisioning.stores.registry import Registry
 from training.train import TrainingError, table_matrix
 
 __all__ = ["register_external"]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from decisioning.model import ModelManifest
+from decisioning.policy.scoring import ModelManifest
 from training.metrics import calibration, roc_curve
 
 __all__ = ["Curve", "render"]

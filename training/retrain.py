@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from decisioning.config import Config
-from decisioning.registry import Registry
+from decisioning.stores.registry import Registry
 from training.from_logs import table_from_logs
 from training.train import train
 

@@ -22,10 +22,10 @@ from typing import Any
 import pyarrow as pa
 
 from actors.shard import Shard
-from decisioning.budgets import day_of
 from decisioning.config import Config
-from decisioning.registry import Registry
-from decisioning.slots import bucket
+from decisioning.policy.budgets import day_of
+from decisioning.profile.slots import bucket
+from decisioning.stores.registry import Registry
 
 __all__ = ["Report", "simulate"]
 
@@ -164,7 +164,7 @@ def simulate(
 
 def requests_from_logs(logs: str) -> pa.Table:
     """The decision requests in the decision logs (one row per decision)."""
-    from decisioning.decision_log import filesystem
+    from decisioning.stores.fs import filesystem
     from training.from_logs import open_dataset
     from training.train import TrainingError
 

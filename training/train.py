@@ -28,13 +28,19 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from decisioning.catalog import Catalog
 from decisioning.config import Config
 from decisioning.errors import NextbestError
-from decisioning.features import FeaturePlan, default_vocabularies, encode
-from decisioning.model import ModelBundle, ModelManifest, sha256_text, sign, write_model_dir
+from decisioning.policy.catalog import Catalog
+from decisioning.policy.features import FeaturePlan, default_vocabularies, encode
+from decisioning.policy.scoring import (
+    ModelBundle,
+    ModelManifest,
+    sha256_text,
+    sign,
+    write_model_dir,
+)
 from decisioning.profile import ProfileSchema
-from decisioning.registry import Registry
+from decisioning.stores.registry import Registry
 from training.metrics import auc, calibration, logloss
 from training.report import Curve, render
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from decisioning.slots import contiguous_map, slot_of
+from decisioning.profile.slots import contiguous_map, slot_of
 from tests.integration.harness import Server
 
 CHAOS = os.environ.get("NEXTBEST_CHAOS") == "1"  # `make chaos`: the long variants

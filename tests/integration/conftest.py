@@ -12,8 +12,8 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from decisioning.model import compile_native, native_tag
-from decisioning.registry import Registry
+from decisioning.policy.scoring import compile_native, native_tag
+from decisioning.stores.registry import Registry
 from serving import server as nb_server
 from tests.integration.chaos import CHAOS
 from tests.integration.harness import (

@@ -36,7 +36,7 @@ import httpx
 from ray.cluster_utils import Cluster
 
 from decisioning.config import SCOPES, Config
-from decisioning.loader import load_config
+from decisioning.config.loader import load_config
 from serving import server as nb_server
 from serving.auth import sha256_hex
 from tests.conftest import EXAMPLE

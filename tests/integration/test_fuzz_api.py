@@ -29,7 +29,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from decisioning.links import OpenLink, link_key, seal_link
+from decisioning.delivery.links import OpenLink, link_key, seal_link
 from tests.conftest import EXAMPLE, examples
 from tests.integration.harness import Server
 

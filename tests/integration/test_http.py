@@ -11,7 +11,7 @@ import httpx
 import msgpack
 import pytest
 
-from decisioning.slots import contiguous_map, slot_of
+from decisioning.profile.slots import contiguous_map, slot_of
 from tests.integration.harness import Server
 
 JSON = {"content-type": "application/json"}

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import ray
 
-from decisioning.slots import contiguous_map, slot_of
+from decisioning.profile.slots import contiguous_map, slot_of
 from tests.integration.harness import Server
 
 

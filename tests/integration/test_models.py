@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from decisioning.model import ModelManifest, read_model_dir
-from decisioning.registry import Registry
+from decisioning.policy.scoring import ModelManifest, read_model_dir
+from decisioning.stores.registry import Registry
 from tests.integration.harness import Deciding, Server, nextbest
 from training.demo import generate
 from training.train import train

@@ -20,9 +20,9 @@ import ray
 
 from actors.remote import ShardActor
 from decisioning.config import Config
-from decisioning.loader import config_from_dict
-from decisioning.model import read_model_dir
-from decisioning.registry import Registry
+from decisioning.config.loader import config_from_dict
+from decisioning.policy.scoring import read_model_dir
+from decisioning.stores.registry import Registry
 from tests.integration.harness import Server, Session, running_server
 from training.demo import generate
 from training.train import train

@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import ray
 
-from decisioning.registry import Registry
+from decisioning.stores.registry import Registry
 from tests.conftest import EXAMPLE
 from tests.integration.harness import ALL_SCOPES_KEY, CLI, Server, wait_until
 

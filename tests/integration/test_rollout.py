@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from decisioning.registry import Registry
+from decisioning.stores.registry import Registry
 from tests.integration.harness import Server, during, nextbest
 from training.demo import generate
 from training.train import train

@@ -21,7 +21,7 @@ def test_simulation_split_over_ray_tasks_matches_one_process(server: Server) -> 
 
 
 def _candidate_for(config):  # type: ignore[no-untyped-def]
-    from decisioning.catalog_store import catalog_of, with_catalog
+    from decisioning.stores.catalogs import catalog_of, with_catalog
 
     cat = catalog_of(config)
     cat["decisioning"]["channel_caps"] = {"web": {"per_day": 1}}

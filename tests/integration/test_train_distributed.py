@@ -14,9 +14,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from decisioning.catalog import Catalog
-from decisioning.features import FeaturePlan
-from decisioning.model import read_model_dir
+from decisioning.policy.catalog import Catalog
+from decisioning.policy.features import FeaturePlan
+from decisioning.policy.scoring import read_model_dir
 from decisioning.profile import ProfileSchema
 from tests.conftest import EXAMPLE
 from tests.integration.harness import ALL_SCOPES_KEY, CLI, Server

@@ -20,7 +20,7 @@ from actors.remote import _REQUEST_METHODS, ShardUnavailable, _error
 from actors.shard import Shard
 from decisioning.config import Config
 from decisioning.errors import NextbestError
-from decisioning.slots import contiguous_map, slot_of
+from decisioning.profile.slots import contiguous_map, slot_of
 from serving.identity import Identities
 from tests.unit.test_decide import Clock
 

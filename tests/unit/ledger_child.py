@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from decisioning.ledger_store import LedgerStore
+from decisioning.stores.ledger import LedgerStore
 
 ACTION, DAY = "hot", "2026-11-24"
 NOON = 1_795_521_600.0  # of DAY, on the supervisor's clock

@@ -6,8 +6,8 @@ import lightgbm as lgb
 import numpy as np
 
 from decisioning.config import Config
-from decisioning.features import default_vocabularies
-from decisioning.model import ModelBundle, ModelManifest, sha256_text
+from decisioning.policy.features import default_vocabularies
+from decisioning.policy.scoring import ModelBundle, ModelManifest, sha256_text
 from decisioning.profile import ProfileSchema
 
 FEATURES = ["age", "views_all", "action_id", "action_value"]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
+from decisioning.config.loader import load_config
 from decisioning.errors import ConfigError
-from decisioning.loader import load_config
 from serving.admin import on_channel_port
 from serving.cli import app
 from tests.conftest import EXAMPLE

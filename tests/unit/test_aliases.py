@@ -10,10 +10,10 @@ import pytest
 
 from actors.shard import Shard
 from decisioning.config import Config, LogsSpec
-from decisioning.decision_log import DecisionLog
 from decisioning.errors import ModelError
-from decisioning.model import ModelBundle, ModelManifest
-from decisioning.registry import Aliases, Registry
+from decisioning.policy.scoring import ModelBundle, ModelManifest
+from decisioning.stores.decision_log import DecisionLog
+from decisioning.stores.registry import Aliases, Registry
 from tests.unit.models import tiny_model
 from tests.unit.test_decide import Clock
 

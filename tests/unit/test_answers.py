@@ -27,10 +27,10 @@ from actors.delivery import DeliveryLoop
 from actors.remote import Supervisor
 from actors.shard import OUTCOMES, Shard
 from decisioning.config import OUTBOUND, Config
-from decisioning.decision_log import DecisionLog
-from decisioning.loader import load_config
-from decisioning.model import ModelBundle
-from decisioning.registry import Registry
+from decisioning.config.loader import load_config
+from decisioning.policy.scoring import ModelBundle
+from decisioning.stores.decision_log import DecisionLog
+from decisioning.stores.registry import Registry
 from serving.app import fastapi_app
 from serving.wire import encode_body
 from tests.conftest import EXAMPLE

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from decisioning.config import AuthSpec
+from decisioning.config.loader import load_config
 from decisioning.errors import ConfigError
-from decisioning.loader import load_config
 from serving.auth import KeyRing, new_key, sha256_hex
 from serving.cli import app
 from serving.wire import WireError

@@ -16,13 +16,13 @@ from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from actors.shard import Shard
-from decisioning.catalog import Catalog
 from decisioning.config import Config, LogsSpec
-from decisioning.decision_log import DecisionLog
-from decisioning.features import FeaturePlan, default_vocabularies
-from decisioning.model import ModelBundle, ModelManifest, read_model_dir, sha256_text
+from decisioning.policy.catalog import Catalog
+from decisioning.policy.features import FeaturePlan, default_vocabularies
+from decisioning.policy.scoring import ModelBundle, ModelManifest, read_model_dir, sha256_text
 from decisioning.profile import Event, ProfileSchema, ProfileStore
-from decisioning.registry import Registry
+from decisioning.stores.decision_log import DecisionLog
+from decisioning.stores.registry import Registry
 from tests.conftest import examples
 from tests.unit.test_decide import NOW, Clock
 from training.demo import DEMO_FEATURES, generate

@@ -14,9 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actors.shard import Shard
-from decisioning.budgets import Allotments, Ledger, chunk_size, day_of
-from decisioning.ledger_store import LedgerStore
-from decisioning.loader import config_from_dict
+from decisioning.config.loader import config_from_dict
+from decisioning.policy.budgets import Allotments, Ledger, chunk_size, day_of
+from decisioning.stores.ledger import LedgerStore
 from tests.conftest import SMALL, examples
 from tests.unit.test_decide import NOW, Clock
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from decisioning.catalog_store import CatalogStore, catalog_of, version_of, with_catalog
 from decisioning.config import Config
 from decisioning.errors import ConfigError, NotFound
+from decisioning.stores.catalogs import CatalogStore, catalog_of, version_of, with_catalog
 
 
 def test_with_catalog_checks_like_a_config_file(small_config: Config) -> None:

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from decisioning.config import Config
-from decisioning.registry import Registry
+from decisioning.stores.registry import Registry
 from serving.cli import app
 from tests.conftest import EXAMPLE
 
@@ -61,7 +61,7 @@ def test_user_errors_are_messages_not_tracebacks(tmp_path: Path, env: dict[str, 
 
 def test_status_table_shows_each_shard(small_config: Config, tmp_path: Path) -> None:
     from actors.shard import Shard
-    from decisioning.fencing import Fenced
+    from decisioning.journal.fencing import Fenced
     from serving.cli import status_table
     from tests.unit.test_decide import NOW, Clock
 

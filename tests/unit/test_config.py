@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from decisioning.config.loader import config_from_dict, load_config
 from decisioning.errors import ConfigError
-from decisioning.loader import config_from_dict, load_config
 from tests.conftest import EXAMPLE, SMALL
 
 

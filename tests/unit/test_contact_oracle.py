@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from actors.shard import OUTCOMES, Shard
 from decisioning.config import Config
-from decisioning.loader import config_from_dict
+from decisioning.config.loader import config_from_dict
 from tests.conftest import SMALL, examples
 from tests.unit.test_decide import Clock
 

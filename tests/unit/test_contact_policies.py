@@ -9,7 +9,7 @@ from typing import Any
 
 from actors.shard import Shard
 from decisioning.config import Config
-from decisioning.loader import config_from_dict
+from decisioning.config.loader import config_from_dict
 from tests.conftest import SMALL
 from tests.unit.test_decide import NOW, Clock
 

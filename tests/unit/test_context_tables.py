@@ -11,15 +11,10 @@ import pytest
 
 from actors.shard import Shard
 from decisioning.config import Config
-from decisioning.context_tables import (
-    ContextStore,
-    ContextTable,
-    check_table,
-    key_of,
-    table_version,
-)
+from decisioning.config.loader import config_from_dict
 from decisioning.errors import ConfigError, InvalidInput
-from decisioning.loader import config_from_dict
+from decisioning.policy.context import ContextTable, check_table, key_of, table_version
+from decisioning.stores.context import ContextStore
 from tests.conftest import SMALL
 from tests.unit.test_decide import NOW, Clock
 
@@ -171,7 +166,7 @@ def test_a_lookup_context_field_joins_the_table_into_the_model_features() -> Non
     import lightgbm as lgb
     import numpy as np
 
-    from decisioning.model import ModelBundle, ModelManifest, sha256_text
+    from decisioning.policy.scoring import ModelBundle, ModelManifest, sha256_text
 
     attrs = [*SMALL["profile"]["attributes"], {"name": "zip", "type": "numeric"}]
     cfg = config_from_dict(

@@ -7,13 +7,13 @@ import pytest
 
 import actors.shard as shard_module
 from actors.shard import Shard
-from decisioning.arbitration import decide
-from decisioning.catalog import Catalog
 from decisioning.config import Config
+from decisioning.config.loader import config_from_dict
 from decisioning.errors import InvalidInput, ModelError, ModelIncompatible, NotFound
-from decisioning.features import FeaturePlan, default_vocabularies
-from decisioning.loader import config_from_dict
-from decisioning.model import ModelBundle, ModelManifest, sha256_text
+from decisioning.policy.catalog import Catalog
+from decisioning.policy.decide import decide
+from decisioning.policy.features import FeaturePlan, default_vocabularies
+from decisioning.policy.scoring import ModelBundle, ModelManifest, sha256_text
 from decisioning.profile import ProfileSchema
 from tests.conftest import SMALL
 from tests.unit.models import tiny_model

@@ -18,10 +18,10 @@ import pyarrow.fs as pafs
 import pytest
 
 from actors.shard import Shard
-from decisioning.arbitration import LoadedModel
 from decisioning.config import Config, LogsSpec
-from decisioning.decision_log import DecisionLog
-from decisioning.model import LightGBMScorer
+from decisioning.policy.decide import LoadedModel
+from decisioning.policy.scoring import LightGBMScorer
+from decisioning.stores.decision_log import DecisionLog
 from tests.unit.models import tiny_model
 from tests.unit.test_decide import NOW, Clock
 

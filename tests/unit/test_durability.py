@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from actors.shard import Shard, _idem_key
 from decisioning.config import Config
-from decisioning.snapshot import SnapshotError
-from decisioning.wal import Replay, Wal, replay, segments
+from decisioning.journal.snapshot import SnapshotError
+from decisioning.journal.wal import Replay, Wal, replay, segments
 from tests.conftest import examples
 from tests.unit.test_decide import NOW, Clock
 
@@ -148,7 +148,7 @@ def test_snapshot_of_another_profile_schema_is_refused(
     shard.close()
     data = small_config.model_dump(mode="json")
     data["profile"]["aggregates"].pop()
-    from decisioning.loader import config_from_dict
+    from decisioning.config.loader import config_from_dict
 
     other = config_from_dict(data, "other.yaml")
     with pytest.raises(SnapshotError, match="another profile schema"):
@@ -158,7 +158,7 @@ def test_snapshot_of_another_profile_schema_is_refused(
 def test_idempotency_keys_are_bounded(small_config: Config) -> None:
     data = small_config.model_dump(mode="json")
     data["server"]["idempotency_keys"] = 3
-    from decisioning.loader import config_from_dict
+    from decisioning.config.loader import config_from_dict
 
     shard = Shard(0, config_from_dict(data, "small.yaml"), clock=Clock())
     for i in range(5):

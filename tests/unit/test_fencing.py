@@ -11,10 +11,10 @@ import pytest
 
 from actors.remote import ShardActor
 from actors.shard import Shard
-from decisioning import snapshot
 from decisioning.config import Config
-from decisioning.fencing import OWNER, Fenced, Owner
-from decisioning.wal import segments
+from decisioning.journal import snapshot
+from decisioning.journal.fencing import OWNER, Fenced, Owner
+from decisioning.journal.wal import segments
 from tests.unit.test_decide import NOW, Clock
 
 
@@ -70,7 +70,7 @@ def test_a_fenced_shard_actor_answers_with_a_503_error(
 ) -> None:
     data = small_config.model_dump(mode="json")
     data["server"]["data_dir"] = str(tmp_path)
-    from decisioning.loader import config_from_dict
+    from decisioning.config.loader import config_from_dict
 
     cfg = config_from_dict(data, "small.yaml")
     old = ShardActor(0, cfg)

@@ -9,8 +9,8 @@ import pytest
 
 from actors.shard import Shard
 from decisioning.config import Config
+from decisioning.config.loader import config_from_dict
 from decisioning.errors import AlreadyMerged, ConfigError, MergeBusy, Moved
-from decisioning.loader import config_from_dict
 from tests.conftest import SMALL
 from tests.unit.test_decide import NOW, Clock
 
@@ -138,7 +138,7 @@ def test_erasing_the_survivor_erases_what_was_merged_into_it(tmp_path: Path) -> 
 
 
 def test_the_merge_steps_refuse_what_could_close_a_cycle() -> None:
-    """decisioning/identity.py: a pointer is only made into a pinned survivor, and a
+    """decisioning/profile/identity.py: a pointer is only made into a pinned survivor, and a
     pinned survivor is never frozen."""
     shard = Shard(0, _config(), clock=Clock())
     shard.pin("s", "t1", "m")

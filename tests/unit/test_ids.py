@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from decisioning.ids import IdIndex
+from decisioning.profile.ids import IdIndex
 
 
 class Colliding(IdIndex):

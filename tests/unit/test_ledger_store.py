@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from decisioning.ledger_store import LedgerStore
+from decisioning.stores.ledger import LedgerStore
 from tests.unit.ledger_child import ACTION, DAY, NOON
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,8 +7,8 @@ import base64
 import pytest
 
 from actors.shard import Shard
-from decisioning.links import LinkError, OpenLink, link_key, open_link, seal_link
-from decisioning.loader import config_from_dict
+from decisioning.config.loader import config_from_dict
+from decisioning.delivery.links import LinkError, OpenLink, link_key, open_link, seal_link
 from tests.conftest import SMALL
 from tests.unit.test_decide import NOW, Clock
 from tests.unit.test_triggers import ACTIONS, TRIGGERS, ev

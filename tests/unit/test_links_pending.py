@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from actors.remote import ShardUnavailable
 from actors.shard import Shard
-from decisioning import snapshot
+from decisioning.journal import snapshot
 from serving.events import ingest
 from serving.identity import STALE_PIN_S, Identities, is_error
 from tests.conftest import examples

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from decisioning.config import Config
-from decisioning.loader import config_from_dict
+from decisioning.config.loader import config_from_dict
 from decisioning.profile import Event, ProfileSchema, ProfileStore
 from tests.conftest import SMALL, examples
 from tests.unit.test_decide import NOW

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from actors.shard import Shard
 from decisioning.config import Config
+from decisioning.config.loader import config_from_dict
 from decisioning.errors import ModelError, ModelIntegrityError
-from decisioning.loader import config_from_dict
-from decisioning.model import check_signature, read_model_dir, sign, write_model_dir
+from decisioning.policy.scoring import check_signature, read_model_dir, sign, write_model_dir
 from serving.cli import app
 from tests.unit.models import tiny_model
 from tests.unit.test_decide import Clock

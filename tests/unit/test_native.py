@@ -10,8 +10,8 @@ import pytest
 
 from actors.shard import Shard
 from decisioning.config import Config
-from decisioning.loader import config_from_dict
-from decisioning.model import (
+from decisioning.config.loader import config_from_dict
+from decisioning.policy.scoring import (
     NATIVE_TOLERANCE,
     LightGBMScorer,
     NativeScorer,
@@ -20,7 +20,7 @@ from decisioning.model import (
     probe_matrix,
     scorer_for,
 )
-from decisioning.registry import Registry
+from decisioning.stores.registry import Registry
 from tests.unit.models import tiny_model
 
 

@@ -9,10 +9,10 @@ import pytest
 
 from actors.shard import Shard
 from decisioning.config import Config, ExplorationSpec, LogsSpec
-from decisioning.decision_log import DecisionLog
-from decisioning.exploration import Explorer
-from decisioning.loader import config_from_dict
-from decisioning.registry import Registry
+from decisioning.config.loader import config_from_dict
+from decisioning.policy.exploration import Explorer
+from decisioning.stores.decision_log import DecisionLog
+from decisioning.stores.registry import Registry
 from tests.conftest import SMALL
 from tests.unit.models import tiny_model
 from tests.unit.test_decide import NOW, Clock

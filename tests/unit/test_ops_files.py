@@ -29,7 +29,7 @@ def test_cluster_yaml_is_valid_for_ray() -> None:
 
 
 def test_cluster_starts_ray_with_the_serving_path_variables() -> None:
-    from decisioning.loader import load_config
+    from decisioning.config.loader import load_config
     from serving.server import serve_env
 
     config = yaml.safe_load((ROOT / "cluster.yaml").read_text())

@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actors.shard import Shard
-from decisioning.arbitration import Decision, ScoredAction, choose_channel
 from decisioning.config import Config
+from decisioning.config.loader import config_from_dict
 from decisioning.errors import ConfigError, InvalidInput
-from decisioning.loader import config_from_dict
+from decisioning.policy.decide import Decision, ScoredAction, choose_channel
 from tests.conftest import SMALL, examples
 from tests.unit.test_decide import NOW, Clock
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from actors.shard import Shard
 from decisioning.config import Config
-from decisioning.loader import config_from_dict
+from decisioning.config.loader import config_from_dict
 from tests.conftest import SMALL, examples
 from tests.unit.test_decide import NOW, Clock
 
@@ -271,7 +271,7 @@ def test_group_and_action_rules_by_stage() -> None:
 
 def test_a_dry_run_changes_nothing(tmp_path: Any) -> None:
     from decisioning.config import LogsSpec
-    from decisioning.decision_log import DecisionLog
+    from decisioning.stores.decision_log import DecisionLog
     from tests.unit.models import tiny_model
 
     cfg = _config()

@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from decisioning.config import Config
+from decisioning.config.loader import config_from_dict
 from decisioning.errors import InvalidInput
-from decisioning.loader import config_from_dict
 from decisioning.profile import Event, ProfileSchema, ProfileStore
 from tests.conftest import examples
 

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from actors.shard import Shard
 from decisioning.config import Config
-from decisioning.model import ModelBundle
-from decisioning.registry import Registry
+from decisioning.policy.scoring import ModelBundle
+from decisioning.stores.registry import Registry
 from serving.cli import app
 from tests.conftest import SMALL
 from tests.unit.models import tiny_model

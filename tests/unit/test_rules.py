@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from decisioning.errors import RuleError
-from decisioning.rules import Env, FieldInfo, compile_rule
+from decisioning.policy.rules import Env, FieldInfo, compile_rule
 
 FIELDS = {
     ("profile", "age"): FieldInfo("profile", "age", 0, "num"),

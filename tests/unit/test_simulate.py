@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import yaml
 from typer.testing import CliRunner
 
-from decisioning.catalog_store import catalog_of, with_catalog
 from decisioning.config import Config
-from decisioning.registry import Registry
+from decisioning.stores.catalogs import catalog_of, with_catalog
+from decisioning.stores.registry import Registry
 from serving.cli import app
 from tests.conftest import SMALL
 from tests.unit.models import tiny_model

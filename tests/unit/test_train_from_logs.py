@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from actors.shard import Shard
 from decisioning.config import Config, LogsSpec
-from decisioning.decision_log import DecisionLog
-from decisioning.registry import Registry
+from decisioning.stores.decision_log import DecisionLog
+from decisioning.stores.registry import Registry
 from serving.cli import app
 from tests.unit.models import tiny_model
 from tests.unit.test_decide import NOW, Clock

@@ -9,8 +9,8 @@ import pyarrow.csv as pacsv
 import pytest
 
 from decisioning.config import Config
-from decisioning.model import read_model_dir
-from decisioning.registry import Registry
+from decisioning.policy.scoring import read_model_dir
+from decisioning.stores.registry import Registry
 from training.demo import generate
 from training.metrics import auc, logloss
 from training.train import TrainingError, read_table, train

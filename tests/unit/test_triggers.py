@@ -10,8 +10,8 @@ import pytest
 
 from actors.shard import Shard
 from decisioning.config import Config
+from decisioning.config.loader import config_from_dict
 from decisioning.errors import Backlogged, ConfigError
-from decisioning.loader import config_from_dict
 from tests.conftest import SMALL
 from tests.unit.test_decide import NOW, Clock
 
@@ -226,7 +226,7 @@ def test_a_customer_level_model_score_crossing_a_threshold_fires_once() -> None:
     import lightgbm as lgb
     import numpy as np
 
-    from decisioning.model import ModelBundle, ModelManifest, sha256_text
+    from decisioning.policy.scoring import ModelBundle, ModelManifest, sha256_text
 
     rng = np.random.default_rng(0)
     views = rng.integers(0, 12, 800).astype(np.float64)

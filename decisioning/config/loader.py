@@ -14,9 +14,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from decisioning.catalog import Catalog, CatalogError
 from decisioning.config import AuthSpec, Config, DeliverySpec, LogsSpec, ServerSpec
 from decisioning.errors import ConfigError
+from decisioning.policy.catalog import Catalog, CatalogError
 from decisioning.profile import ProfileSchema
 
 __all__ = ["ENV_PREFIX", "config_from_dict", "load_config"]

@@ -11,21 +11,17 @@ assignment, so a decision sees one version of a table or the next, never a mix.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from decisioning.config import ContextTableSpec
 from decisioning.errors import InvalidInput
 
-__all__ = ["ContextStore", "ContextTable", "check_table", "key_of", "table_version"]
+__all__ = ["ContextTable", "check_table", "key_of", "table_version"]
 
 
 def key_of(value: Any) -> str | None:
@@ -112,51 +108,3 @@ class ContextTable:
 
     def status(self) -> dict[str, Any]:
         return {"version": self.version, "rows": len(self.rows), "loaded_at": self.loaded_at}
-
-
-class ContextStore:
-    """Every table's versions as Parquet, and which one is current (`current.json`)."""
-
-    KEEP = 5  # versions kept per table
-
-    def __init__(self, data_dir: str) -> None:
-        if "://" in data_dir and not data_dir.startswith("file://"):
-            self.fs, root = pafs.FileSystem.from_uri(data_dir)
-        else:
-            self.fs = pafs.LocalFileSystem()
-            root = os.path.abspath(data_dir.removeprefix("file://"))
-        self.root = root.rstrip("/") + "/context"
-
-    def save(self, name: str, table: pa.Table, version: str) -> None:
-        folder = f"{self.root}/{name}"
-        self.fs.create_dir(folder, recursive=True)
-        tmp = f"{folder}/.{version}.parquet"
-        pq.write_table(table, tmp, filesystem=self.fs)
-        self.fs.move(tmp, f"{folder}/{version}.parquet")
-        current = self.current()
-        current[name] = version
-        with self.fs.open_output_stream(f"{self.root}/.current.json") as f:
-            f.write(json.dumps(current, sort_keys=True).encode())
-        self.fs.move(f"{self.root}/.current.json", f"{self.root}/current.json")
-        infos = self.fs.get_file_info(pafs.FileSelector(folder))
-        old = sorted(
-            (
-                i
-                for i in infos
-                if i.base_name.endswith(".parquet") and not i.base_name.startswith(".")
-            ),
-            key=lambda i: i.mtime_ns or 0,
-        )
-        for info in old[: -self.KEEP]:
-            if info.base_name != f"{version}.parquet":
-                self.fs.delete_file(info.path)
-
-    def current(self) -> dict[str, str]:
-        try:
-            with self.fs.open_input_stream(f"{self.root}/current.json") as f:
-                return dict(json.loads(f.read().decode()))
-        except (FileNotFoundError, OSError):
-            return {}
-
-    def load(self, name: str, version: str) -> pa.Table:
-        return pq.read_table(f"{self.root}/{name}/{version}.parquet", filesystem=self.fs)

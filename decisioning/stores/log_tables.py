@@ -1,5 +1,5 @@
 """The Parquet tables of the decision and outcome logs: their schemas, and the tables
-built from what a shard handed over (decisioning/decision_log.py writes them)."""
+built from what a shard handed over (decisioning/stores/decision_log.py writes them)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from decisioning.arbitration import Decision, Trace
+from decisioning.policy.decide import Decision, Trace
 
 __all__ = [
     "DECISIONS_SCHEMA",

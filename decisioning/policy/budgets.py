@@ -16,7 +16,7 @@ once. The ledger forgets a day only when both the supervisor's clock and the new
 it has granted are more than `KEEP_DAYS` past it (no single clock, ahead by mistake,
 can make it forget the current day), and refuses any day it has forgotten
 (`pruned_before`): a lagging shard is never granted a forgotten day's budget again.
-`decisioning/ledger_store.py` keeps the ledger durable.
+`decisioning/stores/ledger.py` keeps the ledger durable.
 """
 
 from __future__ import annotations

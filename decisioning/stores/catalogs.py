@@ -15,13 +15,12 @@ import json
 import os
 from typing import Any
 
-import pyarrow.fs as pafs
-
-from decisioning.catalog import Catalog
 from decisioning.config import Config
+from decisioning.config.loader import config_from_dict
 from decisioning.errors import ConfigError, NotFound
-from decisioning.loader import config_from_dict
+from decisioning.policy.catalog import Catalog
 from decisioning.profile import ProfileSchema
+from decisioning.stores.fs import filesystem
 
 __all__ = ["CATALOG_KEYS", "CatalogStore", "catalog_of", "serving_config", "with_catalog"]
 
@@ -69,14 +68,8 @@ class CatalogStore:
     """Applied catalogs and which one is current, on a pyarrow filesystem."""
 
     def __init__(self, data_dir: str) -> None:
-        if "://" in data_dir and not data_dir.startswith("file://"):
-            self.fs, root = pafs.FileSystem.from_uri(data_dir)
-        else:
-            self.fs, root = (
-                pafs.LocalFileSystem(),
-                os.path.abspath(data_dir.removeprefix("file://")),
-            )
-        self.root = root.rstrip("/") + "/catalogs"
+        self.fs, root = filesystem(data_dir)
+        self.root = root + "/catalogs"
 
     def _read(self, name: str) -> Any:
         with self.fs.open_input_stream(f"{self.root}/{name}") as f:

@@ -1,6 +1,6 @@
 """The typed config tree: profile schema, catalog, decisioning and server settings.
 
-Loaded once at the edge (see `decisioning.loader.load_config`); the core receives these
+Loaded once at the edge (see `decisioning.config.loader.load_config`); the core receives these
 objects and never reads environment variables itself.
 """
 
@@ -187,7 +187,7 @@ class GroupCapSpec(_Model):
 
 
 class BudgetSpec(_Model):
-    """A volume budget across all customers (see decisioning/budgets.py)."""
+    """A volume budget across all customers (see decisioning/policy/budgets.py)."""
 
     per_day: int = Field(ge=0, description="At most this many shown per UTC day, in total.")
 
@@ -245,7 +245,7 @@ class ContextWeightSpec(_Model):
 
 
 class ExplorationSpec(_Model):
-    """Exploration of the first position (see decisioning/exploration.py)."""
+    """Exploration of the first position (see decisioning/policy/exploration.py)."""
 
     policy: Literal["none", "epsilon_greedy", "thompson"] = Field(
         "none", description="none: always the highest priority first."

@@ -30,7 +30,7 @@ import numpy as np
 
 from decisioning.config import AggregateSpec, Config
 from decisioning.errors import InvalidInput
-from decisioning.ids import IdIndex
+from decisioning.profile.ids import IdIndex
 
 __all__ = ["CONSENT", "PROFILE_UPDATE", "Event", "ProfileSchema", "ProfileStore", "event_from_wire"]
 

@@ -47,9 +47,10 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from decisioning.arbitration import Decision, Trace
 from decisioning.config import LogsSpec
-from decisioning.log_tables import (
+from decisioning.policy.decide import Decision, Trace
+from decisioning.stores.fs import filesystem
+from decisioning.stores.log_tables import (
     DECISIONS_SCHEMA,
     OUTCOMES_SCHEMA,
     Decided,
@@ -62,7 +63,6 @@ __all__ = [
     "DECISIONS_SCHEMA",
     "OUTCOMES_SCHEMA",
     "DecisionLog",
-    "filesystem",
     "logs_root",
 ]
 
@@ -70,14 +70,6 @@ log = logging.getLogger("nextbest.logs")
 RETRY_MIN_S, RETRY_MAX_S = 0.5, 30.0  # backoff between retries of a failed write
 DAY_S = 86400
 _Key = tuple[str, int]  # ("decisions" or "outcomes", UTC days since the epoch)
-
-
-def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow filesystem and the root path in it, for a local path or any URI."""
-    if "://" in uri and not uri.startswith("file://"):
-        fs, root = pafs.FileSystem.from_uri(uri)
-        return fs, root.rstrip("/")
-    return pafs.LocalFileSystem(), os.path.abspath(uri.removeprefix("file://"))
 
 
 def logs_root(data_dir: str, spec: LogsSpec) -> str:

@@ -30,9 +30,9 @@ from collections.abc import Callable
 
 import pyarrow.fs as pafs
 
-from decisioning.budgets import Ledger, day_of
-from decisioning.decision_log import filesystem
-from decisioning.wal import fsync_path
+from decisioning.journal.wal import fsync_path
+from decisioning.policy.budgets import Ledger, day_of
+from decisioning.stores.fs import filesystem
 
 __all__ = ["LedgerStore"]
 

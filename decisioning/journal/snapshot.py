@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from decisioning.errors import NextbestError
-from decisioning.wal import fsync_path
+from decisioning.journal.wal import fsync_path
 
 __all__ = ["SnapshotError", "State", "name", "prune", "read", "snapshots", "write"]
 
@@ -54,7 +54,7 @@ class State:
     timers: list[tuple[str, str, float, float]] = field(default_factory=list)
     # undelivered messages: (id, customer_id, channel, trigger, ts, decision)
     outbound: list[list[Any]] = field(default_factory=list)
-    # identity (decisioning/identity.py): (kind, key, target, note, token, ts)
+    # identity (decisioning/profile/identity.py): (kind, key, target, note, token, ts)
     identity: list[tuple[Any, ...]] = field(default_factory=list)
 
 

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from decisioning.catalog import Action, Catalog
 from decisioning.config import Config
 from decisioning.errors import ModelIncompatible
+from decisioning.policy.catalog import Action, Catalog
 from decisioning.profile import ProfileSchema
 
 __all__ = ["FeaturePlan", "default_vocabularies", "encode"]

@@ -11,8 +11,8 @@ from typing import Any
 
 from decisioning.config import ActionSpec, Config
 from decisioning.errors import RuleError
+from decisioning.policy.rules import Env, FieldInfo, Rule, compile_rule
 from decisioning.profile import ProfileSchema
-from decisioning.rules import Env, FieldInfo, Rule, compile_rule
 
 __all__ = ["Action", "Catalog", "RuleLocation", "Trigger", "make_resolver"]
 

@@ -38,7 +38,7 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
-from decisioning import snapshot, wal
+from decisioning.journal import snapshot, wal
 
 __all__ = ["Fenced", "Inheritance", "Owner", "OWNER"]
 

@@ -22,7 +22,8 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from decisioning.errors import ModelError, ModelIntegrityError
-from decisioning.model import MANIFEST_FILE, MODEL_FILE, ModelBundle, ModelManifest
+from decisioning.policy.scoring import MANIFEST_FILE, MODEL_FILE, ModelBundle, ModelManifest
+from decisioning.stores.fs import filesystem
 
 __all__ = ["ALIASES_FILE", "NATIVE_MAGIC", "Aliases", "Registry"]
 
@@ -96,12 +97,9 @@ class Registry:
     """Model versions on a pyarrow filesystem."""
 
     def __init__(self, data_dir: str) -> None:
-        if "://" in data_dir:
-            self.fs, root = pafs.FileSystem.from_uri(data_dir)
-        else:
-            self.fs, root = pafs.LocalFileSystem(), os.path.abspath(data_dir)
-        self.root = root.rstrip("/") + "/models"
-        self.native_root = root.rstrip("/") + "/native"
+        self.fs, root = filesystem(data_dir)
+        self.root = root + "/models"
+        self.native_root = root + "/native"
 
     def _read(self, path: str) -> str:
         with self.fs.open_input_stream(path) as f:

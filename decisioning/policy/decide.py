@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from decisioning.catalog import Action, Catalog, context_of
 from decisioning.config import DecisioningSpec
-from decisioning.contacts import Limits
-from decisioning.exploration import Explorer
-from decisioning.features import FeaturePlan
-from decisioning.model import ModelManifest, Scorer
-from decisioning.rules import Env, Rule
+from decisioning.policy.catalog import Action, Catalog, context_of
+from decisioning.policy.contacts import Limits
+from decisioning.policy.exploration import Explorer
+from decisioning.policy.features import FeaturePlan
+from decisioning.policy.rules import Env, Rule
+from decisioning.policy.scoring import ModelManifest, Scorer
 
 __all__ = [
     "ChannelChoice",

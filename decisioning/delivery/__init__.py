@@ -1,0 +1,1 @@
+"""What triggers queue for delivery: the outbox and timers, sealed open links."""

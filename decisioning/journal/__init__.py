@@ -1,0 +1,1 @@
+"""Durability of a shard's state: write-ahead log, snapshots, fencing."""
