@@ -15,7 +15,8 @@ import httpx
 import pytest
 import ray
 
-from actors.remote import ShardUnavailable, _Coalescer
+from actors.remote import RayShardLink, ShardUnavailable
+from actors.router import Coalescer
 from tests.integration.harness import Server
 
 
@@ -132,7 +133,7 @@ async def _running(actor: Any, name: str) -> None:
         await asyncio.sleep(0.01)
 
 
-async def _outcome(co: _Coalescer, name: str, sleep_s: float) -> str:
+async def _outcome(co: Coalescer, name: str, sleep_s: float) -> str:
     try:
         return str(await co.submit(name, (sleep_s,)))
     except ShardUnavailable as e:
@@ -141,7 +142,7 @@ async def _outcome(co: _Coalescer, name: str, sleep_s: float) -> str:
 
 def test_router_times_out_and_never_sends_what_timed_out_in_its_queue() -> None:
     actor = _SlowShard.remote(0.0)
-    co = _Coalescer(actor, 0, "slow", "nextbest-test", timeout=0.5)
+    co = Coalescer(RayShardLink(actor, "slow", "nextbest-test"), 0, timeout=0.5)
 
     async def run() -> list[str]:
         slow = asyncio.ensure_future(_outcome(co, "slow", 1.5))
@@ -162,7 +163,7 @@ def test_router_times_out_and_never_sends_what_timed_out_in_its_queue() -> None:
 def test_router_answers_503_at_once_while_a_shard_restarts() -> None:
     actor = _SlowShard.remote(3.0)
     ray.get(actor.ready.remote())
-    co = _Coalescer(actor, 0, "slow", "nextbest-test", timeout=30)
+    co = Coalescer(RayShardLink(actor, "slow", "nextbest-test"), 0, timeout=30)
 
     async def run() -> tuple[str, list[str], str]:
         inflight = asyncio.ensure_future(_outcome(co, "inflight", 5.0))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.audit import IdentityAudit
-from actors.remote import _REQUEST_METHODS, ShardUnavailable, _error
+from actors.calls import REQUEST_METHODS, ShardUnavailable, error_answer
 from actors.shard import Shard
 from decisioning.config import Config
 from decisioning.errors import NextbestError
@@ -36,7 +36,7 @@ class Fault:
 
 
 class LocalRouter:
-    """What `Identities` and `serving.events` use of `actors.remote.ShardRouter`."""
+    """What `Identities` and `serving.events` use of `actors.router.Router`."""
 
     def __init__(self, config: Config, shards: int, directory: Path) -> None:
         self.config = config
@@ -76,12 +76,12 @@ class LocalRouter:
         fault = self._fault(shard, method)
         if fault is not None and not fault.after:
             raise ShardUnavailable(f"shard {shard} is unavailable (injected)")
-        assert method in _REQUEST_METHODS, method
+        assert method in REQUEST_METHODS, method
         s = self.shards[shard]
         try:
             result = getattr(s, method)(*args)
         except NextbestError as e:
-            result = _error(e)
+            result = error_answer(e)
         s.flush()
         self.log.append((shard, method))
         if fault is not None:

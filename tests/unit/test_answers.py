@@ -13,7 +13,6 @@ import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -24,8 +23,9 @@ import schemathesis
 from schemathesis.core.failures import Failure, FailureGroup
 
 from actors.delivery import DeliveryLoop
-from actors.remote import Supervisor
+from actors.fleet import LocalFleet
 from actors.shard import OUTCOMES, Shard
+from actors.supervisor import Supervisor
 from decisioning.config import OUTBOUND, Config
 from decisioning.config.loader import load_config
 from decisioning.policy.scoring import ModelBundle
@@ -187,10 +187,11 @@ def test_status_models_and_catalog(world: World) -> None:
     in_memory = Shard(1, world.config, [world.bundle], world.clock).status()
     assert in_memory["recovery"] == {} and in_memory["logs"] is None
     conforms("/v1/status", "GET", {"shards": [status, in_memory, {"shard": 2, "ready": False}]})
-    stats = Supervisor.model_stats(SimpleNamespace(config=world.config, status=lambda: [status]))
+    supervisor = Supervisor(world.config, LocalFleet([shard]))
+    stats = supervisor.model_stats()
     assert stats["propensity"]["versions"][0]["accept_rate"] is not None
     conforms("/v1/models/stats", "GET", {"models": stats})
-    conforms("/v1/catalog", "GET", Supervisor.catalog(SimpleNamespace(config=world.config)))
+    conforms("/v1/catalog", "GET", supervisor.catalog())
 
 
 def _call(shard: Shard) -> Any:

@@ -1,0 +1,188 @@
+"""A `Shard` as a Ray actor: the Ray glue around the plain class (an edge module).
+
+It starts from what is deployed (actors/deployed.py), waits for a disk it cannot write
+yet, runs its background threads (budget refills, trigger ticks, delivery) through its
+own handle so every change still runs on the actor's thread, answers request-path calls
+in batches (actors/calls.py) and exits when its log cannot be written (crash-only: Ray
+restarts it from what is on disk).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from typing import Any, NoReturn
+
+import ray
+
+from actors.calls import Call, run_calls
+from actors.delivery import DeliveryLoop, make_sink
+from actors.deployed import Deployed, install_tables, load_deployed, shard_dir
+from actors.shard import Shard
+from decisioning.config import Config
+from decisioning.journal.wal import StorageFailed
+from decisioning.policy.budgets import chunk_size, day_of
+from decisioning.stores.decision_log import DecisionLog, logs_root
+
+__all__ = ["STORAGE_EXIT", "SUPERVISOR", "ShardActor"]
+
+log = logging.getLogger("nextbest.actors")
+SUPERVISOR = "supervisor"  # the supervisor actor's name
+STORAGE_EXIT = 75  # a shard's exit status when its log failed (EX_TEMPFAIL)
+
+
+class ShardActor(Shard):
+    """A Shard as a Ray actor: loads deployed models at (re)start, returns errors as data."""
+
+    def __init__(self, shard_id: int, config: Config) -> None:
+        deployed = load_deployed(shard_id, config)
+        self._start_shard(shard_id, deployed)
+        install_tables(self, deployed.tables)
+
+    def _start_shard(self, shard_id: int, deployed: Deployed) -> None:
+        """The plain shard's start (its snapshot and WAL); crash-only: a start waits for a
+        disk it cannot write to yet."""
+        config = deployed.config
+        backoff = 0.5
+        while True:
+            logs = None
+            if config.logs.enabled:
+                root = logs_root(config.server.data_dir, config.logs)
+                logs = DecisionLog(root, shard_id, config.logs)
+            try:
+                super().__init__(
+                    shard_id,
+                    config,
+                    deployed.bundles,
+                    log_dir=shard_dir(config, shard_id),
+                    logs=logs,
+                    challengers=deployed.challengers,
+                )
+                return
+            except (StorageFailed, OSError) as e:
+                if logs is not None:
+                    logs.close()
+                log.error(
+                    "shard %d: cannot recover its state dir (%s); retrying in %.1fs "
+                    "(its customers get 503 meanwhile)",
+                    shard_id,
+                    e,
+                    backoff,
+                )
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def ready(self) -> bool:
+        if not hasattr(self, "_refiller"):  # budgets may come later, with a catalog
+            self._refiller = threading.Thread(
+                target=self._refill_budgets, name="budget-refill", daemon=True
+            )
+            self._refiller.start()
+            self._start_background()
+        return True
+
+    def _start_background(self) -> None:
+        """The ticker (fires due trigger timers) and one delivery loop per channel with a
+        sink; both reach the shard only through this actor's handle, so every change
+        still runs on the actor's thread, logged and flushed like a request."""
+        me = ray.get_runtime_context().current_actor
+
+        def call(method: str, *args: Any) -> Any:
+            return ray.get(me.call.remote(method, *args), timeout=60)
+
+        def tick() -> None:
+            while True:
+                time.sleep(self.config.delivery.tick_s)
+                if not self.timers.due:  # (a read of a dict size: safe from this thread)
+                    continue
+                try:
+                    call("tick")
+                except Exception as e:  # noqa: BLE001 - restarting: the next tick retries
+                    log.warning("shard %d: tick failed: %s", self.shard_id, e)
+
+        threading.Thread(target=tick, name="trigger-ticker", daemon=True).start()
+        d = self.config.delivery
+        self.deliveries: dict[str, DeliveryLoop] = {}
+        for channel, spec in d.sinks.items():
+            try:
+                sink = make_sink(spec, self.shard_id)
+            except ValueError as e:
+                log.error("shard %d: no delivery on %s: %s", self.shard_id, channel, e)
+                continue
+            loop = DeliveryLoop(channel, sink, call, d.batch, d.retry_max_s)
+            self.deliveries[channel] = loop
+            threading.Thread(target=loop.run, name=f"deliver-{channel}", daemon=True).start()
+
+    def outbound_status(self) -> dict[str, Any]:
+        out = super().outbound_status()
+        loops = getattr(self, "deliveries", {})
+        out["sinks"] = {ch: dict(loop.stats) for ch, loop in loops.items()}
+        return out
+
+    def _refill_budgets(self) -> None:
+        """Keep this shard's share of every budgeted action topped up, in the background
+        (a decision never waits for it); until the first grant arrives, budgeted actions
+        are not candidates here."""
+        ns = self.config.server.namespace
+        shards = self.config.server.shards
+        supervisor: Any = None
+        while True:
+            if not self.budgets:
+                time.sleep(0.5)
+                continue
+            try:
+                supervisor = supervisor or ray.get_actor(SUPERVISOR, namespace=ns)
+                budgets = dict(self.budgets)  # the catalog may change meanwhile
+                lease = supervisor.lease
+
+                def ask(action: str, day: str, want: int, lease: Any = lease) -> int:
+                    return int(ray.get(lease.remote(action, day, want), timeout=10))
+
+                self.allotments.refill(
+                    budgets, day_of(self.clock()), lambda b: chunk_size(b, shards), ask
+                )
+            except Exception as e:  # noqa: BLE001 - restarting supervisor: try again soon
+                log.warning("shard %d: budget refill failed (%s); retrying", self.shard_id, e)
+                supervisor = None
+                time.sleep(2.0)
+            time.sleep(0.2)
+
+    def pid(self) -> int:
+        """The worker process id (ops and failure tests)."""
+        return os.getpid()
+
+    def node_id(self) -> str:
+        """The Ray node this instance runs on (ops and failure tests)."""
+        return str(ray.get_runtime_context().get_node_id())
+
+    def call(self, method: str, *args: Any) -> Any:
+        """Run one of the request-path methods; a core error comes back as a dict.
+        What it applied is in the WAL (and fsynced per policy) before it returns."""
+        return self.call_many([(method, args)])[0]
+
+    def call_many(self, calls: list[Call]) -> list[Any]:
+        """Several request-path calls in one actor task, in order (see router.Coalescer);
+        one WAL commit for all of them before any answer goes out (group commit). A shard
+        fenced out by a newer instance of itself answers nothing (503 at the ingress)."""
+        try:
+            return run_calls(self, calls)
+        except StorageFailed as e:
+            self._crash(e)
+
+    def _crash(self, e: StorageFailed) -> NoReturn:
+        """The log could not be written: this call answers nothing (its callers get
+        503 and retry), and the process exits, so Ray restarts the shard from what is
+        on disk; memory may hold changes the log does not, which must never be served."""
+        log.critical(
+            "shard %d: the write-ahead log failed (%s): nothing of this call is "
+            "acknowledged; restarting from disk",
+            self.shard_id,
+            e,
+        )
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        os._exit(STORAGE_EXIT)
