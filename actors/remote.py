@@ -25,7 +25,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutErro
 from actors.audit import IdentityAudit
 from actors.delivery import DeliveryLoop, make_sink
 from actors.shard import OUTCOMES, Shard, decision_slot
-from decisioning.config import Config
+from decisioning.config import Config, Secrets
 from decisioning.errors import AlreadyMerged, ModelError, Moved, NextbestError, NotFound
 from decisioning.journal.fencing import Fenced
 from decisioning.journal.wal import StorageFailed
@@ -400,7 +400,7 @@ class Supervisor:
     def _deploy(self, manifest: dict[str, Any], model_text: str) -> dict[str, Any]:
         try:
             bundle = ModelBundle.verified(ModelManifest.from_dict(manifest), model_text)
-            check_signature(bundle.manifest, self.config.auth.model_key())
+            check_signature(bundle.manifest, Secrets.resolve(self.config, os.environ).model_key())
         except NextbestError as e:
             return _error(e)
         name = bundle.manifest.name
