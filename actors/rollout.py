@@ -8,6 +8,7 @@ if all accept (a shard restarting from then on loads it), then every shard switc
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from actors.calls import Call, error_answer
 from actors.fleet import Fleet, stage_all
 from actors.shard import OUTCOMES
-from decisioning.config import Config
+from decisioning.config import Config, Secrets
 from decisioning.errors import ModelError, NextbestError, NotFound
 from decisioning.policy.scoring import (
     ModelBundle,
@@ -53,7 +54,7 @@ class ModelRollout:
         answer says why."""
         try:
             bundle = ModelBundle.verified(ModelManifest.from_dict(manifest), model_text)
-            check_signature(bundle.manifest, self.config.auth.model_key())
+            check_signature(bundle.manifest, Secrets.resolve(self.config, os.environ).model_key())
         except NextbestError as e:
             return error_answer(e)
         name = bundle.manifest.name

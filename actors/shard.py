@@ -20,8 +20,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from decisioning.config import OUTBOUND, Config
-from decisioning.delivery.links import OpenLink, link_key, seal_link
+from decisioning.config import OUTBOUND, Config, Secrets
+from decisioning.delivery.links import OpenLink, seal_link
 from decisioning.delivery.outbox import Message, Outbox, Timers
 from decisioning.errors import Backlogged, InvalidInput, ModelError, Moved, NextbestError, NotFound
 from decisioning.journal import snapshot
@@ -208,7 +208,8 @@ class Shard:
         self._erased: set[str] = set()  # erased since the last snapshot: out of the logs too
         self.timers = Timers()  # trigger timers (not_followed_by)
         self.outbox = Outbox(config.delivery.max_backlog)  # what triggers chose, undelivered
-        self.link_key = link_key(config.delivery.link_key_env)  # seals open links, if any
+        self.secrets = Secrets.resolve(config, os.environ)  # this process's own, never shipped
+        self.link_key = self.secrets.link_key  # seals open links, if any
         self.tables: dict[str, ContextTable] = {}  # external context tables, by name
         self.book = Book()  # links, forward pointers, merges in flight (decisioning/identity)
         self.aliases = self.book.aliases  # identifier -> customer (this shard's slots)
@@ -1194,7 +1195,7 @@ class Shard:
     def _load(self, bundle: ModelBundle) -> LoadedModel:
         m = bundle.manifest
         ModelBundle.verified(m, bundle.model_text)
-        check_signature(m, self.config.auth.model_key())
+        check_signature(m, self.secrets.model_key())
         plan = FeaturePlan.build(
             m.ref, m.features, m.categories, self.config, self.schema, self.catalog
         )

@@ -22,9 +22,9 @@ from fastapi.responses import Response
 from ray import serve
 
 from actors.remote import ShardRouter
-from decisioning.config import OUTBOUND, Config
+from decisioning.config import OUTBOUND, Config, Secrets
 from decisioning.config.loader import load_config
-from decisioning.delivery.links import LinkError, link_key, open_link
+from decisioning.delivery.links import LinkError, open_link
 from decisioning.errors import NextbestError
 from decisioning.profile import ProfileSchema, event_from_wire
 from serving.admin import ADMIN_BODIES, ADMIN_PATHS, AdminRoutes, on_channel_port
@@ -152,7 +152,7 @@ class Ingress:
         self._sweeper: asyncio.Task[None] | None = None  # finishes merges left unfinished
         with contextlib.suppress(RuntimeError):  # (no loop running: the health check starts it)
             self._start_sweep()
-        self.link_key = link_key(config.delivery.link_key_env)  # open links, if any
+        self.link_key = Secrets.resolve(config, os.environ).link_key  # open links, if any
         self.keys = KeyRing(config.auth)
         self.admin_here = on_channel_port(config)
         self.admin = AdminRoutes(self.router.supervisor)

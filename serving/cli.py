@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from decisioning.config import SCOPES, ApiKeySpec, Config
+from decisioning.config import SCOPES, ApiKeySpec, Config, Secrets
 from decisioning.config.loader import load_config
 from decisioning.errors import ConfigError, NextbestError
 from decisioning.policy.scoring import read_model_dir
@@ -613,7 +613,7 @@ def models_sign(
         raise _fail("auth.model_key_env is not set: there is no signing key to use")
     try:
         bundle = read_model_dir(path)
-        key = cfg.auth.model_key()
+        key = Secrets.resolve(cfg, os.environ).model_key()
     except NextbestError as e:
         raise _fail(f"refused: {e}") from None
     assert key is not None

@@ -20,6 +20,7 @@ when any row differs.
 from __future__ import annotations
 
 import getpass
+import os
 import re
 import socket
 from datetime import UTC, datetime
@@ -31,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
-from decisioning.config import Config
+from decisioning.config import Config, Secrets
 from decisioning.errors import ModelError
 from decisioning.policy.catalog import Catalog
 from decisioning.policy.features import FeaturePlan, default_vocabularies
@@ -114,7 +115,7 @@ def register_external(
         created_by=f"{getpass.getuser()}@{socket.gethostname()}",
         training={**_provenance(model_file, theirs, ours, booster), **checked},
     )
-    key = config.auth.model_key()
+    key = Secrets.resolve(config, os.environ).model_key()
     if key is not None:
         manifest = sign(manifest, key)
     bundle = ModelBundle.verified(manifest, text)

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from decisioning.config import Config
+from decisioning.config import Config, Secrets
 from decisioning.errors import NextbestError
 from decisioning.policy.catalog import Catalog
 from decisioning.policy.features import FeaturePlan, default_vocabularies, encode
@@ -269,7 +269,7 @@ def train(
             **(training_info or {}),
         },
     )
-    key = config.auth.model_key()
+    key = Secrets.resolve(config, os.environ).model_key()
     if key is not None:  # the trainer holds the key: its models verify where it is required
         manifest = sign(manifest, key)
     bundle = ModelBundle.verified(manifest, text)

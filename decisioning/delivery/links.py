@@ -3,14 +3,14 @@ when it is opened (send-time recomputation), without an API key.
 
 The token is the credential for one thing only: a decision for one customer on one
 channel, until it expires. It is AES-256-GCM sealed (the customer id inside is neither
-readable nor changeable) with a key from the environment variable
-`delivery.link_key_env`; without that variable there are no open links.
+readable nor changeable) with a key derived from the secret in the environment variable
+`delivery.link_key_env`, which each process resolves at its edge (`Secrets.link_key`,
+decisioning/config/secrets.py); without that variable there are no open links.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 from dataclasses import dataclass
 
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from decisioning.errors import InvalidInput
 
-__all__ = ["LinkError", "OpenLink", "link_key", "open_link", "seal_link"]
+__all__ = ["LinkError", "OpenLink", "open_link", "seal_link"]
 
 _AAD = b"nextbest-open-v1"
 MAX_TOKEN = 1024
@@ -41,15 +41,8 @@ class OpenLink:
     expires: float
 
 
-def link_key(env_name: str | None) -> bytes | None:
-    """The 32-byte sealing key derived from the variable's value; None when unset."""
-    if not env_name:
-        return None
-    value = os.environ.get(env_name)
-    return hashlib.sha256(value.encode()).digest() if value else None
-
-
 def seal_link(key: bytes, link: OpenLink) -> str:
+    """A token for `link`, sealed with `key` under a fresh nonce."""
     nonce = os.urandom(12)
     data = msgpack.packb(
         [link.customer_id, link.channel, link.placement, link.message_id, link.expires]
@@ -59,6 +52,7 @@ def seal_link(key: bytes, link: OpenLink) -> str:
 
 
 def open_link(key: bytes, token: str, now: float) -> OpenLink:
+    """The link a token seals, if `key` sealed it and it has not expired at `now`."""
     if len(token) > MAX_TOKEN:
         raise LinkError("not an open link", field="token")
     try:

@@ -29,7 +29,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from decisioning.delivery.links import OpenLink, link_key, seal_link
+from decisioning.config import Secrets
+from decisioning.delivery.links import OpenLink, seal_link
 from tests.conftest import EXAMPLE, examples
 from tests.integration.harness import Server
 
@@ -86,7 +87,7 @@ def test_success_answers_the_fuzzer_rarely_reaches_match_the_schema(
     taken = check("GET", "/v1/outbound?channel=email", "/v1/outbound")
     ids = [m["id"] for m in taken["messages"]] or [d["decision_id"]]  # unknown: acked 0
     check("POST", "/v1/outbound/ack", "/v1/outbound/ack", json={"ids": ids})
-    key = link_key(server.config.delivery.link_key_env)
+    key = Secrets.resolve(server.config, os.environ).link_key
     assert key is not None
     token = seal_link(key, OpenLink(customer, "email", None, d["decision_id"], time.time() + 60))
     check("GET", f"/v1/open/{token}", "/v1/open/{token}")
