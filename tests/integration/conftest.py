@@ -66,6 +66,13 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
         cluster.shutdown()
 
 
+@pytest.fixture(autouse=True)
+def _ray(session: Session) -> None:
+    """Every integration test runs on the session's Ray, even one that asks for no
+    server: a `ray.remote` call before the session started would start a Ray of its
+    own (and the session's `ray.init` would then fail), whatever order tests run in."""
+
+
 @pytest.fixture(scope="module")
 def server(
     session: Session, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
