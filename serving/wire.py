@@ -126,6 +126,8 @@ class WireModels:
     are the ones a decision may name: the document lists them (the ingress, not the
     model, refuses others, with `unknown_channel`)."""
 
+    # (over 60 lines: the request models themselves, declared in one place so that each
+    # is built from the same limits)
     def __init__(self, limits: Limits, channels: tuple[str, ...] = ()) -> None:
         self.limits = limits
         known = {"enum": list(channels)} if channels else None
