@@ -1,19 +1,34 @@
-"""The error tree of the decisioning core.
+"""The error tree: every error nextbest raises on purpose, and where each is defined.
 
-    NextbestError
-     ├── ConfigError          a config file is invalid (file, field, problem)
-     ├── RuleError            an expression does not compile (line, column, message)
-     ├── InvalidInput         a request or event is malformed          (code, field)
-     │    └── NotFound        it names something that does not exist   (code)
-     ├── Backlogged           the outbound queue is full; retry later  (code)
-     ├── Moved                the customer was merged into another     (target)
-     ├── AlreadyMerged        a merge names an id merged away already  (target)
-     ├── MergeBusy            a merge must wait for another one; retry (code)
-     └── ModelError           a model is refused; the serving model stays
-          ├── ModelIntegrityError   the file does not match its manifest
-          └── ModelIncompatible     the shard cannot build its features
+    NextbestError              a refusal the caller can act on (the root)
+     ├── ConfigError           a config file is invalid            (file, field, problem)
+     ├── RuleError             an expression does not compile             (line, column)
+     │    └── CatalogError     catalog rules that do not compile     policy/catalog.py
+     ├── InvalidInput          a request or event is malformed              (code, field)
+     │    ├── NotFound         it names something that does not exist             (code)
+     │    └── LinkError        an open link not ours, or expired    delivery/links.py
+     ├── AlreadyMerged         a merge names an id merged away already          (target)
+     ├── ModelError            a model is refused; the serving model stays
+     │    ├── ModelIntegrityError   the file does not match its manifest
+     │    └── ModelIncompatible     the shard cannot build its features        (missing)
+     ├── Backlogged            the outbound queue is full; retry later            (code)
+     ├── MergeBusy             a merge must wait for another one; retry           (code)
+     ├── Moved                 the customer was merged into another      (target, moved)
+     ├── SnapshotError         a snapshot cannot be used           journal/snapshot.py
+     └── TrainingError         a table cannot be trained on          training/train.py
 
-How an error maps to an HTTP status lives in serving/, not here.
+    Fenced                     a newer instance owns the shard's directory
+                                                                 journal/fencing.py
+    StorageFailed              the WAL could not be written or synced   journal/wal.py
+
+`Fenced` and `StorageFailed` are outside the tree on purpose: they are never the
+caller's fault, and the writer that meets one must stop (a fenced shard answers
+nothing more; a failed log restarts the process), so no `except NextbestError` that
+answers a client may catch them.
+
+Errors cross the actor boundary as data, not tracebacks. How each maps to an HTTP status
+and error code (4xx for the caller's mistakes, 503 with Retry-After for what passes,
+never a 5xx for bad input) lives in serving/errors.py, not on these classes.
 """
 
 from __future__ import annotations

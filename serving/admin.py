@@ -1,13 +1,15 @@
-"""The admin API (models, status): on the channels' port, or on a port of its own.
+"""The admin API (models, catalog, status): defined once, served on the channels' port
+or on a port of its own.
 
-(No `from __future__ import annotations`: FastAPI resolves the routes' `Request`.)
+(No `from __future__ import annotations`: FastAPI resolves the routes' annotations.)
 
-`AdminRoutes` holds the handlers. The ingress serves them on `port` by default. With
-`server.admin_port` set, an `AdminServer` actor serves them there instead (its own small
-uvicorn on `admin_host`, default 127.0.0.1), and the channels' port answers 404 for them:
-an ops network can reach deploys and status while the public one cannot even see them.
-The admin port checks the same API keys (scope `admin`) and speaks TLS with the same
-certificate when one is configured.
+`admin_router` holds the routes; whichever app serves them mounts it with the
+`AdminAccess` of that app. The ingress mounts it on `port` by default. With
+`server.admin_port` set, an `AdminServer` actor mounts it instead (its own small uvicorn
+on `admin_host`, default 127.0.0.1), and the channels' port answers 404 for these
+routes: an ops network can reach deploys and status while the public one cannot even
+see them. The admin port checks the same API keys (scope `admin`) and speaks TLS with
+the same certificate when one is configured.
 """
 
 import contextlib
@@ -15,27 +17,31 @@ import logging
 import re
 import threading
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 import ray
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.remote import SupervisorClient, ensure_supervisor
 from decisioning.config import Config
 from serving.auth import KeyRing
+from serving.errors import ok
 from serving.openapi import install_openapi
-from serving.responses import fail, install_error_handlers, reply
+from serving.responses import install_error_handlers, reply
 from serving.wire import ModelDeployIn, PromoteIn, SplitIn, WireError, decode_body, validate
 
 __all__ = [
     "ADMIN",
+    "ADMIN_BODIES",
     "ADMIN_PATHS",
-    "AdminRoutes",
+    "AdminAccess",
     "AdminServer",
     "admin_app",
+    "admin_router",
     "ensure_admin",
     "on_channel_port",
     "stop_admin",
@@ -73,77 +79,115 @@ def on_channel_port(config: Config) -> bool:
     return config.auth.admin_api and config.server.admin_port is None
 
 
-class AdminRoutes:
-    """The admin handlers; the caller has checked the `admin` scope."""
+class AdminAccess:
+    """What an app that mounts the admin routes gives them: who may call them (scope
+    `admin`), the supervisor they call, and whether this app serves them at all."""
 
-    def __init__(self, supervisor: SupervisorClient) -> None:
+    def __init__(self, config: Config, supervisor: SupervisorClient, served: bool = True):
+        self.keys = KeyRing(config.auth)
         self.supervisor = supervisor
+        self.served = served
 
-    async def models(self, request: Request) -> Response:
-        status = await self.supervisor.call("status")
+    def allow(self, request: Request) -> SupervisorClient:
+        """The supervisor, for a request whose key has the `admin` scope; 401/403 else,
+        and 404 on an app that does not serve the admin routes (off, or moved)."""
+        if not self.served:
+            raise WireError(404, "not_found", "Not Found")
+        self.keys.check(request.headers, "admin")
+        return self.supervisor
+
+
+async def _roll_out(request: Request, supervisor: SupervisorClient, name: str, op: str) -> Any:
+    """promote, rollback or split `name` on every shard at once."""
+    if not _MODEL_NAME.match(name):
+        raise WireError(422, "invalid_field", "not a model name", "name")
+    body = await request.body()
+    data = decode_body(body, request.headers.get("content-type"), 4096) if body else {}
+    args: tuple[Any, ...] = ()
+    if op == "promote":
+        args = (validate(PromoteIn, data).version,)
+    elif op == "split":
+        req = validate(SplitIn, data)
+        args = (req.version, req.share, req.shadow)
+    elif data:
+        raise WireError(422, "invalid_field", "rollback takes no body")
+    # what is refused is a stored version, or the aliases as they are: a conflict
+    return ok(await supervisor.call("roll_out", name, op, *args), refusal=409)
+
+
+async def _apply_catalog(request: Request, supervisor: SupervisorClient, rollback: bool) -> Any:
+    """PUT: validate, version and swap a catalog on every shard; or roll back."""
+    catalog = None
+    if not rollback:
+        body = decode_body(
+            await request.body(), request.headers.get("content-type"), MAX_CATALOG_BYTES
+        )
+        if not isinstance(body, dict):
+            raise WireError(422, "invalid_catalog", "a catalog is a JSON object")
+        catalog = body
+    return ok(await supervisor.call("apply_catalog", catalog), code="invalid_catalog")
+
+
+def admin_router(access: Callable[[], AdminAccess | Awaitable[AdminAccess]]) -> APIRouter:
+    """The admin routes, for an app whose `access` dependency gives their AdminAccess."""
+    router = APIRouter()
+
+    def allowed(request: Request, admin: Annotated[AdminAccess, Depends(access)]) -> Any:
+        return admin.allow(request)
+
+    Supervisor = Annotated[SupervisorClient, Depends(allowed)]  # noqa: N806 - a type
+
+    @router.get("/v1/models", tags=["models"], summary="Models served by every shard")
+    async def models(request: Request, supervisor: Supervisor) -> Response:
+        status = await supervisor.call("status")
         shards = [
             {"shard": s["shard"], "models": s.get("models"), "challengers": s.get("challengers")}
             for s in status
         ]
         return reply(request, {"shards": shards})
 
-    async def stats(self, request: Request) -> Response:
-        return reply(request, {"models": await self.supervisor.call("model_stats")})
-
-    async def roll_out(self, request: Request, name: str, op: str) -> Response:
-        """promote, rollback or split `name` on every shard at once."""
-        if not _MODEL_NAME.match(name):
-            raise WireError(422, "invalid_field", "not a model name", "name")
-        body = await request.body()
-        data = decode_body(body, request.headers.get("content-type"), 4096) if body else {}
-        args: tuple[Any, ...] = ()
-        if op == "promote":
-            args = (validate(PromoteIn, data).version,)
-        elif op == "split":
-            req = validate(SplitIn, data)
-            args = (req.version, req.share, req.shadow)
-        elif data:
-            raise WireError(422, "invalid_field", "rollback takes no body")
-        result = await self.supervisor.call("roll_out", name, op, *args)
-        if isinstance(result, dict) and "error" in result:
-            err = result["error"]
-            status = 404 if err["type"] == "NotFound" else 409
-            return fail(request, status, err["code"], err["message"])
-        return reply(request, result)
-
-    async def deploy(self, request: Request) -> Response:
+    @router.post("/v1/models/deploy", tags=["models"], summary="Deploy a model version")
+    async def deploy(request: Request, supervisor: Supervisor) -> Response:
         body = decode_body(
             await request.body(), request.headers.get("content-type"), MAX_MODEL_BYTES
         )
         req = validate(ModelDeployIn, body)
-        result = await self.supervisor.call("deploy_model", req.manifest, req.model_text)
-        if isinstance(result, dict) and "error" in result:
-            return fail(request, 422, "model_refused", result["error"]["message"])
-        return reply(request, result)
+        result = await supervisor.call("deploy_model", req.manifest, req.model_text)
+        return reply(request, ok(result, code="model_refused"))  # the model it carries
 
-    async def catalog(self, request: Request) -> Response:
-        return reply(request, await self.supervisor.call("catalog"))
+    @router.get("/v1/models/stats", tags=["models"], summary="Live metrics per model version")
+    async def model_stats(request: Request, supervisor: Supervisor) -> Response:
+        return reply(request, {"models": await supervisor.call("model_stats")})
 
-    async def apply_catalog(self, request: Request, rollback: bool = False) -> Response:
-        """PUT: validate, version and swap a catalog on every shard; or roll back."""
-        catalog = None
-        if not rollback:
-            body = decode_body(
-                await request.body(), request.headers.get("content-type"), MAX_CATALOG_BYTES
-            )
-            if not isinstance(body, dict):
-                raise WireError(422, "invalid_catalog", "a catalog is a JSON object")
-            catalog = body
-        result = await self.supervisor.call("apply_catalog", catalog)
-        if isinstance(result, dict) and "error" in result:
-            err = result["error"]
-            status = 409 if err["type"] == "NotFound" else 422
-            code = err["code"] if status == 409 else "invalid_catalog"
-            return fail(request, status, code, err["message"])
-        return reply(request, result)
+    @router.post("/v1/models/{name}/promote", tags=["models"], summary="Make a version champion")
+    async def promote(name: str, request: Request, supervisor: Supervisor) -> Response:
+        return reply(request, await _roll_out(request, supervisor, name, "promote"))
 
-    async def status(self, request: Request) -> Response:
-        return reply(request, {"shards": await self.supervisor.call("status")})
+    @router.post("/v1/models/{name}/rollback", tags=["models"], summary="Back to the last champion")
+    async def rollback(name: str, request: Request, supervisor: Supervisor) -> Response:
+        return reply(request, await _roll_out(request, supervisor, name, "rollback"))
+
+    @router.post("/v1/models/{name}/split", tags=["models"], summary="Start or end a challenger")
+    async def split(name: str, request: Request, supervisor: Supervisor) -> Response:
+        return reply(request, await _roll_out(request, supervisor, name, "split"))
+
+    @router.get("/v1/catalog", tags=["catalog"], summary="The catalog the shards serve")
+    async def catalog(request: Request, supervisor: Supervisor) -> Response:
+        return reply(request, await supervisor.call("catalog"))
+
+    @router.put("/v1/catalog", tags=["catalog"], summary="Apply a catalog on every shard")
+    async def put_catalog(request: Request, supervisor: Supervisor) -> Response:
+        return reply(request, await _apply_catalog(request, supervisor, rollback=False))
+
+    @router.post("/v1/catalog/rollback", tags=["catalog"], summary="Back to the last catalog")
+    async def rollback_catalog(request: Request, supervisor: Supervisor) -> Response:
+        return reply(request, await _apply_catalog(request, supervisor, rollback=True))
+
+    @router.get("/v1/status", tags=["ops"], summary="Every shard's state")
+    async def status(request: Request, supervisor: Supervisor) -> Response:
+        return reply(request, {"shards": await supervisor.call("status")})
+
+    return router
 
 
 def admin_app(config: Config, supervisor: SupervisorClient) -> FastAPI:
@@ -151,58 +195,8 @@ def admin_app(config: Config, supervisor: SupervisorClient) -> FastAPI:
     app = FastAPI(title="nextbest admin", version="1", description="Models and status.")
     install_error_handlers(app)
     install_openapi(app, lambda: ADMIN_BODIES)
-    keys = KeyRing(config.auth)
-    routes = AdminRoutes(supervisor)
-
-    @app.get("/v1/models", tags=["models"], summary="Models served by every shard")
-    async def models(request: Request) -> Response:
-        keys.check(request.headers, "admin")
-        return await routes.models(request)
-
-    @app.post("/v1/models/deploy", tags=["models"], summary="Deploy a model version")
-    async def deploy(request: Request) -> Response:
-        keys.check(request.headers, "admin")
-        return await routes.deploy(request)
-
-    @app.get("/v1/models/stats", tags=["models"], summary="Live metrics per model version")
-    async def stats(request: Request) -> Response:
-        keys.check(request.headers, "admin")
-        return await routes.stats(request)
-
-    @app.post("/v1/models/{name}/promote", tags=["models"], summary="Make a version champion")
-    async def promote(name: str, request: Request) -> Response:
-        keys.check(request.headers, "admin")
-        return await routes.roll_out(request, name, "promote")
-
-    @app.post("/v1/models/{name}/rollback", tags=["models"], summary="Back to the last champion")
-    async def rollback(name: str, request: Request) -> Response:
-        keys.check(request.headers, "admin")
-        return await routes.roll_out(request, name, "rollback")
-
-    @app.post("/v1/models/{name}/split", tags=["models"], summary="Start or end a challenger")
-    async def split(name: str, request: Request) -> Response:
-        keys.check(request.headers, "admin")
-        return await routes.roll_out(request, name, "split")
-
-    @app.get("/v1/catalog", tags=["catalog"], summary="The catalog the shards serve")
-    async def catalog(request: Request) -> Response:
-        keys.check(request.headers, "admin")
-        return await routes.catalog(request)
-
-    @app.put("/v1/catalog", tags=["catalog"], summary="Apply a catalog on every shard")
-    async def put_catalog(request: Request) -> Response:
-        keys.check(request.headers, "admin")
-        return await routes.apply_catalog(request)
-
-    @app.post("/v1/catalog/rollback", tags=["catalog"], summary="Back to the last catalog")
-    async def rollback_catalog(request: Request) -> Response:
-        keys.check(request.headers, "admin")
-        return await routes.apply_catalog(request, rollback=True)
-
-    @app.get("/v1/status", tags=["ops"], summary="Every shard's state")
-    async def status(request: Request) -> Response:
-        keys.check(request.headers, "admin")
-        return await routes.status(request)
+    access = AdminAccess(config, supervisor)
+    app.include_router(admin_router(lambda: access))
 
     @app.get("/healthz", tags=["ops"], summary="Liveness")
     async def healthz(request: Request) -> Response:

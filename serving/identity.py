@@ -17,41 +17,18 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from actors.remote import ShardUnavailable
 from decisioning.config import Config
+from serving.errors import is_error, ok
+from serving.fanout import MAX_HOPS, Fanout, Router
 
 __all__ = ["MAX_HOPS", "Identities", "Router", "is_error"]
 
 log = logging.getLogger("nextbest.identity")
-MAX_HOPS = 4  # rounds a request is sent again while merges move its customers
 MAX_CHAIN = 10_000  # a longer chain of forward pointers would be a bug (a cycle)
 STALE_PIN_S = 60.0  # a merge attempt holding its pin this long is called off by the sweep
-
-
-class Router(Protocol):
-    """What identity needs of the shard router (actors.remote.ShardRouter)."""
-
-    shards: list[Any]
-
-    def shard_of(self, customer_id: str) -> int: ...
-    async def call(self, shard: int, method: str, *args: Any) -> Any: ...
-    async def call_all(self, calls: list[tuple[int, str, Any]]) -> list[Any]: ...
-    async def supervisor_call(self, method: str, *args: Any) -> Any: ...
-
-
-def is_error(result: Any, code: str | None = None) -> bool:
-    if not (isinstance(result, dict) and "error" in result and len(result) == 1):
-        return False
-    return code is None or result["error"]["code"] == code
-
-
-def _check(result: Any) -> Any:
-    """A shard's answer, or ShardUnavailable for an error (the shard was fenced)."""
-    if is_error(result):
-        raise ShardUnavailable(result["error"]["message"], result["error"]["code"])
-    return result
 
 
 def _already_merged(merged: str, target: str) -> dict[str, Any]:
@@ -81,11 +58,14 @@ def _one(survivor: str, merged: str) -> dict[str, Any]:
 
 
 class Identities:
+    """Identifiers, merges and links over the shards (see the module docstring)."""
+
     def __init__(self, config: Config, router: Router) -> None:
         self.kinds = frozenset(config.identity.kinds)
         self.links = {k: tuple(v) for k, v in config.identity.links.items()}
         self.sweep_s = config.identity.sweep_s
         self.router = router
+        self.fanout = Fanout(router, self.root)
 
     def is_alias(self, customer_id: str) -> bool:
         kind, sep, _ = customer_id.partition(":")
@@ -101,7 +81,7 @@ class Identities:
         finished first."""
         if not self.kinds or not self.is_alias(customer_id):
             return customer_id
-        linked = _check(await self._at(customer_id, "resolve", customer_id))
+        linked = ok(await self._at(customer_id, "resolve", customer_id))
         if linked["owed"]:
             await self._finish_quietly(customer_id)
         return linked["customer_id"] or customer_id  # type: ignore[no-any-return]
@@ -111,7 +91,7 @@ class Identities:
         longer chain than one hop is shortened on the way (each pointer to the end)."""
         path: list[tuple[str, str]] = []
         current = customer_id
-        while (target := _check(await self._at(current, "merged_into", current))) is not None:
+        while (target := ok(await self._at(current, "merged_into", current))) is not None:
             path.append((current, target))
             current = target
             if len(path) > MAX_CHAIN:
@@ -125,12 +105,7 @@ class Identities:
     ) -> tuple[Any, str]:
         """`method(*args_of(customer_id))` on the customer's shard, following merges (a
         shard answers `moved` for a merged customer, before applying anything)."""
-        for _ in range(MAX_HOPS):
-            result = await self._at(customer_id, method, *args_of(customer_id))
-            if not is_error(result, "moved"):
-                return result, customer_id
-            customer_id = await self.root(customer_id)  # (its chain shortened on the way)
-        raise ShardUnavailable("merges are moving this customer right now", "merge_in_progress")
+        return await self.fanout.follow_one(customer_id, method, args_of)
 
     def linked_by(self, events: list[dict[str, Any]]) -> list[tuple[str, str]]:
         """(identifier, customer) pairs the applied events link, per identity.links."""
@@ -149,7 +124,7 @@ class Identities:
         when done, else what stopped it ({code, message}): once the link is recorded its
         merge is owed durably and finishes later (next link, resolution, or sweep)."""
         try:
-            linked = _check(await self._at(alias, "link", alias, customer_id))
+            linked = ok(await self._at(alias, "link", alias, customer_id))
             if linked["owed"] is not None:
                 merged = await self.finish(alias)
                 if is_error(merged):
@@ -166,7 +141,7 @@ class Identities:
         one customer with the survivor already (then nothing changes, or a merge of the
         two left unfinished is finished)."""
         survivor = await self.root(await self.canonical(survivor))
-        info = _check(await self._at(merged, "identity_of", merged, False))
+        info = ok(await self._at(merged, "identity_of", merged, False))
         went = info["merged_into"] or info["linked_to"]
         if went is not None:
             target = await self.root(went)
@@ -182,27 +157,25 @@ class Identities:
     async def finish(self, merged: str) -> dict[str, Any]:
         """Finish the merge owed for `merged`, if one is (any caller, any time, as often
         as it likes: every step is idempotent)."""
-        info = _check(await self._at(merged, "identity_of", merged, False))
+        info = ok(await self._at(merged, "identity_of", merged, False))
         owed = info["owed"]
         if owed is None:
             return {"changed": False, "merged": merged, "reason": "nothing owed"}
         survivor = info["merged_into"] or owed["survivor"]
         done = await self._attempt(survivor, merged, owed["reason"])
         if done.get("reason") == "already one customer":  # its survivor became itself
-            _check(await self._at(merged, "settle", merged))
+            ok(await self._at(merged, "settle", merged))
         return done
 
     async def _pin(self, survivor: str, token: str, merged: str) -> tuple[Any, str]:
-        """Step 1: pin the survivor, following it while it is merged away."""
-        survivor = await self.root(survivor)
-        for _ in range(MAX_HOPS):
-            if survivor == merged:
-                return _one(survivor, merged), survivor
-            pinned = await self._at(survivor, "pin", survivor, token, merged)
-            if not is_error(pinned, "moved"):
-                return pinned, survivor
-            survivor = await self.root(pinned["error"]["target"])
-        raise ShardUnavailable("merges are moving the survivor right now", "merge_in_progress")
+        """Step 1: pin the survivor, following it while it is merged away (into
+        `merged` itself, even: then the two are one customer already)."""
+        return await self.fanout.follow_one(
+            await self.root(survivor),
+            "pin",
+            lambda s: (s, token, merged),
+            stop=lambda s: _one(s, merged) if s == merged else None,
+        )
 
     async def _attempt(self, survivor: str, merged: str, reason: str) -> dict[str, Any]:
         """One attempt at the protocol's steps (decisioning/profile/identity.py). The pin is let
@@ -247,7 +220,7 @@ class Identities:
     async def _reap(self, survivor: str, merged: str, token: str) -> None:
         """A pin held too long: call its attempt off (or, if it froze, finish the merge),
         and only then let the pin go."""
-        r = _check(await self._at(merged, "cancel_merge", merged, survivor, token))
+        r = ok(await self._at(merged, "cancel_merge", merged, survivor, token))
         if r["frozen"] and r["owed"] and is_error(await self.finish(merged)):
             return
         await self._at(survivor, "unpin", survivor, token)
@@ -255,8 +228,7 @@ class Identities:
     async def sweep(self, stale_s: float = STALE_PIN_S) -> int:
         """Finish the merges left unfinished on every shard, and call off attempts whose
         pins are older than `stale_s`; returns how many were found."""
-        shards = range(len(self.router.shards))
-        found = await self.router.call_all([(s, "unfinished_merges", stale_s) for s in shards])
+        found = await self.fanout.everywhere("unfinished_merges", stale_s)
         n = 0
         for items in found:
             for item in [] if is_error(items) else items:
@@ -281,11 +253,10 @@ class Identities:
 
     async def describe(self, key: str) -> dict[str, Any]:
         """What every shard knows of an id or identifier."""
-        shards = range(len(self.router.shards))
-        infos = await self.router.call_all([(s, "identity_of", key) for s in shards])
+        infos = await self.fanout.everywhere("identity_of", key)
         info: dict[str, Any] = {"id": key, "linked_to": None, "merged_into": None, "aliases": []}
         for i in infos:
-            if isinstance(i, dict) and "error" not in i:
+            if not is_error(i):
                 info["linked_to"] = info["linked_to"] or i["linked_to"]
                 info["merged_into"] = info["merged_into"] or i["merged_into"]
                 info["aliases"] += i["aliases"]
@@ -298,11 +269,10 @@ class Identities:
         """Erasure: links to and from each customer, its forward pointers and merges in
         flight, on every shard, and its audit entries; then the same for every id that
         was merged into one of them (the same person), down the whole tree of merges."""
-        shards = range(len(self.router.shards))
         todo, done = list(dict.fromkeys(customer_ids)), set()
         while todo:
             c = todo.pop(0)
             done.add(c)
-            merged = await self.router.call_all([(s, "forget_identity", c) for s in shards])
-            todo += [m for ids in merged for m in _check(ids) if m not in done and m not in todo]
+            merged = await self.fanout.everywhere("forget_identity", c)
+            todo += [m for ids in merged for m in ok(ids) if m not in done and m not in todo]
             await self.router.supervisor_call("scrub_identity_audit", c)

@@ -12,19 +12,14 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from actors.remote import ShardUnavailable
+from decisioning.errors import NextbestError
+from serving.errors import RETRY_AFTER, http_error
 from serving.wire import WireError, encode_body, error_body
 
-__all__ = [
-    "RETRY_AFTER",
-    "core_error",
-    "fail",
-    "install_error_handlers",
-    "raise_for",
-    "reply",
-]
+__all__ = ["RETRY_AFTER", "fail", "install_error_handlers", "reply"]
 
 log = logging.getLogger("nextbest.serving")
-RETRY_AFTER = "1"
+_HEADERS = {401: {"WWW-Authenticate": "Bearer"}, 503: {"Retry-After": RETRY_AFTER}}
 
 
 def reply(
@@ -47,34 +42,6 @@ def fail(
     return reply(request, error_body(code, message, field), status, headers)
 
 
-# a stale shard instance; a full queue; a merge that must wait for another
-_RETRY = frozenset(("Fenced", "Backlogged", "MergeBusy"))
-_STATUS = {"NotFound": 404, "AlreadyMerged": 409}
-
-
-def core_error(request: Request, result: Any) -> Response | None:
-    """A shard's error dict -> a 4xx (or a temporary 503) response; None when the result
-    is not an error."""
-    if isinstance(result, dict) and "error" in result and len(result) == 1:
-        err = result["error"]
-        if err["type"] in _RETRY:
-            headers = {"Retry-After": RETRY_AFTER}
-            return fail(request, 503, err["code"], err["message"], headers=headers)
-        status = _STATUS.get(err["type"], 422)
-        return fail(request, status, err["code"], err["message"], err.get("field"))
-    return None
-
-
-def raise_for(result: Any) -> None:
-    """Raise what `core_error` would answer, for code that has no request at hand."""
-    if isinstance(result, dict) and "error" in result and len(result) == 1:
-        err = result["error"]
-        if err["type"] in _RETRY:
-            raise ShardUnavailable(err["message"], err["code"])
-        status = _STATUS.get(err["type"], 422)
-        raise WireError(status, err["code"], err["message"], err.get("field"))
-
-
 async def _request_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
@@ -90,24 +57,16 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _wire_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, WireError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return fail(request, exc.status, exc.code, exc.message, exc.field, headers)
+    return fail(request, exc.status, exc.code, exc.message, exc.field, _HEADERS.get(exc.status))
 
 
-async def _unavailable(request: Request, exc: Exception) -> Response:
-    return fail(
-        request,
-        503,
-        getattr(exc, "code", "unavailable"),
-        str(exc),
-        None,
-        {"Retry-After": RETRY_AFTER},
-    )
-
-
-async def _internal(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s", request.url.path)
-    return fail(request, 500, "internal_error", "internal error; the server logs say more")
+async def _mapped(request: Request, exc: Exception) -> Response:
+    """A core error a route let through, an unavailable shard, or a bug (500, logged):
+    `http_error`'s answer."""
+    wire = http_error(exc)
+    if wire.status >= 500 and wire.status != 503:
+        log.error("unhandled error on %s", request.url.path, exc_info=exc)
+    return await _wire_error(request, wire)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -115,5 +74,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(WireError, _wire_error)
-    app.add_exception_handler(ShardUnavailable, _unavailable)
-    app.add_exception_handler(Exception, _internal)
+    for kind in (ShardUnavailable, NextbestError, Exception):
+        app.add_exception_handler(kind, _mapped)

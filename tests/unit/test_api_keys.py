@@ -84,7 +84,8 @@ def test_demo_key_is_made_once_private_and_has_every_scope(tmp_path: Path) -> No
     import os
     import stat
 
-    from serving.cli import _headers, _with_keys
+    from serving.cli.client import headers as _headers
+    from serving.cli.run import with_keys as _with_keys
 
     cfg = load_config(EXAMPLE, {"NEXTBEST_DATA_DIR": str(tmp_path)})
     served, key = _with_keys(cfg, demo=True)

@@ -62,7 +62,7 @@ def test_user_errors_are_messages_not_tracebacks(tmp_path: Path, env: dict[str, 
 def test_status_table_shows_each_shard(small_config: Config, tmp_path: Path) -> None:
     from actors.shard import Shard
     from decisioning.journal.fencing import Fenced
-    from serving.cli import status_table
+    from serving.cli.render import status_table
     from tests.unit.test_decide import NOW, Clock
 
     ev = {"customer_id": "c", "type": "page_view", "ts": NOW, "event_id": "1"}

@@ -1,0 +1,147 @@
+"""Sending a request's items to the shards that own them, and following merges.
+
+Every route that reaches shards goes through here, so this is the one place that knows
+two things about the path there:
+
+- *Grouping*: the items of a request (events, outcomes, message ids) are grouped by the
+  shard that owns each, and every shard gets its part in one call, all concurrently.
+- *Following `moved`*: a customer merged into another lives at the survivor now. A shard
+  asked about a merged customer applies nothing of the call and answers `moved`, naming
+  every merged customer the call held and where each went. That part is sent again, each
+  merged customer replaced by the end of its chain of merges (`root`, which shortens the
+  chain on the way), as often as merges keep moving customers, up to `MAX_HOPS` times;
+  then the request answers 503 `merge_in_progress` (safe to retry: nothing of that part
+  was applied). A part that was answered otherwise is never sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from actors.remote import ShardUnavailable
+from serving.errors import moved_of, raise_for
+
+__all__ = ["MAX_HOPS", "Fanout", "Part", "Router", "group"]
+
+MAX_HOPS = 4  # times a part is sent again while merges move its customers
+T = TypeVar("T")
+
+
+class Router(Protocol):
+    """What serving needs of the shard router (actors.remote.ShardRouter)."""
+
+    shards: list[Any]
+
+    def shard_of(self, customer_id: str) -> int: ...
+    async def call(self, shard: int, method: str, *args: Any) -> Any: ...
+    async def call_all(self, calls: list[tuple[int, str, Any]]) -> list[Any]: ...
+    async def supervisor_call(self, method: str, *args: Any) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Part(Generic[T]):
+    """The items one shard got, and its answer."""
+
+    shard: int
+    items: list[T]
+    answer: Any
+
+
+def group(items: Iterable[T], shard_of: Callable[[T], int]) -> dict[int, list[T]]:
+    """Items by the shard that owns each, in their order within each shard."""
+    parts: dict[int, list[T]] = {}
+    for item in items:
+        parts.setdefault(shard_of(item), []).append(item)
+    return parts
+
+
+Send = Callable[[dict[int, list[T]]], Awaitable[list[Part[T]]]]
+
+
+class Fanout:
+    """Calls to the shards that own what a request names; `root(customer)` says where a
+    merged customer lives now."""
+
+    def __init__(self, router: Router, root: Callable[[str], Awaitable[str]]) -> None:
+        self.router = router
+        self.root = root
+
+    async def send(self, method: str, parts: dict[int, list[T]]) -> list[Part[T]]:
+        """`method(items)` on each shard for its items, concurrently."""
+        calls = [(shard, method, items) for shard, items in parts.items()]
+        answers = await self.router.call_all(calls)
+        return [Part(s, items, a) for (s, _, items), a in zip(calls, answers, strict=True)]
+
+    async def everywhere(self, method: str, *args: Any) -> list[Any]:
+        """`method(*args)` on every shard, concurrently; the answers in shard order."""
+        shards = range(len(self.router.shards))
+        if len(args) == 1:
+            return await self.router.call_all([(s, method, args[0]) for s in shards])
+        return list(await asyncio.gather(*(self.router.call(s, method, *args) for s in shards)))
+
+    async def follow(
+        self,
+        method: str,
+        items: list[T],
+        customer: Callable[[T], str],
+        rehome: Callable[[T, str], T],
+    ) -> list[Part[T]]:
+        """`send` by customer, following merges: `rehome(item, survivor)` is the item for
+        the customer it names now. The parts with their answers; the first error answered
+        is raised as soon as it is seen (`raise_for`), and nothing is sent after it."""
+        return await self._follow(
+            items, customer, rehome, lambda parts: self.send(method, parts), raising=True
+        )
+
+    async def follow_one(
+        self,
+        customer: str,
+        method: str,
+        args_of: Callable[[str], tuple[Any, ...]],
+        stop: Callable[[str], Any] | None = None,
+    ) -> tuple[Any, str]:
+        """`method(*args_of(customer))` on the customer's shard, following merges; the
+        answer and the customer that gave it. `stop(customer)`, when it returns other
+        than None, is the answer instead, without a call (checked before every send)."""
+
+        async def send(parts: dict[int, list[str]]) -> list[Part[str]]:
+            [(shard, [c])] = parts.items()
+            early = None if stop is None else stop(c)
+            if early is None:
+                early = await self.router.call(shard, method, *args_of(c))
+            return [Part(shard, [c], early)]
+
+        [part] = await self._follow([customer], str, lambda _, c: c, send)
+        return part.answer, part.items[0]
+
+    async def _follow(
+        self,
+        items: list[T],
+        customer: Callable[[T], str],
+        rehome: Callable[[T, str], T],
+        send: Send[T],
+        raising: bool = False,
+    ) -> list[Part[T]]:
+        done: list[Part[T]] = []
+        pending = items
+        for _ in range(MAX_HOPS + 1):
+            parts = await send(group(pending, lambda i: self.router.shard_of(customer(i))))
+            pending = []
+            for part in parts:
+                moved = moved_of(part.answer)
+                if moved is None:
+                    if raising:
+                        raise_for(part.answer)
+                    done.append(part)
+                    continue
+                roots = {gone: await self.root(gone) for gone in moved}  # (and shortened)
+                for item in part.items:
+                    c = customer(item)
+                    pending.append(rehome(item, roots[c]) if c in roots else item)
+            if not pending:
+                return done
+        what = "this customer" if len(items) == 1 else "these customers"
+        raise ShardUnavailable(f"merges are moving {what} right now", "merge_in_progress")
