@@ -34,6 +34,7 @@ from decisioning.policy.context import ContextTable
 from decisioning.policy.decide import (
     ChannelChoice,
     Decision,
+    DecisionRequest,
     LoadedModel,
     Stages,
     choose_channel,
@@ -889,29 +890,28 @@ class Shard:
         if outbound:  # choose the channel first, then decide on it
             choice = self._outbound_channel(request, profile, now, models)
             channel = choice.channel
-        args: dict[str, Any] = {
-            "decision_id": decision_id,
-            "customer_id": customer_id,
-            "profile": profile,
-            "channel": channel,
-            "placement": request.get("placement"),
-            "context": request.get("context") or {},
-            "limit": limit,
-            "catalog": self.catalog,
-            "settings": cfg,
-            "now": now,
-            "limits": self._limits(customer_id, now, channel),
-            "contact_cost": cfg.outbound.costs.get(channel, 0.0) if outbound else None,
-            "tables": self.tables,
-        }
-        decision = decide(
-            **args,
-            models=models,
+        context = request.get("context") or {}
+        r = DecisionRequest(
+            decision_id,
+            customer_id,
+            profile,
+            channel,
+            request.get("placement"),
+            context,
+            limit,
+            self.catalog,
+            models,
+            cfg,
+            now,
             explain=bool(request.get("explain")),
             stages=self.stages,
             trace=self.logs is not None and not dry_run,
             explorer=None if dry_run else self.explorer,
+            limits=self._limits(customer_id, now, channel),
+            contact_cost=cfg.outbound.costs.get(channel, 0.0) if outbound else None,
+            tables=self.tables,
         )
+        decision = decide(r)
         if decision.explored:
             variant = "explore"
         if not dry_run:
@@ -927,10 +927,11 @@ class Shard:
             if self.logs is not None:
                 shadow_scores = None
                 if shadows:  # the same candidates, scored by the shadow models too
-                    shadow_scores = decide(**args, models=shadows, trace=True).trace
-                self.logs.decision(
-                    decision, request.get("context") or {}, variant, shadow=shadow_scores
-                )
+                    shadow = replace(
+                        r, models=shadows, stages=None, explorer=None, explain=False, trace=True
+                    )
+                    shadow_scores = decide(shadow).trace
+                self.logs.decision(decision, context, variant, shadow=shadow_scores)
         self.counters["decisions"] += 1
         out = decision.to_wire()
         out["variant"] = variant
@@ -969,20 +970,22 @@ class Shard:
         customer_id = request["customer_id"]
         probes = {
             ch: decide(
-                decision_id="probe",
-                customer_id=customer_id,
-                profile=profile,
-                channel=ch,
-                placement=request.get("placement"),
-                context=request.get("context") or {},
-                limit=1,
-                catalog=self.catalog,
-                models=models,
-                settings=self.config.decisioning,
-                now=now,
-                limits=self._limits(customer_id, now, ch),
-                contact_cost=ob.costs.get(ch, 0.0),
-                tables=self.tables,
+                DecisionRequest(
+                    "probe",
+                    customer_id,
+                    profile,
+                    ch,
+                    request.get("placement"),
+                    request.get("context") or {},
+                    1,
+                    self.catalog,
+                    models,
+                    self.config.decisioning,
+                    now,
+                    limits=self._limits(customer_id, now, ch),
+                    contact_cost=ob.costs.get(ch, 0.0),
+                    tables=self.tables,
+                )
             )
             for ch in ob.channels
         }
