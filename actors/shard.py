@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from decisioning.config import OUTBOUND, Config
 from decisioning.delivery.links import OpenLink, link_key, seal_link
-from decisioning.delivery.outbox import Message, Outbox, Timers
+from decisioning.delivery.outbox import Message, Outbox, QueuedDecision, Timers
 from decisioning.errors import Backlogged, InvalidInput, ModelError, Moved, NextbestError, NotFound
 from decisioning.journal import snapshot
 from decisioning.journal.fencing import Fenced, Owner
@@ -765,14 +765,15 @@ class Shard:
             "context": {"trigger": t.id},
         }
         try:
-            d = self.decide(request)
+            d, variant, choice = self._decide(request)
         except NextbestError as err:  # e.g. a catalog without the channel's actions
             self.counters["trigger_errors"] += 1
             log.error("shard %d: trigger %s failed for a customer: %s", self.shard_id, t.id, err)
             return
         self.counters["triggers_fired"] += 1
-        if d["actions"]:
-            m = Message(d["decision_id"], customer_id, d["channel"], t.id, self.clock(), d)
+        if d.actions:
+            queued = QueuedDecision.of(d, variant, choice)
+            m = Message(d.decision_id, customer_id, d.channel, t.id, self.clock(), queued)
             self._log(("o", m.row()))
             self.outbox.add(m)
             self.counters["messages_queued"] += 1
@@ -811,7 +812,7 @@ class Shard:
         for m in self.outbox.lease(channel, n, now, lease):
             token = None
             if key is not None:  # the message decides its content again when opened
-                placement = m.decision.get("placement")
+                placement = m.decision.placement
                 link = OpenLink(m.customer_id, m.channel, placement, m.id, now + d.link_ttl)
                 token = seal_link(key, link)
             out.append(m.to_wire(token))
@@ -854,6 +855,14 @@ class Shard:
 
     def decide(self, request: dict[str, Any]) -> dict[str, Any]:
         """Decide for one customer; applies the request's triggering event first."""
+        decision, variant, choice = self._decide(request)
+        out = decision.to_wire()
+        out["variant"] = variant
+        if choice is not None:
+            out["channel_choice"] = choice.to_wire()
+        return out
+
+    def _decide(self, request: dict[str, Any]) -> tuple[Decision, str, ChannelChoice | None]:
         cfg = self.config.decisioning
         customer_id = request["customer_id"]
         self._here(customer_id)
@@ -933,11 +942,7 @@ class Shard:
                     shadow_scores = decide(shadow).trace
                 self.logs.decision(decision, context, variant, shadow=shadow_scores)
         self.counters["decisions"] += 1
-        out = decision.to_wire()
-        out["variant"] = variant
-        if choice is not None:
-            out["channel_choice"] = choice.to_wire()
-        return out
+        return decision, variant, choice
 
     def _limits(self, customer_id: str, now: float, channel: str) -> Limits | None:
         """What the contact policies and this shard's budget allotments allow now."""
