@@ -19,7 +19,7 @@ from tests.conftest import examples
 ids = st.text(min_size=1, max_size=12)
 maybe_id = st.none() | ids
 ts = st.floats(0, 2e9, allow_nan=False)
-props = st.dictionaries(ids, st.none() | st.integers() | ts | ids, max_size=3)
+props = st.dictionaries(ids, st.none() | st.integers(-(2**63), 2**64 - 1) | ts | ids, max_size=3)
 events = st.builds(Event, ids, ids, ts, props, maybe_id)
 action = st.builds(QueuedAction, ids, ids, ids, ts, ts, ts, maybe_id)
 choice = st.builds(
