@@ -90,7 +90,8 @@ class Scores:
 def score(r: DecisionRequest, c: Candidates) -> Scores:
     """Step 2: each model served scores the candidates that name it, in one batch."""
     timed = r.stages is not None
-    out = Scores(np.full(len(c.actions), r.settings.default_propensity, dtype=np.float64))
+    propensity = np.full(len(c.actions), r.settings.default_propensity, dtype=np.float64)
+    out = Scores(propensity, {}, [], [])
     by_model: dict[str, list[int]] = {}
     for i, a in enumerate(c.actions):
         if a.model is not None and a.model in r.models:

@@ -39,8 +39,10 @@ def eligible(r: DecisionRequest) -> Candidates:
         if ctx.get(name) is None:
             ctx[name] = lookup(env)
     live = catalog.live(channel, r.now)
-    out = Candidates(env, ctx, len(live), [], [], [], [])
-    removed = out.removed
+    actions: list[Action] = []
+    values: list[float] = []
+    weights: list[float] = []
+    removed: list[dict[str, Any]] = []
     consented, recorded = catalog.consented(env.profile, channel)
     outbound_rule = catalog.outbound_rules.get(channel) if r.contact_cost is not None else None
     for a in live:
@@ -82,10 +84,10 @@ def eligible(r: DecisionRequest) -> Candidates:
                     }
                 )
             continue
-        out.actions.append(a)
-        out.values.append(value)
-        out.weights.append(catalog.weight(env))
-    return out
+        actions.append(a)
+        values.append(value)
+        weights.append(catalog.weight(env))
+    return Candidates(env, ctx, len(live), actions, values, weights, removed)
 
 
 def _first_failing(a: Action, env: Env, outbound: Rule | None) -> tuple[str, Rule] | None:

@@ -23,6 +23,6 @@ def test_decisioning_imports_no_ray_or_http() -> None:
 
 
 def test_ray_calls_in_actors_live_in_remote_py() -> None:
-    for path in sorted((ROOT / "actors").glob("*.py")):
+    for path in sorted((ROOT / "actors").rglob("*.py")):
         if path.name != "remote.py":
             assert "import ray" not in path.read_text(), path.name

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-import actors.shard as shard_module
+import actors.shard.decisions as shard_module
 from actors.shard import Shard
 from decisioning.config import Config
 from decisioning.config.loader import config_from_dict

@@ -3,8 +3,6 @@ explain, and `decide` as exactly their composition."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
@@ -38,7 +36,7 @@ def _request(age: float, **kw: object) -> DecisionRequest:
         CONFIG.decisioning,
         NOW,
     )
-    return replace(base, **kw)
+    return base._replace(**kw)
 
 
 def test_eligible_keeps_the_catalog_order_and_says_why_the_others_went() -> None:
