@@ -327,7 +327,7 @@ def durability_figures(cfg: Config, n: int, records: int, directory: str) -> dic
         store.row(f"customer-{i:08d}")
     for name in ("f32", "f64", "i32", "u16"):
         getattr(store, name)[1:n] = getattr(store, name)[0]
-    shard._changed = True
+    shard.journal.changed = True
 
     def events_per_s(seconds: float) -> float:
         batch = [
@@ -345,14 +345,14 @@ def durability_figures(cfg: Config, n: int, records: int, directory: str) -> dic
     pauses, rates = [], []
     for _ in range(2):  # the first copy also pays for faulting its memory in
         t0 = time.perf_counter()
-        shard._start_snapshot()
+        shard.durability.start_snapshot()
         pauses.append(time.perf_counter() - t0)
-        writer = shard._writing
+        writer = shard.durability.writing
         assert writer is not None
         while not writer.done.is_set():
             rates.append(events_per_s(0.1))
         write_s = writer.seconds
-        snap = shard._finish_snapshot()
+        snap = shard.durability.finish_snapshot()
     size = sum(os.path.getsize(os.path.join(snap["path"], f)) for f in os.listdir(snap["path"]))
     for i in range(records):  # one WAL record per call, a group commit per 100 calls
         shard.apply_events([{"customer_id": f"customer-{i % n:08d}", "type": "login", "ts": now}])

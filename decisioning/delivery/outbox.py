@@ -3,9 +3,10 @@ change to its WAL and carries both in its snapshots).
 
 Timers: one per (customer, trigger), set by the trigger's `on` event and cleared by a
 `not_followed_by` event, by firing, or by erasure. Queue: messages (the decisions that
-triggers made) waiting for delivery, at least once: a message is leased to a consumer
-and leaves the queue only when acked; a lease that runs out hands it out again. Leases
-are not persisted: after a restart every unacked message is handed out again.
+triggers made, held as typed records; the wire answer is built when one is leased)
+waiting for delivery, at least once: a message is leased to a consumer and leaves the
+queue only when acked; a lease that runs out hands it out again. Leases are not
+persisted: after a restart every unacked message is handed out again.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["Message", "Outbox", "Timers"]
+from decisioning.policy.decide import ChannelChoice, Decision, ScoredAction
+
+__all__ = ["Message", "Outbox", "QueuedAction", "QueuedDecision", "Timers"]
 
 
 class Timers:
@@ -81,6 +84,133 @@ class Timers:
 
 
 @dataclass(frozen=True, slots=True)
+class QueuedAction:
+    """One action of a queued decision: what a message shows of it."""
+
+    action_id: str
+    group: str
+    channel: str
+    propensity: float
+    value: float
+    priority: float
+    model_version: str | None
+
+    @classmethod
+    def of(cls, a: ScoredAction) -> QueuedAction:
+        return cls(
+            a.action_id, a.group, a.channel, a.propensity, a.value, a.priority, a.model_version
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "action_id": self.action_id,
+            "group": self.group,
+            "channel": self.channel,
+            "propensity": self.propensity,
+            "value": self.value,
+            "priority": self.priority,
+            "model_version": self.model_version,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedDecision:
+    """The decision a trigger made, as a message carries it (the wire answer is built
+    from it when the message is leased, never stored)."""
+
+    decision_id: str
+    customer_id: str
+    ts: float
+    channel: str
+    placement: str | None
+    model_version: str | None
+    actions: tuple[QueuedAction, ...]
+    variant: str
+    channel_choice: ChannelChoice | None = None
+
+    @classmethod
+    def of(cls, d: Decision, variant: str, choice: ChannelChoice | None) -> QueuedDecision:
+        return cls(
+            d.decision_id,
+            d.customer_id,
+            d.ts,
+            d.channel,
+            d.placement,
+            ",".join(d.model_versions) or None,
+            tuple(QueuedAction.of(a) for a in d.actions),
+            variant,
+            choice,
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """As /v1/decide answered it."""
+        out: dict[str, Any] = {
+            "decision_id": self.decision_id,
+            "customer_id": self.customer_id,
+            "ts": self.ts,
+            "channel": self.channel,
+            "placement": self.placement,
+            "model_version": self.model_version,
+            "actions": [a.to_wire() for a in self.actions],
+            "variant": self.variant,
+        }
+        if self.channel_choice is not None:
+            out["channel_choice"] = self.channel_choice.to_wire()
+        return out
+
+    def row(self) -> list[Any]:
+        """Its form in the WAL and snapshots (a list; the wire dict was stored before)."""
+        c = self.channel_choice
+        return [
+            self.decision_id,
+            self.customer_id,
+            self.ts,
+            self.channel,
+            self.placement,
+            self.model_version,
+            [[getattr(a, f) for f in _ACTION_FIELDS] for a in self.actions],
+            self.variant,
+            None if c is None else [c.channel, c.reason, c.channels],
+        ]
+
+    @classmethod
+    def of_row(cls, row: list[Any] | dict[str, Any]) -> QueuedDecision:
+        """From `row()`, or from the wire dict that older shards stored."""
+        if isinstance(row, dict):
+            return cls._of_wire(row)
+        did, cid, ts, channel, placement, version, actions, variant, choice = row
+        return cls(
+            did,
+            cid,
+            ts,
+            channel,
+            placement,
+            version,
+            tuple(QueuedAction(*a) for a in actions),
+            variant,
+            None if choice is None else ChannelChoice(*choice),
+        )
+
+    @classmethod
+    def _of_wire(cls, d: dict[str, Any]) -> QueuedDecision:
+        choice = d.get("channel_choice")
+        return cls(
+            d["decision_id"],
+            d["customer_id"],
+            d["ts"],
+            d["channel"],
+            d.get("placement"),
+            d.get("model_version"),
+            tuple(QueuedAction(**a) for a in d.get("actions", ())),
+            d.get("variant", "champion"),
+            None if choice is None else ChannelChoice(**choice),
+        )
+
+
+_ACTION_FIELDS = tuple(f.name for f in fields(QueuedAction))
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """A decision a trigger made, waiting for delivery; `id` is the decision id, which
     is also the idempotency key every sink passes on."""
@@ -90,17 +220,19 @@ class Message:
     channel: str
     trigger: str
     ts: float  # when it was queued
-    decision: dict[str, Any]  # the decision as /v1/decide answers it
+    decision: QueuedDecision
 
     def row(self) -> list[Any]:
-        return [self.id, self.customer_id, self.channel, self.trigger, self.ts, self.decision]
+        return [self.id, self.customer_id, self.channel, self.trigger, self.ts, self.decision.row()]
 
     @classmethod
     def of(cls, row: list[Any] | tuple[Any, ...]) -> Message:
+        """From `row()`, in the WAL and snapshots (older shards stored the wire dict)."""
         mid, customer_id, channel, trigger, ts, decision = row
-        return cls(mid, customer_id, channel, trigger, float(ts), dict(decision))
+        return cls(mid, customer_id, channel, trigger, float(ts), QueuedDecision.of_row(decision))
 
     def to_wire(self, open_token: str | None = None) -> dict[str, Any]:
+        decision = self.decision.to_wire()
         return {
             "id": self.id,
             "open_token": open_token,
@@ -109,8 +241,8 @@ class Message:
             "channel": self.channel,
             "trigger": self.trigger,
             "queued_at": self.ts,
-            "actions": self.decision.get("actions", []),
-            "decision": self.decision,
+            "actions": decision["actions"],
+            "decision": decision,
         }
 
 

@@ -5,13 +5,13 @@ import math
 import numpy as np
 import pytest
 
-import actors.shard as shard_module
+import actors.shard.decisions as shard_module
 from actors.shard import Shard
 from decisioning.config import Config
 from decisioning.config.loader import config_from_dict
 from decisioning.errors import InvalidInput, ModelError, ModelIncompatible, NotFound
 from decisioning.policy.catalog import Catalog
-from decisioning.policy.decide import decide
+from decisioning.policy.decide import DecisionRequest, decide
 from decisioning.policy.features import FeaturePlan, default_vocabularies
 from decisioning.policy.scoring import ModelBundle, ModelManifest, sha256_text
 from decisioning.profile import ProfileSchema
@@ -32,18 +32,20 @@ class Clock:
 def _decide(config: Config, profile: np.ndarray, channel: str = "web", **kw: object):
     schema = ProfileSchema(config)
     return decide(
-        decision_id="d-1",
-        customer_id="c",
-        profile=profile,
-        channel=channel,
-        placement=kw.pop("placement", None),
-        context=kw.pop("context", {}),
-        limit=kw.pop("limit", 3),
-        catalog=Catalog(config, schema),
-        models={},
-        settings=config.decisioning,
-        now=NOW,
-        **kw,
+        DecisionRequest(
+            decision_id="d-1",
+            customer_id="c",
+            profile=profile,
+            channel=channel,
+            placement=kw.pop("placement", None),
+            context=kw.pop("context", {}),
+            limit=kw.pop("limit", 3),
+            catalog=Catalog(config, schema),
+            models={},
+            settings=config.decisioning,
+            now=NOW,
+            **kw,
+        )
     )
 
 

@@ -170,7 +170,7 @@ def test_erasure_rewrites_the_log_files_before_the_wal_tombstone_goes(
     assert _holds(root, b"keep-me")  # the scan can see ids in the files
     shard.erase_profile("erase-me-please")
     shard.flush()  # starts the snapshot; its thread rewrites the logs first
-    shard._writing.done.wait()
+    shard.durability.writing.done.wait()
     shard.flush()
     shard.logs.flush()
     assert _holds(tmp_path, b"erase-me-please") == []
@@ -190,7 +190,7 @@ def test_a_crash_before_the_log_rewrite_redoes_it(small_config: Config, tmp_path
     assert _holds(root, b"erase-me-please")
     again = _shard(small_config, root, log_dir=wal)  # replays the tombstone
     again.flush()
-    again._writing.done.wait()
+    again.durability.writing.done.wait()
     again.flush()
     assert _holds(tmp_path, b"erase-me-please") == []
     again.close()
@@ -363,8 +363,8 @@ def test_a_failing_disk_loses_no_row_and_writes_none_twice(
     assert _holds(tmp_path / "flaky" / "logs", b"erase-me-please") == holding
     for shard in (healthy, flaky):
         shard.flush()  # the snapshot: its thread rewrites the files that hold erased rows
-        assert shard._writing is not None
-        shard._writing.done.wait()
+        assert shard.durability.writing is not None
+        shard.durability.writing.done.wait()
         shard.flush()
     status = flaky.logs.status()
     assert status["write_error"] is None and status["buffered"] == 0

@@ -56,7 +56,7 @@ def ev(kind: str, ts: float, cid: str = "c", **props: Any) -> dict[str, Any]:
 
 def _queued(shard: Shard) -> list[tuple[str, str, list[str]]]:
     return [
-        (m.customer_id, m.trigger, [a["action_id"] for a in m.decision["actions"]])
+        (m.customer_id, m.trigger, [a.action_id for a in m.decision.actions])
         for m in shard.outbox.messages()
     ]
 
@@ -74,7 +74,7 @@ def test_not_followed_by_fires_once_when_the_follow_up_does_not_come() -> None:
     clock.t += 3600
     assert shard.tick()["fired"] == 0  # once
     m = shard.outbox.messages()[0]
-    assert m.channel == "email" and m.decision["decision_id"] == m.id
+    assert m.channel == "email" and m.decision.decision_id == m.id
     # the decision is a real one: recorded, with the trigger in its context
     assert shard.get_profile("c")["recent_decisions"][0]["decision_id"] == m.id
 

@@ -1,0 +1,129 @@
+"""The decisions a shard made lately: a bounded ring of what outcomes and the profile
+view need, each customer's recent list, and per model version the decisions it scored
+and the outcomes of those decisions."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from actors.shard.allowance import Allowance
+from actors.shard.journal import Journal
+from actors.shard.served import Served
+from decisioning.journal.records import DecisionMade
+from decisioning.policy.decide import Decision
+from decisioning.profile import ProfileStore
+
+__all__ = ["MAX_TRACKED_DECISIONS", "DecisionHistory", "Tracked"]
+
+MAX_TRACKED_DECISIONS = 200_000
+
+
+class Tracked(NamedTuple):
+    """What a shard remembers of a decision: enough for outcomes and the profile view."""
+
+    customer_id: str
+    actions: tuple[str, ...]
+    ts: float
+    channel: str
+    placement: str | None
+    model_version: str | None
+
+    def to_wire(self, decision_id: str) -> dict[str, Any]:
+        return {
+            "decision_id": decision_id,
+            "ts": self.ts,
+            "channel": self.channel,
+            "placement": self.placement,
+            "actions": list(self.actions),
+            "model_version": self.model_version,
+        }
+
+
+class DecisionHistory:
+    """Decision history, bounded by MAX_TRACKED_DECISIONS whatever the number of
+    customers: the records live in one ring (oldest evicted first), and a customer's
+    recent list holds only ids of records still in it."""
+
+    def __init__(
+        self,
+        served: Served,
+        store: ProfileStore,
+        forwards: Mapping[str, str],
+        allowance: Allowance,
+        journal: Journal,
+    ) -> None:
+        self.served = served
+        self.store = store
+        self.forwards = forwards  # merged customers: no recent list (they have no row)
+        self.allowance = allowance
+        self.journal = journal
+        self.ring: OrderedDict[str, Tracked] = OrderedDict()
+        self.recent: dict[str, list[str]] = {}
+        self.variant_stats: dict[str, dict[str, int]] = {}
+
+    def record(self, d: Decision) -> None:
+        """A decision was made (not a dry run): logged, tracked, counted as a contact and
+        against the model versions that scored it."""
+        tracked = Tracked(
+            d.customer_id,
+            tuple(a.action_id for a in d.actions),
+            d.ts,
+            d.channel,
+            d.placement,
+            ",".join(d.model_versions) or None,
+        )
+        if self.journal.wal is not None:  # (no WAL: no record to build)
+            self.journal.log(DecisionMade(d.decision_id, *tracked))
+        self.redo(d.decision_id, tracked)
+        for ref in d.model_versions:
+            stats = self.variant_stats.setdefault(ref, {"decisions": 0})
+            stats["decisions"] += 1
+
+    def redo(self, decision_id: str, tracked: Tracked) -> None:
+        """Track a decision and count it as a contact (live, and in replay)."""
+        self.track(decision_id, tracked)
+        self.allowance.shown(tracked.customer_id, tracked.ts, tracked.channel, tracked.actions)
+
+    def redo_record(self, r: DecisionMade) -> None:
+        self.redo(
+            r.decision_id,
+            Tracked(r.customer_id, r.actions, r.ts, r.channel, r.placement, r.model_version),
+        )
+
+    def track(self, decision_id: str, record: Tracked) -> None:
+        self.ring[decision_id] = record
+        keep = self.served.config.decisioning.recent_decisions
+        if keep and record.customer_id not in self.forwards:  # (merged away: no row)
+            self.store.row(record.customer_id)
+            recent = self.recent.setdefault(record.customer_id, [])
+            recent.append(decision_id)
+            if len(recent) > keep:
+                del recent[0]
+        if len(self.ring) > MAX_TRACKED_DECISIONS:
+            old_id, old = self.ring.popitem(last=False)
+            ids = self.recent.get(old.customer_id)
+            if ids is not None and old_id in ids:
+                ids.remove(old_id)
+                if not ids:
+                    del self.recent[old.customer_id]
+
+    def outcome(self, decision_id: str, kind: str) -> None:
+        """An outcome of a decision: counted for each model version that scored it."""
+        version = self.ring[decision_id].model_version
+        for ref in version.split(",") if version else ():
+            stats = self.variant_stats.setdefault(ref, {"decisions": 0})
+            stats[kind] = stats.get(kind, 0) + 1
+
+    def forget(self, customer_id: str) -> int:
+        """Erasure: the customer's decisions leave the ring; returns how many."""
+        gone = [d for d, r in self.ring.items() if r.customer_id == customer_id]
+        for d in gone:
+            del self.ring[d]
+        self.recent.pop(customer_id, None)
+        return len(gone)
+
+    def of(self, customer_id: str) -> list[dict[str, Any]]:
+        """The customer's recent decisions, oldest first, as the profile view shows them."""
+        return [self.ring[i].to_wire(i) for i in self.recent.get(customer_id, ())]

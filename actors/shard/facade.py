@@ -1,0 +1,417 @@
+"""`Shard`: the facade over a shard's parts, and the only class callers see.
+
+Every public method takes and returns plain data (dicts, lists), so it is unit-tested
+without Ray and made remote in `actors/remote.py`. Each method hands its work to the
+part that owns the concern:
+
+- `profiles.py`   profile store, idempotency keys, counters
+- `intake.py`     events in: checked, deduplicated, logged, applied, triggers run
+- `decider.py`    /v1/decide: the request, its variant, the decision, its record
+- `decisions.py`  decision history (ring, recent lists, variant stats)
+- `outcomes.py`   outcomes of decisions
+- `allowance.py`  contact policies and budgets
+- `triggers.py`   trigger timers and the outbound queue
+- `identity.py`   links, forward pointers, merge steps
+- `erasure.py`    erasure of a customer
+- `served.py`     catalog, models, context tables (staged two-phase: `staged.py`)
+- `journal.py`    the WAL's named records (decisioning/journal/records.py), replayed
+                  through a dispatch table (`_replay_table` below)
+- `durability.py` recovery, flush, snapshots; `state.py` what a snapshot holds
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from operator import attrgetter
+from typing import Any
+
+import pyarrow as pa
+
+from actors.shard import state
+from actors.shard.allowance import Allowance
+from actors.shard.decider import Decider
+from actors.shard.decisions import DecisionHistory
+from actors.shard.durability import Durability
+from actors.shard.erasure import Erasure
+from actors.shard.identity import Identity
+from actors.shard.intake import Intake
+from actors.shard.journal import Handler, Journal
+from actors.shard.outcomes import Outcomes
+from actors.shard.profiles import Profiles
+from actors.shard.served import Served
+from actors.shard.triggers import Triggers
+from decisioning.config import Config, Secrets
+from decisioning.journal import records as rec
+from decisioning.policy.decide import Stages
+from decisioning.policy.scoring import ModelBundle
+from decisioning.profile import event_from_wire
+from decisioning.profile.identity import Book
+from decisioning.stores.decision_log import DecisionLog
+
+__all__ = ["Shard"]
+
+
+def _view(path: str) -> Any:
+    """A read-only view of a part's state, for the actor, ops and tests."""
+    return property(attrgetter(path))
+
+
+class Shard:
+    """State and behaviour of one shard; one caller at a time (Ray actor semantics)."""
+
+    # views of the parts' state
+    config = _view("served.config")
+    catalog = _view("served.catalog")
+    models = _view("served.models")
+    challengers = _view("served.challengers")
+    tables = _view("served.tables")
+    schema = _view("profiles.schema")
+    store = _view("profiles.store")
+    seen = _view("profiles.seen")
+    counters = _view("profiles.counters")
+    decisions = _view("history.ring")
+    recent = _view("history.recent")
+    variant_stats = _view("history.variant_stats")
+    policies = _view("allowance.policies")
+    contacts = _view("allowance.contacts")
+    budgets = _view("allowance.budgets")
+    allotments = _view("allowance.allotments")
+    timers = _view("triggers.timers")
+    outbox = _view("triggers.outbox")
+    aliases = _view("book.aliases")
+    forwards = _view("book.forwards")
+    wal = _view("journal.wal")
+    owner = _view("durability.owner")
+    recovery = _view("durability.recovery")
+
+    def __init__(
+        self,
+        shard_id: int,
+        config: Config,
+        models: Iterable[ModelBundle] = (),
+        clock: Callable[[], float] = time.time,
+        log_dir: str | None = None,
+        logs: DecisionLog | None = None,
+        challengers: Iterable[tuple[ModelBundle, float, bool]] = (),
+    ) -> None:
+        self.shard_id = shard_id
+        self.clock = clock
+        self.logs = logs  # decision and outcome logs (Parquet), if any
+        self.profiles = profiles = Profiles(config)
+        secrets = Secrets.resolve(config, os.environ)  # this process's own, never shipped
+        self.served = served = Served(
+            shard_id, config, profiles.schema, secrets, models, challengers
+        )
+        self.journal = journal = Journal()
+        self.allowance = allowance = Allowance(config)
+        self.book = book = Book()  # (decisioning/profile/identity.py)
+        self.durability = durability = Durability(
+            shard_id,
+            config,
+            journal,
+            lambda seq: state.capture(self, seq),
+            lambda st: state.restore(self, st),
+            log_dir,
+            logs,
+        )
+        self.history = DecisionHistory(served, profiles.store, book.forwards, allowance, journal)
+        self.triggers = Triggers(
+            shard_id,
+            config,
+            secrets.link_key,
+            served,
+            profiles,
+            journal,
+            lambda r: self.decider.decide(r),
+            clock,
+        )
+        self.intake = Intake(profiles, served, self.triggers, allowance, book.forwards, journal)
+        self.erasure = Erasure(
+            profiles, self.history, allowance, self.triggers, durability, journal, logs
+        )
+        self.identity = Identity(
+            book, profiles, allowance, self.erasure, durability, journal, clock
+        )
+        self.outcomes = Outcomes(
+            self.history, self.intake, self.identity, allowance, profiles, logs, clock
+        )
+        self.decider = Decider(
+            served, profiles, allowance, self.history, self.intake, self.identity, logs, clock
+        )
+        journal.handle(self._replay_table())
+        if log_dir is not None:
+            durability.recover(profiles.schema.layout_key)
+
+    def _replay_table(self) -> dict[type[Any], Handler]:
+        """Which part redoes each record type at recovery."""
+        outbox = self.triggers.outbox
+        return {
+            rec.EventsApplied: self.intake.redo,
+            rec.DecisionMade: self.history.redo_record,
+            rec.ProfileErased: self.erasure.redo_erased,
+            rec.ErasedWithIdentity: self.identity.redo_erased,
+            rec.IdentityForgotten: self.identity.redo_forgotten,
+            rec.MergedRowDropped: self.erasure.redo_dropped,
+            rec.TimerSet: self.triggers.redo_timer,
+            rec.TimerCleared: self.triggers.redo_timer,
+            rec.Queued: lambda r: outbox.add(r.message),
+            rec.Acked: lambda r: outbox.ack(r.ids),
+            rec.Folded: self.identity.fold,
+            **dict.fromkeys(rec.IDENTITY, self.identity.redo),
+        }
+
+    @property
+    def stages(self) -> Stages | None:
+        """Time per decision step, added up while set (the benchmark sets it)."""
+        return self.decider.stages
+
+    @stages.setter
+    def stages(self, stages: Stages | None) -> None:
+        self.decider.stages = stages
+
+    def state_digest(self) -> str:
+        """sha256 of the shard's state (profiles, decisions, idempotency keys): equal
+        digests mean a restore gave back exactly what was there."""
+        return state.digest(self)
+
+    # -- durability ----------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Make what this call applied durable before it is acked (see durability.py)."""
+        self.durability.flush()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Write a snapshot now and wait for it (graceful stop; tests)."""
+        return self.durability.snapshot()
+
+    def stop(self) -> dict[str, Any]:
+        """Graceful stop: a last snapshot, the log closed, the directory marked clean."""
+        return self.durability.stop()
+
+    def close(self) -> None:
+        self.durability.close()
+
+    # -- events, decisions, outcomes -----------------------------------------------------
+
+    def apply_events(self, events: list[dict[str, Any]]) -> int:
+        """Apply a batch of events: all are checked before any is applied."""
+        batch = [event_from_wire(e) for e in events]
+        fresh = self.intake.apply(batch, self.clock())
+        self.profiles.counters["events"] += len(fresh)
+        self.allowance.count_outcomes(fresh)  # (outcomes forwarded after a merge)
+        return len(batch)
+
+    def decide(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Decide for one customer; applies the request's triggering event first."""
+        decision, variant, choice = self.decider.decide(request)
+        out = decision.to_wire()
+        out["variant"] = variant
+        if choice is not None:
+            out["channel_choice"] = choice.to_wire()
+        return out
+
+    def check_outcomes(self, outcomes: list[dict[str, Any]]) -> int:
+        """Check outcomes without recording them (first phase of a cross-shard batch)."""
+        return len(self.outcomes.events(outcomes))
+
+    def record_outcomes(self, outcomes: list[dict[str, Any]]) -> int | dict[str, Any]:
+        """Record outcomes of earlier decisions (see outcomes.py)."""
+        return self.outcomes.record(outcomes)
+
+    # -- profiles ------------------------------------------------------------------------
+
+    def get_profile(self, customer_id: str) -> dict[str, Any]:
+        self.identity.here(customer_id)
+        view = self.profiles.store.profile_view(customer_id, self.clock())
+        view["recent_decisions"] = self.history.of(customer_id)
+        view["shard"] = self.shard_id
+        return view
+
+    def erase_profile(self, customer_id: str) -> dict[str, Any]:
+        """Forget a customer (see erasure.py). A merged id answers Moved: its person is
+        erased where it lives now."""
+        self.identity.here(customer_id)
+        return self.erasure.erase_profile(customer_id)
+
+    # -- identity (the protocol: decisioning/profile/identity.py) ------------------------
+
+    def resolve(self, alias: str) -> dict[str, Any]:
+        """The customer an identifier is linked to (None: not linked), and whether the
+        merge its first link owes is still to finish."""
+        return {"customer_id": self.book.aliases.get(alias), "owed": alias in self.book.owed}
+
+    def link(self, alias: str, customer_id: str) -> dict[str, Any]:
+        """Link an identifier to a customer (the newest link wins; the first owes a merge)."""
+        return self.identity.link(alias, customer_id)
+
+    def merged_into(self, customer_id: str) -> str | None:
+        """The id a customer was merged into (None: it is live)."""
+        return self.book.forwards.get(customer_id)
+
+    def pin(self, survivor: str, token: str, merged: str) -> bool:
+        """Merge step 1, on the survivor's shard: it cannot be merged away meanwhile."""
+        return self.identity.pin(survivor, token, merged)
+
+    def unpin(self, survivor: str, token: str) -> bool:
+        return self.identity.unpin(survivor, token)
+
+    def freeze(
+        self, merged: str, survivor: str, token: str | None = None, reason: str = "merge"
+    ) -> dict[str, Any]:
+        """Merge step 2, on the merged customer's shard: it forwards to `survivor` from now
+        on; returns its state to fold there and the merge id (a repeat returns the same)."""
+        return self.identity.freeze(merged, survivor, token, reason)
+
+    def absorb(self, survivor: str, merge_id: str, frozen: dict[str, Any]) -> bool:
+        """Merge step 3, on the survivor's shard: fold the frozen state in, once per merge."""
+        return self.identity.absorb(survivor, merge_id, frozen)
+
+    def drop_merged(self, merged: str, alias: bool = False) -> bool:
+        """Merge step 5, on the merged customer's shard: its row goes, the pointer stays."""
+        return self.identity.drop_merged(merged, alias)
+
+    def settle(self, merged: str) -> bool:
+        """Nothing is owed for a live customer whose merge would fold it into itself."""
+        return self.identity.settle(merged)
+
+    def cancel_merge(self, merged: str, survivor: str, token: str) -> dict[str, Any]:
+        """Call off a stale attempt, unless it froze already (then it is to be finished)."""
+        return self.identity.cancel(merged, survivor, token)
+
+    def compress(self, merged: str, expected: str, target: str) -> bool:
+        """Point a merged customer straight at the end of its chain of merges."""
+        return self.identity.compress(merged, expected, target)
+
+    def unfinished_merges(self, stale_s: float) -> list[dict[str, Any]]:
+        """Merges owed here and pins held longer than `stale_s` (for the sweep)."""
+        return self.book.unfinished(self.clock(), stale_s)
+
+    def identity_of(self, key: str, aliases: bool = True) -> dict[str, Any]:
+        """This shard's link, forward pointer and owed merge of an id (`aliases`: a scan)."""
+        return self.identity.of(key, aliases)
+
+    def forget_identity(self, customer_id: str) -> list[str]:
+        """Erasure of the customer's identity records here; returns the ids merged into it
+        (the caller forgets them as well: they are the same person)."""
+        return self.identity.forget_identity(customer_id)
+
+    # -- triggers and the outbound queue -------------------------------------------------
+
+    def tick(self, limit: int = 1000) -> dict[str, Any]:
+        """Fire the timers that are due (the actor's ticker thread calls it)."""
+        return self.triggers.tick(limit)
+
+    def lease_outbound(
+        self, channel: str, n: int, lease_s: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Hand out up to `n` undelivered messages of `channel` (at least once: each
+        comes back after `lease_s` unless acked)."""
+        return self.triggers.lease(channel, n, lease_s)
+
+    def ack_outbound(self, ids: list[str]) -> int:
+        """Delivered: these messages leave the queue (unknown or already acked: ignored)."""
+        return self.triggers.ack(ids)
+
+    def release_outbound(self, ids: list[str]) -> int:
+        """Not delivered: hand these out again at the next lease."""
+        self.triggers.outbox.release(ids)
+        return len(ids)
+
+    def outbound_status(self) -> dict[str, Any]:
+        return self.triggers.status()
+
+    # -- models, catalog, context tables (two-phase: staged.py) --------------------------
+
+    def stage_model(
+        self,
+        manifest: dict[str, Any],
+        model_text: str,
+        native: bytes | None = None,
+        role: str = "champion",
+        share: float = 0.0,
+        shadow: bool = False,
+    ) -> str:
+        """Load and check a model without serving it (`role` challenger: for `share` of
+        customers, or in `shadow`); raises ModelError if refused."""
+        return self.served.stage_model(manifest, model_text, native, role, share, shadow)
+
+    def stage_no_challenger(self, name: str) -> None:
+        """At the next commit of `name`, its challenger (if any) stops."""
+        self.served.stage_no_challenger(name)
+
+    def commit_model(self, name: str) -> str:
+        """Serve what is staged for `name` (champion, challenger or both) from the next
+        decision on: one call, so no decision sees half of it."""
+        return self.served.commit_model(name)
+
+    def abort_model(self, name: str) -> None:
+        self.served.abort_model(name)
+
+    def stage_catalog(self, catalog: dict[str, Any]) -> str:
+        """Check and prepare a new catalog without serving it (ConfigError, ModelError)."""
+        return self.served.stage_catalog(catalog)
+
+    def commit_catalog(self) -> str:
+        """Serve the staged catalog, its policies and budgets from the next decision on
+        (one call: no decision sees half of it)."""
+        if self.served.commit_catalog():
+            self.allowance.reload(self.served.config)
+        return self.served.catalog.version
+
+    def abort_catalog(self) -> None:
+        self.served.abort_catalog()
+
+    def stage_context(self, name: str, version: str, table: pa.Table) -> str:
+        """Index a new version of a context table without serving it (InvalidInput)."""
+        return self.served.stage_context(name, version, table)
+
+    def commit_context(self, name: str) -> str | None:
+        """Serve the staged version from the next decision on (one assignment)."""
+        return self.served.commit_context(name)
+
+    def abort_context(self, name: str) -> None:
+        self.served.abort_context(name)
+
+    def context_status(self) -> dict[str, Any]:
+        return self.served.context_status()
+
+    def model_versions(self) -> dict[str, str]:
+        return self.served.model_versions()
+
+    def challenger_versions(self) -> dict[str, dict[str, Any]]:
+        return self.served.challenger_versions()
+
+    def scorers(self) -> dict[str, str]:
+        """How each served model is scored: "native" or "lightgbm"."""
+        return self.served.scorers()
+
+    def flush_logs(self) -> dict[str, Any] | None:
+        """Write the buffered decision and outcome logs now (before a training run); a
+        failing disk does not hold the shard longer than 30 s (the status says what
+        still waits, and why)."""
+        if self.logs is None:
+            return None
+        self.logs.flush(timeout=30.0)
+        return self.logs.status()
+
+    # -- status --------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "shard": self.shard_id,
+            "customers": len(self.profiles.store),
+            "models": self.model_versions(),
+            "challengers": self.challenger_versions(),
+            "variant_stats": self.history.variant_stats,
+            "scorers": self.scorers(),
+            "refused_models": self.served.refused,
+            "catalog_version": self.served.catalog.version,
+            "state_bytes": self.profiles.store.nbytes(),
+            **self.durability.status(),
+            "logs": self.logs.status() if self.logs is not None else None,
+            "outbound": self.outbound_status(),
+            "context_tables": self.context_status(),
+            **self.profiles.counters,
+        }
