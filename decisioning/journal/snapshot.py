@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,13 +92,57 @@ def _matrix_column(arr: np.ndarray, name: str) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(flat, width) if width else pa.nulls(n)
 
 
-def write(directory: str, state: State, generation: int = 0) -> str:
-    """Write a snapshot atomically; returns its path. Older snapshots stay (see prune)."""
-    os.makedirs(directory, exist_ok=True)
-    final = os.path.join(directory, name(state.wal_seq, generation))
-    tmp = final + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+# Every file but the profiles is rows: its columns' names and types, in file order.
+Columns = tuple[tuple[str, pa.DataType], ...]
+_DECISIONS: Columns = (
+    ("decision_id", pa.string()),
+    ("customer_id", pa.string()),
+    ("actions", pa.list_(pa.string())),
+    ("ts", pa.float64()),
+    ("channel", pa.string()),
+    ("placement", pa.string()),
+    ("model_version", pa.string()),
+)
+_CONTACTS: Columns = (
+    ("customer_id", pa.string()),
+    ("ts", pa.float64()),
+    ("action_id", pa.string()),
+    ("kind", pa.string()),
+    ("channel", pa.string()),
+)
+_TIMERS: Columns = (
+    ("customer_id", pa.string()),
+    ("trigger", pa.string()),
+    ("due", pa.float64()),
+    ("armed", pa.float64()),
+)
+_OUTBOUND: Columns = (
+    ("id", pa.string()),
+    ("customer_id", pa.string()),
+    ("channel", pa.string()),
+    ("trigger", pa.string()),
+    ("ts", pa.float64()),
+    ("decision", pa.binary()),  # msgpack
+)
+_IDENTITY: Columns = (
+    ("kind", pa.string()),
+    ("key", pa.string()),
+    ("target", pa.string()),
+    ("note", pa.string()),
+    ("token", pa.string()),
+    ("ts", pa.float64()),
+)
+_IDENTITY_SINCE_2 = frozenset(("note", "token", "ts"))  # (format 1: links and forwards only)
+
+
+def _rows_table(rows: Sequence[Sequence[Any]], columns: Columns) -> pa.Table:
+    """A table of `rows`, one column per entry of `columns`."""
+    cols: list[tuple[Any, ...]] = list(zip(*rows, strict=True)) if rows else [()] * len(columns)
+    return pa.table({name: pa.array(c, type=t) for (name, t), c in zip(columns, cols, strict=True)})
+
+
+def _profiles_table(state: State) -> pa.Table:
+    """The customer ids and their rows of every matrix; the metadata says what they are."""
     meta = {
         "format": FORMAT,
         "layout_key": state.layout_key,
@@ -111,76 +156,40 @@ def write(directory: str, state: State, generation: int = 0) -> str:
     ids = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(state.id_blob))
     cols: dict[str, pa.Array] = {"customer_id": ids}
     cols |= {k: _matrix_column(v, k) for k, v in state.matrices.items()}
-    profiles = pa.table(cols).replace_schema_metadata({"nextbest": json.dumps(meta)})
-    _write_table(os.path.join(tmp, "profiles.arrow"), profiles)
-    flat = [(did, *record) for did, record in state.decisions]
-    d: list[tuple[Any, ...]] = list(zip(*flat, strict=True)) if flat else [()] * 7
-    decisions = pa.table(
-        {
-            "decision_id": pa.array(d[0], type=pa.string()),
-            "customer_id": pa.array(d[1], type=pa.string()),
-            "actions": pa.array([list(a) for a in d[2]], type=pa.list_(pa.string())),
-            "ts": pa.array(d[3], type=pa.float64()),
-            "channel": pa.array(d[4], type=pa.string()),
-            "placement": pa.array(d[5], type=pa.string()),
-            "model_version": pa.array(d[6], type=pa.string()),
-        }
-    )
-    _write_table(os.path.join(tmp, "decisions.arrow"), decisions)
-    _write_table(
-        os.path.join(tmp, "seen.arrow"), pa.table({"key": pa.array(state.seen, pa.binary(16))})
-    )
-    c: list[tuple[Any, ...]] = (
-        list(zip(*state.contacts, strict=True)) if state.contacts else [()] * 5
-    )
-    contacts = pa.table(
-        {
-            "customer_id": pa.array(c[0], type=pa.string()),
-            "ts": pa.array(c[1], type=pa.float64()),
-            "action_id": pa.array(c[2], type=pa.string()),
-            "kind": pa.array(c[3], type=pa.string()),
-            "channel": pa.array(c[4], type=pa.string()),
-        }
-    )
-    _write_table(os.path.join(tmp, "contacts.arrow"), contacts)
-    t: list[tuple[Any, ...]] = list(zip(*state.timers, strict=True)) if state.timers else [()] * 4
-    timers = pa.table(
-        {
-            "customer_id": pa.array(t[0], type=pa.string()),
-            "trigger": pa.array(t[1], type=pa.string()),
-            "due": pa.array(t[2], type=pa.float64()),
-            "armed": pa.array(t[3], type=pa.float64()),
-        }
-    )
-    _write_table(os.path.join(tmp, "timers.arrow"), timers)
-    o: list[tuple[Any, ...]] = (
-        list(zip(*state.outbound, strict=True)) if state.outbound else [()] * 6
-    )
-    outbound = pa.table(
-        {
-            "id": pa.array(o[0], type=pa.string()),
-            "customer_id": pa.array(o[1], type=pa.string()),
-            "channel": pa.array(o[2], type=pa.string()),
-            "trigger": pa.array(o[3], type=pa.string()),
-            "ts": pa.array(o[4], type=pa.float64()),
-            "decision": pa.array([msgpack.packb(d) for d in o[5]], type=pa.binary()),
-        }
-    )
-    _write_table(os.path.join(tmp, "outbound.arrow"), outbound)
-    ident: list[tuple[Any, ...]] = (
-        list(zip(*state.identity, strict=True)) if state.identity else [()] * 6
-    )
-    identity = pa.table(
-        {
-            "kind": pa.array(ident[0], type=pa.string()),
-            "key": pa.array(ident[1], type=pa.string()),
-            "target": pa.array(ident[2], type=pa.string()),
-            "note": pa.array(ident[3], type=pa.string()),
-            "token": pa.array(ident[4], type=pa.string()),
-            "ts": pa.array(ident[5], type=pa.float64()),
-        }
-    )
-    _write_table(os.path.join(tmp, "identity.arrow"), identity)
+    return pa.table(cols).replace_schema_metadata({"nextbest": json.dumps(meta)})
+
+
+def _decisions_table(state: State) -> pa.Table:
+    rows = [(did, cid, list(acts), *rest) for did, (cid, acts, *rest) in state.decisions]
+    return _rows_table(rows, _DECISIONS)
+
+
+def _outbound_table(state: State) -> pa.Table:
+    rows = [(*m[:5], msgpack.packb(m[5])) for m in state.outbound]
+    return _rows_table(rows, _OUTBOUND)
+
+
+# The files of a snapshot and what writes each, in the order they are written.
+_WRITERS: tuple[tuple[str, Callable[[State], pa.Table]], ...] = (
+    ("profiles.arrow", _profiles_table),
+    ("decisions.arrow", _decisions_table),
+    ("seen.arrow", lambda s: pa.table({"key": pa.array(s.seen, pa.binary(16))})),
+    ("contacts.arrow", lambda s: _rows_table(s.contacts, _CONTACTS)),
+    ("timers.arrow", lambda s: _rows_table(s.timers, _TIMERS)),
+    ("outbound.arrow", _outbound_table),
+    ("identity.arrow", lambda s: _rows_table(s.identity, _IDENTITY)),
+)
+
+
+def write(directory: str, state: State, generation: int = 0) -> str:
+    """Write a snapshot atomically; returns its path. Older snapshots stay (see prune)."""
+    os.makedirs(directory, exist_ok=True)
+    final = os.path.join(directory, name(state.wal_seq, generation))
+    tmp = final + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for file, table in _WRITERS:
+        _write_table(os.path.join(tmp, file), table(state))
     fsync_path(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.rename(tmp, final)
@@ -206,55 +215,26 @@ def _read_table(path: str) -> pa.Table:
         return ipc.open_file(src).read_all()
 
 
-def read(directory: str, snapshot: str, layout_key: str) -> State:
-    path = os.path.join(directory, snapshot)
-    try:
-        profiles = _read_table(os.path.join(path, "profiles.arrow"))
-        meta = json.loads(profiles.schema.metadata[b"nextbest"])
-        decisions = _read_table(os.path.join(path, "decisions.arrow")).to_pydict()
-        seen = _read_table(os.path.join(path, "seen.arrow")).column("key").to_pylist()
-        contacts: list[tuple[str, float, str, str, str]] = []
-        if os.path.exists(os.path.join(path, "contacts.arrow")):  # (older snapshots: none)
-            c = _read_table(os.path.join(path, "contacts.arrow")).to_pydict()
-            contacts = list(
-                zip(c["customer_id"], c["ts"], c["action_id"], c["kind"], c["channel"], strict=True)
-            )
-        timers: list[tuple[str, str, float, float]] = []
-        if os.path.exists(os.path.join(path, "timers.arrow")):
-            t = _read_table(os.path.join(path, "timers.arrow")).to_pydict()
-            timers = list(zip(t["customer_id"], t["trigger"], t["due"], t["armed"], strict=True))
-        identity: list[tuple[Any, ...]] = []
-        if os.path.exists(os.path.join(path, "identity.arrow")):
-            ii = _read_table(os.path.join(path, "identity.arrow")).to_pydict()
-            none = [None] * len(ii["kind"])  # format 1: links and forwards only
-            identity = list(
-                zip(
-                    ii["kind"],
-                    ii["key"],
-                    ii["target"],
-                    ii.get("note", none),
-                    ii.get("token", none),
-                    ii.get("ts", none),
-                    strict=True,
-                )
-            )
-        outbound: list[list[Any]] = []
-        if os.path.exists(os.path.join(path, "outbound.arrow")):
-            o = _read_table(os.path.join(path, "outbound.arrow")).to_pydict()
-            outbound = [
-                [i, c, ch, tr, ts, msgpack.unpackb(d)]
-                for i, c, ch, tr, ts, d in zip(
-                    o["id"],
-                    o["customer_id"],
-                    o["channel"],
-                    o["trigger"],
-                    o["ts"],
-                    o["decision"],
-                    strict=True,
-                )
-            ]
-    except (OSError, KeyError, ValueError, pa.ArrowException) as e:
-        raise SnapshotError(f"{path}: unreadable snapshot: {e}") from e
+def _read_rows(
+    path: str, file: str, columns: Columns, older: frozenset[str] = frozenset()
+) -> list[tuple[Any, ...]]:
+    """The rows of one of a snapshot's files ([] if it has none: older shards wrote
+    none); a column in `older` that an older format lacks reads as None."""
+    if not os.path.exists(os.path.join(path, file)):
+        return []
+    t = _read_table(os.path.join(path, file)).to_pydict()
+    none = [None] * len(t[columns[0][0]])
+    cols = (t.get(c, none) if c in older else t[c] for c, _ in columns)
+    return list(zip(*cols, strict=True))
+
+
+def _read_outbound(path: str) -> list[list[Any]]:
+    rows = _read_rows(path, "outbound.arrow", _OUTBOUND)
+    return [[i, c, ch, tr, ts, msgpack.unpackb(d)] for i, c, ch, tr, ts, d in rows]
+
+
+def _check(path: str, meta: dict[str, Any], layout_key: str) -> None:
+    """Refuse a snapshot of a format this code cannot read, or of another profile schema."""
     if meta.get("format") not in READABLE:
         raise SnapshotError(
             f"{path}: snapshot format {meta.get('format')}, this version reads "
@@ -266,35 +246,63 @@ def read(directory: str, snapshot: str, layout_key: str) -> State:
             f"this config {layout_key}); restore the config it was written with, or move "
             "the shard's directory away to start empty"
         )
+
+
+def _matrices(profiles: pa.Table, widths: dict[str, int]) -> dict[str, np.ndarray]:
+    """Each matrix back from its fixed-size-list column (a zero-width one has nulls)."""
     n = profiles.num_rows
     matrices = {}
-    for name, width in meta["widths"].items():
+    for name, width in widths.items():
         if width:
             col = profiles.column(name).combine_chunks()
             flat = col.flatten().to_numpy(zero_copy_only=False)
             matrices[name] = flat.reshape(n, width)
         else:
             matrices[name] = np.empty((n, 0), dtype=_DTYPES[name].to_pandas_dtype())
-    records = zip(
-        decisions["customer_id"],
-        decisions["actions"],
-        decisions["ts"],
-        decisions["channel"],
-        decisions["placement"],
-        decisions["model_version"],
-        strict=True,
-    )
+    return matrices
+
+
+def _ids(profiles: pa.Table) -> tuple[bytes, np.ndarray]:
+    """The customer ids as written: UTF-8 back to back, and where each ends."""
+    n = profiles.num_rows
     ids = profiles.column("customer_id").combine_chunks()
     offsets = np.frombuffer(ids.buffers()[1], dtype=np.int64)[ids.offset : ids.offset + n + 1]
     data = ids.buffers()[2]
     blob = data.to_pybytes()[offsets[0] : offsets[-1]] if n else b""
+    return blob, (offsets[1:] - offsets[0]).astype(np.uint64)
+
+
+def _decisions(d: dict[str, list[Any]]) -> list[tuple[str, tuple[Any, ...]]]:
+    """(decision_id, (customer_id, actions, ts, channel, placement, model_version))."""
+    names = [c for c, _ in _DECISIONS[1:]]
+    records = zip(*(d[c] for c in names), strict=True)
+    return list(zip(d["decision_id"], records, strict=True))
+
+
+def read(directory: str, snapshot: str, layout_key: str) -> State:
+    """Load a snapshot; SnapshotError if it is damaged, of a format this code does not
+    read, or written for another profile schema."""
+    path = os.path.join(directory, snapshot)
+    try:
+        profiles = _read_table(os.path.join(path, "profiles.arrow"))
+        meta = json.loads(profiles.schema.metadata[b"nextbest"])
+        decisions = _read_table(os.path.join(path, "decisions.arrow")).to_pydict()
+        seen = _read_table(os.path.join(path, "seen.arrow")).column("key").to_pylist()
+        contacts = _read_rows(path, "contacts.arrow", _CONTACTS)
+        timers = _read_rows(path, "timers.arrow", _TIMERS)
+        identity = _read_rows(path, "identity.arrow", _IDENTITY, _IDENTITY_SINCE_2)
+        outbound = _read_outbound(path)
+    except (OSError, KeyError, ValueError, pa.ArrowException) as e:
+        raise SnapshotError(f"{path}: unreadable snapshot: {e}") from e
+    _check(path, meta, layout_key)
+    blob, ends = _ids(profiles)
     return State(
         wal_seq=int(meta["wal_seq"]),
         layout_key=meta["layout_key"],
         id_blob=blob,
-        id_ends=(offsets[1:] - offsets[0]).astype(np.uint64),
-        matrices=matrices,
-        decisions=list(zip(decisions["decision_id"], records, strict=True)),
+        id_ends=ends,
+        matrices=_matrices(profiles, meta["widths"]),
+        decisions=_decisions(decisions),
         seen=seen,
         counters={k: int(v) for k, v in meta.get("counters", {}).items()},
         contacts=contacts,
