@@ -20,6 +20,10 @@ The protocol:
 Guarantees: `decode(encode(r)) == r` for every record (a property test checks it), and
 a WAL written with the old tags recovers to the state the older shard recovered to
 (tests/unit/test_journal_records.py, with a WAL the older shard wrote).
+
+The identity book's records (links, forwards, owed merges, pins, ...) are defined in
+`identity_records.py`, since they also carry the book's own name for the change; they
+are re-exported here, so every record type is `records.<Type>`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,19 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, get_args
 
 from decisioning.delivery.outbox import Message
+from decisioning.journal.identity_records import (
+    IDENTITY,
+    Absorbed,
+    Cancelled,
+    Forwarded,
+    IdentityRecord,
+    Linked,
+    Owed,
+    Pinned,
+    Unpinned,
+    from_book,
+    to_book,
+)
 from decisioning.profile import Event
 
 __all__ = [
@@ -217,104 +234,7 @@ class Acked:
         return cls(tuple(body))
 
 
-# -- identity (the protocol: decisioning/profile/identity.py) -----------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Linked:
-    """An identifier linked to a customer (None: unlinked)."""
-
-    TAG: ClassVar[str] = "link"
-    BOOK: ClassVar[str] = "L"
-    alias: str
-    customer_id: str | None
-
-    def body(self) -> list[Any]:
-        return [self.alias, self.customer_id]
-
-
-@dataclass(frozen=True, slots=True)
-class Forwarded:
-    """A merged customer's forward pointer set (None: removed)."""
-
-    TAG: ClassVar[str] = "forward"
-    BOOK: ClassVar[str] = "F"
-    merged: str
-    survivor: str | None
-
-    def body(self) -> list[Any]:
-        return [self.merged, self.survivor]
-
-
-@dataclass(frozen=True, slots=True)
-class Owed:
-    """A merge owed (survivor None: settled)."""
-
-    TAG: ClassVar[str] = "owe"
-    BOOK: ClassVar[str] = "owe"
-    merged: str
-    survivor: str | None
-    reason: str = ""
-    merge_id: str | None = None
-
-    def body(self) -> list[Any]:
-        if self.survivor is None:  # as the book writes a settlement
-            return [self.merged, None]
-        return [self.merged, self.survivor, self.reason, self.merge_id]
-
-
-@dataclass(frozen=True, slots=True)
-class Pinned:
-    """Merge step 1: a survivor pinned by an attempt."""
-
-    TAG: ClassVar[str] = "pin"
-    BOOK: ClassVar[str] = "pin"
-    survivor: str
-    token: str
-    merged: str
-    ts: float
-
-    def body(self) -> list[Any]:
-        return [self.survivor, self.token, self.merged, self.ts]
-
-
-@dataclass(frozen=True, slots=True)
-class Unpinned:
-    """Merge step 6: the attempt's pin is gone."""
-
-    TAG: ClassVar[str] = "unpin"
-    BOOK: ClassVar[str] = "unpin"
-    survivor: str
-    token: str
-
-    def body(self) -> list[Any]:
-        return [self.survivor, self.token]
-
-
-@dataclass(frozen=True, slots=True)
-class Cancelled:
-    """A stale attempt called off: its freeze is refused from now on."""
-
-    TAG: ClassVar[str] = "cancel"
-    BOOK: ClassVar[str] = "cancel"
-    token: str
-    ts: float
-
-    def body(self) -> list[Any]:
-        return [self.token, self.ts]
-
-
-@dataclass(frozen=True, slots=True)
-class Absorbed:
-    """A merge id folded here (kept a while, so a retried absorb folds nothing)."""
-
-    TAG: ClassVar[str] = "absorbed"
-    BOOK: ClassVar[str] = "absorbed"
-    merge_id: str
-    ts: float
-
-    def body(self) -> list[Any]:
-        return [self.merge_id, self.ts]
+# -- identity: the book's records are in identity_records.py; a merge's fold is here ----
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,7 +252,6 @@ class Folded:
         return [self.survivor, self.merge_id, self.state, self.contacts, self.ts]
 
 
-IdentityRecord = Linked | Forwarded | Owed | Pinned | Unpinned | Cancelled | Absorbed
 Record = (
     EventsApplied
     | DecisionMade
@@ -347,7 +266,6 @@ Record = (
     | IdentityRecord
     | Folded
 )
-IDENTITY: tuple[type[IdentityRecord], ...] = get_args(IdentityRecord)
 _TYPES: tuple[type[Any], ...] = get_args(Record)
 
 
@@ -378,7 +296,6 @@ LEGACY: dict[str, Callable[[Any], Any]] = {
     "k": Acked.from_body,
 }
 _DECODERS = {**LEGACY, **TAGS}
-_BY_BOOK: dict[str, type[IdentityRecord]] = {cls.BOOK: cls for cls in IDENTITY}
 
 
 def encode(record: Record) -> list[Any]:
@@ -391,14 +308,3 @@ def decode(row: list[Any] | tuple[Any, ...]) -> Record | None:
     tag, body = row
     decoder = _DECODERS.get(tag)
     return None if decoder is None else decoder(body)
-
-
-def from_book(change: tuple[str, list[Any]]) -> IdentityRecord:
-    """The record of a change the identity book made (`Book.link`, `Book.pin`, ...)."""
-    kind, body = change
-    return _BY_BOOK[kind](*body)
-
-
-def to_book(record: IdentityRecord) -> tuple[str, list[Any]]:
-    """The change as the identity book applies it (`Book.apply`), live and in replay."""
-    return record.BOOK, record.body()
