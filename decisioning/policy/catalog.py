@@ -17,6 +17,7 @@ from decisioning.profile import ProfileSchema
 __all__ = ["Action", "Catalog", "RuleLocation", "Trigger", "make_resolver"]
 
 STAGES = ("eligibility", "applicability", "suitability")
+Resolver = Callable[[str, str], FieldInfo | None]  # (namespace, name) -> the field, or None
 _ACTION_FIELDS = {"id": "str", "group": "str", "value": "num", "lever": "num"}
 
 
@@ -83,7 +84,7 @@ def make_resolver(
     allow_action_value: bool = True,
     allow_action: bool = True,
     allow_event: bool = False,
-) -> Callable[[str, str], FieldInfo | None]:
+) -> Resolver:
     """The name resolver rules compile against: profile, consent, context, action fields
     (and, in trigger conditions, the event: `event.type` and its properties)."""
     ctx_fields = {c.name: c for c in config.context}
@@ -128,79 +129,177 @@ def make_resolver(
     return resolve
 
 
+class _Compiler:
+    """Compiles the rules at each place of the config, collecting every failure (with
+    where it is) so one CatalogError lists them all, in config order."""
+
+    def __init__(self, config: Config, schema: ProfileSchema) -> None:
+        self.config, self.schema = config, schema
+        self.errors: list[RuleLocation] = []
+        self.resolve = make_resolver(config, schema)
+
+    def resolver(self, **allow: bool) -> Resolver:
+        """A resolver that lets rules at some place see more, or fewer, names."""
+        return make_resolver(self.config, self.schema, **allow)
+
+    def at(self, field: str, source: str, resolver: Resolver | None = None) -> Rule | None:
+        """The rule at `field`, or None (the failure recorded)."""
+        try:
+            return compile_rule(source, self.resolve if resolver is None else resolver)
+        except RuleError as e:
+            self.errors.append(RuleLocation(field, e))
+            return None
+
+
+def _actions(c: _Compiler) -> list[Action]:
+    """Every action with its rules; a group's rules are compiled once, shared by the group."""
+    d = c.config.decisioning
+    resolve_value = c.resolver(allow_action_value=False)
+    compiled: dict[str, Rule] = {}
+    actions = []
+    for i, spec in enumerate(c.config.actions):
+        lever = spec.lever * d.group_levers.get(spec.group, 1.0)
+        lever *= d.issue_levers.get(spec.issue or "", 1.0)
+        actions.append(_action(i, spec, c, resolve_value, lever, d.groups, compiled))
+    return actions
+
+
+def _action(
+    i: int,
+    spec: ActionSpec,
+    c: _Compiler,
+    resolve_value: Resolver,
+    lever: float,
+    group_rules: Mapping[str, Any],
+    compiled: dict[str, Rule],
+) -> Action:
+    """One action: its value, and its rules stage by stage (the group's before its own)."""
+    value_rule = None
+    value_const = 0.0
+    if isinstance(spec.value, str):
+        value_rule = c.at(f"actions[{i}].value", spec.value, resolve_value)
+    else:
+        value_const = float(spec.value)
+    rules: list[tuple[str, Rule]] = []
+    eligibility = None
+    for stage in STAGES:
+        group_source = getattr(group_rules.get(spec.group), stage, None)
+        if group_source is not None:
+            where = f"decisioning.groups.{spec.group}.{stage}"
+            rule = compiled.get(where) or c.at(where, group_source)
+            if rule is not None:
+                compiled[where] = rule
+                rules.append((f"group {stage}", rule))
+        source = getattr(spec, stage)
+        if source is not None:
+            rule = c.at(f"actions[{i}].{stage}", source)
+            if rule is not None:
+                rules.append((stage, rule))
+                if stage == "eligibility":
+                    eligibility = rule
+    return Action(
+        index=i,
+        id=spec.id,
+        group=spec.group,
+        channels=frozenset(spec.channels),
+        lever=lever,  # the action's, times its group's and its issue's
+        model=spec.model,
+        start=spec.start.timestamp() if spec.start else -math.inf,
+        end=spec.end.timestamp() if spec.end else math.inf,
+        value_const=value_const,
+        value_rule=value_rule,
+        eligibility=eligibility,
+        rules=tuple(rules),
+        mandatory=spec.mandatory,
+    )
+
+
+def _do_nothing(c: _Compiler) -> tuple[float, Rule | None]:
+    """The priority of doing nothing: a constant, or a rule (which sees no action)."""
+    value = c.config.decisioning.do_nothing_value
+    if isinstance(value, str):
+        return 0.0, c.at("decisioning.do_nothing_value", value, c.resolver(allow_action=False))
+    return float(value), None
+
+
+def _outbound_rules(c: _Compiler) -> dict[str, Rule]:
+    """Per channel, the rule an outbound decision's action must pass to go on it."""
+    out: dict[str, Rule] = {}
+    for ch, source in c.config.decisioning.outbound.rules.items():
+        rule = c.at(f"decisioning.outbound.rules.{ch}", source)
+        if rule is not None:
+            out[ch] = rule
+    return out
+
+
+def _context_weights(c: _Compiler) -> list[tuple[Rule, float]]:
+    out: list[tuple[Rule, float]] = []
+    for i, cw in enumerate(c.config.decisioning.context_weights):
+        rule = c.at(f"decisioning.context_weights[{i}].when", cw.when)
+        if rule is not None:
+            out.append((rule, cw.weight))
+    return out
+
+
+def _derived_context(c: _Compiler) -> list[tuple[str, Rule]]:
+    """The context fields filled by a lookup when the request does not give them."""
+    resolve_lookup = c.resolver(allow_action=False)
+    out: list[tuple[str, Rule]] = []
+    for i, cf in enumerate(c.config.context):
+        if cf.lookup is not None:
+            rule = c.at(f"context[{i}].lookup", cf.lookup, resolve_lookup)
+            if rule is not None:
+                out.append((cf.name, rule))
+    return out
+
+
+def _triggers(c: _Compiler) -> list[Trigger]:
+    """Every trigger, its condition compiled (it sees the event, not an action)."""
+    resolve_trigger = c.resolver(allow_action=False, allow_event=True)
+    out: list[Trigger] = []
+    for i, t in enumerate(c.config.triggers):
+        when = None
+        if t.when is not None:
+            when = c.at(f"triggers[{i}].when", t.when, resolve_trigger)
+        out.append(
+            Trigger(
+                id=t.id,
+                on=frozenset(t.event),
+                when=when,
+                crossing=t.crossing,
+                not_followed_by=frozenset(t.not_followed_by),
+                within=t.within,
+                channel=t.channel,
+                placement=t.placement,
+            )
+        )
+    return out
+
+
+def _version(config: Config) -> str:
+    """A short hash of what the catalog is compiled from (actions, decisioning, triggers)."""
+    dump = json.dumps(
+        [s.model_dump(mode="json") for s in config.actions]
+        + [config.decisioning.model_dump(mode="json")]
+        + ([[t.model_dump(mode="json") for t in config.triggers]] if config.triggers else []),
+        sort_keys=True,
+    )
+    return hashlib.sha256(dump.encode()).hexdigest()[:12]
+
+
 class Catalog:
     """Compiled actions, indexed by channel, plus the context-weight rules."""
 
     def __init__(self, config: Config, schema: ProfileSchema) -> None:
-        errors: list[RuleLocation] = []
-        resolve = make_resolver(config, schema)
-        resolve_value = make_resolver(config, schema, allow_action_value=False)
-
-        def compile_at(field: str, source: str, resolver: Any = resolve) -> Rule | None:
-            try:
-                return compile_rule(source, resolver)
-            except RuleError as e:
-                errors.append(RuleLocation(field, e))
-                return None
-
-        self.actions: list[Action] = []
-        compiled: dict[str, Rule] = {}  # group rules: compiled once, shared by the group
-        for i, spec in enumerate(config.actions):
-            lever = spec.lever * config.decisioning.group_levers.get(spec.group, 1.0)
-            lever *= config.decisioning.issue_levers.get(spec.issue or "", 1.0)
-            self.actions.append(
-                self._compile(
-                    i, spec, compile_at, resolve_value, lever, config.decisioning.groups, compiled
-                )
-            )
-        d = config.decisioning
-        self.do_nothing_const = 0.0
-        self.do_nothing_rule: Rule | None = None
-        if isinstance(d.do_nothing_value, str):
-            self.do_nothing_rule = compile_at(
-                "decisioning.do_nothing_value",
-                d.do_nothing_value,
-                make_resolver(config, schema, allow_action=False),
-            )
-        else:
-            self.do_nothing_const = float(d.do_nothing_value)
-        self.outbound_rules: dict[str, Rule] = {}
-        for ch, source in d.outbound.rules.items():
-            rule = compile_at(f"decisioning.outbound.rules.{ch}", source)
-            if rule is not None:
-                self.outbound_rules[ch] = rule
-        self.context_weights: list[tuple[Rule, float]] = []
-        for i, cw in enumerate(config.decisioning.context_weights):
-            rule = compile_at(f"decisioning.context_weights[{i}].when", cw.when)
-            if rule is not None:
-                self.context_weights.append((rule, cw.weight))
-        self.derived_context: list[tuple[str, Rule]] = []  # context fields filled by lookups
-        resolve_lookup = make_resolver(config, schema, allow_action=False)
-        for i, cf in enumerate(config.context):
-            if cf.lookup is not None:
-                rule = compile_at(f"context[{i}].lookup", cf.lookup, resolve_lookup)
-                if rule is not None:
-                    self.derived_context.append((cf.name, rule))
-        self.triggers: list[Trigger] = []
-        resolve_trigger = make_resolver(config, schema, allow_action=False, allow_event=True)
-        for i, t in enumerate(config.triggers):
-            when = None
-            if t.when is not None:
-                when = compile_at(f"triggers[{i}].when", t.when, resolve_trigger)
-            self.triggers.append(
-                Trigger(
-                    id=t.id,
-                    on=frozenset(t.event),
-                    when=when,
-                    crossing=t.crossing,
-                    not_followed_by=frozenset(t.not_followed_by),
-                    within=t.within,
-                    channel=t.channel,
-                    placement=t.placement,
-                )
-            )
-        if errors:
-            raise CatalogError(errors)
+        c = _Compiler(config, schema)  # (in this order: it is the order errors are listed)
+        self.actions = _actions(c)
+        self.do_nothing_const, self.do_nothing_rule = _do_nothing(c)
+        self.outbound_rules = _outbound_rules(c)
+        self.context_weights = _context_weights(c)
+        self.derived_context = _derived_context(c)  # context fields filled by lookups
+        self.triggers = _triggers(c)
+        if c.errors:
+            raise CatalogError(c.errors)
         self.trigger_by_id = {t.id: t for t in self.triggers}
         self.triggers_on: dict[str, list[Trigger]] = {}  # event type -> triggers it fires/arms
         self.cancels: dict[str, list[Trigger]] = {}  # event type -> timers it cancels
@@ -214,67 +313,12 @@ class Catalog:
         for a in self.actions:
             for ch in a.channels:
                 self.by_channel[ch].append(a)
-        dump = json.dumps(
-            [s.model_dump(mode="json") for s in config.actions]
-            + [config.decisioning.model_dump(mode="json")]
-            + ([[t.model_dump(mode="json") for t in config.triggers]] if config.triggers else []),
-            sort_keys=True,
-        )
-        self.version = hashlib.sha256(dump.encode()).hexdigest()[:12]
+        self.version = _version(config)
         # per channel: the consent column and the rule (opt_out when not configured)
         self.consent: dict[str, tuple[int, str]] = {
             ch: (schema.index[f"consent_{ch}"], config.decisioning.consent.get(ch, "opt_out"))
             for ch in config.channels
         }
-
-    @staticmethod
-    def _compile(
-        i: int,
-        spec: ActionSpec,
-        compile_at: Any,
-        resolve_value: Any,
-        lever: float,
-        group_rules: Mapping[str, Any],
-        compiled: dict[str, Rule],
-    ) -> Action:
-        value_rule = None
-        value_const = 0.0
-        if isinstance(spec.value, str):
-            value_rule = compile_at(f"actions[{i}].value", spec.value, resolve_value)
-        else:
-            value_const = float(spec.value)
-        rules: list[tuple[str, Rule]] = []
-        eligibility = None
-        for stage in STAGES:
-            group_source = getattr(group_rules.get(spec.group), stage, None)
-            if group_source is not None:
-                where = f"decisioning.groups.{spec.group}.{stage}"
-                rule = compiled.get(where) or compile_at(where, group_source)
-                if rule is not None:
-                    compiled[where] = rule
-                    rules.append((f"group {stage}", rule))
-            source = getattr(spec, stage)
-            if source is not None:
-                rule = compile_at(f"actions[{i}].{stage}", source)
-                if rule is not None:
-                    rules.append((stage, rule))
-                    if stage == "eligibility":
-                        eligibility = rule
-        return Action(
-            index=i,
-            id=spec.id,
-            group=spec.group,
-            channels=frozenset(spec.channels),
-            lever=lever,  # the action's, times its group's and its issue's
-            model=spec.model,
-            start=spec.start.timestamp() if spec.start else -math.inf,
-            end=spec.end.timestamp() if spec.end else math.inf,
-            value_const=value_const,
-            value_rule=value_rule,
-            eligibility=eligibility,
-            rules=tuple(rules),
-            mandatory=spec.mandatory,
-        )
 
     def live(self, channel: str, now: float) -> list[Action]:
         """Actions deliverable on `channel` whose start/end dates include `now`."""
