@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from decisioning.config import Config
+from decisioning.config import Config, ContextFieldSpec
 from decisioning.errors import ModelIncompatible
 from decisioning.policy.catalog import Action, Catalog
 from decisioning.profile import ProfileSchema
@@ -83,77 +83,34 @@ class FeaturePlan:
     ) -> FeaturePlan:
         """Resolve every feature name, or refuse the model listing what is missing."""
         ctx_fields = {f"context_{c.name}": c for c in config.context}
-        prof_pos: list[int] = []
-        prof_idx: list[int] = []
-        remaps: list[tuple[int, np.ndarray]] = []
-        action_cols: list[tuple[int, np.ndarray]] = []
-        ctx_cols: list[tuple[int, str, Mapping[str, float] | None]] = []
-        value_col = channel_col = -1
-        channel_codes: dict[str, float] = {}
-        missing: list[str] = []
-        categorical: list[int] = []
-        float32_cols: list[int] = []
-
-        def vocab_for(name: str) -> Sequence[str] | None:
-            v = categories.get(name)
-            if v is None:
-                missing.append(f"{name} (categorical, but the manifest has no vocabulary)")
-            return v
-
+        b = _Builder(categories)
         for col, name in enumerate(names):
             if name in schema.index:
-                prof_pos.append(col)
-                prof_idx.append(schema.index[name])
-                if name in schema.categories:
-                    categorical.append(col)
-                    vocab = vocab_for(name)
-                    if vocab is not None:
-                        remaps.append((col, _remap(schema.categories[name], vocab)))
-                elif name in schema.float32_features:
-                    float32_cols.append(col)
-            elif name in ("action_id", "action_group"):
-                categorical.append(col)
-                vocab = vocab_for(name)
-                if vocab is not None:
-                    keys = [a.id if name == "action_id" else a.group for a in catalog.actions]
-                    action_cols.append((col, encode(keys, vocab)))
-            elif name == "action_lever":
-                action_cols.append((col, np.array([a.lever for a in catalog.actions])))
+                b.profile(col, name, schema)
+            elif name in ("action_id", "action_group", "action_lever"):
+                b.action(col, name, catalog)
             elif name == "action_value":
-                value_col = col
+                b.value_col = col
             elif name == "channel":
-                categorical.append(col)
-                vocab = vocab_for(name)
-                if vocab is not None:
-                    channel_col = col
-                    channel_codes = {v: float(i) for i, v in enumerate(vocab)}
+                b.channel(col)
             elif name in ctx_fields:
-                spec = ctx_fields[name]
-                if spec.type == "categorical":
-                    categorical.append(col)
-                    vocab = vocab_for(name)
-                    if vocab is not None:
-                        ctx_cols.append(
-                            (col, spec.name, {v: float(i) for i, v in enumerate(vocab)})
-                        )
-                else:
-                    ctx_cols.append((col, spec.name, None))
+                b.context(col, name, ctx_fields[name])
             else:
-                missing.append(name)
-        if missing:
-            raise ModelIncompatible(model, missing)
+                b.missing.append(name)
+        if b.missing:
+            raise ModelIncompatible(model, b.missing)
         return cls(
             names=tuple(names),
-            prof_pos=np.array(prof_pos, dtype=np.intp),
-            prof_idx=np.array(prof_idx, dtype=np.intp),
-            prof_remaps=tuple(remaps),
-            action_cols=tuple(action_cols),
-            value_col=value_col,
-            channel_col=channel_col,
-            channel_codes=channel_codes,
-            ctx_cols=tuple(ctx_cols),
-            categorical=tuple(categorical),
-            float32_cols=np.array(float32_cols, dtype=np.intp),
+            prof_pos=np.array(b.prof_pos, dtype=np.intp),
+            prof_idx=np.array(b.prof_idx, dtype=np.intp),
+            prof_remaps=tuple(b.remaps),
+            action_cols=tuple(b.action_cols),
+            value_col=b.value_col,
+            channel_col=b.channel_col,
+            channel_codes=b.channel_codes,
+            ctx_cols=tuple(b.ctx_cols),
+            categorical=tuple(b.categorical),
+            float32_cols=np.array(b.float32_cols, dtype=np.intp),
         )
 
     def as_served(self, x: np.ndarray) -> np.ndarray:
@@ -194,6 +151,69 @@ class FeaturePlan:
         if self.value_col >= 0:
             x[:, self.value_col] = values
         return x
+
+
+class _Builder:
+    """The columns of a plan as `FeaturePlan.build` resolves them, one feature at a time,
+    and the names it cannot build."""
+
+    def __init__(self, categories: Mapping[str, Sequence[str]]) -> None:
+        self.categories = categories
+        self.prof_pos: list[int] = []
+        self.prof_idx: list[int] = []
+        self.remaps: list[tuple[int, np.ndarray]] = []
+        self.action_cols: list[tuple[int, np.ndarray]] = []
+        self.ctx_cols: list[tuple[int, str, Mapping[str, float] | None]] = []
+        self.value_col = self.channel_col = -1
+        self.channel_codes: dict[str, float] = {}
+        self.missing: list[str] = []
+        self.categorical: list[int] = []
+        self.float32_cols: list[int] = []
+
+    def vocab(self, col: int, name: str) -> Sequence[str] | None:
+        """A categorical feature's vocabulary in the manifest (None: missing, noted)."""
+        self.categorical.append(col)
+        v = self.categories.get(name)
+        if v is None:
+            self.missing.append(f"{name} (categorical, but the manifest has no vocabulary)")
+        return v
+
+    def profile(self, col: int, name: str, schema: ProfileSchema) -> None:
+        """A profile column; a categorical one remapped from the config's codes to the
+        model's, a numeric one the shard holds in float32 noted for `as_served`."""
+        self.prof_pos.append(col)
+        self.prof_idx.append(schema.index[name])
+        if name in schema.categories:
+            vocab = self.vocab(col, name)
+            if vocab is not None:
+                self.remaps.append((col, _remap(schema.categories[name], vocab)))
+        elif name in schema.float32_features:
+            self.float32_cols.append(col)
+
+    def action(self, col: int, name: str, catalog: Catalog) -> None:
+        """A per-action column: the action's id or group code, or its lever."""
+        if name == "action_lever":
+            self.action_cols.append((col, np.array([a.lever for a in catalog.actions])))
+            return
+        vocab = self.vocab(col, name)
+        if vocab is not None:
+            keys = [a.id if name == "action_id" else a.group for a in catalog.actions]
+            self.action_cols.append((col, encode(keys, vocab)))
+
+    def channel(self, col: int) -> None:
+        vocab = self.vocab(col, "channel")
+        if vocab is not None:
+            self.channel_col = col
+            self.channel_codes = {v: float(i) for i, v in enumerate(vocab)}
+
+    def context(self, col: int, name: str, spec: ContextFieldSpec) -> None:
+        """A request context field: its code in the vocabulary, or its number."""
+        if spec.type != "categorical":
+            self.ctx_cols.append((col, spec.name, None))
+            return
+        vocab = self.vocab(col, name)
+        if vocab is not None:
+            self.ctx_cols.append((col, spec.name, {v: float(i) for i, v in enumerate(vocab)}))
 
 
 def _context_value(v: Any, vocab: Mapping[str, float] | None) -> float:
