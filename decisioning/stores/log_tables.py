@@ -67,96 +67,135 @@ class Decided:
 Outcome = tuple[str, str, str, str, float]  # decision_id, action_id, customer_id, outcome, ts
 
 
-def decisions_table(decided: list[Decided]) -> pa.Table:
-    """A row per eligible candidate of each decision (one null row when none was)."""
-    cols: dict[str, list[Any]] = {f.name: [] for f in DECISIONS_SCHEMA if f.name != "features"}
-    flat: list[np.ndarray] = []
-    offsets = [0]
+class _Columns:
+    """The columns of a decisions table, filled a row at a time; the features of every
+    row back to back, with where each row's end."""
 
-    def row(d: Decision, ctx: str, variant: str, **values: Any) -> None:
+    def __init__(self) -> None:
+        self.cols: dict[str, list[Any]] = {
+            f.name: [] for f in DECISIONS_SCHEMA if f.name != "features"
+        }
+        self.flat: list[np.ndarray] = []
+        self.offsets = [0]
+
+    def row(self, e: Decided, features: np.ndarray | None, **values: Any) -> None:
+        """One row of decision `e`: what the decision says, then the candidate's `values`."""
+        d, cols = e.decision, self.cols
         cols["decision_id"].append(d.decision_id)
         cols["ts"].append(int(d.ts * 1_000_000))
         cols["customer_id"].append(d.customer_id)
         cols["channel"].append(d.channel)
         cols["placement"].append(d.placement)
-        cols["context"].append(ctx)
-        cols["variant"].append(variant)
+        cols["context"].append(e.context)
+        cols["variant"].append(e.variant)
         for k, v in values.items():
             cols[k].append(v)
+        if features is not None:
+            self.flat.append(features)
+        self.offsets.append(self.offsets[-1] + (0 if features is None else len(features)))
 
-    for e in decided:
-        d, tr = e.decision, e.decision.trace
-        assert tr is not None
-        n = len(tr.action_ids)
-        if n == 0:  # nothing eligible: the decision is still a row (do nothing)
-            row(
-                d,
-                e.context,
-                e.variant,
-                action_id=None,
-                model=None,
-                model_version=None,
-                propensity=None,
-                priority=None,
-                rank=None,
-                chosen=False,
-                position=None,
-                probability=None,
-                shadow_version=None,
-                shadow_propensity=None,
-            )
-            offsets.append(offsets[-1])
-            continue
-        features: list[np.ndarray | None] = [None] * n
-        refs: list[str | None] = [None] * n
-        for ref, idx, x in tr.blocks:
-            for j, i in enumerate(idx):
-                features[i] = x[j]
-                refs[i] = ref
-        order = sorted(range(n), key=lambda i: (-tr.priority[i], tr.action_ids[i]))
-        ranks = [0] * n
-        for r, i in enumerate(order):
-            ranks[i] = r
-        chosen = {a.action_id for a in d.actions}
-        positions = {a.action_id: j for j, a in enumerate(d.actions)}
-        first = d.actions[0].action_id if d.actions else None
-        sh = e.shadow
-        shadow_refs: list[str | None] = [None] * n
-        for ref, idx, _ in sh.blocks if sh is not None else ():
-            for i in idx:
-                shadow_refs[i] = ref
-        for i in range(n):
-            aid = tr.action_ids[i]
-            if d.probability is not None:  # an exploring policy
-                p = d.probability.get(aid, 0.0)
-            else:
-                p = 1.0 if aid == first else 0.0
-            row(
-                d,
-                e.context,
-                e.variant,
-                action_id=aid,
-                model=tr.models[i],
-                model_version=refs[i],
-                propensity=float(tr.propensity[i]),
-                priority=float(tr.priority[i]),
-                rank=ranks[i],
-                chosen=aid in chosen,
-                position=positions.get(aid),
-                probability=p,
-                shadow_version=(ref_i := shadow_refs[i]),
-                shadow_propensity=None if sh is None or ref_i is None else float(sh.propensity[i]),
-            )
-            f = features[i]
-            if f is not None:
-                flat.append(f)
-            offsets.append(offsets[-1] + (0 if f is None else len(f)))
-    values = np.concatenate(flat) if flat else np.empty(0, dtype=np.float64)
-    arrays = {name: pa.array(v, DECISIONS_SCHEMA.field(name).type) for name, v in cols.items()}
-    arrays["features"] = pa.ListArray.from_arrays(
-        pa.array(offsets, pa.int32()), pa.array(values, pa.float64())
+    def table(self) -> pa.Table:
+        values = np.concatenate(self.flat) if self.flat else np.empty(0, dtype=np.float64)
+        arrays = {
+            name: pa.array(v, DECISIONS_SCHEMA.field(name).type) for name, v in self.cols.items()
+        }
+        arrays["features"] = pa.ListArray.from_arrays(
+            pa.array(self.offsets, pa.int32()), pa.array(values, pa.float64())
+        )
+        return pa.table([arrays[f.name] for f in DECISIONS_SCHEMA], schema=DECISIONS_SCHEMA)
+
+
+def _nothing_eligible(out: _Columns, e: Decided) -> None:
+    """The row of a decision with no eligible candidate: it still decided (do nothing)."""
+    out.row(
+        e,
+        None,
+        action_id=None,
+        model=None,
+        model_version=None,
+        propensity=None,
+        priority=None,
+        rank=None,
+        chosen=False,
+        position=None,
+        probability=None,
+        shadow_version=None,
+        shadow_propensity=None,
     )
-    return pa.table([arrays[f.name] for f in DECISIONS_SCHEMA], schema=DECISIONS_SCHEMA)
+
+
+def _scored(tr: Trace, n: int) -> tuple[list[np.ndarray | None], list[str | None]]:
+    """Per candidate: the feature row its model scored and that model's ref (None: none)."""
+    features: list[np.ndarray | None] = [None] * n
+    refs: list[str | None] = [None] * n
+    for ref, idx, x in tr.blocks:
+        for j, i in enumerate(idx):
+            features[i] = x[j]
+            refs[i] = ref
+    return features, refs
+
+
+def _ranks(tr: Trace, n: int) -> list[int]:
+    """Per candidate, its rank by priority (0 = highest; ties by action id)."""
+    order = sorted(range(n), key=lambda i: (-tr.priority[i], tr.action_ids[i]))
+    ranks = [0] * n
+    for r, i in enumerate(order):
+        ranks[i] = r
+    return ranks
+
+
+def _shadow_refs(sh: Trace | None, n: int) -> list[str | None]:
+    """Per candidate, the ref of the model in shadow that scored it (None: none)."""
+    refs: list[str | None] = [None] * n
+    for ref, idx, _ in sh.blocks if sh is not None else ():
+        for i in idx:
+            refs[i] = ref
+    return refs
+
+
+def _candidates(out: _Columns, e: Decided, tr: Trace) -> None:
+    """A row per eligible candidate, in the trace's order."""
+    d, sh, n = e.decision, e.shadow, len(tr.action_ids)
+    features, refs = _scored(tr, n)
+    ranks = _ranks(tr, n)
+    shadow_refs = _shadow_refs(sh, n)
+    chosen = {a.action_id for a in d.actions}
+    positions = {a.action_id: j for j, a in enumerate(d.actions)}
+    first = d.actions[0].action_id if d.actions else None
+    for i in range(n):
+        aid = tr.action_ids[i]
+        if d.probability is not None:  # an exploring policy
+            p = d.probability.get(aid, 0.0)
+        else:
+            p = 1.0 if aid == first else 0.0
+        out.row(
+            e,
+            features[i],
+            action_id=aid,
+            model=tr.models[i],
+            model_version=refs[i],
+            propensity=float(tr.propensity[i]),
+            priority=float(tr.priority[i]),
+            rank=ranks[i],
+            chosen=aid in chosen,
+            position=positions.get(aid),
+            probability=p,
+            shadow_version=(ref_i := shadow_refs[i]),
+            shadow_propensity=None if sh is None or ref_i is None else float(sh.propensity[i]),
+        )
+
+
+def decisions_table(decided: list[Decided]) -> pa.Table:
+    """A row per eligible candidate of each decision (one null row when none was)."""
+    out = _Columns()
+    for e in decided:
+        tr = e.decision.trace
+        assert tr is not None
+        if len(tr.action_ids) == 0:
+            _nothing_eligible(out, e)
+        else:
+            _candidates(out, e, tr)
+    return out.table()
 
 
 def outcomes_table(rows: list[Outcome]) -> pa.Table:
