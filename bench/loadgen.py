@@ -133,6 +133,78 @@ async def _closed(port: int, requests: list[bytes], connections: int, seconds: f
     return _result(h, statuses, elapsed)
 
 
+class _Pool:
+    """The open loop's keep-alive connections: a request takes an idle one, or opens one
+    while fewer than `limit` are open, or waits for one to come back."""
+
+    def __init__(self, port: int, limit: int) -> None:
+        self.port, self.limit = port, limit
+        self.idle: asyncio.Queue[_Conn] = asyncio.Queue()
+        self.opened = 0
+
+    async def get(self) -> _Conn:
+        if self.idle.empty() and self.opened < self.limit:
+            self.opened += 1
+            try:
+                return await _connect(self.port)
+            except BaseException:
+                self.opened -= 1
+                raise
+        return await self.idle.get()
+
+    def put(self, conn: _Conn) -> None:
+        self.idle.put_nowait(conn)
+
+    def spend(self, conn: _Conn) -> None:
+        """A connection whose answer never came: closed, and a new one may be opened."""
+        conn.writer.close()
+        self.opened -= 1
+
+    def close(self) -> None:
+        while not self.idle.empty():
+            self.idle.get_nowait().writer.close()
+
+
+class _Tally:
+    """Latencies from the scheduled send (all answers, and the 200s alone) and statuses."""
+
+    def __init__(self) -> None:
+        self.h, self.ok = _hist(), _hist()
+        self.statuses: Counter[int] = Counter()
+
+    def record(self, status: int, scheduled: float) -> None:
+        took = max(1, int((time.perf_counter() - scheduled) * 1e6))
+        self.h.record_value(took)
+        if status == 200:
+            self.ok.record_value(took)
+        self.statuses[status] += 1
+
+
+async def _one(
+    pool: _Pool, tally: _Tally, scheduled: float, request: bytes, timeout_s: float
+) -> None:
+    """Send `request` on a pooled connection; no answer `timeout_s` after `scheduled`
+    (waiting for a connection included) counts as status 0."""
+    conn: _Conn | None = None
+
+    async def exchange() -> int:
+        nonlocal conn
+        conn = await pool.get()
+        return await conn.send(request)
+
+    left = scheduled + timeout_s - time.perf_counter()
+    try:
+        status = await asyncio.wait_for(exchange(), max(left, 0.001))
+    except (TimeoutError, OSError, asyncio.IncompleteReadError):
+        tally.statuses[0] += 1  # no answer in time (waiting included): the connection is spent
+        if conn is not None:
+            pool.spend(conn)
+        return
+    assert conn is not None
+    tally.record(status, scheduled)
+    pool.put(conn)
+
+
 async def _open(
     port: int,
     requests: list[bytes],
@@ -141,49 +213,8 @@ async def _open(
     max_connections: int,
     timeout_s: float,
 ) -> Result:
-    idle: asyncio.Queue[_Conn] = asyncio.Queue()
-    opened = 0
-    h, ok = _hist(), _hist()
-    statuses: Counter[int] = Counter()
+    pool, tally = _Pool(port, max_connections), _Tally()
     tasks = []
-
-    async def connection() -> _Conn:
-        nonlocal opened
-        if idle.empty() and opened < max_connections:
-            opened += 1
-            try:
-                return await _connect(port)
-            except BaseException:
-                opened -= 1
-                raise
-        return await idle.get()
-
-    async def one(scheduled: float, request: bytes) -> None:
-        nonlocal opened
-        conn: _Conn | None = None
-
-        async def exchange() -> int:
-            nonlocal conn
-            conn = await connection()
-            return await conn.send(request)
-
-        left = scheduled + timeout_s - time.perf_counter()
-        try:
-            status = await asyncio.wait_for(exchange(), max(left, 0.001))
-        except (TimeoutError, OSError, asyncio.IncompleteReadError):
-            statuses[0] += 1  # no answer in time (waiting included): the connection is spent
-            if conn is not None:
-                conn.writer.close()
-                opened -= 1
-            return
-        assert conn is not None
-        took = max(1, int((time.perf_counter() - scheduled) * 1e6))
-        h.record_value(took)
-        if status == 200:
-            ok.record_value(took)
-        statuses[status] += 1
-        idle.put_nowait(conn)
-
     start = time.perf_counter()
     n = int(rate * seconds)
     for i in range(n):
@@ -191,12 +222,12 @@ async def _open(
         delay = scheduled - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(one(scheduled, requests[i % len(requests)])))
+        one = _one(pool, tally, scheduled, requests[i % len(requests)], timeout_s)
+        tasks.append(asyncio.ensure_future(one))
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
-    while not idle.empty():
-        idle.get_nowait().writer.close()
-    return _result(h, statuses, elapsed, ok)
+    pool.close()
+    return _result(tally.h, tally.statuses, elapsed, tally.ok)
 
 
 def _without_gc(coro: Any) -> Result:

@@ -171,75 +171,89 @@ def generate(
 
     Events span the 30 days before `now`; pass the current time to load live profiles.
     """
-    rng = np.random.default_rng(seed)
-    schema = ProfileSchema(config)
-    catalog = Catalog(config, schema)
-    store = ProfileStore(schema, capacity=customers)
-    vocab = default_vocabularies(config, schema)
-    features = list(DEMO_FEATURES)
-    plan = FeaturePlan.build(
-        "demo", features, {k: v for k, v in vocab.items() if k in features}, config, schema, catalog
-    )
-    all_events: list[Event] = []
-    rows: list[np.ndarray] = []
-    labels: list[int] = []
-    meta: dict[str, list[Any]] = {"customer_id": [], "ts": []}
-    raw: dict[str, list[Any]] = {
-        "action_id": [],
-        "action_group": [],
-        "channel": [],
-        "context_device": [],
-    }
-    channels = [c for c in ("web", "app", "email") if c in config.channels]
+    sim = _Simulation(config, np.random.default_rng(seed), customers)
     for i in range(customers):
         cid = f"c-{i}"
-        events = _customer_events(rng, cid, now - DAY)
-        store.apply_many(events)
-        all_events.extend(events)
+        sim.customer(cid, now)
         for _ in range(offers):
-            t = now - rng.random() * DAY
-            channel = str(rng.choice(channels))
-            device = str(rng.choice(["desktop", "mobile", "tablet"], p=[0.5, 0.4, 0.1]))
-            prof = store.features(cid, t)
-            env = Env(prof.tolist(), context_of(channel, "home_hero", {"device": device}))
-            live = []
-            for a in catalog.live(channel, t):
-                env.action = a
-                env.value = a.value(env)
-                if a.model and (a.eligibility is None or a.eligibility.holds(env)):
-                    live.append((a, env.value))
-            if not live:
-                continue
-            a, value = live[int(rng.integers(len(live)))]
-            x = plan.matrix(prof, [a], [value], channel, {"device": device})[0]
-            named = {n: float(prof[schema.index[n]]) for n in schema.feature_names}
-            p = 1 / (1 + math.exp(-_true_logit(named, a.id, a.group, device)))
-            rows.append(x)
-            labels.append(int(rng.random() < p))
-            meta["customer_id"].append(cid)
-            meta["ts"].append(t)
-            for k, val in (
-                ("action_id", a.id),
-                ("action_group", a.group),
-                ("channel", channel),
-                ("context_device", device),
-            ):
-                raw[k].append(val)
-    mat = np.vstack(rows) if rows else np.empty((0, len(features)))
-    cols: dict[str, Any] = {}
-    for j, f in enumerate(features):
-        cols[f] = (
-            raw[f]
-            if f in raw
-            else (
-                [schema.categories[f][int(c)] if c == c else None for c in mat[:, j]]
-                if f in schema.categories
-                else mat[:, j]
-            )
+            sim.offer(cid, now)
+    return DemoData(events=sim.events, training=sim.table())
+
+
+_RAW = ("action_id", "action_group", "channel", "context_device")  # columns kept as strings
+
+
+class _Simulation:
+    """The shards' own profile store and feature plan, and the rows simulated so far.
+    Every random draw comes from one generator, in a fixed order: same seed, same data."""
+
+    def __init__(self, config: Config, rng: np.random.Generator, customers: int) -> None:
+        self.rng = rng
+        self.schema = ProfileSchema(config)
+        self.catalog = Catalog(config, self.schema)
+        self.store = ProfileStore(self.schema, capacity=customers)
+        vocab = default_vocabularies(config, self.schema)
+        self.features = list(DEMO_FEATURES)
+        categories = {k: v for k, v in vocab.items() if k in self.features}
+        self.plan = FeaturePlan.build(
+            "demo", self.features, categories, config, self.schema, self.catalog
         )
-    cols["label"] = labels
-    cols.update(meta)
-    return DemoData(events=all_events, training=pa.table(cols))
+        self.channels = [c for c in ("web", "app", "email") if c in config.channels]
+        self.events: list[Event] = []
+        self.rows: list[np.ndarray] = []
+        self.labels: list[int] = []
+        self.meta: dict[str, list[Any]] = {"customer_id": [], "ts": []}
+        self.raw: dict[str, list[Any]] = {k: [] for k in _RAW}
+
+    def customer(self, cid: str, now: float) -> None:
+        """A customer's 30 days of events, up to a day before `now`, into the store."""
+        events = _customer_events(self.rng, cid, now - DAY)
+        self.store.apply_many(events)
+        self.events.extend(events)
+
+    def offer(self, cid: str, now: float) -> None:
+        """One offer in the last day, drawn uniformly from the actions the customer is
+        eligible for on a random channel, accepted with the true propensity."""
+        rng, schema = self.rng, self.schema
+        t = now - rng.random() * DAY
+        channel = str(rng.choice(self.channels))
+        device = str(rng.choice(["desktop", "mobile", "tablet"], p=[0.5, 0.4, 0.1]))
+        prof = self.store.features(cid, t)
+        env = Env(prof.tolist(), context_of(channel, "home_hero", {"device": device}))
+        live = []
+        for a in self.catalog.live(channel, t):
+            env.action = a
+            env.value = a.value(env)
+            if a.model and (a.eligibility is None or a.eligibility.holds(env)):
+                live.append((a, env.value))
+        if not live:
+            return
+        a, value = live[int(rng.integers(len(live)))]
+        x = self.plan.matrix(prof, [a], [value], channel, {"device": device})[0]
+        named = {n: float(prof[schema.index[n]]) for n in schema.feature_names}
+        p = 1 / (1 + math.exp(-_true_logit(named, a.id, a.group, device)))
+        self.rows.append(x)
+        self.labels.append(int(rng.random() < p))
+        self.meta["customer_id"].append(cid)
+        self.meta["ts"].append(t)
+        for k, val in zip(_RAW, (a.id, a.group, channel, device), strict=True):
+            self.raw[k].append(val)
+
+    def table(self) -> pa.Table:
+        """The training table: the feature columns (categories as their strings), the
+        label, the customer and the time of the offer."""
+        mat = np.vstack(self.rows) if self.rows else np.empty((0, len(self.features)))
+        cols: dict[str, Any] = {}
+        for j, f in enumerate(self.features):
+            if f in self.raw:
+                cols[f] = self.raw[f]
+            elif f in self.schema.categories:
+                cols[f] = [self.schema.categories[f][int(c)] if c == c else None for c in mat[:, j]]
+            else:
+                cols[f] = mat[:, j]
+        cols["label"] = self.labels
+        cols.update(self.meta)
+        return pa.table(cols)
 
 
 def event_batches(events: list[Event], size: int = 500) -> Iterator[list[dict[str, Any]]]:

@@ -51,19 +51,12 @@ def fit_on_ray(
     enough for one machine; the CLI passes one under the data dir); it is removed after."""
 
     import ray.data
-    import ray.train
-    from ray.train.lightgbm import LightGBMTrainer, RayTrainReportCallback
+    from ray.train.lightgbm import RayTrainReportCallback
 
     staging = staging or tempfile.mkdtemp(prefix="nextbest-train-")
     try:
-        train_dir, valid_dir = os.path.join(staging, "train"), os.path.join(staging, "valid")
-        for d, x, y in ((train_dir, x_train, y_train), (valid_dir, x_valid, y_valid)):
-            os.makedirs(d, exist_ok=True)
-            # a file per worker, so each reads its part in parallel
-            for i, part in enumerate(np.array_split(np.arange(len(y)), workers)):
-                pq.write_table(
-                    _table(x[part], y[part], features), os.path.join(d, f"part-{i}.parquet")
-                )
+        train_dir = stage(os.path.join(staging, "train"), x_train, y_train, features, workers)
+        valid_dir = stage(os.path.join(staging, "valid"), x_valid, y_valid, features, workers)
         datasets = {  # reads take what a worker takes: they must fit beside the workers
             "train": ray.data.read_parquet(train_dir, num_cpus=cpus_per_worker),
             "valid": ray.data.read_parquet(valid_dir, num_cpus=cpus_per_worker),
@@ -78,18 +71,7 @@ def fit_on_ray(
             "params": {**params, "num_threads": max(1, int(cpus_per_worker))},
             "rounds": rounds,
         }
-        trainer = LightGBMTrainer(
-            _worker_loop,
-            train_loop_config=loop_config,
-            scaling_config=ray.train.ScalingConfig(
-                num_workers=workers, resources_per_worker={"CPU": cpus_per_worker}
-            ),
-            run_config=ray.train.RunConfig(
-                name="nextbest-train", storage_path=os.path.join(staging, "runs")
-            ),
-            datasets=datasets,
-        )
-        result = trainer.fit()
+        result = _trainer(datasets, loop_config, workers, cpus_per_worker, staging).fit()
         if result.error is not None:
             raise result.error
         assert result.checkpoint is not None
@@ -98,6 +80,41 @@ def fit_on_ray(
         return booster
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # a fresh dir per run: never reused
+
+
+def stage(directory: str, x: np.ndarray, y: np.ndarray, features: list[str], parts: int) -> str:
+    """The rows as `parts` Parquet files under `directory` (a file per worker, so each
+    reads its part in parallel), the label as `__label__`; the directory."""
+    os.makedirs(directory, exist_ok=True)
+    for i, part in enumerate(np.array_split(np.arange(len(y)), parts)):
+        pq.write_table(
+            _table(x[part], y[part], features), os.path.join(directory, f"part-{i}.parquet")
+        )
+    return directory
+
+
+def _trainer(
+    datasets: dict[str, Any],
+    loop_config: dict[str, Any],
+    workers: int,
+    cpus_per_worker: float,
+    staging: str,
+) -> Any:
+    """Ray Train's LightGBMTrainer running `_worker_loop` on `workers` workers."""
+    import ray.train
+    from ray.train.lightgbm import LightGBMTrainer
+
+    return LightGBMTrainer(
+        _worker_loop,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=workers, resources_per_worker={"CPU": cpus_per_worker}
+        ),
+        run_config=ray.train.RunConfig(
+            name="nextbest-train", storage_path=os.path.join(staging, "runs")
+        ),
+        datasets=datasets,
+    )
 
 
 def _worker_loop(config: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ import pyarrow.fs as pafs
 
 from decisioning.config import Config
 from decisioning.errors import ModelError
+from decisioning.policy.scoring import ModelManifest
 from decisioning.stores.decision_log import DECISIONS_SCHEMA, OUTCOMES_SCHEMA
 from decisioning.stores.fs import filesystem
 from decisioning.stores.registry import Registry
@@ -96,88 +97,22 @@ def table_from_logs(
     decisions = open_dataset(fs, f"{root}/decisions")
     if decisions is None:
         raise TrainingError(f"no decision logs under {logs}")
-    wanted = (pc.field("model") == name) & pc.field("chosen")
-    if since is not None:
-        wanted &= pc.field("ts") >= pa.scalar(int(since * 1e6), pa.timestamp("us", tz="UTC"))
-    columns = ["decision_id", "ts", "action_id", "model_version", "features"]
-    if not include_open:
-        closed = (time.time() if now is None else now) - window_s
-        wanted &= pc.field("ts") <= pa.scalar(int(closed * 1e6), pa.timestamp("us", tz="UTC"))
-    shown = decisions.to_table(columns=columns, filter=wanted)
-    if shown.num_rows == 0:
-        raise TrainingError(
-            f"the logs hold no decision scored by a {name!r} model"
-            + ("" if include_open else " whose attribution window has closed")
-        )
+    closed = None if include_open else (time.time() if now is None else now) - window_s
+    shown = _shown(decisions, name, since, closed)
     progress(f"read {shown.num_rows} shown candidates scored by {name} from {logs}/decisions")
-
-    label = np.zeros(shown.num_rows)
-    outcomes = open_dataset(fs, f"{root}/outcomes")
-    n_pos = 0
-    if outcomes is not None:
-        pos = outcomes.to_table(
-            columns=["decision_id", "action_id", "ts"],
-            filter=pc.field("outcome").isin(list(positives)),
-        )
-        progress(f"read {pos.num_rows} positive outcomes ({', '.join(positives)})")
-        first: dict[tuple[str, str], float] = {}
-        for d, a, t in zip(
-            pos["decision_id"].to_pylist(),
-            pos["action_id"].to_pylist(),
-            pos["ts"].cast(pa.int64()).to_numpy() / 1e6,
-            strict=True,
-        ):
-            first[(d, a)] = min(t, first.get((d, a), math.inf))
-        ts = shown["ts"].cast(pa.int64()).to_numpy() / 1e6
-        for i, (d, a) in enumerate(
-            zip(shown["decision_id"].to_pylist(), shown["action_id"].to_pylist(), strict=True)
-        ):
-            t = first.get((d, a))
-            if t is not None and t - ts[i] <= window_s:
-                label[i] = 1.0
-        n_pos = int(label.sum())
-
-    # the features of the newest version that logged; rows of versions with other
-    # features are left out (and counted)
-    registry = Registry(config.server.data_dir)
-    versions = sorted(
-        {v for v in shown["model_version"].to_pylist() if v},
-        key=lambda ref: int(ref.rsplit("@", 1)[1]),
+    label, n_pos = _labels(
+        open_dataset(fs, f"{root}/outcomes"), shown, positives, window_s, progress
     )
-    if not versions:
-        raise TrainingError(
-            f"no logged decision was scored by a loaded {name!r} model (all model_version null)"
-        )
-    manifests = {}
-    for ref in versions:
-        try:
-            manifests[ref] = registry.read(name, int(ref.rsplit("@", 1)[1])).manifest
-        except ModelError as e:
-            raise TrainingError(f"{ref} logged decisions but cannot be read: {e}") from None
-    target = manifests[versions[-1]].features
-    keep = [ref for ref in versions if manifests[ref].features == target]
-    mask = pc.is_in(shown["model_version"], value_set=pa.array(keep)).to_numpy(zero_copy_only=False)
+    newest = _NewestFeatures.of(Registry(config.server.data_dir), name, shown)
+    mask = pc.is_in(shown["model_version"], value_set=pa.array(newest.keep))
+    mask = mask.to_numpy(zero_copy_only=False)
     rows = shown.filter(pa.array(mask))
     label = label[mask]
-    flat = rows["features"].combine_chunks().flatten().to_numpy()
-    x = flat.reshape(rows.num_rows, len(target))
-    columns_out: dict[str, pa.Array] = {}
-    refs = rows["model_version"].to_pylist()
-    for j, f in enumerate(target):
-        vocab_by_ref = {ref: manifests[ref].categories.get(f) for ref in keep}
-        if any(v is not None for v in vocab_by_ref.values()):
-            values = []
-            for code, ref in zip(x[:, j], refs, strict=True):
-                vocab = vocab_by_ref[ref] or []
-                ok = code == code and 0 <= int(code) < len(vocab)
-                values.append(vocab[int(code)] if ok else None)
-            columns_out[f] = pa.array(values, pa.string())
-        else:
-            columns_out[f] = pa.array(x[:, j], pa.float64())
-    columns_out["label"] = pa.array(label)
+    columns = newest.columns(rows)
+    columns["label"] = pa.array(label)
     ts_rows = rows["ts"].cast(pa.int64()).to_numpy() / 1e6
-    columns_out["ts"] = pa.array(ts_rows)
-    table = pa.table(columns_out)
+    columns["ts"] = pa.array(ts_rows)
+    table = pa.table(columns)
     info = {
         "source": "logs",
         "logs": logs,
@@ -189,10 +124,115 @@ def table_from_logs(
         "rows": table.num_rows,
         "positive_rows": int(label.sum()),
         "left_out_other_features": shown.num_rows - rows.num_rows,
-        "logged_versions": keep,
+        "logged_versions": newest.keep,
     }
     progress(
         f"{table.num_rows} examples, {int(label.sum())} positive (of {n_pos} matched), "
-        f"features of {versions[-1]}"
+        f"features of {newest.versions[-1]}"
     )
-    return LogTable(table, list(target), info)
+    return LogTable(table, list(newest.target), info)
+
+
+def _shown(decisions: ds.Dataset, name: str, since: float | None, closed: float | None) -> pa.Table:
+    """The candidates a `name` model scored and the shard chose, decided at or after
+    `since` and, unless `closed` is None, no later than `closed`."""
+    wanted = (pc.field("model") == name) & pc.field("chosen")
+    if since is not None:
+        wanted &= pc.field("ts") >= pa.scalar(int(since * 1e6), pa.timestamp("us", tz="UTC"))
+    columns = ["decision_id", "ts", "action_id", "model_version", "features"]
+    if closed is not None:
+        wanted &= pc.field("ts") <= pa.scalar(int(closed * 1e6), pa.timestamp("us", tz="UTC"))
+    shown = decisions.to_table(columns=columns, filter=wanted)
+    if shown.num_rows == 0:
+        raise TrainingError(
+            f"the logs hold no decision scored by a {name!r} model"
+            + ("" if closed is None else " whose attribution window has closed")
+        )
+    return shown
+
+
+def _labels(
+    outcomes: ds.Dataset | None,
+    shown: pa.Table,
+    positives: Sequence[str],
+    window_s: float,
+    progress: Callable[[str], None],
+) -> tuple[np.ndarray, int]:
+    """1.0 for each shown candidate whose first positive outcome came within `window_s`
+    of its decision, else 0.0; and how many are positive."""
+    label = np.zeros(shown.num_rows)
+    if outcomes is None:
+        return label, 0
+    pos = outcomes.to_table(
+        columns=["decision_id", "action_id", "ts"],
+        filter=pc.field("outcome").isin(list(positives)),
+    )
+    progress(f"read {pos.num_rows} positive outcomes ({', '.join(positives)})")
+    first: dict[tuple[str, str], float] = {}
+    for d, a, t in zip(
+        pos["decision_id"].to_pylist(),
+        pos["action_id"].to_pylist(),
+        pos["ts"].cast(pa.int64()).to_numpy() / 1e6,
+        strict=True,
+    ):
+        first[(d, a)] = min(t, first.get((d, a), math.inf))
+    ts = shown["ts"].cast(pa.int64()).to_numpy() / 1e6
+    for i, (d, a) in enumerate(
+        zip(shown["decision_id"].to_pylist(), shown["action_id"].to_pylist(), strict=True)
+    ):
+        t = first.get((d, a))
+        if t is not None and t - ts[i] <= window_s:
+            label[i] = 1.0
+    return label, int(label.sum())
+
+
+@dataclass(frozen=True, slots=True)
+class _NewestFeatures:
+    """The features of the newest version that logged (`target`), and the versions that
+    logged those same features (`keep`): rows of the others are left out (and counted)."""
+
+    versions: list[str]  # every version that logged, oldest first
+    manifests: dict[str, ModelManifest]
+    target: list[str]
+    keep: list[str]
+
+    @classmethod
+    def of(cls, registry: Registry, name: str, shown: pa.Table) -> _NewestFeatures:
+        versions = sorted(
+            {v for v in shown["model_version"].to_pylist() if v},
+            key=lambda ref: int(ref.rsplit("@", 1)[1]),
+        )
+        if not versions:
+            raise TrainingError(
+                f"no logged decision was scored by a loaded {name!r} model (all model_version null)"
+            )
+        manifests = {}
+        for ref in versions:
+            try:
+                manifests[ref] = registry.read(name, int(ref.rsplit("@", 1)[1])).manifest
+            except ModelError as e:
+                raise TrainingError(f"{ref} logged decisions but cannot be read: {e}") from None
+        target = manifests[versions[-1]].features
+        keep = [ref for ref in versions if manifests[ref].features == target]
+        return cls(versions, manifests, target, keep)
+
+    def columns(self, rows: pa.Table) -> dict[str, pa.Array]:
+        """The logged feature vectors of `rows` as one column per feature; a categorical
+        one decoded back to its strings with the vocabulary of the version that logged it
+        (a code outside it, or NaN, becomes null)."""
+        flat = rows["features"].combine_chunks().flatten().to_numpy()
+        x = flat.reshape(rows.num_rows, len(self.target))
+        out: dict[str, pa.Array] = {}
+        refs = rows["model_version"].to_pylist()
+        for j, f in enumerate(self.target):
+            vocab_by_ref = {ref: self.manifests[ref].categories.get(f) for ref in self.keep}
+            if any(v is not None for v in vocab_by_ref.values()):
+                values = []
+                for code, ref in zip(x[:, j], refs, strict=True):
+                    vocab = vocab_by_ref[ref] or []
+                    ok = code == code and 0 <= int(code) < len(vocab)
+                    values.append(vocab[int(code)] if ok else None)
+                out[f] = pa.array(values, pa.string())
+            else:
+                out[f] = pa.array(x[:, j], pa.float64())
+        return out

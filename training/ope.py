@@ -104,6 +104,20 @@ def estimate(
     )
 
 
+_LOGGED_COLUMNS = [
+    "decision_id",
+    "ts",
+    "action_id",
+    "model",
+    "model_version",
+    "features",
+    "propensity",
+    "priority",
+    "probability",
+    "position",
+]
+
+
 def evaluate(
     logs: str,
     config: Config,
@@ -115,12 +129,10 @@ def evaluate(
     """Estimate how model version `ref` (name@version) would have done on the logs."""
     from decisioning.stores.fs import filesystem
 
-    name, _, v = ref.partition("@")
-    if not v.isdigit():
-        raise TrainingError(f"--model takes name@version, e.g. propensity@3, not {ref!r}")
+    name, version = _model_ref(ref)
     registry = Registry(config.server.data_dir)
     try:
-        bundle = registry.read(name, int(v))
+        bundle = registry.read(name, version)
     except ModelError as e:
         raise TrainingError(str(e)) from None
     features = bundle.manifest.features
@@ -129,21 +141,40 @@ def evaluate(
     decisions = open_dataset(fs, f"{root}/decisions")
     if decisions is None:
         raise TrainingError(f"no decision logs under {logs}")
-    cols = [
-        "decision_id",
-        "ts",
-        "action_id",
-        "model",
-        "model_version",
-        "features",
-        "propensity",
-        "priority",
-        "probability",
-        "position",
-    ]
-    rows = decisions.to_table(columns=cols, filter=pc.field("action_id").is_valid())
+    rows = decisions.to_table(columns=_LOGGED_COLUMNS, filter=pc.field("action_id").is_valid())
     progress(f"read {rows.num_rows} logged candidates from {logs}/decisions")
-    # which logged versions took the same features (their vectors can be rescored)
+    propensity = rows["propensity"].to_numpy(zero_copy_only=False)
+    priority = rows["priority"].to_numpy(zero_copy_only=False)
+    new_p = _rescored(rows, propensity, registry, name, features, booster, progress)
+    safe = np.where(propensity > 0, propensity, 1.0)
+    new_priority = np.where(propensity > 0, priority * new_p / safe, priority)
+    reward_of = _rewards(fs, root, positives, window_s, rows)
+    threshold = config.decisioning.do_nothing_threshold
+    r, p, match, q_t, q_l = _per_decision(rows, new_p, new_priority, reward_of, threshold)
+    progress(f"{len(r)} decisions with a shown action")
+    return estimate(r, p, match, q_t, q_l)
+
+
+def _model_ref(ref: str) -> tuple[str, int]:
+    """'propensity@3' -> ("propensity", 3)."""
+    name, _, v = ref.partition("@")
+    if not v.isdigit():
+        raise TrainingError(f"--model takes name@version, e.g. propensity@3, not {ref!r}")
+    return name, int(v)
+
+
+def _rescored(
+    rows: pa.Table,
+    propensity: np.ndarray,
+    registry: Registry,
+    name: str,
+    features: list[str],
+    booster: lgb.Booster,
+    progress: Callable[[str], None],
+) -> np.ndarray:
+    """The candidate's propensity for each logged candidate whose vector it can read
+    (logged by a version of the same name with the same features); the logged one
+    for the others."""
     same = {
         ref_
         for ref_ in set(rows["model_version"].to_pylist()) - {None}
@@ -154,8 +185,6 @@ def evaluate(
     scored_np = scored.to_numpy(zero_copy_only=False) & ~pc.is_null(rows["model_version"]).to_numpy(
         zero_copy_only=False
     )
-    propensity = rows["propensity"].to_numpy(zero_copy_only=False)
-    priority = rows["priority"].to_numpy(zero_copy_only=False)
     new_p = propensity.copy()
     if scored_np.any():
         flat = rows.filter(pa.array(scored_np))["features"].combine_chunks().flatten().to_numpy()
@@ -166,15 +195,24 @@ def evaluate(
             f"{int(other.sum())} candidates were scored by other models or features: "
             "their logged propensity is kept"
         )
-    safe = np.where(propensity > 0, propensity, 1.0)
-    new_priority = np.where(propensity > 0, priority * new_p / safe, priority)
+    return new_p
 
-    reward_of = _rewards(fs, root, positives, window_s, rows)
+
+def _per_decision(
+    rows: pa.Table,
+    new_p: np.ndarray,
+    new_priority: np.ndarray,
+    reward_of: dict[tuple[str, str], float],
+    threshold: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per decision that showed an action: its reward, the logging probability of what
+    was shown first, whether a greedy policy on the candidate would have shown it, and
+    the candidate's propensity for its own pick (0 when it would show nothing) and for
+    the logged one (the arrays `estimate` takes)."""
     ids = rows["decision_id"].to_pylist()
     actions = rows["action_id"].to_pylist()
     position = rows["position"].to_numpy(zero_copy_only=False)
     prob = rows["probability"].to_numpy(zero_copy_only=False)
-    threshold = config.decisioning.do_nothing_threshold
     groups: dict[str, list[int]] = {}
     for i, d in enumerate(ids):
         groups.setdefault(d, []).append(i)
@@ -191,8 +229,7 @@ def evaluate(
         match.append(target == a)
         q_t.append(new_p[target] if target is not None else 0.0)
         q_l.append(new_p[a])
-    progress(f"{len(r)} decisions with a shown action")
-    return estimate(np.array(r), np.array(p), np.array(match), np.array(q_t), np.array(q_l))
+    return np.array(r), np.array(p), np.array(match), np.array(q_t), np.array(q_l)
 
 
 def _rewards(

@@ -41,7 +41,7 @@ from decisioning.policy.scoring import (
 )
 from decisioning.profile import ProfileSchema
 from decisioning.stores.registry import Registry
-from training.metrics import auc, calibration, logloss
+from training.holdout import HeldOut, evaluate_held_out
 from training.report import Curve, render
 
 __all__ = ["REPORT_FILE", "TrainResult", "TrainingError", "read_table", "table_matrix", "train"]
@@ -118,6 +118,25 @@ def _candidate_features(config: Config, schema: ProfileSchema) -> set[str]:
     return names
 
 
+@dataclass(frozen=True, slots=True)
+class _Features:
+    """The features a model is fitted on, their vocabularies, and the plan a shard
+    builds them with."""
+
+    names: list[str]
+    categories: dict[str, list[str]]
+    plan: FeaturePlan
+
+
+@dataclass(frozen=True, slots=True)
+class _Split:
+    """The rows fitted on and the rows held out (indices), and how they were chosen."""
+
+    train: np.ndarray
+    valid: np.ndarray
+    how: str  # "time" or "random"
+
+
 def train(
     table: pa.Table,
     config: Config,
@@ -137,6 +156,57 @@ def train(
 ) -> TrainResult:
     """Train, evaluate on a held-out split, write the version to the registry (or out_dir).
     With `workers`, Ray Train's LightGBMTrainer fits the model (Ray must be running)."""
+    chosen = _choose_features(table, config, name, label, features, progress)
+    # fitted, validated and compared on exactly the values a shard will score
+    x = chosen.plan.as_served(table_matrix(table, chosen.names, chosen.categories))
+    y = _labels(table, label)
+    split = _split(table, valid_fraction, seed)
+    p = {**DEFAULT_PARAMS, "seed": seed, **(params or {})}
+    progress(
+        f"training {name}: {len(split.train)} rows, {len(chosen.names)} features, "
+        f"{len(split.valid)} held out ({split.how} split), up to {rounds} rounds"
+    )
+    booster = _fit(x, y, split, chosen, p, rounds, progress, config, workers, cpus_per_worker)
+    registry = Registry(config.server.data_dir)
+    held_out = evaluate_held_out(
+        booster,
+        x[split.valid],
+        y[split.valid],
+        len(split.train),
+        chosen.names,
+        chosen.categories,
+        registry,
+        name,
+        progress,
+    )
+    setup = {
+        "label": label,
+        "rounds": rounds,
+        "split": split.how,
+        "params": p,
+        "lightgbm": lgb.__version__,
+        "trainer": f"ray-train x{workers}" if workers else "lightgbm",
+        **(training_info or {}),
+    }
+    text = booster.model_to_string()
+    manifest = _manifest(config, name, registry.next_version(name), chosen, held_out, text, setup)
+    path = _write(manifest, text, booster, held_out, registry, out_dir)
+    m = held_out.metrics
+    progress(f"{manifest.ref}: AUC {m['auc']:.3f}, logloss {m['logloss']:.4f} -> {path}")
+    progress(f"report: {path}/{REPORT_FILE}")
+    return TrainResult(manifest, path)
+
+
+def _choose_features(
+    table: pa.Table,
+    config: Config,
+    name: str,
+    label: str,
+    features: list[str] | None,
+    progress: Callable[[str], None],
+) -> _Features:
+    """The given features, or every column named like one; each checked against what
+    a shard can build (before training: a model no shard can serve is refused)."""
     schema = ProfileSchema(config)
     catalog = Catalog(config, schema)
     if label not in table.column_names:
@@ -154,41 +224,71 @@ def train(
         raise TrainingError("no feature columns found (names must match profile features)")
     vocab_all = default_vocabularies(config, schema)
     categories = {f: vocab_all[f] for f in features if f in vocab_all}
-    # the shard must be able to build exactly these features: check before training
     plan = FeaturePlan.build(name, features, categories, config, schema, catalog)
+    return _Features(features, categories, plan)
 
-    # fitted, validated and compared on exactly the values a shard will score
-    x = plan.as_served(table_matrix(table, features, categories))
+
+def _labels(table: pa.Table, label: str) -> np.ndarray:
+    """The label column as 0.0/1.0, refused when it has nulls, other values or one class."""
     y_col = table.column(label).cast(pa.float64())
     if y_col.null_count:
         raise TrainingError(f"label column {label!r} has {y_col.null_count} nulls")
-    y = y_col.to_numpy()
+    y = np.asarray(y_col.to_numpy())
     if not np.isin(y, (0.0, 1.0)).all():
         raise TrainingError(f"label column {label!r} must be 0/1")
     if y.min() == y.max():
         raise TrainingError("the label has a single class; nothing to learn")
+    return y
 
+
+def _split(table: pa.Table, valid_fraction: float, seed: int) -> _Split:
+    """Hold out `valid_fraction` of the rows: the latest when the table has a `ts`
+    column (validated as it will be used, on the future), else a seeded random share."""
     rng = np.random.default_rng(seed)
-    if "ts" in table.column_names:  # split by time: validate on the latest rows
+    if "ts" in table.column_names:
         order = np.argsort(table.column("ts").cast(pa.float64()).to_numpy(), kind="stable")
-        split = "time"
+        how = "time"
     else:
         order = rng.permutation(table.num_rows)
-        split = "random"
+        how = "random"
     n_valid = max(1, int(table.num_rows * valid_fraction))
-    train_idx, valid_idx = order[:-n_valid], order[-n_valid:]
-    p = {**DEFAULT_PARAMS, "seed": seed, **(params or {})}
+    return _Split(order[:-n_valid], order[-n_valid:], how)
+
+
+def _fit(
+    x: np.ndarray,
+    y: np.ndarray,
+    split: _Split,
+    chosen: _Features,
+    params: dict[str, Any],
+    rounds: int,
+    progress: Callable[[str], None],
+    config: Config,
+    workers: int | None,
+    cpus_per_worker: float,
+) -> lgb.Booster:
+    """LightGBM on this machine, or Ray Train's LightGBMTrainer with `workers`."""
+    xt, yt, xv, yv = x[split.train], y[split.train], x[split.valid], y[split.valid]
+    categorical = list(chosen.plan.categorical)
+    if workers:
+        from training.distributed import fit_on_ray
+
+        return fit_on_ray(
+            xt,
+            yt,
+            xv,
+            yv,
+            chosen.names,
+            categorical,
+            params,
+            rounds,
+            workers,
+            progress,
+            staging=_staging_dir(config),
+            cpus_per_worker=cpus_per_worker,
+        )
     dtrain = lgb.Dataset(
-        x[train_idx],
-        y[train_idx],
-        feature_name=features,
-        categorical_feature=list(plan.categorical),
-        free_raw_data=False,
-    )
-    dvalid = dtrain.create_valid(x[valid_idx], y[valid_idx])
-    progress(
-        f"training {name}: {len(train_idx)} rows, {len(features)} features, "
-        f"{len(valid_idx)} held out ({split} split), up to {rounds} rounds"
+        xt, yt, feature_name=chosen.names, categorical_feature=categorical, free_raw_data=False
     )
 
     def report(env: Any) -> None:
@@ -196,100 +296,14 @@ def train(
             loss = env.evaluation_result_list[0][2]
             progress(f"  round {env.iteration + 1}/{env.end_iteration}  valid logloss {loss:.4f}")
 
-    if workers:
-        from training.distributed import fit_on_ray
-
-        booster = fit_on_ray(
-            x[train_idx],
-            y[train_idx],
-            x[valid_idx],
-            y[valid_idx],
-            features,
-            list(plan.categorical),
-            p,
-            rounds,
-            workers,
-            progress,
-            staging=_staging_dir(config),
-            cpus_per_worker=cpus_per_worker,
-        )
-    else:
-        booster = lgb.train(
-            p,
-            dtrain,
-            num_boost_round=rounds,
-            valid_sets=[dvalid],
-            valid_names=["valid"],
-            callbacks=[report],
-        )
-    xv, yv = x[valid_idx], y[valid_idx]
-    pv = booster.predict(xv, num_threads=1)
-    metrics: dict[str, Any] = {
-        "auc": round(auc(yv, pv), 6),
-        "logloss": round(logloss(yv, pv), 6),
-        "base_rate": round(float(yv.mean()), 6),
-        "rows_train": len(train_idx),
-        "rows_valid": len(valid_idx),
-        "trees": booster.num_trees(),
-        "calibration": calibration(yv, pv),
-    }
-    if "action_id" in features:
-        j, vocab = features.index("action_id"), categories["action_id"]
-        metrics["auc_by_action"] = {
-            vocab[int(code)]: round(a, 6)
-            for code in np.unique(xv[:, j][~np.isnan(xv[:, j])])
-            if not math.isnan(a := auc(yv[xv[:, j] == code], pv[xv[:, j] == code]))
-        }
-    registry = Registry(config.server.data_dir)
-    champion = _champion_on(registry, name, features, categories, xv, yv)
-    if champion is not None:
-        metrics["champion"] = {k: v for k, v in champion.items() if k != "p"}
-        progress(
-            f"champion {champion['version']} on the same held-out rows: "
-            f"AUC {champion['auc']:.3f}, logloss {champion['logloss']:.4f}"
-        )
-    text = booster.model_to_string()
-    version = registry.next_version(name)
-    manifest = ModelManifest(
-        name=name,
-        version=version,
-        features=list(features),
-        sha256=sha256_text(text),
-        categories=categories,
-        metrics=metrics,
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        created_by=f"{getpass.getuser()}@{socket.gethostname()}",
-        training={
-            "label": label,
-            "rounds": rounds,
-            "split": split,
-            "params": p,
-            "lightgbm": lgb.__version__,
-            "trainer": f"ray-train x{workers}" if workers else "lightgbm",
-            **(training_info or {}),
-        },
+    return lgb.train(
+        params,
+        dtrain,
+        num_boost_round=rounds,
+        valid_sets=[dtrain.create_valid(xv, yv)],
+        valid_names=["valid"],
+        callbacks=[report],
     )
-    key = Secrets.resolve(config, os.environ).model_key()
-    if key is not None:  # the trainer holds the key: its models verify where it is required
-        manifest = sign(manifest, key)
-    bundle = ModelBundle.verified(manifest, text)
-    curves = [Curve(f"{manifest.ref} (new)", yv, pv)]
-    if champion is not None:
-        curves.append(Curve(f"{champion['version']} (champion)", yv, champion["p"]))
-    gain = booster.feature_importance(importance_type="gain").tolist()
-    page = render(manifest, curves, gain, metrics.get("champion"))
-    if out_dir is None:
-        registry.register(bundle)
-        path = registry.path(name, version)
-        registry.write_extra(name, version, REPORT_FILE, page)
-    else:
-        path = str(write_model_dir(out_dir, bundle))
-        Path(path, REPORT_FILE).write_text(page)
-    progress(
-        f"{manifest.ref}: AUC {metrics['auc']:.3f}, logloss {metrics['logloss']:.4f} -> {path}"
-    )
-    progress(f"report: {path}/{REPORT_FILE}")
-    return TrainResult(manifest, path)
 
 
 def _staging_dir(config: Config) -> str | None:
@@ -300,31 +314,54 @@ def _staging_dir(config: Config) -> str | None:
     return os.path.join(os.path.abspath(root), "train-staging", uuid.uuid4().hex)
 
 
-def _champion_on(
-    registry: Registry,
+def _manifest(
+    config: Config,
     name: str,
-    features: list[str],
-    categories: dict[str, list[str]],
-    x: np.ndarray,
-    y: np.ndarray,
-) -> dict[str, Any] | None:
-    """The current champion's metrics on the new model's held-out rows, when it takes
-    the same features with the same vocabularies (else no fair comparison exists)."""
-    version = registry.deployed(name)
-    if version is None:
-        return None
-    try:
-        m = registry.read(name, version).manifest
-        text = registry.read(name, version).model_text
-    except NextbestError:
-        return None
-    if m.features != features or m.categories != categories:
-        return None
-    p = lgb.Booster(model_str=text).predict(x, num_threads=1)
-    return {
-        "version": m.ref,
-        "auc": round(auc(y, p), 6),
-        "logloss": round(logloss(y, p), 6),
-        "base_rate": round(float(y.mean()), 6),
-        "p": p,
-    }
+    version: int,
+    chosen: _Features,
+    held_out: HeldOut,
+    text: str,
+    setup: dict[str, Any],
+) -> ModelManifest:
+    """The new version's manifest, signed when this process holds the model key (so its
+    models verify where a signature is required)."""
+    manifest = ModelManifest(
+        name=name,
+        version=version,
+        features=list(chosen.names),
+        sha256=sha256_text(text),
+        categories=chosen.categories,
+        metrics=held_out.metrics,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        created_by=f"{getpass.getuser()}@{socket.gethostname()}",
+        training=setup,
+    )
+    key = Secrets.resolve(config, os.environ).model_key()
+    return manifest if key is None else sign(manifest, key)
+
+
+def _write(
+    manifest: ModelManifest,
+    text: str,
+    booster: lgb.Booster,
+    held_out: HeldOut,
+    registry: Registry,
+    out_dir: str | None,
+) -> str:
+    """Write the model and its report to the registry (or `out_dir`); the path written."""
+    bundle = ModelBundle.verified(manifest, text)
+    curves = [Curve(f"{manifest.ref} (new)", held_out.y, held_out.p)]
+    if held_out.champion is not None:
+        curves.append(
+            Curve(f"{held_out.champion['version']} (champion)", held_out.y, held_out.champion["p"])
+        )
+    gain = booster.feature_importance(importance_type="gain").tolist()
+    page = render(manifest, curves, gain, held_out.metrics.get("champion"))
+    if out_dir is None:
+        registry.register(bundle)
+        path = registry.path(manifest.name, manifest.version)
+        registry.write_extra(manifest.name, manifest.version, REPORT_FILE, page)
+        return path
+    path = str(write_model_dir(out_dir, bundle))
+    Path(path, REPORT_FILE).write_text(page)
+    return path

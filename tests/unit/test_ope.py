@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from actors.shard import Shard
@@ -16,7 +17,7 @@ from decisioning.stores.registry import Registry
 from tests.conftest import SMALL
 from tests.unit.models import tiny_model
 from tests.unit.test_decide import NOW, Clock
-from training.ope import estimate, evaluate
+from training.ope import _per_decision, estimate, evaluate
 
 
 def _synthetic(n: int, seed: int) -> dict[str, np.ndarray | float]:
@@ -151,3 +152,30 @@ def test_cli_evaluate(tmp_path: Path) -> None:
     assert json.loads(r.stdout[r.stdout.index("{") :])["decisions"] == 600
     r = CliRunner().invoke(app, ["evaluate", "--model", "propensity", "--config", str(cfg)])
     assert r.exit_code == 1 and "name@version" in r.output
+
+
+def test_per_decision_the_greedy_pick_on_the_candidate_against_what_was_shown() -> None:
+    rows = pa.table(
+        {
+            "decision_id": ["d1", "d1", "d1", "d2", "d2", "d3", "d4", "d4"],
+            "action_id": ["a", "c", "b", "a", "b", "a", "a", "b"],
+            "position": pa.array([0, 1, None, None, 0, None, 0, None], pa.int64()),
+            "probability": [0.7, 0.1, 0.2, 0.4, 0.6, 1.0, 0.9, 0.1],
+        }
+    )
+    new_p = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
+    priority = np.array([1.0, 3.0, 3.0, 2.0, 1.0, 5.0, -1.0, 0.0])
+    rewards = {("d1", "a"): 1.0, ("d2", "a"): 1.0, ("d4", "a"): 1.0}
+    r, p, match, q_t, q_l = _per_decision(rows, new_p, priority, rewards, 0.0)
+    # d1 showed a; the candidate ranks c and b first (a tie: b by its id).
+    # d2 showed b; the candidate would show a (its reward is for a, not for b).
+    # d3 showed nothing: no action decision. d4 showed a; nothing clears the threshold.
+    assert list(r) == [1.0, 0.0, 1.0]
+    assert list(p) == [0.7, 0.6, 0.9]
+    assert list(match) == [False, False, False]
+    assert list(q_t) == [0.3, 0.4, 0.0]
+    assert list(q_l) == [0.1, 0.5, 0.7]
+    r, p, match, q_t, q_l = _per_decision(rows, new_p, priority, rewards, -2.0)
+    assert list(match) == [False, False, False] and list(q_t) == [0.3, 0.4, 0.8]
+    same = np.array([9.0, 3.0, 3.0, 2.0, 4.0, 5.0, 1.0, 0.0])  # now it agrees with d1, d2, d4
+    assert list(_per_decision(rows, new_p, same, rewards, 0.0)[2]) == [True, True, True]

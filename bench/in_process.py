@@ -1,0 +1,143 @@
+"""Figures measured on a shard in this process (no Ray, no HTTP): the time of one
+decision by stage, eligibility rules of many actions, and events a trigger watches."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+
+from actors.shard import Shard
+from decisioning.config import Config
+from decisioning.config.loader import config_from_dict
+from decisioning.policy.catalog import Catalog
+from decisioning.policy.decide import Stages
+from decisioning.policy.rules import Env
+from decisioning.policy.scoring import native_tag
+from decisioning.profile import Event, ProfileSchema, ProfileStore
+from decisioning.stores.decision_log import DecisionLog
+from decisioning.stores.registry import Registry
+from training.demo import generate
+
+__all__ = ["in_actor", "rule_figures", "trigger_figures"]
+
+
+def in_actor(cfg: Config, n: int = 3000, logs_dir: str | None = None) -> dict[str, float]:
+    """Mean and p99 of Shard.decide, by stage; with `logs_dir`, with decision logging."""
+    registry = Registry(cfg.server.data_dir)
+    bundle = registry.read("propensity", registry.deployed("propensity") or 1, native_tag())
+    now = time.time()
+    logs = DecisionLog(logs_dir, 0, cfg.logs) if logs_dir else None
+    shard = Shard(0, cfg, [bundle], clock=lambda: now, logs=logs)
+    data = generate(cfg, customers=1000, offers=0, now=now)
+    shard.store.apply_many(data.events)
+    customers = [f"c-{i}" for i in range(1000)]
+    for c in customers[:200]:  # warm up
+        shard.decide({"customer_id": c, "channel": "web", "placement": "home_hero", "limit": 3})
+    shard.stages = Stages()
+    totals = []
+    for i in range(n):
+        t0 = time.perf_counter_ns()
+        shard.decide(
+            {
+                "customer_id": customers[i % 1000],
+                "channel": "web",
+                "placement": "home_hero",
+                "limit": 3,
+                "explain": False,
+            }
+        )
+        totals.append(time.perf_counter_ns() - t0)
+    if logs is not None:
+        logs.close()
+    s = shard.stages
+    per = {
+        k: getattr(s, k) / s.count / 1000
+        for k in ("eligibility", "features", "scoring", "arbitration")
+    }
+    total = statistics.mean(totals) / 1000
+    return {
+        "total_us": total,
+        **{f"{k}_us": v for k, v in per.items()},
+        "other_us": total - sum(per.values()),
+        "candidates": len(shard.catalog.live("web", now)),
+        "eligible_avg": _eligible_avg(shard, customers[:200]),
+        "p99_us": float(np.percentile(totals, 99)) / 1000,
+        "scorer": shard.scorers()["propensity"],
+    }
+
+
+def _eligible_avg(shard: Shard, customers: list[str]) -> float:
+    """The mean number of actions scored per decision (eligible, with an action id)."""
+    probe = [
+        shard.decide(
+            {"customer_id": c, "channel": "web", "limit": 20, "explain": True, "dry_run": True}
+        )
+        for c in customers
+    ]
+    return statistics.mean(
+        sum(1 for e in d["explanation"] if e["eligible"] and e["action_id"]) for d in probe
+    )
+
+
+def trigger_figures(cfg: Config, n: int = 5000) -> dict[str, float]:
+    """Applying an event that a crossing trigger watches (its condition read before and
+    after, not crossing: no decision) against one that no trigger watches, on a shard
+    in this process (mean µs per event)."""
+    shard = Shard(0, cfg)
+    now = time.time()
+
+    def per_event(kind: str) -> float:
+        events = [{"customer_id": f"t-{i % 100}", "type": kind, "ts": now} for i in range(n)]
+        t0 = time.perf_counter_ns()
+        for e in events:
+            shard.apply_events([e])
+        return (time.perf_counter_ns() - t0) / n / 1000
+
+    per_event("page_view")  # warm up, and profiles exist
+    return {"plain_us": per_event("page_view"), "watched_us": per_event("failed_login")}
+
+
+RULES = [
+    "profile.age >= 21 and profile.credit_score >= 620 and profile.complaints_30d == 0",
+    "profile.segment in ['affluent', 'private'] or coalesce(profile.income, 0) > 80000",
+    "not consent.email or profile.card_views_7d > 3",
+    "context.placement == 'home_hero' and profile.tenure_months >= 12",
+]
+
+
+def rule_figures(cfg: Config, actions: int = 100, n: int = 2000) -> dict[str, float]:
+    """Eligibility rules of `actions` actions for one customer, as decide() runs them:
+    compiled once at load, then evaluated per decision (mean µs for all of them)."""
+    data = cfg.model_dump(mode="json")
+    data["actions"] = [
+        {
+            "id": f"offer_{i}",
+            "group": f"g{i % 7}",
+            "channels": ["web"],
+            "value": 100 + i,
+            "eligibility": RULES[i % len(RULES)],
+        }
+        for i in range(actions)
+    ]
+    many = config_from_dict(data, "bench-rules")  # the example config's fields
+    schema = ProfileSchema(many)
+    started = time.perf_counter()
+    catalog = Catalog(many, schema)
+    compile_ms = (time.perf_counter() - started) * 1000
+    store = ProfileStore(schema)
+    now = time.time()
+    store.apply(Event("c", "profile_update", now, {"age": 35}))
+    env = Env(store.features("c", now).tolist(), {"placement": "home_hero", "channel": "web"})
+    live = catalog.live("web", now)
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        for a in live:
+            env.action = a
+            env.value = a.value(env)
+            for _, rule in a.rules:
+                if not rule.holds(env):
+                    break
+    per = (time.perf_counter_ns() - t0) / n / 1000
+    return {"actions": len(live), "rules_us": per, "compile_ms": compile_ms}

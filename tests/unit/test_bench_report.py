@@ -1,0 +1,126 @@
+"""What `nextbest bench` prints: each figure as a ratio against the floor of the same
+run (req/s for max rows, p99 for "@" rows), and the bodies its requests carry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.bodies import batch_bodies, decide_bodies, event_bodies
+from bench.loadgen import Result
+from bench.report import http_table, report, step
+
+FLOOR = Result(3000, 0, 2.0, 1.0, 4.0, 5.0, {200: 3000})  # 1,500 req/s, p99 4 ms
+RUN = Result(1000, 3, 2.0, 1.5, 9.0, 12.0, {200: 997, 503: 3})  # 500 req/s, p99 9 ms
+
+
+def test_a_step_is_its_figures_and_its_ratios_to_the_floor() -> None:
+    row = step("decide max", RUN, FLOOR)
+    assert row == {
+        "step": "decide max",
+        "rps": 500.0,
+        "p50_ms": 1.5,
+        "p99_ms": 9.0,
+        "p999_ms": 12.0,
+        "errors": 3,
+        "requests": 1000,
+        "statuses": {200: 997, 503: 3},
+        "ratio_rps": pytest.approx(1 / 3),
+        "ratio_p99": 2.25,
+    }
+    batches = step("events batch-100 max (events/s)", RUN, FLOOR, unit=100)
+    assert batches["rps"] == 50_000 and batches["ratio_rps"] == pytest.approx(1 / 3)
+    assert "ratio_rps" not in step("alone", RUN, None)
+    no_p99 = Result(10, 0, 1.0, 0.0, 0.0, 0.0, {200: 10})
+    assert step("x", RUN, no_p99)["ratio_p99"] is None  # no ratio to a zero
+
+
+def test_max_rows_show_the_rate_ratio_and_half_rows_the_p99_ratio() -> None:
+    rows = [step("floor max", FLOOR, FLOOR), step("decide max", RUN, FLOOR)]
+    rows += [step("decide @ half max", RUN, FLOOR)]
+    lines = http_table(rows)
+    assert lines[0].startswith("| step | req/s | req/s × floor |")
+    assert lines[2] == "| floor max | 1,500 | 1.00 | 1.00 | 4.00 | 5.00 |  | 0 |"
+    assert lines[3] == "| decide max | 500 | 0.33 | 1.50 | 9.00 | 12.00 |  | 3 {503: 3} |"
+    assert lines[4] == "| decide @ half max | 500 |  | 1.50 | 9.00 | 12.00 | 2.25 | 3 {503: 3} |"
+
+
+def test_the_report_is_the_table_then_the_in_process_figures() -> None:
+    figures = {
+        "http": [step("floor max", FLOOR, FLOOR)],
+        "in_actor": {
+            "candidates": 20,
+            "eligible_avg": 12.34,
+            "total_us": 300.2,
+            "p99_us": 900.7,
+            "eligibility_us": 10.1,
+            "features_us": 20.2,
+            "scoring_us": 30.3,
+            "arbitration_us": 4.4,
+            "other_us": 235.2,
+            "rules": {"actions": 100, "rules_us": 55.5, "compile_ms": 12.3},
+            "triggers": {"watched_us": 66.66, "plain_us": 10.01},
+            "logged_total_us": 333.3,
+            "logged_p99_us": 999.9,
+        },
+        "memory": {
+            "total_bytes": 400.4,
+            "profiles": 1_000_000,
+            "features": 40,
+            "columns_bytes": 300.3,
+            "index_bytes": 100.1,
+            "f32_cols": 30,
+            "f64_cols": 5,
+            "u16_cols": 2,
+            "i32_cols": 3,
+        },
+        "durability": {
+            "profiles": 1_000_000,
+            "snapshot_mb": 403.2,
+            "snapshot_pause_s": 0.2,
+            "snapshot_pause_first_s": 0.5,
+            "snapshot_write_s": 3.21,
+            "events_per_s_during_snapshot": 12_000.0,
+            "events_per_s_idle": 24_000.0,
+            "wal_records": 100_000,
+            "recovery_s": 5.55,
+            "recovery_snapshot_s": 2.22,
+            "recovery_replay_s": 3.33,
+        },
+        "model": {"trees": 200, "features": 28},
+    }
+    lines = report(figures).split("\n")
+    assert lines[0] == "" and lines[1:4] == http_table(figures["http"]) and lines[4] == ""
+    assert lines[5].startswith("in-actor decision (20 candidates, 12.3 eligible on average")
+    assert "300 µs mean, 901 µs p99 = eligibility 10 + features 20 + scoring 30" in lines[5]
+    assert lines[6] == (
+        "eligibility rules of 100 actions for one customer: 56 µs (compiled once at load in 12 ms)"
+    )
+    assert "requests wait 200 ms for the copy (first one 500 ms)" in lines[10]
+    assert lines[10].endswith("applies 12,000 events/s (idle: 24,000, 0.50x)")
+    assert lines[11] == (
+        "recovery of 1,000,000 profiles + 100,000 WAL records: 5.55 s (snapshot 2.22 s + "
+        "replay 3.33 s), state identical (sha256)"
+    )
+    assert len(lines) == 12
+
+
+def test_the_bodies_are_the_requests_a_client_sends() -> None:
+    customers = [f"c-{i}" for i in range(1000)]
+    decide = decide_bodies(customers[:2])
+    assert [json.loads(b) for b in decide] == [
+        {"customer_id": c, "channel": "web", "placement": "home_hero", "limit": 3}
+        for c in ("c-0", "c-1")
+    ]
+    assert json.loads(event_bodies(["c-7"], 5.0)[0]) == {
+        "customer_id": "c-7",
+        "type": "page_view",
+        "ts": 5.0,
+        "properties": {"page": "cards"},
+    }
+    batches = [json.loads(b) for b in batch_bodies(customers, 5.0)]
+    assert len(batches) == 20 and {len(b) for b in batches} == {100}
+    ids = [e["customer_id"] for b in batches for e in b]
+    assert ids == customers * 2  # round the customers, each twice
+    assert {e["properties"]["page"] for b in batches for e in b} == {"loans"}
