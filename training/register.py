@@ -147,7 +147,10 @@ def _check_as_served(
         cols[o] = table.column(src)
     given = table_matrix(pa.table(cols), ours, categories, codes=True)
     served = plan.as_served(given)
-    diff = np.abs(booster.predict(given, num_threads=1) - booster.predict(served, num_threads=1))
+    scores = [
+        np.asarray(booster.predict(x, num_threads=1), dtype=np.float64) for x in (given, served)
+    ]
+    diff = np.abs(scores[0] - scores[1])
     bad = int(np.count_nonzero(diff))  # the same tree paths give the very same score
     if bad:
         rounded = [
