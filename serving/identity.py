@@ -21,7 +21,8 @@ from typing import Any
 
 from actors.remote import ShardUnavailable
 from decisioning.config import Config
-from serving.errors import is_error, ok
+from decisioning.errors import AlreadyMerged, NextbestError
+from serving.errors import error_of, http_error, is_error, ok
 from serving.fanout import MAX_HOPS, Fanout, Router
 
 __all__ = ["MAX_HOPS", "Identities", "Router", "is_error"]
@@ -31,21 +32,10 @@ MAX_CHAIN = 10_000  # a longer chain of forward pointers would be a bug (a cycle
 STALE_PIN_S = 60.0  # a merge attempt holding its pin this long is called off by the sweep
 
 
-def _already_merged(merged: str, target: str) -> dict[str, Any]:
-    message = (
-        f"{merged} was already merged into {target}; to merge that customer, "
-        f"name {target} as merged"
-    )
-    return {
-        "error": {
-            "type": "AlreadyMerged",
-            "code": "already_merged",
-            "message": message,
-            "field": "merged",
-            "customer": merged,
-            "target": target,
-        }
-    }
+def _already_merged(merged: str, target: str) -> AlreadyMerged:
+    err = AlreadyMerged(merged, target)
+    err.field = "merged"  # type: ignore[attr-defined]  # (the body's field at fault)
+    return err
 
 
 def _one(survivor: str, merged: str) -> dict[str, Any]:
@@ -127,14 +117,15 @@ class Identities:
             linked = ok(await self._at(alias, "link", alias, customer_id))
             if linked["owed"] is not None:
                 merged = await self.finish(alias)
-                if is_error(merged):
-                    err = merged["error"]
-                    return {"code": err["code"], "message": err["message"]}
+                err = error_of(merged)
+                if err is not None:
+                    wire = http_error(err)
+                    return {"code": wire.code, "message": wire.message}
         except ShardUnavailable as e:
             return {"code": e.code, "message": str(e)}
         return None
 
-    async def merge(self, survivor: str, merged: str) -> dict[str, Any]:
+    async def merge(self, survivor: str, merged: str) -> dict[str, Any] | NextbestError:
         """Fold `merged` into `survivor` (POST /v1/identities/merge). The survivor is
         followed to where it lives now. `merged` must be a live profile: one merged
         already (an identifier: linked) is refused with `already_merged`, unless it is
@@ -154,7 +145,7 @@ class Identities:
             return _one(survivor, merged)
         return await self._attempt(survivor, merged, "merge")
 
-    async def finish(self, merged: str) -> dict[str, Any]:
+    async def finish(self, merged: str) -> dict[str, Any] | NextbestError:
         """Finish the merge owed for `merged`, if one is (any caller, any time, as often
         as it likes: every step is idempotent)."""
         info = ok(await self._at(merged, "identity_of", merged, False))
@@ -163,7 +154,7 @@ class Identities:
             return {"changed": False, "merged": merged, "reason": "nothing owed"}
         survivor = info["merged_into"] or owed["survivor"]
         done = await self._attempt(survivor, merged, owed["reason"])
-        if done.get("reason") == "already one customer":  # its survivor became itself
+        if isinstance(done, dict) and done["reason"] == "already one customer":  # (itself)
             ok(await self._at(merged, "settle", merged))
         return done
 
@@ -177,7 +168,9 @@ class Identities:
             stop=lambda s: _one(s, merged) if s == merged else None,
         )
 
-    async def _attempt(self, survivor: str, merged: str, reason: str) -> dict[str, Any]:
+    async def _attempt(
+        self, survivor: str, merged: str, reason: str
+    ) -> dict[str, Any] | NextbestError:
         """One attempt at the protocol's steps (decisioning/profile/identity.py). The pin is let
         go when the attempt is refused before freezing or done; after a freeze that did
         not finish it stays, so the survivor stays put for whoever finishes the merge."""
@@ -210,12 +203,13 @@ class Identities:
         return {"changed": not frozen["done"], **entry}
 
     async def _finish_quietly(self, merged: str) -> None:
+        done: Any
         try:
             done = await self.finish(merged)
         except ShardUnavailable as e:
-            done = {"error": {"code": e.code, "message": str(e)}}
+            done = e
         if is_error(done):
-            log.warning("the merge of %s is still unfinished: %s", merged, done["error"])
+            log.warning("the merge of %s is still unfinished: %s", merged, done)
 
     async def _reap(self, survivor: str, merged: str, token: str) -> None:
         """A pin held too long: call its attempt off (or, if it froze, finish the merge),

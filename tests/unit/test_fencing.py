@@ -15,6 +15,7 @@ from decisioning.config import Config
 from decisioning.journal import snapshot
 from decisioning.journal.fencing import OWNER, Fenced, Owner
 from decisioning.journal.wal import segments
+from serving.errors import http_error
 from tests.unit.test_decide import NOW, Clock
 
 
@@ -79,8 +80,8 @@ def test_a_fenced_shard_actor_answers_with_a_503_error(
     ShardActor(0, cfg)  # the same shard, restarted elsewhere
     calls = [("apply_events", (_views("c", "e2", ts=now),)), ("get_profile", ("c",))]
     answers = old.call_many(calls)
-    assert [a["error"]["type"] for a in answers] == ["Fenced", "Fenced"]
-    assert answers[0]["error"]["code"] == "shard_unavailable"
+    assert [type(a).__name__ for a in answers] == ["Fenced", "Fenced"]
+    assert http_error(answers[0]).code == "shard_unavailable"
     assert old.status()["fenced"] is True
 
 
