@@ -28,6 +28,7 @@ import numpy as np
 import ray
 from ray import serve
 
+from actors.messages import ApplyEvents, Decide
 from actors.remote import ensure_supervisor, shutdown_cluster
 from actors.shard import Shard
 from bench.loadgen import Result, build_requests, closed_loop, open_loop
@@ -38,7 +39,7 @@ from decisioning.policy.catalog import Catalog
 from decisioning.policy.decide import Stages
 from decisioning.policy.rules import Env
 from decisioning.policy.scoring import native_tag
-from decisioning.profile import Event, ProfileSchema, ProfileStore
+from decisioning.profile import Event, ProfileSchema, ProfileStore, event_from_wire
 from decisioning.stores.decision_log import DecisionLog
 from decisioning.stores.registry import Registry
 from serving import server as nb_server
@@ -253,23 +254,15 @@ def in_actor(cfg: Config, n: int = 3000, logs_dir: str | None = None) -> dict[st
     shard.store.apply_many(data.events)
     customers = [f"c-{i}" for i in range(1000)]
     for c in customers[:200]:  # warm up
-        shard.decide({"customer_id": c, "channel": "web", "placement": "home_hero", "limit": 3})
+        shard.decide(Decide(c, "web", "home_hero", limit=3))
     shard.stages = Stages()
     totals = []
     eligible = []
     for i in range(n):
         t0 = time.perf_counter_ns()
-        d = shard.decide(
-            {
-                "customer_id": customers[i % 1000],
-                "channel": "web",
-                "placement": "home_hero",
-                "limit": 3,
-                "explain": False,
-            }
-        )
+        d = shard.decide(Decide(customers[i % 1000], "web", "home_hero", limit=3, explain=False))
         totals.append(time.perf_counter_ns() - t0)
-        eligible.append(len(d["actions"]))
+        eligible.append(len(d.decision.actions))
     if logs is not None:
         logs.close()
     s = shard.stages
@@ -280,13 +273,11 @@ def in_actor(cfg: Config, n: int = 3000, logs_dir: str | None = None) -> dict[st
     total = statistics.mean(totals) / 1000
     cands = len(shard.catalog.live("web", now))
     probe = [
-        shard.decide(
-            {"customer_id": c, "channel": "web", "limit": 20, "explain": True, "dry_run": True}
-        )
+        shard.decide(Decide(c, "web", limit=20, explain=True, dry_run=True)).decision
         for c in customers[:200]
     ]
     scored = statistics.mean(
-        sum(1 for e in d["explanation"] if e["eligible"] and e["action_id"]) for d in probe
+        sum(1 for e in d.explanation or () if e["eligible"] and e["action_id"]) for d in probe
     )
     return {
         "total_us": total,
@@ -336,7 +327,7 @@ def durability_figures(cfg: Config, n: int, records: int, directory: str) -> dic
         ]
         done, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
-            shard.apply_events(batch)
+            shard.apply_events(ApplyEvents(tuple(event_from_wire(e) for e in batch)))
             shard.wal.commit() if shard.wal else None  # an actor call: one group commit
             done += len(batch)
         return done / (time.perf_counter() - started)
@@ -355,7 +346,7 @@ def durability_figures(cfg: Config, n: int, records: int, directory: str) -> dic
         snap = shard.durability.finish_snapshot()
     size = sum(os.path.getsize(os.path.join(snap["path"], f)) for f in os.listdir(snap["path"]))
     for i in range(records):  # one WAL record per call, a group commit per 100 calls
-        shard.apply_events([{"customer_id": f"customer-{i % n:08d}", "type": "login", "ts": now}])
+        shard.apply_events(ApplyEvents((Event(f"customer-{i % n:08d}", "login", now),)))
         if i % 100 == 99 and shard.wal:
             shard.wal.commit()
     digest = shard.state_digest()
@@ -538,7 +529,7 @@ def trigger_figures(cfg: Config, n: int = 5000) -> dict[str, float]:
         events = [{"customer_id": f"t-{i % 100}", "type": kind, "ts": now} for i in range(n)]
         t0 = time.perf_counter_ns()
         for e in events:
-            shard.apply_events([e])
+            shard.apply_events(ApplyEvents((event_from_wire(e),)))
         return (time.perf_counter_ns() - t0) / n / 1000
 
     per_event("page_view")  # warm up, and profiles exist

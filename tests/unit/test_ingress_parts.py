@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from actors.messages import Outcome
 from actors.shard import decision_slot
 from decisioning.profile import ProfileSchema
 from serving.context import table_of
@@ -92,7 +93,7 @@ def test_an_event_or_outcome_is_refused_at_its_place_in_the_batch(tmp_path: Path
     assert (e.status, e.code, e.field) == (422, "unknown_field", "[1].properties.shoe")
     e = _refused(checked_events, schema, items[1:], False, NOW)
     assert e.field == "properties.shoe"
-    assert checked_events(schema, items[:1], False, NOW)[0]["customer_id"] == "a"
+    assert checked_events(schema, items[:1], False, NOW)[0].customer_id == "a"
 
     ident, router = identities(config, 2, tmp_path)
 
@@ -100,8 +101,8 @@ def test_an_event_or_outcome_is_refused_at_its_place_in_the_batch(tmp_path: Path
         return router.slot_map[decision_slot(decision_id)]
 
     async def body() -> None:
-        outcome = {"decision_id": "d-0001-00000000000000aa", "action_id": "x", "outcome": "click"}
-        malformed = {**outcome, "decision_id": "nope"}
+        outcome = Outcome("d-0001-00000000000000aa", "x", "click")
+        malformed = outcome._replace(decision_id="nope")
         with pytest.raises(WireError) as gone:
             await record_outcomes(ident, [outcome, malformed], shard_of, True)
         assert (gone.value.status, gone.value.code, gone.value.field) == (
