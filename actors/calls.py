@@ -1,24 +1,29 @@
 """A call to a shard as both sides of the actor boundary see it (no Ray here).
 
-A request-path call names one of `REQUEST_METHODS` and runs on the shard's one thread;
-a core error comes back as data (`{"error": {...}}`), not as a remote exception, so the
-request path never pays for a remote traceback on bad input. Several calls run as one
-batch with one WAL commit before any answer (group commit). `ShardUnavailable` is what
-the ingress answers with a 503 when a call cannot be served now.
+A request-path call names one of `REQUEST_METHODS` and runs on the shard's one thread.
+Its answer is a typed value (actors/messages.py), or, for a refusal, the error itself:
+one typed error value (a `NextbestError`, or `Fenced`) returned, not raised, so the
+request path never pays for a remote traceback on bad input. It crosses the actor
+boundary as its class and attributes (decisioning/errors.py pickles it so), and
+serving/errors.py maps it to HTTP; an answer is an error exactly when it is an
+exception instance (`refused`). Several calls run as one batch with one WAL commit
+before any answer (group commit). `ShardUnavailable` is what the ingress answers with
+a 503 when a call cannot be served now.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from actors.shard import Shard
-from decisioning.errors import AlreadyMerged, Moved, NextbestError
+from decisioning.errors import NextbestError
 from decisioning.journal.fencing import Fenced
 
 __all__ = [
     "REQUEST_METHODS",
     "Call",
+    "Refusal",
     "ShardUnavailable",
     "error_answer",
     "refused",
@@ -26,6 +31,7 @@ __all__ = [
 ]
 
 Call = tuple[str, tuple[Any, ...]]  # (method, args)
+Refusal = NextbestError | Fenced  # a call's answer when it is refused: the error itself
 
 REQUEST_METHODS = frozenset(
     (
@@ -77,33 +83,16 @@ class ShardUnavailable(Exception):
         self.code = code
 
 
-def error_answer(e: NextbestError) -> dict[str, Any]:
-    """A core error as the answer of a call (the ingress maps it to HTTP)."""
-    return {
-        "error": {
-            "type": type(e).__name__,
-            "code": getattr(e, "code", "error"),
-            "message": getattr(e, "message", str(e)),
-            "field": getattr(e, "field", None),
-            **(
-                {"customer": e.customer, "target": e.target}
-                if isinstance(e, Moved | AlreadyMerged)
-                else {}
-            ),
-            **({"moved": e.moved} if isinstance(e, Moved) else {}),
-        }
-    }
+def error_answer(e: NextbestError) -> NextbestError:
+    """A core error as the answer of a call: the error itself, without the traceback
+    (it would keep the frames alive, and it never crosses: the error pickles as its
+    class and attributes). The ingress maps it to HTTP (serving/errors.py)."""
+    return e.with_traceback(None)
 
 
-def _fenced_answer(e: Fenced) -> dict[str, Any]:
-    return {
-        "error": {"type": "Fenced", "code": "shard_unavailable", "message": str(e), "field": None}
-    }
-
-
-def refused(answer: Any) -> bool:
-    """Whether a staging call's answer is a refusal (an error answer)."""
-    return isinstance(answer, dict)
+def refused(answer: Any) -> TypeGuard[Refusal]:
+    """Whether a call's answer is a refusal: an error value, not a result."""
+    return isinstance(answer, NextbestError | Fenced)
 
 
 def _run(shard: Shard, method: str, args: tuple[Any, ...]) -> Any:
@@ -126,5 +115,5 @@ def run_calls(shard: Shard, calls: Sequence[Call]) -> list[Any]:
         results = [_run(shard, method, args) for method, args in calls]
         shard.flush()
     except Fenced as e:
-        return [_fenced_answer(e)] * len(calls)
+        return [e.with_traceback(None)] * len(calls)
     return results

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.calls import error_answer
+from actors.calls import Refusal, error_answer
 from actors.fleet import Fleet, stage_all
 from decisioning.config import Config
 from decisioning.errors import NextbestError
@@ -37,7 +37,7 @@ class CatalogRollout:
         current = CatalogStore(self.config.server.data_dir).current()
         return self.config if current is None else with_catalog(self.config, current[1])
 
-    def apply(self, catalog: dict[str, Any] | None) -> dict[str, Any]:
+    def apply(self, catalog: dict[str, Any] | None) -> dict[str, Any] | Refusal:
         """Stage `catalog` (None: the one before the current) on every shard, store it as
         current, then switch all. If any shard refuses, none switches and nothing is
         stored; the same catalog again changes nothing."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from actors.calls import error_answer
+from actors.calls import Refusal, error_answer
 from actors.fleet import Fleet, stage_all
 from decisioning.config import Config
 from decisioning.errors import NextbestError, NotFound
@@ -40,7 +40,7 @@ class ContextRollout:
             for name, spec in self.config.context_tables.items()
         }
 
-    def put(self, name: str, table: pa.Table) -> dict[str, Any]:
+    def put(self, name: str, table: pa.Table) -> dict[str, Any] | Refusal:
         """Check a table version, stage it on every shard, store it as current, then
         switch all. If any shard refuses, none switches and nothing is stored."""
         spec = self.config.context_tables.get(name)

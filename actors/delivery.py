@@ -1,9 +1,11 @@
 """Sinks that deliver a shard's outbound messages, and the loop that drives them.
 
 The loop runs in a thread of the shard actor and talks to the shard only through the
-actor's own handle (lease, ack, release: the shard stays single-writer). A message is
-acked only after its sink took it, so delivery is at least once; the decision id rides
-along as the idempotency key, so a receiver can drop the rare duplicate.
+actor's own handle (lease, ack, release: the shard stays single-writer). A sink is an
+edge: it gets each leased message's wire body, built here as the loop hands the batch
+over (the same body GET /v1/outbound answers). A message is acked only after its sink
+took it, so delivery is at least once; the decision id rides along as the idempotency
+key, so a receiver can drop the rare duplicate.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from actors.messages import AckOutbound, LeaseOutbound, ReleaseOutbound
 from decisioning.config import ParquetSinkSpec, SinkSpec, WebhookSinkSpec
 from decisioning.stores.fs import filesystem
 
@@ -134,23 +137,24 @@ class DeliveryLoop:
 
     def step(self) -> float:
         """One attempt; returns how long to wait before the next."""
-        batch = self.call("lease_outbound", self.channel, self.batch)
-        if not isinstance(batch, list):  # the shard answered an error (fenced, restarting)
+        leased = self.call("lease_outbound", LeaseOutbound(self.channel, self.batch))
+        if not isinstance(leased, list):  # the shard answered an error (fenced, restarting)
             return 1.0
-        if not batch:
+        if not leased:
             return self.idle_s
+        batch = [m.message.to_wire(m.open_token) for m in leased]
         try:
             done, error = self.sink(batch)
         except Exception as e:  # noqa: BLE001 - a sink bug must not stop delivery
             done, error = [], f"{type(e).__name__}: {e}"
         if done:
-            self.call("ack_outbound", done)
+            self.call("ack_outbound", AckOutbound(tuple(done)))
             self.stats["delivered"] += len(done)
         if error is None:
             self.stats["retry_in_s"] = 0.0
             return 0.0
         rest = [m["id"] for m in batch if m["id"] not in set(done)]
-        self.call("release_outbound", rest)
+        self.call("release_outbound", ReleaseOutbound(tuple(rest)))
         self.stats["failed_attempts"] += 1
         self.stats["last_error"] = error
         wait = min(max(self.stats["retry_in_s"] * 2, 0.5), self.retry_max_s)

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from actors.calls import Call, refused, run_calls
+from actors.calls import Call, Refusal, refused, run_calls
 from actors.shard import Shard
 
 __all__ = ["Fleet", "LocalFleet", "stage_all"]
@@ -39,7 +39,7 @@ class Fleet(Protocol):
 
     def stage(self, calls: Sequence[Call]) -> list[Any]:
         """Run each request-path call on every shard; the answers, call by call and
-        shard by shard in each call. A refusal is an error answer, not an exception."""
+        shard by shard in each call. A refusal is the error value, returned, not raised."""
         ...
 
     def abort(self, method: str, *args: Any) -> None:
@@ -60,9 +60,7 @@ class Fleet(Protocol):
         ...
 
 
-def stage_all(
-    fleet: Fleet, calls: Sequence[Call], abort: Call
-) -> tuple[list[Any], dict[str, Any] | None]:
+def stage_all(fleet: Fleet, calls: Sequence[Call], abort: Call) -> tuple[list[Any], Refusal | None]:
     """Steps 1 and 2: stage `calls` on every shard; if any refuses, run `abort` on every
     shard. Returns what the shards staged, and the first refusal or None."""
     staged = fleet.stage(calls)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from actors.calls import Call, error_answer
+from actors.calls import Call, Refusal, error_answer
 from actors.fleet import Fleet, stage_all
 from actors.shard import OUTCOMES
 from decisioning.config import Config, Secrets
@@ -48,7 +48,7 @@ class ModelRollout:
         self.config = config
         self.fleet = fleet
 
-    def deploy(self, manifest: dict[str, Any], model_text: str) -> dict[str, Any]:
+    def deploy(self, manifest: dict[str, Any], model_text: str) -> dict[str, Any] | Refusal:
         """Stage a model on every shard; only if all accept it, register and serve it.
         If any shard refuses it, no shard switches, the registry is untouched, and the
         answer says why."""
@@ -75,7 +75,7 @@ class ModelRollout:
 
     def roll_out(
         self, name: str, op: str, version: int | None, share: float, shadow: bool
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | Refusal:
         """promote (a version, default the challenger), rollback (to the champion before),
         or split (a challenger for a share of customers, or in shadow; no version: end
         it). Every shard stages what changes, then all switch; the aliases are written

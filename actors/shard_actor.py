@@ -159,7 +159,7 @@ class ShardActor(Shard):
         return str(ray.get_runtime_context().get_node_id())
 
     def call(self, method: str, *args: Any) -> Any:
-        """Run one of the request-path methods; a core error comes back as a dict.
+        """Run one of the request-path methods; a core error comes back as its value.
         What it applied is in the WAL (and fsynced per policy) before it returns."""
         return self.call_many([(method, args)])[0]
 

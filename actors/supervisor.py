@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from actors.audit import IdentityAudit
+from actors.calls import Refusal
 from actors.catalog import CatalogRollout
 from actors.context_tables import ContextRollout
 from actors.fleet import Fleet
@@ -56,7 +57,7 @@ class Supervisor:
 
     # -- models (actors/rollout.py) ------------------------------------------------------
 
-    def deploy_model(self, manifest: dict[str, Any], model_text: str) -> dict[str, Any]:
+    def deploy_model(self, manifest: dict[str, Any], model_text: str) -> dict[str, Any] | Refusal:
         """Stage a model on every shard; only if all accept it, register and serve it."""
         with self.deploying:
             return self.models.deploy(manifest, model_text)
@@ -68,7 +69,7 @@ class Supervisor:
         version: int | None = None,
         share: float = 0.0,
         shadow: bool = False,
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | Refusal:
         """promote, rollback or split `name`'s versions on every shard, or on none."""
         with self.deploying:
             return self.models.roll_out(name, op, version, share, shadow)
@@ -83,7 +84,7 @@ class Supervisor:
         """The catalog the shards serve: its version and sections."""
         return self.catalogs.current()
 
-    def apply_catalog(self, catalog: dict[str, Any] | None) -> dict[str, Any]:
+    def apply_catalog(self, catalog: dict[str, Any] | None) -> dict[str, Any] | Refusal:
         """Serve `catalog` (None: the one before) on every shard, or on none."""
         with self.deploying:
             return self.catalogs.apply(catalog)
@@ -94,7 +95,7 @@ class Supervisor:
         """Each configured table and the version every shard serves (null: not loaded)."""
         return self.contexts.tables()
 
-    def put_context(self, name: str, table: pa.Table) -> dict[str, Any]:
+    def put_context(self, name: str, table: pa.Table) -> dict[str, Any] | Refusal:
         """Serve a new version of a context table on every shard, or on none."""
         with self.deploying:
             return self.contexts.put(name, table)

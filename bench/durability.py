@@ -9,6 +9,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
+from actors.messages import ApplyEvents
 from actors.shard import Shard
 from bench.common import config40
 from decisioning.config import Config
@@ -27,7 +28,7 @@ def durability_figures(cfg: Config, n: int, records: int, directory: str) -> dic
     idle = _events_per_s(shard, n, now, 2.0)
     snapshot = _snapshot(shard, n, now)
     for i in range(records):  # one WAL record per call, a group commit per 100 calls
-        shard.apply_events([{"customer_id": f"customer-{i % n:08d}", "type": "login", "ts": now}])
+        shard.apply_events(ApplyEvents((Event(f"customer-{i % n:08d}", "login", now),)))
         if i % 100 == 99 and shard.wal:
             shard.wal.commit()
     digest = shard.state_digest()
@@ -71,10 +72,9 @@ def _filled(shard: Shard, n: int, now: float) -> Shard:
 
 def _events_per_s(shard: Shard, n: int, now: float, seconds: float) -> float:
     """Events applied per second in batches of 100, a group commit per batch."""
-    batch = [
-        {"customer_id": f"customer-{i * 7919 % n:08d}", "type": "page_view", "ts": now}
-        for i in range(100)
-    ]
+    batch = ApplyEvents(
+        tuple(Event(f"customer-{i * 7919 % n:08d}", "page_view", now) for i in range(100))
+    )
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         shard.apply_events(batch)

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from actors.messages import ApplyEvents, Decide
 from actors.shard import Shard
 from decisioning.config import Config
 from decisioning.config.loader import config_from_dict
@@ -34,20 +35,12 @@ def in_actor(cfg: Config, n: int = 3000, logs_dir: str | None = None) -> dict[st
     shard.store.apply_many(data.events)
     customers = [f"c-{i}" for i in range(1000)]
     for c in customers[:200]:  # warm up
-        shard.decide({"customer_id": c, "channel": "web", "placement": "home_hero", "limit": 3})
+        shard.decide(Decide(c, "web", "home_hero", limit=3))
     shard.stages = Stages()
     totals = []
     for i in range(n):
         t0 = time.perf_counter_ns()
-        shard.decide(
-            {
-                "customer_id": customers[i % 1000],
-                "channel": "web",
-                "placement": "home_hero",
-                "limit": 3,
-                "explain": False,
-            }
-        )
+        shard.decide(Decide(customers[i % 1000], "web", "home_hero", limit=3, explain=False))
         totals.append(time.perf_counter_ns() - t0)
     if logs is not None:
         logs.close()
@@ -71,13 +64,11 @@ def in_actor(cfg: Config, n: int = 3000, logs_dir: str | None = None) -> dict[st
 def _eligible_avg(shard: Shard, customers: list[str]) -> float:
     """The mean number of actions scored per decision (eligible, with an action id)."""
     probe = [
-        shard.decide(
-            {"customer_id": c, "channel": "web", "limit": 20, "explain": True, "dry_run": True}
-        )
+        shard.decide(Decide(c, "web", limit=20, explain=True, dry_run=True)).decision
         for c in customers
     ]
     return statistics.mean(
-        sum(1 for e in d["explanation"] if e["eligible"] and e["action_id"]) for d in probe
+        sum(1 for e in d.explanation or () if e["eligible"] and e["action_id"]) for d in probe
     )
 
 
@@ -89,10 +80,10 @@ def trigger_figures(cfg: Config, n: int = 5000) -> dict[str, float]:
     now = time.time()
 
     def per_event(kind: str) -> float:
-        events = [{"customer_id": f"t-{i % 100}", "type": kind, "ts": now} for i in range(n)]
+        events = [ApplyEvents((Event(f"t-{i % 100}", kind, now),)) for i in range(n)]
         t0 = time.perf_counter_ns()
         for e in events:
-            shard.apply_events([e])
+            shard.apply_events(e)
         return (time.perf_counter_ns() - t0) / n / 1000
 
     per_event("page_view")  # warm up, and profiles exist

@@ -247,7 +247,7 @@ def ensure_admin(config: Config, timeout: float = 60.0) -> str:
     this node (the address is this node's), restarted by Ray if its process dies."""
     supervisor = ensure_supervisor(config)
     node = ray.get_runtime_context().get_node_id()
-    actor = (
+    actor: Any = (
         ray.remote(AdminServer)
         .options(
             name=ADMIN,

@@ -19,14 +19,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from ray import serve
 
+from actors.messages import Decide, Decided, EraseProfile, GetProfile, Outcome
 from actors.remote import ShardRouter
 from decisioning.config import OUTBOUND, Config, Secrets
 from decisioning.config.loader import load_config
 from decisioning.delivery.links import LinkError, open_link
-from decisioning.profile import ProfileSchema
+from decisioning.profile import Event, ProfileSchema
 from serving import outbound
 from serving.admin import ADMIN_BODIES, ADMIN_PATHS, AdminAccess, admin_router, on_channel_port
 from serving.auth import KeyRing
+from serving.bodies import decision_body, erased_body, opened_body, profile_body
 from serving.context import check_length, table_of
 from serving.errors import RETRY_AFTER, http_error, ok
 from serving.events import checked_events, ingest, record_outcomes
@@ -154,11 +156,9 @@ class Ingress:
             await request.body(), request.headers.get("content-type"), self.max_body, self.max_depth
         )
 
-    async def _decide(self, customer: str, wire: dict[str, Any]) -> Any:
-        """A decision for the customer (followed to where it lives now), or its error."""
-        result, _ = await self.ident.call(
-            customer, "decide", lambda c: ({**wire, "customer_id": c},)
-        )
+    async def _decide(self, request: Decide) -> Decided:
+        """The decision for the request's customer, followed to where it lives now."""
+        result, _ = await self.ident.call(request.customer_id, "decide", request.for_customer)
         return ok(result)
 
     @fastapi_app.post("/v1/events", tags=["events"], summary="Send one event or a batch")
@@ -167,8 +167,8 @@ class Ingress:
         self.router.admit()  # overloaded: shed before the body is read
         data = await self._body(request)
         items = _one_or_many(data, self.wire.EventIn, self.max_batch)
-        wires = checked_events(self.schema, items, isinstance(data, list), time.time())
-        return reply(request, await ingest(self.ident, wires))
+        events = checked_events(self.schema, items, isinstance(data, list), time.time())
+        return reply(request, await ingest(self.ident, events))
 
     @fastapi_app.post("/v1/decide", tags=["decisions"], summary="Decide the next best actions")
     async def decide(self, request: Request) -> Response:
@@ -182,17 +182,26 @@ class Ingress:
                 f"unknown channel {req.channel!r} (known: {', '.join(sorted(self.channels))})",
                 "channel",
             )
-        wire = req.model_dump()
-        if wire["event"] is not None and wire["event"]["ts"] is None:
-            wire["event"]["ts"] = time.time()
-        return reply(request, await self._decide(await self.ident.canonical(req.customer_id), wire))
+        customer = await self.ident.canonical(req.customer_id)
+        ev, event = req.event, None
+        if ev is not None:
+            ts = time.time() if ev.ts is None else ev.ts
+            event = Event(customer, ev.type, ts, ev.properties, ev.event_id)
+        decide = Decide(
+            customer, req.channel, req.placement, req.context, req.limit, req.explain,
+            req.dry_run, event,
+        )  # fmt: skip
+        return reply(request, decision_body(await self._decide(decide)))
 
     @fastapi_app.post("/v1/outcomes", tags=["decisions"], summary="Report outcomes of decisions")
     async def outcomes(self, request: Request) -> Response:
         self._allow(request, "events:write")
         self.router.admit()  # overloaded: shed before the body is read
         data = await self._body(request)
-        items = [o.model_dump() for o in _one_or_many(data, self.wire.OutcomeIn, self.max_batch)]
+        items = [
+            Outcome(o.decision_id, o.action_id, o.outcome, o.ts)
+            for o in _one_or_many(data, self.wire.OutcomeIn, self.max_batch)
+        ]
         shard_of = self.router.shard_of_decision
         accepted = await record_outcomes(self.ident, items, shard_of, isinstance(data, list))
         return reply(request, {"accepted": accepted})
@@ -236,18 +245,9 @@ class Ingress:
         except LinkError as e:
             e.field = "token"  # (the path's token: 404 not ours, 410 expired)
             raise http_error(e) from None
-        wire = {
-            "customer_id": link.customer_id,
-            "channel": link.channel,
-            "placement": link.placement,
-            "context": {"opened": link.message_id},
-            "limit": None,
-            "explain": False,
-            "dry_run": False,
-            "event": None,
-        }
-        result = await self._decide(link.customer_id, wire)  # (merged since: its survivor's)
-        return reply(request, {**result, "message_id": link.message_id})
+        decide = Decide(link.customer_id, link.channel, link.placement, {"opened": link.message_id})
+        result = await self._decide(decide)  # (merged since: its survivor's)
+        return reply(request, opened_body(result, link.message_id))
 
     @fastapi_app.put(
         "/v1/context/{table}",
@@ -281,8 +281,8 @@ class Ingress:
     async def profile(self, customer_id: str, request: Request) -> Response:
         self._allow(request, "profiles:read")
         customer_id = await self.ident.canonical(self._path_id(customer_id))
-        result, _ = await self.ident.call(customer_id, "get_profile", lambda c: (c,))
-        return reply(request, ok(result))
+        result, _ = await self.ident.call(customer_id, "get_profile", GetProfile)
+        return reply(request, profile_body(ok(result)))
 
     @fastapi_app.delete("/v1/profiles/{customer_id}", tags=["profiles"], summary="Erase a customer")
     async def erase(self, customer_id: str, request: Request) -> Response:
@@ -291,10 +291,10 @@ class Ingress:
         self._allow(request, "profiles:erase")
         asked = self._path_id(customer_id)
         customer_id = await self.ident.canonical(asked)
-        result, customer_id = await self.ident.call(customer_id, "erase_profile", lambda c: (c,))
+        result, customer_id = await self.ident.call(customer_id, "erase_profile", EraseProfile)
         ok(result)
         await self.ident.forget(asked, customer_id)  # its links and merges, everywhere
-        return reply(request, result)
+        return reply(request, erased_body(result))
 
     @fastapi_app.post(
         "/v1/identities/merge", tags=["identity"], summary="Merge two profiles of one person"
@@ -346,7 +346,8 @@ def serve_limits(config: Config) -> dict[str, Any]:
 
 def build_app(config: Config) -> Any:
     """The nextbest Serve application for `config` (used by the CLI, tests, serve build)."""
-    return Ingress.options(
+    deployment: Any = Ingress  # (a Serve deployment: serve.deployment typed it away)
+    return deployment.options(
         num_replicas=config.server.ingress_replicas, **serve_limits(config)
     ).bind(config)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from typing import Any
 
 from decisioning.config import AuthSpec
 from serving.wire import WireError
@@ -51,7 +52,7 @@ class KeyRing:
                 "an API key is required: Authorization: Bearer <key> (or X-API-Key: <key>)",
             )
         digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
-        found: tuple[str, frozenset[str]] | None = None
+        found: tuple[str, frozenset[Any]] | None = None
         for known, name, scopes in self.keys:  # every one, whatever matched before
             if hmac.compare_digest(digest, known):
                 found = (name, scopes)

@@ -24,10 +24,11 @@ Two errors of the edge join them: `ShardUnavailable` (actors/remote.py: restarti
 timed out, overloaded; 503) and `WireError` (serving/wire.py: a request that does not
 decode or validate; it carries its own status).
 
-Errors cross the actor boundary as data. `error_of` reads either form: the error itself
-(a NextbestError pickles as its class and attributes) or the `{"error": {"type", ...}}`
-dict that actors/remote.py builds today, which it turns back into an instance of the
-named class; so the mapping sees one typed value whatever the transport carried.
+Errors cross the actor boundary as one typed value: a shard or the supervisor answers
+a refusal with the error itself (actors/calls.py), which pickles as its class and
+attributes (decisioning/errors.py), so `error_of` has nothing to decode: an answer is
+an error exactly when it is an exception instance, and the mapping sees the very class
+that was raised.
 """
 
 from __future__ import annotations
@@ -93,46 +94,15 @@ _CODE: dict[type[BaseException], str] = {
     ModelError: "model_refused",
     NextbestError: "invalid_input",
 }
-# every class an error dict may name, by name
-_CLASSES: dict[str, type[BaseException]] = {}
-
-
-def _register(cls: type[BaseException]) -> None:
-    _CLASSES.setdefault(cls.__name__, cls)
-    for sub in cls.__subclasses__():
-        _register(sub)
 
 
 def _nearest(table: dict[type[BaseException], Any], err: BaseException) -> Any:
     return next((table[c] for c in type(err).__mro__ if c in table), None)
 
 
-def _from_dict(e: dict[str, Any]) -> BaseException:
-    """The error an actor sent as `{"type", "code", "message", "field", ...}`, as an
-    instance of the class it names (built without its constructor, as unpickling does)."""
-    name = e.get("type", "")
-    if name not in _CLASSES:  # (again: a module imported since may add classes)
-        for root in (NextbestError, Fenced, StorageFailed):
-            _register(root)
-    cls = _CLASSES.get(name, NextbestError)
-    err = cls.__new__(cls)
-    Exception.__init__(err, e.get("message", ""))
-    for key in ("message", "field", "customer", "target", "moved"):
-        if key in e:
-            setattr(err, key, e[key])
-    if e.get("code") not in (None, "error"):  # "error": a class without a code of its own
-        err.code = e["code"]  # type: ignore[attr-defined]
-    return err
-
-
 def error_of(answer: Any) -> BaseException | None:
-    """The error a shard or the supervisor answered, as an exception instance; None
-    when `answer` is not an error."""
-    if isinstance(answer, BaseException):
-        return answer
-    if isinstance(answer, dict) and len(answer) == 1 and isinstance(answer.get("error"), dict):
-        return _from_dict(answer["error"])
-    return None
+    """The error a shard or the supervisor answered; None when `answer` is a result."""
+    return answer if isinstance(answer, BaseException) else None
 
 
 def is_error(answer: Any, code: str | None = None) -> bool:

@@ -12,12 +12,12 @@ for events that were in fact applied.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-from pydantic import BaseModel
-
+from actors.messages import ApplyEvents, CheckOutcomes, Outcome, Recorded, RecordOutcomes
 from decisioning.errors import NextbestError
-from decisioning.profile import ProfileSchema, event_from_wire
+from decisioning.profile import Event, ProfileSchema
 from serving.errors import http_error, ok
 from serving.fanout import group
 from serving.identity import Identities
@@ -25,49 +25,60 @@ from serving.identity import Identities
 __all__ = ["apply_events", "checked_events", "ingest", "record_outcomes"]
 
 
-def checked_events(
-    schema: ProfileSchema, items: list[BaseModel], batch: bool, now: float
-) -> list[dict[str, Any]]:
-    """Validated events as wire dicts (no `ts`: now), each checked against the profile
-    schema; the first that fails is the error, at its place in the batch."""
-    wires: list[dict[str, Any]] = []
+def checked_events(schema: ProfileSchema, items: list[Any], batch: bool, now: float) -> list[Event]:
+    """Validated events (`EventIn`; no `ts`: now) as the core's events, each checked
+    against the profile schema; the first that fails is the error, at its place in the
+    batch."""
+    events: list[Event] = []
     for i, ev in enumerate(items):
-        wire = ev.model_dump()
-        if wire["ts"] is None:
-            wire["ts"] = now
+        ts = now if ev.ts is None else ev.ts
+        event = Event(ev.customer_id, ev.type, ts, ev.properties, ev.event_id)
         try:
-            schema.check_event(event_from_wire(wire), now)
+            schema.check_event(event, now)
         except NextbestError as e:
             raise http_error(e, prefix=f"[{i}]." if batch else "") from None
-        wires.append(wire)
-    return wires
+        events.append(event)
+    return events
 
 
-async def apply_events(ident: Identities, wires: list[dict[str, Any]]) -> int:
+Placed = tuple[int, Event]  # an event and its place in the request
+
+
+def _customer(item: Placed) -> str:
+    return item[1].customer_id
+
+
+def _rehome(item: Placed, customer: str) -> Placed:
+    return item[0], replace(item[1], customer_id=customer)
+
+
+def _apply(items: list[Placed]) -> ApplyEvents:
+    return ApplyEvents(tuple(e for _, e in items))
+
+
+async def apply_events(ident: Identities, events: list[Event]) -> tuple[int, list[Event]]:
     """Apply checked events: identifiers resolved to their customers, merged customers
     followed to where they went (a shard applies nothing of a batch that names a merged
-    customer: it answers `moved` with all of them, and that part goes again). Rewrites
-    each event's customer_id to the customer it was applied to."""
+    customer: it answers `moved` with all of them, and that part goes again). The
+    events accepted, and the events as applied (each with the customer it was applied
+    to, in the request's order)."""
+    items = list(enumerate(events))
     if ident.kinds:
-        aliases = {w["customer_id"] for w in wires if ident.is_alias(w["customer_id"])}
+        aliases = {e.customer_id for e in events if ident.is_alias(e.customer_id)}
         resolved = {a: await ident.canonical(a) for a in aliases}
-        for w in wires:
-            w["customer_id"] = resolved.get(w["customer_id"], w["customer_id"])
-
-    def rehome(wire: dict[str, Any], customer: str) -> dict[str, Any]:
-        wire["customer_id"] = customer  # (in place: the caller links what was applied)
-        return wire
-
-    parts = await ident.fanout.follow("apply_events", wires, lambda w: w["customer_id"], rehome)
-    return sum(part.answer for part in parts)
+        items = [_rehome(i, resolved[_customer(i)]) if _customer(i) in resolved else i
+                 for i in items]  # fmt: skip
+    parts = await ident.fanout.follow("apply_events", items, _customer, _rehome, _apply)
+    applied = sorted((i for part in parts for i in part.items), key=lambda i: i[0])
+    return sum(part.answer for part in parts), [e for _, e in applied]
 
 
-async def ingest(ident: Identities, wires: list[dict[str, Any]]) -> dict[str, Any]:
+async def ingest(ident: Identities, events: list[Event]) -> dict[str, Any]:
     """POST /v1/events after validation: `{"accepted": n}`, plus `links_pending` when a
     link the events make could not finish."""
-    accepted = await apply_events(ident, wires)
+    accepted, applied = await apply_events(ident, events)
     pending = []
-    for alias, customer in ident.linked_by(wires):  # e.g. a login
+    for alias, customer in ident.linked_by(applied):  # e.g. a login
         err = await ident.link(alias, customer)
         if err is not None:
             pending.append({"identifier": alias, "customer_id": customer, "error": err})
@@ -75,29 +86,34 @@ async def ingest(ident: Identities, wires: list[dict[str, Any]]) -> dict[str, An
 
 
 async def record_outcomes(
-    ident: Identities, items: list[dict[str, Any]], shard_of: Callable[[str], int], batch: bool
+    ident: Identities, outcomes: list[Outcome], shard_of: Callable[[str], int], batch: bool
 ) -> int:
     """POST /v1/outcomes after validation: each outcome to the shard of its decision.
     A batch over several shards is checked on every one before any records it (never
     half a batch). Outcomes of customers merged away since come back as events for
     their survivors, applied there."""
-    for i, o in enumerate(items):
+    for i, o in enumerate(outcomes):
         try:
-            shard_of(o["decision_id"])
+            shard_of(o.decision_id)
         except NextbestError as e:
             raise http_error(e, prefix=f"[{i}]." if batch else "") from None
-    parts = group(items, lambda o: shard_of(o["decision_id"]))
+    parts = group(outcomes, lambda o: shard_of(o.decision_id))
     if len(parts) > 1:
-        for part in await ident.fanout.send("check_outcomes", parts):
+        for part in await ident.fanout.send("check_outcomes", parts, _check):
             ok(part.answer)
-    accepted, forward = 0, []
-    for part in await ident.fanout.send("record_outcomes", parts):
-        r = ok(part.answer)
-        if isinstance(r, dict):  # outcomes of customers merged away since
-            accepted += r["accepted"]
-            forward += r["forward"]
-        else:
-            accepted += r
+    accepted, forward = 0, list[Event]()
+    for part in await ident.fanout.send("record_outcomes", parts, _record):
+        r: Recorded = ok(part.answer)
+        accepted += r.accepted
+        forward += r.forward  # outcomes of customers merged away since
     if forward:
         await apply_events(ident, forward)
     return accepted
+
+
+def _check(outcomes: list[Outcome]) -> CheckOutcomes:
+    return CheckOutcomes(tuple(outcomes))
+
+
+def _record(outcomes: list[Outcome]) -> RecordOutcomes:
+    return RecordOutcomes(tuple(outcomes))

@@ -4,7 +4,8 @@ Every route that reaches shards goes through here, so this is the one place that
 two things about the path there:
 
 - *Grouping*: the items of a request (events, outcomes, message ids) are grouped by the
-  shard that owns each, and every shard gets its part in one call, all concurrently.
+  shard that owns each, and every shard gets its part in one call, all concurrently,
+  as one typed message (actors/messages.py) that `wrap` makes of the part's items.
 - *Following `moved`*: a customer merged into another lives at the survivor now. A shard
   asked about a merged customer applies nothing of the call and answers `moved`, naming
   every merged customer the call held and where each went. That part is sent again, each
@@ -16,7 +17,6 @@ two things about the path there:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -59,6 +59,7 @@ def group(items: Iterable[T], shard_of: Callable[[T], int]) -> dict[int, list[T]
 
 
 Send = Callable[[dict[int, list[T]]], Awaitable[list[Part[T]]]]
+Wrap = Callable[[list[T]], Any]  # a shard's part of the items -> the message it gets
 
 
 class Fanout:
@@ -69,18 +70,16 @@ class Fanout:
         self.router = router
         self.root = root
 
-    async def send(self, method: str, parts: dict[int, list[T]]) -> list[Part[T]]:
-        """`method(items)` on each shard for its items, concurrently."""
-        calls = [(shard, method, items) for shard, items in parts.items()]
-        answers = await self.router.call_all(calls)
-        return [Part(s, items, a) for (s, _, items), a in zip(calls, answers, strict=True)]
+    async def send(self, method: str, parts: dict[int, list[T]], wrap: Wrap[T]) -> list[Part[T]]:
+        """`method(wrap(items))` on each shard for its items, concurrently."""
+        shards = list(parts)
+        answers = await self.router.call_all([(s, method, wrap(parts[s])) for s in shards])
+        return [Part(s, parts[s], a) for s, a in zip(shards, answers, strict=True)]
 
-    async def everywhere(self, method: str, *args: Any) -> list[Any]:
-        """`method(*args)` on every shard, concurrently; the answers in shard order."""
+    async def everywhere(self, method: str, message: Any) -> list[Any]:
+        """`method(message)` on every shard, concurrently; the answers in shard order."""
         shards = range(len(self.router.shards))
-        if len(args) == 1:
-            return await self.router.call_all([(s, method, args[0]) for s in shards])
-        return list(await asyncio.gather(*(self.router.call(s, method, *args) for s in shards)))
+        return await self.router.call_all([(s, method, message) for s in shards])
 
     async def follow(
         self,
@@ -88,22 +87,23 @@ class Fanout:
         items: list[T],
         customer: Callable[[T], str],
         rehome: Callable[[T, str], T],
+        wrap: Wrap[T],
     ) -> list[Part[T]]:
         """`send` by customer, following merges: `rehome(item, survivor)` is the item for
         the customer it names now. The parts with their answers; the first error answered
         is raised as soon as it is seen (`raise_for`), and nothing is sent after it."""
         return await self._follow(
-            items, customer, rehome, lambda parts: self.send(method, parts), raising=True
+            items, customer, rehome, lambda parts: self.send(method, parts, wrap), raising=True
         )
 
     async def follow_one(
         self,
         customer: str,
         method: str,
-        args_of: Callable[[str], tuple[Any, ...]],
+        message_of: Callable[[str], Any],
         stop: Callable[[str], Any] | None = None,
     ) -> tuple[Any, str]:
-        """`method(*args_of(customer))` on the customer's shard, following merges; the
+        """`method(message_of(customer))` on the customer's shard, following merges; the
         answer and the customer that gave it. `stop(customer)`, when it returns other
         than None, is the answer instead, without a call (checked before every send)."""
 
@@ -111,7 +111,7 @@ class Fanout:
             [(shard, [c])] = parts.items()
             early = None if stop is None else stop(c)
             if early is None:
-                early = await self.router.call(shard, method, *args_of(c))
+                early = await self.router.call(shard, method, message_of(c))
             return [Part(shard, [c], early)]
 
         [part] = await self._follow([customer], str, lambda _, c: c, send)

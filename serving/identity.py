@@ -19,9 +19,33 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from actors.messages import (
+    Absorb,
+    Cancelled,
+    CancelMerge,
+    Compress,
+    DropMerged,
+    ForgetIdentity,
+    Freeze,
+    Frozen,
+    IdentityInfo,
+    IdentityOf,
+    Link,
+    Linked,
+    MergedInto,
+    Pin,
+    Resolve,
+    Resolved,
+    Settle,
+    Unfinished,
+    UnfinishedMerges,
+    Unpin,
+)
 from actors.remote import ShardUnavailable
 from decisioning.config import Config
-from serving.errors import is_error, ok
+from decisioning.errors import AlreadyMerged, NextbestError
+from decisioning.profile import Event
+from serving.errors import error_of, http_error, is_error, ok
 from serving.fanout import MAX_HOPS, Fanout, Router
 
 __all__ = ["MAX_HOPS", "Identities", "Router", "is_error"]
@@ -31,21 +55,10 @@ MAX_CHAIN = 10_000  # a longer chain of forward pointers would be a bug (a cycle
 STALE_PIN_S = 60.0  # a merge attempt holding its pin this long is called off by the sweep
 
 
-def _already_merged(merged: str, target: str) -> dict[str, Any]:
-    message = (
-        f"{merged} was already merged into {target}; to merge that customer, "
-        f"name {target} as merged"
-    )
-    return {
-        "error": {
-            "type": "AlreadyMerged",
-            "code": "already_merged",
-            "message": message,
-            "field": "merged",
-            "customer": merged,
-            "target": target,
-        }
-    }
+def _already_merged(merged: str, target: str) -> AlreadyMerged:
+    err = AlreadyMerged(merged, target)
+    err.field = "merged"  # type: ignore[attr-defined]  # (the body's field at fault)
+    return err
 
 
 def _one(survivor: str, merged: str) -> dict[str, Any]:
@@ -71,9 +84,9 @@ class Identities:
         kind, sep, _ = customer_id.partition(":")
         return bool(sep) and kind in self.kinds
 
-    async def _at(self, key: str, method: str, *args: Any) -> Any:
-        """`method(*args)` on the shard that owns `key`."""
-        return await self.router.call(self.router.shard_of(key), method, *args)
+    async def _at(self, key: str, method: str, message: Any) -> Any:
+        """`method(message)` on the shard that owns `key`."""
+        return await self.router.call(self.router.shard_of(key), method, message)
 
     async def canonical(self, customer_id: str) -> str:
         """The customer an identifier is linked to, or the identifier itself (its own
@@ -81,42 +94,44 @@ class Identities:
         finished first."""
         if not self.kinds or not self.is_alias(customer_id):
             return customer_id
-        linked = ok(await self._at(customer_id, "resolve", customer_id))
-        if linked["owed"]:
+        resolved: Resolved = ok(await self._at(customer_id, "resolve", Resolve(customer_id)))
+        if resolved.owed:
             await self._finish_quietly(customer_id)
-        return linked["customer_id"] or customer_id  # type: ignore[no-any-return]
+        return resolved.customer_id or customer_id
 
     async def root(self, customer_id: str) -> str:
         """Where a (maybe merged) customer lives now: the end of its chain of merges. A
         longer chain than one hop is shortened on the way (each pointer to the end)."""
         path: list[tuple[str, str]] = []
         current = customer_id
-        while (target := ok(await self._at(current, "merged_into", current))) is not None:
+        while (
+            target := ok(await self._at(current, "merged_into", MergedInto(current)))
+        ) is not None:
             path.append((current, target))
             current = target
             if len(path) > MAX_CHAIN:
                 raise RuntimeError(f"forward pointers from {customer_id} do not end")
         for merged, expected in path[:-1]:
-            await self._at(merged, "compress", merged, expected, current)
+            await self._at(merged, "compress", Compress(merged, expected, current))
         return current
 
     async def call(
-        self, customer_id: str, method: str, args_of: Callable[[str], tuple[Any, ...]]
+        self, customer_id: str, method: str, message_of: Callable[[str], Any]
     ) -> tuple[Any, str]:
-        """`method(*args_of(customer_id))` on the customer's shard, following merges (a
+        """`method(message_of(customer_id))` on the customer's shard, following merges (a
         shard answers `moved` for a merged customer, before applying anything)."""
-        return await self.fanout.follow_one(customer_id, method, args_of)
+        return await self.fanout.follow_one(customer_id, method, message_of)
 
-    def linked_by(self, events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    def linked_by(self, events: list[Event]) -> list[tuple[str, str]]:
         """(identifier, customer) pairs the applied events link, per identity.links."""
         out = []
         for e in events:
-            for kind in self.links.get(e["type"], ()):
-                value = (e.get("properties") or {}).get(kind)
+            for kind in self.links.get(e.type, ()):
+                value = e.properties.get(kind)
                 if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
                     alias = f"{kind}:{value}"
-                    if alias != e["customer_id"]:
-                        out.append((alias, e["customer_id"]))
+                    if alias != e.customer_id:
+                        out.append((alias, e.customer_id))
         return out
 
     async def link(self, alias: str, customer_id: str) -> dict[str, Any] | None:
@@ -124,47 +139,48 @@ class Identities:
         when done, else what stopped it ({code, message}): once the link is recorded its
         merge is owed durably and finishes later (next link, resolution, or sweep)."""
         try:
-            linked = ok(await self._at(alias, "link", alias, customer_id))
-            if linked["owed"] is not None:
+            linked: Linked = ok(await self._at(alias, "link", Link(alias, customer_id)))
+            if linked.owed is not None:
                 merged = await self.finish(alias)
-                if is_error(merged):
-                    err = merged["error"]
-                    return {"code": err["code"], "message": err["message"]}
+                err = error_of(merged)
+                if err is not None:
+                    wire = http_error(err)
+                    return {"code": wire.code, "message": wire.message}
         except ShardUnavailable as e:
             return {"code": e.code, "message": str(e)}
         return None
 
-    async def merge(self, survivor: str, merged: str) -> dict[str, Any]:
+    async def merge(self, survivor: str, merged: str) -> dict[str, Any] | NextbestError:
         """Fold `merged` into `survivor` (POST /v1/identities/merge). The survivor is
         followed to where it lives now. `merged` must be a live profile: one merged
         already (an identifier: linked) is refused with `already_merged`, unless it is
         one customer with the survivor already (then nothing changes, or a merge of the
         two left unfinished is finished)."""
         survivor = await self.root(await self.canonical(survivor))
-        info = ok(await self._at(merged, "identity_of", merged, False))
-        went = info["merged_into"] or info["linked_to"]
+        info: IdentityInfo = ok(await self._at(merged, "identity_of", IdentityOf(merged, False)))
+        went = info.merged_into or info.linked_to
         if went is not None:
             target = await self.root(went)
             if target != survivor:
                 return _already_merged(merged, target)
-            if info["owed"] is None:
+            if info.owed is None:
                 return _one(survivor, merged)
             return await self.finish(merged)
         if merged == survivor:
             return _one(survivor, merged)
         return await self._attempt(survivor, merged, "merge")
 
-    async def finish(self, merged: str) -> dict[str, Any]:
+    async def finish(self, merged: str) -> dict[str, Any] | NextbestError:
         """Finish the merge owed for `merged`, if one is (any caller, any time, as often
         as it likes: every step is idempotent)."""
-        info = ok(await self._at(merged, "identity_of", merged, False))
-        owed = info["owed"]
+        info: IdentityInfo = ok(await self._at(merged, "identity_of", IdentityOf(merged, False)))
+        owed = info.owed
         if owed is None:
             return {"changed": False, "merged": merged, "reason": "nothing owed"}
-        survivor = info["merged_into"] or owed["survivor"]
-        done = await self._attempt(survivor, merged, owed["reason"])
-        if done.get("reason") == "already one customer":  # its survivor became itself
-            ok(await self._at(merged, "settle", merged))
+        survivor = info.merged_into or owed.survivor
+        done = await self._attempt(survivor, merged, owed.reason)
+        if isinstance(done, dict) and done["reason"] == "already one customer":  # (itself)
+            ok(await self._at(merged, "settle", Settle(merged)))
         return done
 
     async def _pin(self, survivor: str, token: str, merged: str) -> tuple[Any, str]:
@@ -173,11 +189,13 @@ class Identities:
         return await self.fanout.follow_one(
             await self.root(survivor),
             "pin",
-            lambda s: (s, token, merged),
+            lambda s: Pin(s, token, merged),
             stop=lambda s: _one(s, merged) if s == merged else None,
         )
 
-    async def _attempt(self, survivor: str, merged: str, reason: str) -> dict[str, Any]:
+    async def _attempt(
+        self, survivor: str, merged: str, reason: str
+    ) -> dict[str, Any] | NextbestError:
         """One attempt at the protocol's steps (decisioning/profile/identity.py). The pin is let
         go when the attempt is refused before freezing or done; after a freeze that did
         not finish it stays, so the survivor stays put for whoever finishes the merge."""
@@ -185,59 +203,68 @@ class Identities:
         pinned, survivor = await self._pin(survivor, token, merged)
         if pinned is not True:
             return pinned  # type: ignore[no-any-return]
-        frozen = await self._at(merged, "freeze", merged, survivor, token, reason)
+        frozen = await self._at(merged, "freeze", Freeze(merged, survivor, token, reason))
         if is_error(frozen):  # refused: nothing was frozen by this attempt
-            await self._at(survivor, "unpin", survivor, token)
+            await self._at(survivor, "unpin", Unpin(survivor, token))
             return frozen  # type: ignore[no-any-return]
+        f: Frozen = frozen
         entry = {
             "ts": time.time(),
-            "merge_id": frozen["merge_id"],
+            "merge_id": f.merge_id,
             "survivor": survivor,
             "merged": merged,
-            "reason": frozen["reason"],
-            "had_profile": frozen["known"],
+            "reason": f.reason,
+            "had_profile": f.known,
         }
-        if not frozen["done"]:
-            fold = {"state": frozen["state"], "contacts": frozen["contacts"]}
-            absorbed = await self._at(survivor, "absorb", survivor, frozen["merge_id"], fold)
+        if not f.done:
+            assert f.merge_id is not None  # (a merge to fold has its id)
+            fold = Absorb(survivor, f.merge_id, f.state, f.contacts)
+            absorbed = await self._at(survivor, "absorb", fold)
             if is_error(absorbed):
                 return absorbed  # type: ignore[no-any-return]
             await self.router.supervisor_call("audit_identity", entry)
-            dropped = await self._at(merged, "drop_merged", merged, self.is_alias(merged))
+            dropped = await self._at(
+                merged, "drop_merged", DropMerged(merged, self.is_alias(merged))
+            )
             if is_error(dropped):
                 return dropped  # type: ignore[no-any-return]
-        await self._at(survivor, "unpin", survivor, token)
-        return {"changed": not frozen["done"], **entry}
+        await self._at(survivor, "unpin", Unpin(survivor, token))
+        return {"changed": not f.done, **entry}
 
     async def _finish_quietly(self, merged: str) -> None:
+        done: Any
         try:
             done = await self.finish(merged)
         except ShardUnavailable as e:
-            done = {"error": {"code": e.code, "message": str(e)}}
+            done = e
         if is_error(done):
-            log.warning("the merge of %s is still unfinished: %s", merged, done["error"])
+            log.warning("the merge of %s is still unfinished: %s", merged, done)
 
     async def _reap(self, survivor: str, merged: str, token: str) -> None:
         """A pin held too long: call its attempt off (or, if it froze, finish the merge),
         and only then let the pin go."""
-        r = ok(await self._at(merged, "cancel_merge", merged, survivor, token))
-        if r["frozen"] and r["owed"] and is_error(await self.finish(merged)):
+        r: Cancelled = ok(
+            await self._at(merged, "cancel_merge", CancelMerge(merged, survivor, token))
+        )
+        if r.frozen and r.owed and is_error(await self.finish(merged)):
             return
-        await self._at(survivor, "unpin", survivor, token)
+        await self._at(survivor, "unpin", Unpin(survivor, token))
 
     async def sweep(self, stale_s: float = STALE_PIN_S) -> int:
         """Finish the merges left unfinished on every shard, and call off attempts whose
         pins are older than `stale_s`; returns how many were found."""
-        found = await self.fanout.everywhere("unfinished_merges", stale_s)
+        found = await self.fanout.everywhere("unfinished_merges", UnfinishedMerges(stale_s))
         n = 0
         for items in found:
+            item: Unfinished
             for item in [] if is_error(items) else items:
                 n += 1
                 try:
-                    if item["kind"] == "owed":
-                        await self._finish_quietly(item["merged"])
+                    if item.kind == "owed":
+                        await self._finish_quietly(item.merged)
                     else:
-                        await self._reap(item["survivor"], item["merged"], item["token"])
+                        assert item.token is not None  # (a pin has its attempt's token)
+                        await self._reap(item.survivor, item.merged, item.token)
                 except ShardUnavailable as e:
                     log.warning("identity sweep: %s", e)
         return n
@@ -253,13 +280,14 @@ class Identities:
 
     async def describe(self, key: str) -> dict[str, Any]:
         """What every shard knows of an id or identifier."""
-        infos = await self.fanout.everywhere("identity_of", key)
+        infos = await self.fanout.everywhere("identity_of", IdentityOf(key))
         info: dict[str, Any] = {"id": key, "linked_to": None, "merged_into": None, "aliases": []}
+        i: IdentityInfo
         for i in infos:
             if not is_error(i):
-                info["linked_to"] = info["linked_to"] or i["linked_to"]
-                info["merged_into"] = info["merged_into"] or i["merged_into"]
-                info["aliases"] += i["aliases"]
+                info["linked_to"] = info["linked_to"] or i.linked_to
+                info["merged_into"] = info["merged_into"] or i.merged_into
+                info["aliases"] += i.aliases
         start = info["linked_to"] or key
         info["customer_id"] = await self.root(start)
         info["aliases"] = sorted(info["aliases"])
@@ -273,6 +301,6 @@ class Identities:
         while todo:
             c = todo.pop(0)
             done.add(c)
-            merged = await self.fanout.everywhere("forget_identity", c)
+            merged = await self.fanout.everywhere("forget_identity", ForgetIdentity(c))
             todo += [m for ids in merged for m in ok(ids) if m not in done and m not in todo]
             await self.router.supervisor_call("scrub_identity_audit", c)

@@ -13,7 +13,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from actors.messages import AckOutbound, Leased, LeaseOutbound, ReleaseOutbound
 from decisioning.errors import NextbestError
+from serving.bodies import message_body
 from serving.errors import ok
 from serving.fanout import Fanout, group
 from serving.wire import WireError
@@ -83,21 +85,34 @@ def poll_of(q: Mapping[str, str], channels: frozenset[str], sinks: frozenset[str
 
 
 async def take(fanout: Fanout, shard_of: ShardOf, poll: Poll) -> list[dict[str, Any]]:
-    """Up to `limit` messages of the channel, oldest first per shard; with none queued,
-    asked again every 0.1 s until `wait_s` has passed."""
+    """Up to `limit` messages of the channel (their wire bodies), oldest first per
+    shard; with none queued, asked again every 0.1 s until `wait_s` has passed."""
     channel, limit, wait_s = poll
     deadline = time.monotonic() + wait_s
+    lease = LeaseOutbound(channel, limit)
     while True:
-        answers = await fanout.everywhere("lease_outbound", channel, limit)
-        taken = sorted((m for a in answers for m in ok(a)), key=lambda m: m["queued_at"])
+        answers = await fanout.everywhere("lease_outbound", lease)
+        taken: list[Leased] = sorted((m for a in answers for m in ok(a)), key=_queued_at)
         left = deadline - time.monotonic()
         if taken or left <= 0:
             break
         await asyncio.sleep(min(0.1, left))
-    extra = [m["id"] for m in taken[limit:]]  # more than asked, over every shard
+    extra = [m.message.id for m in taken[limit:]]  # more than asked, over every shard
     if extra:
-        await fanout.send("release_outbound", group(extra, shard_of))
-    return taken[:limit]
+        await fanout.send("release_outbound", group(extra, shard_of), _release)
+    return [message_body(m) for m in taken[:limit]]
+
+
+def _queued_at(leased: Leased) -> float:
+    return leased.message.ts
+
+
+def _release(ids: list[str]) -> ReleaseOutbound:
+    return ReleaseOutbound(tuple(ids))
+
+
+def _ack(ids: list[str]) -> AckOutbound:
+    return AckOutbound(tuple(ids))
 
 
 async def ack(fanout: Fanout, shard_of: ShardOf, ids: list[str]) -> int:
@@ -108,5 +123,5 @@ async def ack(fanout: Fanout, shard_of: ShardOf, ids: list[str]) -> int:
             shard_of(mid)
         except NextbestError as e:  # a malformed id: the body is at fault, not a lookup
             raise WireError(422, "invalid_field", str(e), f"ids[{i}]") from None
-    parts = await fanout.send("ack_outbound", group(ids, shard_of))
+    parts = await fanout.send("ack_outbound", group(ids, shard_of), _ack)
     return sum(ok(p.answer) for p in parts)

@@ -130,7 +130,7 @@ class WireModels:
     # is built from the same limits)
     def __init__(self, limits: Limits, channels: tuple[str, ...] = ()) -> None:
         self.limits = limits
-        known = {"enum": list(channels)} if channels else None
+        known: dict[str, Any] | None = {"enum": list(channels)} if channels else None
         n = limits.max_abs_number
         Id = Annotated[
             str,

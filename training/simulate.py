@@ -21,9 +21,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from actors.messages import ApplyEvents, Decide
 from actors.shard import Shard
 from decisioning.config import Config
 from decisioning.policy.budgets import day_of
+from decisioning.profile import event_from_wire
 from decisioning.profile.slots import bucket
 from decisioning.stores.registry import Registry
 
@@ -111,21 +113,21 @@ def _run(config: Config, stream: list[tuple[float, int, dict[str, Any]]], share:
     for ts, kind, body in stream:
         now[0] = ts
         if kind == 0:
-            shard.apply_events([body])
+            shard.apply_events(ApplyEvents((event_from_wire(body),)))
             continue
         if day_of(ts) not in {k[1] for k in shard.allotments.left}:
             for action, budget in shard.budgets.items():  # this part's share of it
                 shard.allotments.add(action, day_of(ts), budget // share)
-        d = shard.decide({**body, "explain": True})
+        d = shard.decide(Decide(**body, explain=True)).decision
         report.decisions += 1
-        report.nothing += not d["actions"]
-        for entry in d["explanation"]:
+        report.nothing += not d.actions
+        for entry in d.explanation or ():
             stage = _stage(entry)
             if stage is not None:
                 report.removed[stage] += 1
-        for a in d["actions"]:
-            report.shown[f"{a['channel']}/{a['action_id']}"] += 1
-            report.value += a["propensity"] * a["value"]
+        for a in d.actions:
+            report.shown[f"{a.channel}/{a.action_id}"] += 1
+            report.value += a.propensity * a.value
     return report
 
 

@@ -5,11 +5,13 @@ event, pick the customer's variant, choose the channel of an outbound decision, 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from actors.messages import Decide, Decided
 from actors.shard.allowance import Allowance
 from actors.shard.decisions import DecisionHistory
 from actors.shard.identity import Identity
@@ -27,7 +29,7 @@ from decisioning.policy.decide import (
     choose_channel,
     decide,
 )
-from decisioning.profile import event_from_wire
+from decisioning.profile import Event
 from decisioning.profile.slots import slot_of
 from decisioning.stores.decision_log import DecisionLog
 
@@ -35,8 +37,8 @@ __all__ = ["Decider"]
 
 
 class Decider:
-    """Makes one customer's decision from a request dict; `stages`, when set, adds up
-    the time of each step (the benchmark)."""
+    """Makes one customer's decision from a `Decide` request; `stages`, when set, adds
+    up the time of each step (the benchmark)."""
 
     def __init__(
         self,
@@ -59,37 +61,37 @@ class Decider:
         self.clock = clock
         self.stages: Stages | None = None
 
-    def decide(self, request: dict[str, Any]) -> tuple[Decision, str, ChannelChoice | None]:
+    def decide(self, request: Decide) -> Decided:
         """The decision, its variant and (channel "outbound") how its channel was chosen;
         the request's triggering event is applied first (not in a dry run)."""
         served, cfg = self.served, self.served.config.decisioning
-        customer_id = request["customer_id"]
+        customer_id = request.customer_id
         self.identity.here(customer_id)
         channel, limit, outbound = self._checked(request, cfg)
-        dry_run = bool(request.get("dry_run"))
-        if request.get("event") is not None:
-            self._triggering_event(request["event"], customer_id, dry_run)
+        dry_run = request.dry_run
+        if request.event is not None:
+            self._triggering_event(request.event, customer_id, dry_run)
         now = self.clock()
         models, variant, shadows = served.variant(customer_id)
         profile = self.profiles.store.features(customer_id, now)
         choice = None
+        context = request.context or {}
         if outbound:  # choose the channel first, then decide on it
-            choice = self._outbound_channel(request, profile, now, models)
+            choice = self._outbound_channel(request, context, profile, now, models)
             channel = choice.channel
-        context = request.get("context") or {}
         r = DecisionRequest(
             f"d-{slot_of(customer_id):04x}-{os.urandom(8).hex()}",
             customer_id,
             profile,
             channel,
-            request.get("placement"),
+            request.placement,
             context,
             limit,
             served.catalog,
             models,
             cfg,
             now,
-            explain=bool(request.get("explain")),
+            explain=request.explain,
             stages=self.stages,
             trace=self.logs is not None and not dry_run,
             explorer=None if dry_run else served.explorer,
@@ -103,11 +105,11 @@ class Decider:
         if not dry_run:
             self._record(r, decision, context, variant, shadows)
         self.profiles.counters["decisions"] += 1
-        return decision, variant, choice
+        return Decided(decision, variant, choice)
 
-    def _checked(self, request: dict[str, Any], cfg: DecisioningSpec) -> tuple[str, int, bool]:
+    def _checked(self, request: Decide, cfg: DecisioningSpec) -> tuple[str, int, bool]:
         """The request's channel, limit, and whether it is an outbound decision."""
-        channel = request["channel"]
+        channel = request.channel
         outbound = channel == OUTBOUND
         if outbound and not cfg.outbound.channels:
             raise InvalidInput(
@@ -119,13 +121,14 @@ class Decider:
             raise InvalidInput(
                 f"unknown channel {channel!r}", field="channel", code="unknown_channel"
             )
-        limit = 1 if outbound else request.get("limit") or cfg.default_limit  # one message
+        limit = 1 if outbound else request.limit or cfg.default_limit  # one message
         if not 1 <= limit <= cfg.max_limit:
             raise InvalidInput(f"limit must be between 1 and {cfg.max_limit}", field="limit")
         return channel, limit, outbound
 
-    def _triggering_event(self, wire: dict[str, Any], customer_id: str, dry_run: bool) -> None:
-        event = event_from_wire({**wire, "customer_id": customer_id})
+    def _triggering_event(self, event: Event, customer_id: str, dry_run: bool) -> None:
+        if event.customer_id != customer_id:  # (the event is the decision's customer's)
+            event = replace(event, customer_id=customer_id)
         try:
             self.profiles.schema.check_event(event, self.clock())
         except InvalidInput as e:
@@ -155,7 +158,8 @@ class Decider:
 
     def _outbound_channel(
         self,
-        request: dict[str, Any],
+        request: Decide,
+        context: Mapping[str, Any],
         profile: np.ndarray,
         now: float,
         models: dict[str, LoadedModel],
@@ -163,7 +167,7 @@ class Decider:
         """Decide once per outbound channel, greedily and without recording anything
         (consent, rules, contact policies, budgets, the channel's outbound rule and its
         cost all apply), then pick the channel (see `choose_channel`)."""
-        served, customer_id = self.served, request["customer_id"]
+        served, customer_id = self.served, request.customer_id
         ob = served.config.decisioning.outbound
         probes = {
             ch: decide(
@@ -172,8 +176,8 @@ class Decider:
                     customer_id,
                     profile,
                     ch,
-                    request.get("placement"),
-                    request.get("context") or {},
+                    request.placement,
+                    context,
                     1,
                     served.catalog,
                     models,

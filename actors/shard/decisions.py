@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
+from actors.messages import RecentDecision
 from actors.shard.allowance import Allowance
 from actors.shard.journal import Journal
 from actors.shard.served import Served
@@ -29,16 +30,6 @@ class Tracked(NamedTuple):
     channel: str
     placement: str | None
     model_version: str | None
-
-    def to_wire(self, decision_id: str) -> dict[str, Any]:
-        return {
-            "decision_id": decision_id,
-            "ts": self.ts,
-            "channel": self.channel,
-            "placement": self.placement,
-            "actions": list(self.actions),
-            "model_version": self.model_version,
-        }
 
 
 class DecisionHistory:
@@ -124,6 +115,10 @@ class DecisionHistory:
         self.recent.pop(customer_id, None)
         return len(gone)
 
-    def of(self, customer_id: str) -> list[dict[str, Any]]:
+    def of(self, customer_id: str) -> tuple[RecentDecision, ...]:
         """The customer's recent decisions, oldest first, as the profile view shows them."""
-        return [self.ring[i].to_wire(i) for i in self.recent.get(customer_id, ())]
+        out = []
+        for i in self.recent.get(customer_id, ()):
+            t = self.ring[i]
+            out.append(RecentDecision(i, t.ts, t.channel, t.placement, t.actions, t.model_version))
+        return tuple(out)

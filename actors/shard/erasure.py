@@ -5,8 +5,7 @@ rows that held the customer are deleted too. (Its identity records: `identity.py
 
 from __future__ import annotations
 
-from typing import Any
-
+from actors.messages import Erased
 from actors.shard.allowance import Allowance
 from actors.shard.decisions import DecisionHistory
 from actors.shard.durability import Durability
@@ -40,7 +39,7 @@ class Erasure:
         self.journal = journal
         self.logs = logs
 
-    def erase_profile(self, customer_id: str) -> dict[str, Any]:
+    def erase_profile(self, customer_id: str) -> Erased:
         """Forget a customer here (the caller made sure it is not merged away)."""
         known, decisions = self.forget_profile(customer_id)
         erased = known or decisions > 0
@@ -54,7 +53,7 @@ class Erasure:
             self.journal.log(ProfileErased(customer_id))
             self.durability.erase_soon()
         self.erase_logs(customer_id)  # logs may hold a customer the profile store lost
-        return {"customer_id": customer_id, "erased": erased, "decisions_removed": decisions}
+        return Erased(customer_id, erased, decisions)
 
     def forget_profile(self, customer_id: str) -> tuple[bool, int]:
         """Whether the customer had a profile here, and how many decisions went."""

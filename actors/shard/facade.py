@@ -1,8 +1,9 @@
 """`Shard`: the facade over a shard's parts, and the only class callers see.
 
-Every public method takes and returns plain data (dicts, lists), so it is unit-tested
-without Ray and made remote in `actors/remote.py`. Each method hands its work to the
-part that owns the concern:
+A request method (actors/calls.py: `REQUEST_METHODS`) takes one typed message and
+answers with a typed result (both in `actors/messages.py`; the wire bodies are built
+from them at the edge, never here), so it is unit-tested without Ray and made remote in
+`actors/remote.py`. Each method hands its work to the part that owns the concern:
 
 - `profiles.py`   profile store, idempotency keys, counters
 - `intake.py`     events in: checked, deduplicated, logged, applied, triggers run
@@ -29,6 +30,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from actors import messages as m
 from actors.shard import state
 from actors.shard.allowance import Allowance
 from actors.shard.decider import Decider
@@ -46,7 +48,6 @@ from decisioning.config import Config, Secrets
 from decisioning.journal import records as rec
 from decisioning.policy.decide import Stages
 from decisioning.policy.scoring import ModelBundle
-from decisioning.profile import event_from_wire
 from decisioning.profile.identity import Book
 from decisioning.stores.decision_log import DecisionLog
 
@@ -195,107 +196,108 @@ class Shard:
 
     # -- events, decisions, outcomes -----------------------------------------------------
 
-    def apply_events(self, events: list[dict[str, Any]]) -> int:
+    def apply_events(self, r: m.ApplyEvents) -> int:
         """Apply a batch of events: all are checked before any is applied."""
-        batch = [event_from_wire(e) for e in events]
-        fresh = self.intake.apply(batch, self.clock())
+        fresh = self.intake.apply(list(r.events), self.clock())
         self.profiles.counters["events"] += len(fresh)
         self.allowance.count_outcomes(fresh)  # (outcomes forwarded after a merge)
-        return len(batch)
+        return len(r.events)
 
-    def decide(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Decide for one customer; applies the request's triggering event first."""
-        decision, variant, choice = self.decider.decide(request)
-        out = decision.to_wire()
-        out["variant"] = variant
-        if choice is not None:
-            out["channel_choice"] = choice.to_wire()
-        return out
+    def decide(self, r: m.Decide) -> m.Decided:
+        """Decide for one customer; applies the request's triggering event first (the
+        decision's trace, for the decision log, does not cross: see messages.py)."""
+        return self.decider.decide(r)
 
-    def check_outcomes(self, outcomes: list[dict[str, Any]]) -> int:
+    def check_outcomes(self, r: m.CheckOutcomes) -> int:
         """Check outcomes without recording them (first phase of a cross-shard batch)."""
-        return len(self.outcomes.events(outcomes))
+        return len(self.outcomes.events(r.outcomes))
 
-    def record_outcomes(self, outcomes: list[dict[str, Any]]) -> int | dict[str, Any]:
+    def record_outcomes(self, r: m.RecordOutcomes) -> m.Recorded:
         """Record outcomes of earlier decisions (see outcomes.py)."""
-        return self.outcomes.record(outcomes)
+        return self.outcomes.record(r.outcomes)
 
     # -- profiles ------------------------------------------------------------------------
 
-    def get_profile(self, customer_id: str) -> dict[str, Any]:
+    def get_profile(self, r: m.GetProfile) -> m.Profile:
+        customer_id = r.customer_id
         self.identity.here(customer_id)
         view = self.profiles.store.profile_view(customer_id, self.clock())
-        view["recent_decisions"] = self.history.of(customer_id)
-        view["shard"] = self.shard_id
-        return view
+        return m.Profile(
+            customer_id,
+            view["known"],
+            view["attributes"],
+            view["aggregates"],
+            view["consent"],
+            self.history.of(customer_id),
+            self.shard_id,
+        )
 
-    def erase_profile(self, customer_id: str) -> dict[str, Any]:
+    def erase_profile(self, r: m.EraseProfile) -> m.Erased:
         """Forget a customer (see erasure.py). A merged id answers Moved: its person is
         erased where it lives now."""
-        self.identity.here(customer_id)
-        return self.erasure.erase_profile(customer_id)
+        self.identity.here(r.customer_id)
+        return self.erasure.erase_profile(r.customer_id)
 
     # -- identity (the protocol: decisioning/profile/identity.py) ------------------------
 
-    def resolve(self, alias: str) -> dict[str, Any]:
+    def resolve(self, r: m.Resolve) -> m.Resolved:
         """The customer an identifier is linked to (None: not linked), and whether the
         merge its first link owes is still to finish."""
-        return {"customer_id": self.book.aliases.get(alias), "owed": alias in self.book.owed}
+        book = self.book
+        return m.Resolved(book.aliases.get(r.alias), r.alias in book.owed)
 
-    def link(self, alias: str, customer_id: str) -> dict[str, Any]:
+    def link(self, r: m.Link) -> m.Linked:
         """Link an identifier to a customer (the newest link wins; the first owes a merge)."""
-        return self.identity.link(alias, customer_id)
+        return self.identity.link(r.alias, r.customer_id)
 
-    def merged_into(self, customer_id: str) -> str | None:
+    def merged_into(self, r: m.MergedInto) -> str | None:
         """The id a customer was merged into (None: it is live)."""
-        return self.book.forwards.get(customer_id)
+        return self.book.forwards.get(r.customer_id)
 
-    def pin(self, survivor: str, token: str, merged: str) -> bool:
+    def pin(self, r: m.Pin) -> bool:
         """Merge step 1, on the survivor's shard: it cannot be merged away meanwhile."""
-        return self.identity.pin(survivor, token, merged)
+        return self.identity.pin(r.survivor, r.token, r.merged)
 
-    def unpin(self, survivor: str, token: str) -> bool:
-        return self.identity.unpin(survivor, token)
+    def unpin(self, r: m.Unpin) -> bool:
+        return self.identity.unpin(r.survivor, r.token)
 
-    def freeze(
-        self, merged: str, survivor: str, token: str | None = None, reason: str = "merge"
-    ) -> dict[str, Any]:
+    def freeze(self, r: m.Freeze) -> m.Frozen:
         """Merge step 2, on the merged customer's shard: it forwards to `survivor` from now
         on; returns its state to fold there and the merge id (a repeat returns the same)."""
-        return self.identity.freeze(merged, survivor, token, reason)
+        return self.identity.freeze(r.merged, r.survivor, r.token, r.reason)
 
-    def absorb(self, survivor: str, merge_id: str, frozen: dict[str, Any]) -> bool:
+    def absorb(self, r: m.Absorb) -> bool:
         """Merge step 3, on the survivor's shard: fold the frozen state in, once per merge."""
-        return self.identity.absorb(survivor, merge_id, frozen)
+        return self.identity.absorb(r.survivor, r.merge_id, r.state, r.contacts)
 
-    def drop_merged(self, merged: str, alias: bool = False) -> bool:
+    def drop_merged(self, r: m.DropMerged) -> bool:
         """Merge step 5, on the merged customer's shard: its row goes, the pointer stays."""
-        return self.identity.drop_merged(merged, alias)
+        return self.identity.drop_merged(r.merged, r.alias)
 
-    def settle(self, merged: str) -> bool:
+    def settle(self, r: m.Settle) -> bool:
         """Nothing is owed for a live customer whose merge would fold it into itself."""
-        return self.identity.settle(merged)
+        return self.identity.settle(r.merged)
 
-    def cancel_merge(self, merged: str, survivor: str, token: str) -> dict[str, Any]:
+    def cancel_merge(self, r: m.CancelMerge) -> m.Cancelled:
         """Call off a stale attempt, unless it froze already (then it is to be finished)."""
-        return self.identity.cancel(merged, survivor, token)
+        return self.identity.cancel(r.merged, r.survivor, r.token)
 
-    def compress(self, merged: str, expected: str, target: str) -> bool:
+    def compress(self, r: m.Compress) -> bool:
         """Point a merged customer straight at the end of its chain of merges."""
-        return self.identity.compress(merged, expected, target)
+        return self.identity.compress(r.merged, r.expected, r.target)
 
-    def unfinished_merges(self, stale_s: float) -> list[dict[str, Any]]:
+    def unfinished_merges(self, r: m.UnfinishedMerges) -> list[m.Unfinished]:
         """Merges owed here and pins held longer than `stale_s` (for the sweep)."""
-        return self.book.unfinished(self.clock(), stale_s)
+        return self.book.unfinished(self.clock(), r.stale_s)
 
-    def identity_of(self, key: str, aliases: bool = True) -> dict[str, Any]:
+    def identity_of(self, r: m.IdentityOf) -> m.IdentityInfo:
         """This shard's link, forward pointer and owed merge of an id (`aliases`: a scan)."""
-        return self.identity.of(key, aliases)
+        return self.identity.of(r.key, r.aliases)
 
-    def forget_identity(self, customer_id: str) -> list[str]:
+    def forget_identity(self, r: m.ForgetIdentity) -> list[str]:
         """Erasure of the customer's identity records here; returns the ids merged into it
         (the caller forgets them as well: they are the same person)."""
-        return self.identity.forget_identity(customer_id)
+        return self.identity.forget_identity(r.customer_id)
 
     # -- triggers and the outbound queue -------------------------------------------------
 
@@ -303,21 +305,19 @@ class Shard:
         """Fire the timers that are due (the actor's ticker thread calls it)."""
         return self.triggers.tick(limit)
 
-    def lease_outbound(
-        self, channel: str, n: int, lease_s: float | None = None
-    ) -> list[dict[str, Any]]:
+    def lease_outbound(self, r: m.LeaseOutbound) -> list[m.Leased]:
         """Hand out up to `n` undelivered messages of `channel` (at least once: each
         comes back after `lease_s` unless acked)."""
-        return self.triggers.lease(channel, n, lease_s)
+        return self.triggers.lease(r.channel, r.n, r.lease_s)
 
-    def ack_outbound(self, ids: list[str]) -> int:
+    def ack_outbound(self, r: m.AckOutbound) -> int:
         """Delivered: these messages leave the queue (unknown or already acked: ignored)."""
-        return self.triggers.ack(ids)
+        return self.triggers.ack(r.ids)
 
-    def release_outbound(self, ids: list[str]) -> int:
+    def release_outbound(self, r: m.ReleaseOutbound) -> int:
         """Not delivered: hand these out again at the next lease."""
-        self.triggers.outbox.release(ids)
-        return len(ids)
+        self.triggers.outbox.release(r.ids)
+        return len(r.ids)
 
     def outbound_status(self) -> dict[str, Any]:
         return self.triggers.status()

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from actors.messages import Cancelled, Frozen, IdentityInfo, Linked, Owed
 from actors.shard.allowance import Allowance
 from actors.shard.durability import Durability
 from actors.shard.erasure import Erasure
@@ -75,17 +76,12 @@ class Identity:
         if target is not None:
             raise Moved(customer_id, target)
 
-    def link(self, alias: str, customer_id: str) -> dict[str, Any]:
+    def link(self, alias: str, customer_id: str) -> Linked:
         """Link an identifier (the newest link wins); its first link owes a merge."""
         previous = self.book.aliases.get(alias)
         self._logged(self.book.link(alias, customer_id))
         owed = self.book.owed.get(alias)
-        return {
-            "alias": alias,
-            "customer_id": customer_id,
-            "previous": previous,
-            "owed": None if owed is None else owed[0],
-        }
+        return Linked(alias, customer_id, previous, None if owed is None else owed[0])
 
     # -- the merge steps -----------------------------------------------------------------
 
@@ -98,24 +94,28 @@ class Identity:
         self._logged(changes)
         return bool(changes)
 
-    def freeze(self, merged: str, survivor: str, token: str | None, reason: str) -> dict[str, Any]:
+    def freeze(self, merged: str, survivor: str, token: str | None, reason: str) -> Frozen:
         """Step 2: `merged` forwards to `survivor` from now on; its state, to fold there."""
         changes, merge = self.book.freeze(merged, survivor, token, reason)
         self._logged(changes)
         state = None if merge["done"] else self.profiles.store.take(merged)
-        return {
-            **merge,
-            "known": state is not None,
-            "state": None if state is None else [a.tobytes() for a in state],
-            "contacts": [list(e) for e in self.allowance.contacts.entries.get(merged, ())],
-        }
+        return Frozen(
+            merge["merge_id"],
+            merge["reason"],
+            merge["done"],
+            state is not None,
+            None if state is None else [a.tobytes() for a in state],
+            [list(e) for e in self.allowance.contacts.entries.get(merged, ())],
+        )
 
-    def absorb(self, survivor: str, merge_id: str, frozen: dict[str, Any]) -> bool:
+    def absorb(
+        self, survivor: str, merge_id: str, state: list[bytes] | None, contacts: list[list[Any]]
+    ) -> bool:
         """Step 3: fold the frozen state in, once per merge id."""
         self.here(survivor)
         if merge_id in self.book.absorbed or self.profiles.folded(merge_id):
             return False
-        record = Folded(survivor, merge_id, frozen["state"], frozen["contacts"], self.clock())
+        record = Folded(survivor, merge_id, state, contacts, self.clock())
         self.journal.log(record)
         self.fold(record)
         return True
@@ -154,10 +154,9 @@ class Identity:
         self._logged(changes)
         return bool(changes)
 
-    def cancel(self, merged: str, survivor: str, token: str) -> dict[str, Any]:
+    def cancel(self, merged: str, survivor: str, token: str) -> Cancelled:
         self._logged(self.book.cancel(merged, survivor, token, self.clock()))
-        frozen = self.book.forwards.get(merged) == survivor
-        return {"frozen": frozen, "owed": merged in self.book.owed}
+        return Cancelled(self.book.forwards.get(merged) == survivor, merged in self.book.owed)
 
     def compress(self, merged: str, expected: str, target: str) -> bool:
         if merged in self.book.owed:  # (its survivor is pinned: it is the end already)
@@ -166,16 +165,16 @@ class Identity:
         self._logged(changes)
         return bool(changes)
 
-    def of(self, key: str, aliases: bool) -> dict[str, Any]:
+    def of(self, key: str, aliases: bool) -> IdentityInfo:
         """What this shard knows of an id or identifier (`aliases`: a scan)."""
         b = self.book
         owed = b.owed.get(key)
-        return {
-            "linked_to": b.aliases.get(key),
-            "merged_into": b.forwards.get(key),
-            "owed": None if owed is None else {"survivor": owed[0], "reason": owed[1]},
-            "aliases": sorted(a for a, c in b.aliases.items() if c == key) if aliases else [],
-        }
+        return IdentityInfo(
+            b.aliases.get(key),
+            b.forwards.get(key),
+            None if owed is None else Owed(owed[0], owed[1]),
+            tuple(sorted(a for a, c in b.aliases.items() if c == key)) if aliases else (),
+        )
 
     # -- erasure -------------------------------------------------------------------------
 

@@ -4,9 +4,10 @@ outcome is the same event), counted per model version, and logged for training."
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
+from actors.messages import Outcome, Recorded
 from actors.shard.allowance import Allowance
 from actors.shard.decisions import DecisionHistory
 from actors.shard.identity import Identity
@@ -42,10 +43,10 @@ class Outcomes:
         self.logs = logs
         self.clock = clock
 
-    def record(self, outcomes: list[dict[str, Any]]) -> int | dict[str, Any]:
+    def record(self, outcomes: Sequence[Outcome]) -> Recorded:
         """All are checked before any is applied. Outcomes of a customer merged away
-        since come back as events for the survivor (`{"accepted": n, "forward": [...]}`),
-        which the caller applies there."""
+        since come back as events for the survivor (`forward`), which the caller
+        applies there."""
         events = self.events(outcomes)
         forwards = self.identity.book.forwards
         moved = [e for e in events if e.customer_id in forwards]
@@ -68,49 +69,41 @@ class Outcomes:
                 for e in fresh
             )
         if moved:
-            forward = [
-                {
-                    "customer_id": self.identity.survivor(e.customer_id),
-                    "type": e.type,
-                    "ts": e.ts,
-                    "properties": dict(e.properties),
-                    "event_id": e.event_id,
-                }
-                for e in moved
-            ]
-            return {"accepted": len(events) + len(moved), "forward": forward}
-        return len(events)
+            survivor = self.identity.survivor
+            forward = tuple(replace(e, customer_id=survivor(e.customer_id)) for e in moved)
+            return Recorded(len(events) + len(moved), forward)
+        return Recorded(len(events))
 
-    def events(self, outcomes: list[dict[str, Any]]) -> list[Event]:
+    def events(self, outcomes: Sequence[Outcome]) -> list[Event]:
         """The outcomes as events of their decisions' customers (raises for the first
         that names an unknown decision, an action not in it, or an unknown outcome)."""
         ring, events = self.history.ring, []
         for i, o in enumerate(outcomes):
-            tracked = ring.get(o["decision_id"])
+            tracked = ring.get(o.decision_id)
             if tracked is None:
                 raise NotFound(
-                    f"unknown decision {o['decision_id']!r} (too old, or never made here)",
+                    f"unknown decision {o.decision_id!r} (too old, or never made here)",
                     field=f"[{i}].decision_id",
                     code="unknown_decision",
                 )
-            if o["action_id"] not in tracked.actions:
+            if o.action_id not in tracked.actions:
                 raise InvalidInput(
-                    f"action {o['action_id']!r} was not part of decision {o['decision_id']!r}",
+                    f"action {o.action_id!r} was not part of decision {o.decision_id!r}",
                     field=f"[{i}].action_id",
                     code="action_not_in_decision",
                 )
-            if o["outcome"] not in OUTCOMES:
+            if o.outcome not in OUTCOMES:
                 raise InvalidInput(
                     f"outcome must be one of {', '.join(OUTCOMES)}", field=f"[{i}].outcome"
                 )
             events.append(
                 Event(
                     customer_id=tracked.customer_id,
-                    type=f"outcome.{o['outcome']}",
-                    ts=o.get("ts") or self.clock(),
-                    properties={"action_id": o["action_id"], "decision_id": o["decision_id"]},
+                    type=f"outcome.{o.outcome}",
+                    ts=o.ts or self.clock(),
+                    properties={"action_id": o.action_id, "decision_id": o.decision_id},
                     # a retried outcome is the same outcome: it counts once
-                    event_id=f"outcome:{o['decision_id']}:{o['action_id']}:{o['outcome']}",
+                    event_id=f"outcome:{o.decision_id}:{o.action_id}:{o.outcome}",
                 )
             )
         return events

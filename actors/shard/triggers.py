@@ -5,11 +5,12 @@ queued for delivery (leased, acked or released by sinks and consumers)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
+from actors.messages import Decide, Decided, Leased
 from actors.shard.journal import Journal
 from actors.shard.profiles import Profiles
 from actors.shard.served import Served
@@ -19,15 +20,13 @@ from decisioning.delivery.outbox import Message, Outbox, QueuedDecision, Timers
 from decisioning.errors import NextbestError
 from decisioning.journal.records import Acked, Queued, TimerCleared, TimerSet
 from decisioning.policy.catalog import Trigger
-from decisioning.policy.decide import ChannelChoice, Decision
 from decisioning.policy.rules import Env
 from decisioning.profile import Event
 
-__all__ = ["Decide", "Triggers"]
+__all__ = ["DecideFn", "Triggers"]
 
 log = logging.getLogger("nextbest.shard")
-# the shard's decision for a request: the decision, its variant, the outbound choice
-Decide = Callable[[dict[str, Any]], tuple[Decision, str, ChannelChoice | None]]
+DecideFn = Callable[[Decide], Decided]  # the shard's decision for a request
 
 
 class Triggers:
@@ -42,7 +41,7 @@ class Triggers:
         served: Served,
         profiles: Profiles,
         journal: Journal,
-        decide: Decide,
+        decide: DecideFn,
         clock: Callable[[], float],
     ) -> None:
         self.shard_id = shard_id
@@ -116,12 +115,7 @@ class Triggers:
     def _fire(self, t: Trigger, customer_id: str) -> None:
         """Decide for the trigger's channel (every policy applies; doing nothing may win)
         and queue what was chosen."""
-        request = {
-            "customer_id": customer_id,
-            "channel": t.channel,
-            "placement": t.placement,
-            "context": {"trigger": t.id},
-        }
+        request = Decide(customer_id, t.channel, t.placement, {"trigger": t.id})
         counters = self.profiles.counters
         try:
             d, variant, choice = self.decide(request)
@@ -158,9 +152,9 @@ class Triggers:
 
     # -- the outbound queue --------------------------------------------------------------
 
-    def lease(self, channel: str, n: int, lease_s: float | None = None) -> list[dict[str, Any]]:
+    def lease(self, channel: str, n: int, lease_s: float | None = None) -> list[Leased]:
         """Hand out up to `n` undelivered messages of `channel` (at least once: each
-        comes back after `lease_s` unless acked), as the wire shows them."""
+        comes back after `lease_s` unless acked), each with the token that opens it."""
         d = self.delivery
         lease = d.lease_s if lease_s is None else lease_s
         now = self.clock()
@@ -172,10 +166,10 @@ class Triggers:
                 placement = m.decision.placement
                 link = OpenLink(m.customer_id, m.channel, placement, m.id, now + d.link_ttl)
                 token = seal_link(key, link)
-            out.append(m.to_wire(token))
+            out.append(Leased(m, token))
         return out
 
-    def ack(self, ids: list[str]) -> int:
+    def ack(self, ids: Iterable[str]) -> int:
         """Delivered: these messages leave the queue (unknown or already acked: ignored)."""
         done = self.outbox.ack(ids)
         if done:

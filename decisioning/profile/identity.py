@@ -55,11 +55,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from decisioning.errors import AlreadyMerged, MergeBusy, Moved
 
-__all__ = ["KEEP_S", "Book", "IDENTITY_RECORDS", "Row", "merge_id"]
+__all__ = ["KEEP_S", "Book", "IDENTITY_RECORDS", "Row", "Unfinished", "merge_id"]
 
 KEEP_S = 86_400.0  # cancelled tokens and absorbed merge ids are kept this long
 Row = tuple[str, str, str | None, str | None, str | None, float | None]
@@ -82,6 +82,16 @@ def _set(d: dict[str, Any], key: str, value: Any) -> None:
 def _prune(d: dict[str, float], now: float) -> None:
     for key in [k for k, ts in d.items() if ts < now - KEEP_S]:
         del d[key]
+
+
+class Unfinished(NamedTuple):
+    """A merge owed on this shard (`kind` "owed"), or a pin held too long ("pin", with
+    the token of its attempt): what the sweep finishes or calls off."""
+
+    kind: str
+    merged: str
+    survivor: str
+    token: str | None = None
 
 
 class Book:
@@ -253,13 +263,11 @@ class Book:
             self._do(out, "F", merged, target)
         return out
 
-    def unfinished(self, now: float, stale_s: float) -> list[dict[str, Any]]:
+    def unfinished(self, now: float, stale_s: float) -> list[Unfinished]:
         """Merges owed here, and pins older than `stale_s` (their attempt may be gone)."""
-        out: list[dict[str, Any]] = [
-            {"kind": "owed", "merged": m, "survivor": s} for m, (s, _, _) in self.owed.items()
-        ]
+        out = [Unfinished("owed", m, s) for m, (s, _, _) in self.owed.items()]
         out += [
-            {"kind": "pin", "survivor": s, "merged": m, "token": t}
+            Unfinished("pin", m, s, t)
             for s, pins in self.pins.items()
             for t, (m, since) in pins.items()
             if now - since >= stale_s

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import ray
 
+from actors.messages import Link
 from decisioning.profile.slots import contiguous_map, slot_of
 from tests.integration.harness import Server
 
@@ -143,8 +144,8 @@ def _owe_a_merge(server: Server, alias: str, customer: str) -> None:
     ns = server.config.server.namespace
     shard = contiguous_map(server.config.server.shards)[slot_of(alias)]
     actor = ray.get_actor(f"shard-{shard}", namespace=ns)
-    linked = ray.get(actor.call.remote("link", alias, customer))
-    assert linked["owed"] == customer, linked
+    linked = ray.get(actor.call.remote("link", Link(alias, customer)))
+    assert linked.owed == customer, linked
 
 
 def test_a_merge_left_owed_is_finished_by_a_resolution_and_by_the_sweep(

@@ -15,8 +15,10 @@ import pytest
 import ray
 from ray import serve
 
+from actors.messages import Decide
 from actors.remote import ShardActor
 from serving import server as nb_server
+from serving.bodies import decision_body
 from tests.conftest import EXAMPLE
 from tests.integration.harness import CLI, Session, running_server, server_config
 
@@ -118,7 +120,7 @@ def test_a_shard_starts_without_a_deployed_model_it_refuses(
         [(ref, why)] = status["refused_models"].items()
         assert ref == session.model.manifest.ref and "not set" in why
         assert status["recovery"]["restarts"] == 0  # it started once, not in a loop
-        d = ray.get(actor.call.remote("decide", {"customer_id": "u-1", "channel": "web"}))
+        d = decision_body(ray.get(actor.call.remote("decide", Decide("u-1", "web"))))
         assert d["model_version"] is None and d["decision_id"]
     finally:
         ray.kill(actor, no_restart=True)

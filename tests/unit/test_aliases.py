@@ -14,6 +14,7 @@ from decisioning.errors import ModelError
 from decisioning.policy.scoring import ModelBundle, ModelManifest
 from decisioning.stores.decision_log import DecisionLog
 from decisioning.stores.registry import Aliases, Registry
+from tests.unit import edge
 from tests.unit.models import tiny_model
 from tests.unit.test_decide import Clock
 
@@ -72,7 +73,7 @@ def test_a_challenger_decides_for_a_sticky_share_and_shadow_is_only_logged(
     customers = [f"c-{i}" for i in range(1000)]
     first = {}
     for c in customers:
-        d = shard.decide({"customer_id": c, "channel": "web"})
+        d = edge.decide(shard, {"customer_id": c, "channel": "web"})
         first[c] = (d["variant"], d["model_version"])
         assert (
             d["model_version"]
@@ -81,11 +82,12 @@ def test_a_challenger_decides_for_a_sticky_share_and_shadow_is_only_logged(
     share = sum(v == "challenger" for v, _ in first.values()) / len(customers)
     assert 0.25 < share < 0.35  # the hash spreads customers evenly (deterministic here)
     for c in customers[:200]:  # sticky: the same customer, the same variant
-        d = shard.decide({"customer_id": c, "channel": "web"})
+        d = edge.decide(shard, {"customer_id": c, "channel": "web"})
         assert (d["variant"], d["model_version"]) == first[c]
     # live metrics per version
-    d = shard.decide({"customer_id": "c-1", "channel": "web"})
-    shard.record_outcomes(
+    d = edge.decide(shard, {"customer_id": "c-1", "channel": "web"})
+    edge.record_outcomes(
+        shard,
         [
             {
                 "decision_id": d["decision_id"],
@@ -93,7 +95,7 @@ def test_a_challenger_decides_for_a_sticky_share_and_shadow_is_only_logged(
                 "outcome": o,
             }
             for o in ("impression", "accept")
-        ]
+        ],
     )
     stats = shard.status()["variant_stats"]
     ref = d["model_version"]
@@ -105,7 +107,7 @@ def test_a_challenger_decides_for_a_sticky_share_and_shadow_is_only_logged(
     shard.logs.flush()
     before = ds.dataset(tmp_path / "logs" / "decisions", partitioning="hive").count_rows()
     for c in customers[:50]:
-        assert shard.decide({"customer_id": c, "channel": "web"})["variant"] == "champion"
+        assert edge.decide(shard, {"customer_id": c, "channel": "web"})["variant"] == "champion"
     shard.logs.flush()
     rows = ds.dataset(tmp_path / "logs" / "decisions", partitioning="hive").to_table()
     rows = rows.slice(0, rows.num_rows).to_pylist()

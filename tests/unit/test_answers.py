@@ -2,9 +2,10 @@
 
 Real `Shard` objects (the example config, a real LightGBM model, a WAL, decision logs,
 triggers and open links) make decisions, messages, profiles and statuses in-process;
-each is checked, as JSON and as msgpack, by schemathesis against the document of the
-route that returns it. So a key added to a shard's answer and not to
-`serving/answers.py` (or one taken away) fails here, without Ray."""
+each typed result is turned into its body by the very functions the routes use
+(serving/bodies.py, through tests/unit/edge.py) and checked, as JSON and as msgpack, by
+schemathesis against the document of the route that returns it. So a key added to a
+body and not to `serving/answers.py` (or one taken away) fails here, without Ray."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from schemathesis.core.failures import Failure, FailureGroup
 
 from actors.delivery import DeliveryLoop
 from actors.fleet import LocalFleet
+from actors.messages import Decide
 from actors.shard import OUTCOMES, Shard
 from actors.supervisor import Supervisor
 from decisioning.config import OUTBOUND, Config
@@ -32,8 +34,10 @@ from decisioning.policy.scoring import ModelBundle
 from decisioning.stores.decision_log import DecisionLog
 from decisioning.stores.registry import Registry
 from serving.app import fastapi_app
+from serving.bodies import opened_body
 from serving.wire import encode_body
 from tests.conftest import EXAMPLE
+from tests.unit import edge
 from tests.unit.test_decide import NOW, Clock
 from training.demo import generate
 from training.train import train
@@ -99,8 +103,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     w = World(config, bundle, clock, shard, data)
     try:
         for customer in ("c-1", "c-3"):
-            shard.apply_events([w.event(customer, "profile_update", **AFFLUENT)])
-        shard.apply_events([w.event("c-1", "consent", sms=False)])  # removed for consent
+            edge.apply_events(shard, [w.event(customer, "profile_update", **AFFLUENT)])
+        edge.apply_events(shard, [w.event("c-1", "consent", sms=False)])  # removed for consent
         yield w
     finally:
         shard.close()
@@ -110,7 +114,7 @@ AFFLUENT = {"age": 45, "income": 90000, "credit_score": 760, "segment": "affluen
 
 
 def _decide(shard: Shard, customer: str, channel: str, **request: Any) -> dict[str, Any]:
-    return shard.decide({"customer_id": customer, "channel": channel, **request})
+    return edge.decide(shard, {"customer_id": customer, "channel": channel, **request})
 
 
 def test_decisions_with_explanations_and_a_channel_choice(world: World) -> None:
@@ -132,35 +136,36 @@ def test_decisions_with_explanations_and_a_channel_choice(world: World) -> None:
 
 def test_messages_triggers_queued_and_the_open_link_decision(world: World) -> None:
     shard = world.shard
-    shard.apply_events(
+    edge.apply_events(
+        shard,
         [
             world.event("c-1", "address_change"),  # call_center, at once
             world.event("c-1", "geofence_enter", store="london_1"),  # outbound: its channel
             world.event("c-1", "cart_add"),  # email, 30 minutes later without a purchase
-        ]
+        ],
     )
     world.clock.t += 31 * 60
     assert shard.tick()["fired"] == 1
-    messages = [m for ch in world.config.channels for m in shard.lease_outbound(ch, 100)]
+    messages = [m for ch in world.config.channels for m in edge.lease_outbound(shard, ch, 100)]
     assert {m["trigger"] for m in messages} >= {"address_changed", "cart_abandoned"}
     assert all(m["open_token"] for m in messages)
     body = {"messages": messages, "lease_s": world.config.delivery.lease_s}
     conforms("/v1/outbound", "GET", body)
     first = messages[0]
-    opened = _decide(shard, first["customer_id"], first["channel"], context={"opened": first["id"]})
-    conforms("/v1/open/{token}", "GET", {**opened, "message_id": first["id"]})
+    opened = Decide(first["customer_id"], first["channel"], context={"opened": first["id"]})
+    conforms("/v1/open/{token}", "GET", opened_body(shard.decide(opened), first["id"]))
 
 
 def test_profiles_known_unknown_and_erased(world: World) -> None:
     shard = world.shard
     _decide(shard, "c-1", "web")
-    profile = shard.get_profile("c-1")
+    profile = edge.get_profile(shard, "c-1")
     assert profile["known"] and profile["recent_decisions"] and profile["attributes"]["segment"]
     conforms("/v1/profiles/{customer_id}", "GET", profile)
-    conforms("/v1/profiles/{customer_id}", "GET", shard.get_profile("never-seen"))
-    shard.apply_events([world.event("c-2", "page_view", page="cards")])
+    conforms("/v1/profiles/{customer_id}", "GET", edge.get_profile(shard, "never-seen"))
+    edge.apply_events(shard, [world.event("c-2", "page_view", page="cards")])
     _decide(shard, "c-2", "web")
-    erased = shard.erase_profile("c-2")
+    erased = edge.erase_profile(shard, "c-2")
     assert erased["erased"] and erased["decisions_removed"] == 1
     conforms("/v1/profiles/{customer_id}", "DELETE", erased)
 
@@ -174,13 +179,13 @@ def test_status_models_and_catalog(world: World) -> None:
     shard.commit_context("weather")
     d = _decide(shard, "c-1", "web")
     shown = {"decision_id": d["decision_id"], "action_id": d["actions"][0]["action_id"]}
-    shard.record_outcomes([{**shown, "outcome": o, "ts": world.clock.t} for o in OUTCOMES])
+    edge.record_outcomes(shard, [{**shown, "outcome": o, "ts": world.clock.t} for o in OUTCOMES])
     shard.snapshot()
     status = shard.status()
     assert status["last_snapshot"] and status["recovery"] and status["logs"] is not None
     assert status["context_tables"]["weather"]["rows"] == 2
     failing = DeliveryLoop("sms", lambda batch: ([], "HTTP 500"), _call(shard), 10, 5.0)
-    shard.apply_events([world.event("c-3", "failed_login")] * 3)  # an sms, which fails
+    edge.apply_events(shard, [world.event("c-3", "failed_login")] * 3)  # an sms, which fails
     failing.step()
     status["outbound"]["sinks"] = {"sms": dict(failing.stats)}  # as the shard actor adds
     assert status["outbound"]["sinks"]["sms"]["last_error"] == "HTTP 500"
@@ -211,7 +216,7 @@ def test_a_drifted_answer_is_caught(world: World, path: str, method: str, change
     body = (
         _decide(world.shard, "c-1", "web", limit=3)
         if path == "/v1/decide"
-        else world.shard.get_profile("c-1")
+        else edge.get_profile(world.shard, "c-1")
     )
     conforms(path, method, body)
     change(body)

@@ -24,6 +24,7 @@ from decisioning.profile import Event, ProfileSchema, ProfileStore
 from decisioning.stores.decision_log import DecisionLog
 from decisioning.stores.registry import Registry
 from tests.conftest import examples
+from tests.unit import edge
 from tests.unit.test_decide import NOW, Clock
 from training.demo import DEMO_FEATURES, generate
 from training.from_logs import table_from_logs
@@ -117,10 +118,11 @@ def _served(shard: Shard, table: pa.Table) -> np.ndarray:
         zip(table["age"].to_pylist(), table["action_id"].to_pylist(), strict=True)
     ):
         cid = f"c-{i}"
-        shard.apply_events(
-            [{"customer_id": cid, "type": "profile_update", "ts": NOW, "properties": {"age": age}}]
+        edge.apply_events(
+            shard,
+            [{"customer_id": cid, "type": "profile_update", "ts": NOW, "properties": {"age": age}}],
         )
-        d = shard.decide({"customer_id": cid, "channel": "web", "limit": 3})
+        d = edge.decide(shard, {"customer_id": cid, "channel": "web", "limit": 3})
         out.append({a["action_id"]: a["propensity"] for a in d["actions"]}[action])
     return np.array(out)
 
@@ -181,7 +183,8 @@ def test_the_logs_train_on_exactly_the_scored_vectors(small_config: Config, tmp_
     ages = 18 + rng.random(200) * 60  # not float32 numbers
     for i, age in enumerate(ages):
         cid, login = f"c-{i}", NOW - rng.random() * 7200
-        shard.apply_events(
+        edge.apply_events(
+            shard,
             [
                 {
                     "customer_id": cid,
@@ -190,9 +193,9 @@ def test_the_logs_train_on_exactly_the_scored_vectors(small_config: Config, tmp_
                     "properties": {"age": age},
                 },
                 {"customer_id": cid, "type": "login", "ts": login, "properties": {}},
-            ]
+            ],
         )
-        shard.decide({"customer_id": cid, "channel": "web", "limit": 1})
+        edge.decide(shard, {"customer_id": cid, "channel": "web", "limit": 1})
     logs.flush()
     got = table_from_logs(str(root), small_config, window_s=3600, progress=lambda m: None)
     decisions = ds.dataset(root / "decisions", partitioning="hive").to_table().to_pylist()

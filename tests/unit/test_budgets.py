@@ -18,6 +18,7 @@ from decisioning.config.loader import config_from_dict
 from decisioning.policy.budgets import Allotments, Ledger, chunk_size, day_of
 from decisioning.stores.ledger import LedgerStore
 from tests.conftest import SMALL, examples
+from tests.unit import edge
 from tests.unit.test_decide import NOW, Clock
 
 MIDNIGHT = float(calendar.timegm((2026, 11, 25, 0, 0, 0)))
@@ -58,7 +59,7 @@ class Granting:
 
 
 def _show(shard: Shard, customer: str, channel: str = "web") -> bool:
-    d = shard.decide({"customer_id": customer, "channel": channel})
+    d = edge.decide(shard, {"customer_id": customer, "channel": channel})
     return bool(d["actions"]) and d["actions"][0]["action_id"] == "hot"
 
 
@@ -94,7 +95,7 @@ def test_shards_never_show_more_than_the_budget(
                     lambda b: chunk_size(b, shards),
                     lambda a, d, w: ledger.grant(a, d, w, budget),
                 )
-        d = shard.decide({"customer_id": f"c-{step}", "channel": "web"})
+        d = edge.decide(shard, {"customer_id": f"c-{step}", "channel": "web"})
         shown += d["actions"][0]["action_id"] == "hot"
     assert shown <= budget
     granted = ledger.granted.get(day, {}).get("hot", 0)
@@ -104,14 +105,18 @@ def test_shards_never_show_more_than_the_budget(
 
 def test_no_allotment_no_candidate_and_explain_says_so() -> None:
     shard = Shard(0, _config(10), clock=Clock())
-    d = shard.decide({"customer_id": "c", "channel": "web", "explain": True})
+    d = edge.decide(shard, {"customer_id": "c", "channel": "web", "explain": True})
     assert [a["action_id"] for a in d["actions"]] == ["plain"]
     hot = next(e for e in d["explanation"] if e["action_id"] == "hot")
     assert hot["stage"] == "contact policy" and "budget" in hot["rule"]
     shard.allotments.add("hot", day_of(NOW), 1)
-    assert shard.decide({"customer_id": "c", "channel": "web"})["actions"][0]["action_id"] == "hot"
     assert (
-        shard.decide({"customer_id": "d", "channel": "web"})["actions"][0]["action_id"] == "plain"
+        edge.decide(shard, {"customer_id": "c", "channel": "web"})["actions"][0]["action_id"]
+        == "hot"
+    )
+    assert (
+        edge.decide(shard, {"customer_id": "d", "channel": "web"})["actions"][0]["action_id"]
+        == "plain"
     )
     allot = Allotments()
     allot.add("hot", "2026-11-24", 3)
@@ -169,7 +174,7 @@ def test_a_mandatory_budgeted_action_is_held_to_the_budget(tmp_path: Path) -> No
             lease.refill(shard)
             shown += _show(shard, "c", "email")
     assert shown == budget
-    d = fleet[0].decide({"customer_id": "c", "channel": "email", "explain": True})
+    d = edge.decide(fleet[0], {"customer_id": "c", "channel": "email", "explain": True})
     assert d["actions"] == []
     hot = next(e for e in d["explanation"] if e["action_id"] == "hot")
     assert "budget" in hot["rule"]

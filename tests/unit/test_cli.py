@@ -12,6 +12,7 @@ from decisioning.config import Config
 from decisioning.stores.registry import Registry
 from serving.cli import app
 from tests.conftest import EXAMPLE
+from tests.unit import edge
 
 runner = CliRunner()
 
@@ -67,7 +68,7 @@ def test_status_table_shows_each_shard(small_config: Config, tmp_path: Path) -> 
 
     ev = {"customer_id": "c", "type": "page_view", "ts": NOW, "event_id": "1"}
     old = Shard(0, small_config, clock=Clock(), log_dir=str(tmp_path / "s0"))
-    old.apply_events([ev, ev])
+    edge.apply_events(old, [ev, ev])
     new = Shard(0, small_config, clock=Clock(), log_dir=str(tmp_path / "s0"))  # took over
     with pytest.raises(Fenced):
         old.flush()

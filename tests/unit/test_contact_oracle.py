@@ -18,6 +18,7 @@ from actors.shard import OUTCOMES, Shard
 from decisioning.config import Config
 from decisioning.config.loader import config_from_dict
 from tests.conftest import SMALL, examples
+from tests.unit import edge
 from tests.unit.test_decide import Clock
 
 DAY = 86400.0
@@ -201,7 +202,7 @@ class Run:
         self, c: str, channel: str, limit: int, seen: bool, then: tuple[int, str] | None
     ) -> None:
         now = self.clock.t
-        d = self.shard.decide({"customer_id": c, "channel": channel, "limit": limit})
+        d = edge.decide(self.shard, {"customer_id": c, "channel": channel, "limit": limit})
         answer = [a["action_id"] for a in d["actions"]]
         self.oracle.check(c, channel, limit, now, answer)
         if answer:
@@ -225,14 +226,14 @@ class Run:
             {"decision_id": did, "action_id": a, "outcome": kind, "ts": ts}
             for did, a, kind, ts in outcomes
         ]
-        self.shard.record_outcomes(batch)
+        edge.record_outcomes(self.shard, batch)
         self.sent.extend(batch)
         for did, a, kind, ts in outcomes:
             self.oracle.outcomes.setdefault((did, a, kind), (c, ts))
 
     def retry(self, i: int) -> None:
         if self.sent:
-            self.shard.record_outcomes([self.sent[i % len(self.sent)]])
+            edge.record_outcomes(self.shard, [self.sent[i % len(self.sent)]])
 
     def wait(self, ticks: int) -> None:
         self.clock.t += ticks * TICK

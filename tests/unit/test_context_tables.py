@@ -16,6 +16,7 @@ from decisioning.errors import ConfigError, InvalidInput
 from decisioning.policy.context import ContextTable, check_table, key_of, table_version
 from decisioning.stores.context import ContextStore
 from tests.conftest import SMALL
+from tests.unit import edge
 from tests.unit.test_decide import NOW, Clock
 
 TABLES = {
@@ -66,13 +67,17 @@ def _push(shard: Shard, table: pa.Table, name: str = "weather") -> str:
 
 
 def _shown(shard: Shard, cid: str = "c") -> list[str]:
-    return [a["action_id"] for a in shard.decide({"customer_id": cid, "channel": "web"})["actions"]]
+    return [
+        a["action_id"]
+        for a in edge.decide(shard, {"customer_id": cid, "channel": "web"})["actions"]
+    ]
 
 
 def test_a_rule_reads_the_row_of_the_customers_key() -> None:
     shard = Shard(0, _config(), clock=Clock())
-    shard.apply_events(
-        [{"customer_id": "c", "type": "profile_update", "ts": NOW, "properties": {"zip": 10115}}]
+    edge.apply_events(
+        shard,
+        [{"customer_id": "c", "type": "profile_update", "ts": NOW, "properties": {"zip": 10115}}],
     )
     assert _shown(shard) == ["other"]  # no table yet: the lookup is null
     v1 = _push(shard, _weather([("10115", 4.0, "rain"), ("20095", 12.0, "dry")]))
@@ -201,16 +206,17 @@ def test_a_lookup_context_field_joins_the_table_into_the_model_features() -> Non
     text = lgb.train(params, ds, num_boost_round=20).model_to_string()
     manifest = ModelManifest("propensity", 1, ["context_temp_c"], sha256_text(text), {})
     shard = Shard(0, cfg, [ModelBundle.verified(manifest, text)], clock=Clock())
-    shard.apply_events(
+    edge.apply_events(
+        shard,
         [
             {"customer_id": z, "type": "profile_update", "ts": NOW, "properties": {"zip": zip_}}
             for z, zip_ in (("hot", 1), ("cold", 2))
-        ]
+        ],
     )
     _push(shard, _weather([(1, 30.0, "dry"), (2, -5.0, "snow")]))
 
     def first(cid: str, **request: Any) -> dict[str, Any]:
-        d = shard.decide({"customer_id": cid, "channel": "web", "explain": True, **request})
+        d = edge.decide(shard, {"customer_id": cid, "channel": "web", "explain": True, **request})
         return d["explanation"][0]
 
     hot, cold = first("hot"), first("cold")

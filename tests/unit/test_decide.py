@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import actors.shard.decisions as shard_module
+from actors.messages import Recorded
 from actors.shard import Shard
 from decisioning.config import Config
 from decisioning.config.loader import config_from_dict
@@ -16,6 +17,7 @@ from decisioning.policy.features import FeaturePlan, default_vocabularies
 from decisioning.policy.scoring import ModelBundle, ModelManifest, sha256_text
 from decisioning.profile import ProfileSchema
 from tests.conftest import SMALL
+from tests.unit import edge
 from tests.unit.models import tiny_model
 
 NOW = 1_700_000_000.0
@@ -138,53 +140,63 @@ def test_feature_plan_follows_model_order_and_vocabulary(small_config: Config) -
 def test_shard_events_change_the_decision(small_config: Config) -> None:
     shard = Shard(0, small_config, clock=Clock())
     req = {"customer_id": "c", "channel": "web"}
-    assert [a["action_id"] for a in shard.decide(req)["actions"]] == ["tip"]  # cold start
-    shard.apply_events(
-        [{"customer_id": "c", "type": "profile_update", "ts": NOW, "properties": {"age": 30}}]
+    assert [a["action_id"] for a in edge.decide(shard, req)["actions"]] == ["tip"]  # cold start
+    edge.apply_events(
+        shard,
+        [{"customer_id": "c", "type": "profile_update", "ts": NOW, "properties": {"age": 30}}],
     )
-    assert [a["action_id"] for a in shard.decide(req)["actions"]] == ["card", "loan", "tip"]
-    view = shard.get_profile("c")
+    assert [a["action_id"] for a in edge.decide(shard, req)["actions"]] == ["card", "loan", "tip"]
+    view = edge.get_profile(shard, "c")
     assert view["attributes"]["age"] == 30.0
     assert len(view["recent_decisions"]) == 2
 
 
 def test_shard_triggering_event_dry_run_and_outcomes(small_config: Config) -> None:
     shard = Shard(0, small_config, clock=Clock())
-    d = shard.decide(
+    d = edge.decide(
+        shard,
         {
             "customer_id": "c",
             "channel": "web",
             "dry_run": True,
             "event": {"type": "profile_update", "ts": NOW, "properties": {"age": 30}},
-        }
+        },
     )
     assert d["actions"][0]["action_id"] == "tip"  # dry run: event not applied
-    assert shard.get_profile("c")["known"] is False
-    d = shard.decide(
+    assert edge.get_profile(shard, "c")["known"] is False
+    d = edge.decide(
+        shard,
         {
             "customer_id": "c",
             "channel": "web",
             "event": {"type": "profile_update", "ts": NOW, "properties": {"age": 30}},
-        }
+        },
     )
     assert d["actions"][0]["action_id"] == "card"
-    assert (
-        shard.record_outcomes(
-            [{"decision_id": d["decision_id"], "action_id": "card", "outcome": "accept", "ts": NOW}]
-        )
-        == 1
-    )
+    assert edge.record_outcomes(
+        shard,
+        [
+            {
+                "decision_id": d["decision_id"],
+                "action_id": "card",
+                "outcome": "accept",
+                "ts": NOW,
+            }
+        ],
+    ) == Recorded(1)
     with pytest.raises(NotFound):
-        shard.record_outcomes(
-            [{"decision_id": "d-0000-ffff", "action_id": "card", "outcome": "accept", "ts": NOW}]
+        edge.record_outcomes(
+            shard,
+            [{"decision_id": "d-0000-ffff", "action_id": "card", "outcome": "accept", "ts": NOW}],
         )
     with pytest.raises(InvalidInput) as e:
-        shard.record_outcomes(
-            [{"decision_id": d["decision_id"], "action_id": "nope", "outcome": "click", "ts": NOW}]
+        edge.record_outcomes(
+            shard,
+            [{"decision_id": d["decision_id"], "action_id": "nope", "outcome": "click", "ts": NOW}],
         )
     assert e.value.code == "action_not_in_decision"
     with pytest.raises(InvalidInput) as e:
-        shard.decide({"customer_id": "c", "channel": "fax"})
+        edge.decide(shard, {"customer_id": "c", "channel": "fax"})
     assert e.value.code == "unknown_channel"
 
 
@@ -194,31 +206,32 @@ def test_decision_history_is_bounded_whatever_the_number_of_customers(
     monkeypatch.setattr(shard_module, "MAX_TRACKED_DECISIONS", 50)
     keep = small_config.decisioning.recent_decisions
     shard = Shard(0, small_config, clock=Clock())
-    first = shard.decide({"customer_id": "c-0", "channel": "web"})["decision_id"]
-    ids = [shard.decide({"customer_id": "loyal", "channel": "web"}) for _ in range(keep + 3)]
-    view = shard.get_profile("loyal")["recent_decisions"]
+    first = edge.decide(shard, {"customer_id": "c-0", "channel": "web"})["decision_id"]
+    ids = [edge.decide(shard, {"customer_id": "loyal", "channel": "web"}) for _ in range(keep + 3)]
+    view = edge.get_profile(shard, "loyal")["recent_decisions"]
     assert [r["decision_id"] for r in view] == [d["decision_id"] for d in ids[-keep:]]
     assert view[-1]["actions"] == [a["action_id"] for a in ids[-1]["actions"]]
     for i in range(1, 200):
-        shard.decide({"customer_id": f"c-{i}", "channel": "web"})
+        edge.decide(shard, {"customer_id": f"c-{i}", "channel": "web"})
     assert len(shard.decisions) == 50
     assert sum(len(v) for v in shard.recent.values()) <= 50  # not one list per customer ever
     assert len(shard.recent) <= 50
-    assert shard.get_profile("c-0")["recent_decisions"] == []
-    assert len(shard.get_profile("c-199")["recent_decisions"]) == 1
+    assert edge.get_profile(shard, "c-0")["recent_decisions"] == []
+    assert len(edge.get_profile(shard, "c-199")["recent_decisions"]) == 1
     with pytest.raises(NotFound):  # too old: its outcome can no longer be matched
-        shard.record_outcomes(
-            [{"decision_id": first, "action_id": "tip", "outcome": "click", "ts": NOW}]
+        edge.record_outcomes(
+            shard, [{"decision_id": first, "action_id": "tip", "outcome": "click", "ts": NOW}]
         )
 
 
 def test_shard_scores_with_a_real_model_and_refuses_bad_ones(small_config: Config) -> None:
     bundle = tiny_model(small_config)
     shard = Shard(0, small_config, [bundle], clock=Clock())
-    shard.apply_events(
-        [{"customer_id": "c", "type": "profile_update", "ts": NOW, "properties": {"age": 30}}]
+    edge.apply_events(
+        shard,
+        [{"customer_id": "c", "type": "profile_update", "ts": NOW, "properties": {"age": 30}}],
     )
-    d = shard.decide({"customer_id": "c", "channel": "web", "limit": 3})
+    d = edge.decide(shard, {"customer_id": "c", "channel": "web", "limit": 3})
     scored = [a for a in d["actions"] if a["model_version"] == "propensity@1"]
     assert scored and all(0 < a["propensity"] < 1 for a in scored)
     assert d["model_version"] == "propensity@1"
@@ -236,7 +249,10 @@ def test_shard_scores_with_a_real_model_and_refuses_bad_ones(small_config: Confi
     shard.stage_model(v2.manifest.to_dict(), v2.model_text)
     assert shard.model_versions() == {"propensity": "propensity@1"}  # staged, not serving
     shard.commit_model("propensity")
-    assert shard.decide({"customer_id": "c", "channel": "web"})["model_version"] == "propensity@2"
+    assert (
+        edge.decide(shard, {"customer_id": "c", "channel": "web"})["model_version"]
+        == "propensity@2"
+    )
 
 
 def test_vocabularies_cover_every_categorical(small_config: Config) -> None:

@@ -22,6 +22,7 @@ from decisioning.config import Config, LogsSpec
 from decisioning.policy.decide import LoadedModel
 from decisioning.policy.scoring import LightGBMScorer
 from decisioning.stores.decision_log import DecisionLog
+from tests.unit import edge
 from tests.unit.models import tiny_model
 from tests.unit.test_decide import NOW, Clock
 
@@ -49,7 +50,7 @@ def _shard(config: Config, root: Path, log_dir: Path | None = None, **spec: obje
 def _profile(shard: Shard, cid: str, age: float, views: int = 0) -> None:
     events = [{"customer_id": cid, "type": "profile_update", "ts": NOW, "properties": {"age": age}}]
     events += [{"customer_id": cid, "type": "page_view", "ts": NOW, "properties": {}}] * views
-    shard.apply_events(events)
+    edge.apply_events(shard, events)
 
 
 def _read(root: Path, kind: str) -> list[dict]:
@@ -70,9 +71,9 @@ def test_logged_features_are_the_ones_scored_byte_for_byte(
     for i in range(20):
         _profile(shard, f"c-{i}", 20 + i, views=i % 4)
         answers.append(
-            shard.decide({"customer_id": f"c-{i}", "channel": "web", "context": {"k": i}})
+            edge.decide(shard, {"customer_id": f"c-{i}", "channel": "web", "context": {"k": i}})
         )
-    shard.decide({"customer_id": "c-0", "channel": "web", "dry_run": True})  # not logged
+    edge.decide(shard, {"customer_id": "c-0", "channel": "web", "dry_run": True})  # not logged
     shard.logs.flush()
     rows = _read(root, "decisions")
     assert {r["decision_id"] for r in rows} == {a["decision_id"] for a in answers}
@@ -107,11 +108,11 @@ def test_outcomes_are_logged_once(small_config: Config, tmp_path: Path) -> None:
     root = tmp_path / "logs"
     shard = _shard(small_config, root)
     _profile(shard, "c-1", 40)
-    d = shard.decide({"customer_id": "c-1", "channel": "web"})
+    d = edge.decide(shard, {"customer_id": "c-1", "channel": "web"})
     first = d["actions"][0]["action_id"]
     outcome = {"decision_id": d["decision_id"], "action_id": first, "outcome": "accept"}
-    shard.record_outcomes([outcome])
-    shard.record_outcomes([outcome])  # a retry
+    edge.record_outcomes(shard, [outcome])
+    edge.record_outcomes(shard, [outcome])  # a retry
     shard.logs.flush()
     rows = _read(root, "outcomes")
     assert [(r["decision_id"], r["action_id"], r["customer_id"], r["outcome"]) for r in rows] == [
@@ -126,7 +127,7 @@ def test_files_roll_by_size_and_by_time_and_the_writer_bounds_memory(
     shard = _shard(small_config, root, roll_rows=5, max_pending=1)
     for i in range(30):
         _profile(shard, f"c-{i}", 30)
-        shard.decide({"customer_id": f"c-{i}", "channel": "web"})
+        edge.decide(shard, {"customer_id": f"c-{i}", "channel": "web"})
     shard.logs.flush()
     files = list((root / "decisions").rglob("*.parquet"))
     assert len(files) >= 10  # 3 candidates a decision, 5 rows a file
@@ -135,7 +136,7 @@ def test_files_roll_by_size_and_by_time_and_the_writer_bounds_memory(
     timed = DecisionLog(str(tmp_path / "timed"), 0, LogsSpec(roll_s=0.05))
     idle = Shard(0, small_config, [tiny_model(small_config)], clock=Clock(), logs=timed)
     _profile(idle, "c-1", 30)
-    idle.decide({"customer_id": "c-1", "channel": "web"})
+    edge.decide(idle, {"customer_id": "c-1", "channel": "web"})
     deadline = time.monotonic() + 30
     while not list((tmp_path / "timed").rglob("*.parquet")):  # nobody calls the shard again
         assert time.monotonic() < deadline, "an idle shard's log was never written"
@@ -154,21 +155,22 @@ def test_erasure_rewrites_the_log_files_before_the_wal_tombstone_goes(
     shard = _shard(small_config, root, log_dir=wal)
     for cid in ("erase-me-please", "keep-me"):
         _profile(shard, cid, 33.0)
-        d = shard.decide({"customer_id": cid, "channel": "web"})
-        shard.record_outcomes(
+        d = edge.decide(shard, {"customer_id": cid, "channel": "web"})
+        edge.record_outcomes(
+            shard,
             [
                 {
                     "decision_id": d["decision_id"],
                     "action_id": d["actions"][0]["action_id"],
                     "outcome": "click",
                 }
-            ]
+            ],
         )
     shard.logs.flush()  # in files now
     _profile(shard, "erase-me-please", 34.0)
-    shard.decide({"customer_id": "erase-me-please", "channel": "web"})  # and one buffered
+    edge.decide(shard, {"customer_id": "erase-me-please", "channel": "web"})  # and one buffered
     assert _holds(root, b"keep-me")  # the scan can see ids in the files
-    shard.erase_profile("erase-me-please")
+    edge.erase_profile(shard, "erase-me-please")
     shard.flush()  # starts the snapshot; its thread rewrites the logs first
     shard.durability.writing.done.wait()
     shard.flush()
@@ -183,9 +185,9 @@ def test_a_crash_before_the_log_rewrite_redoes_it(small_config: Config, tmp_path
     root, wal = tmp_path / "logs", tmp_path / "wal"
     shard = _shard(small_config, root, log_dir=wal)
     _profile(shard, "erase-me-please", 33.0)
-    shard.decide({"customer_id": "erase-me-please", "channel": "web"})
+    edge.decide(shard, {"customer_id": "erase-me-please", "channel": "web"})
     shard.logs.flush()
-    shard.erase_profile("erase-me-please")
+    edge.erase_profile(shard, "erase-me-please")
     shard.wal.commit()  # the tombstone is durable; then the process dies (no snapshot)
     assert _holds(root, b"erase-me-please")
     again = _shard(small_config, root, log_dir=wal)  # replays the tombstone
@@ -202,7 +204,7 @@ def test_no_eligible_action_is_logged_as_a_do_nothing_row(
 ) -> None:
     root = tmp_path / "logs"
     shard = _shard(small_config, root, log_dir=tmp_path / "wal" if durable else None)
-    d = shard.decide({"customer_id": "nobody", "channel": "email"})  # card needs age >= 18
+    d = edge.decide(shard, {"customer_id": "nobody", "channel": "email"})  # card needs age >= 18
     assert d["actions"] == []
     shard.logs.flush()
     (row,) = _read(root, "decisions")
@@ -316,10 +318,12 @@ def _traffic(shard: Shard, clock: Clock, customers: range, days: int = 2) -> Non
         for i in customers:
             cid = f"c-{i}" if i != 3 else "erase-me-please"
             _profile(shard, cid, 20 + i, views=i % 3)
-            d = shard.decide({"customer_id": cid, "channel": "web"})
+            d = edge.decide(shard, {"customer_id": cid, "channel": "web"})
             if d["actions"]:
                 _outcome = {"decision_id": d["decision_id"], "outcome": "click"}
-                shard.record_outcomes([{**_outcome, "action_id": d["actions"][0]["action_id"]}])
+                edge.record_outcomes(
+                    shard, [{**_outcome, "action_id": d["actions"][0]["action_id"]}]
+                )
 
 
 def _logging_shard(config: Config, root: Path, **kw: Any) -> tuple[Shard, Clock]:
@@ -352,7 +356,7 @@ def test_a_failing_disk_loses_no_row_and_writes_none_twice(
     assert error["rows_waiting"] > 0 and error["since"]
     for shard, clock in ((healthy, hclock), (flaky, fclock)):
         _traffic(shard, clock, range(3, 9), days=1)  # more rows wait behind the first batch
-        shard.erase_profile("erase-me-please")  # out of the files and of the retry queue
+        edge.erase_profile(shard, "erase-me-please")  # out of the files and of the retry queue
     assert flaky.logs.flush(timeout=0) is False
     holding = _holds(tmp_path / "flaky" / "logs", b"erase-me-please")  # written before
     disk.recover()

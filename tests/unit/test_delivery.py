@@ -16,6 +16,7 @@ from actors.delivery import DeliveryLoop, ParquetSink, WebhookSink
 from actors.shard import Shard
 from decisioning.config import ParquetSinkSpec, WebhookSinkSpec
 from tests.receiver import Receiver
+from tests.unit import edge
 from tests.unit.test_decide import NOW, Clock
 from tests.unit.test_triggers import _config, ev
 
@@ -29,7 +30,7 @@ def receiver() -> Iterator[Receiver]:
 
 def _shard_with_messages(n: int) -> Shard:
     shard = Shard(0, _config(), clock=Clock())
-    shard.apply_events([ev("address_change", NOW, cid=f"c{i}") for i in range(n)])
+    edge.apply_events(shard, [ev("address_change", NOW, cid=f"c{i}") for i in range(n)])
     assert len(shard.outbox) == n
     return shard
 

@@ -22,6 +22,7 @@ from decisioning.delivery.outbox import QueuedDecision
 from decisioning.journal.snapshot import SnapshotError
 from decisioning.journal.wal import Replay, Wal, replay, segments
 from tests.conftest import examples
+from tests.unit import edge
 from tests.unit.test_decide import NOW, Clock
 
 
@@ -88,25 +89,26 @@ def _drive(a: Shard, clock: Clock, ops: list) -> None:
                 # ids repeat across ops: retried events must count once
                 "event_id": f"e{c}-{n}" if with_id else None,
             }
-            a.apply_events([ev])
+            edge.apply_events(a, [ev])
         elif op[0] == "decide":
-            decisions.append(a.decide({"customer_id": f"c{op[1]}", "channel": "web"}))
+            decisions.append(edge.decide(a, {"customer_id": f"c{op[1]}", "channel": "web"}))
         elif op[0] == "outcome" and decisions:
             d = decisions[op[1] % len(decisions)]
             if d["actions"] and d["decision_id"] in a.decisions:  # not of an erased customer
-                a.record_outcomes(
+                edge.record_outcomes(
+                    a,
                     [
                         {
                             "decision_id": d["decision_id"],
                             "action_id": d["actions"][0]["action_id"],
                             "outcome": "click",
                         }
-                    ]
+                    ],
                 )
         elif op[0] == "snapshot":
             a.snapshot()
         elif op[0] == "erase":
-            a.erase_profile(f"c{op[1]}")
+            edge.erase_profile(a, f"c{op[1]}")
         elif op[0] == "background_snapshot" and a.durability.writing is None:
             a.durability.start_snapshot()  # written meanwhile; the next flush() finishes it
         a.flush()  # what the actor does before it answers
@@ -192,19 +194,19 @@ def test_a_wal_with_the_old_tags_recovers_like_the_named_one(
 def test_retried_events_and_outcomes_count_once(small_config: Config, tmp_path: Path) -> None:
     shard = Shard(0, small_config, clock=Clock(), log_dir=str(tmp_path))
     ev = {"customer_id": "c", "type": "page_view", "ts": NOW, "event_id": "ev-1"}
-    assert shard.apply_events([ev, ev]) == 2  # both acknowledged...
-    assert shard.apply_events([ev]) == 1
-    assert shard.get_profile("c")["aggregates"]["views_all"] == 1.0  # ...counted once
+    assert edge.apply_events(shard, [ev, ev]) == 2  # both acknowledged...
+    assert edge.apply_events(shard, [ev]) == 1
+    assert edge.get_profile(shard, "c")["aggregates"]["views_all"] == 1.0  # ...counted once
     assert shard.counters["duplicates"] == 2
-    shard.apply_events([{**ev, "event_id": None}, {**ev, "event_id": None}])
-    assert shard.get_profile("c")["aggregates"]["views_all"] == 3.0  # no id: no dedup
+    edge.apply_events(shard, [{**ev, "event_id": None}, {**ev, "event_id": None}])
+    assert edge.get_profile(shard, "c")["aggregates"]["views_all"] == 3.0  # no id: no dedup
 
 
 def test_snapshot_of_another_profile_schema_is_refused(
     small_config: Config, tmp_path: Path
 ) -> None:
     shard = Shard(0, small_config, clock=Clock(), log_dir=str(tmp_path))
-    shard.apply_events([{"customer_id": "c", "type": "page_view", "ts": NOW}])
+    edge.apply_events(shard, [{"customer_id": "c", "type": "page_view", "ts": NOW}])
     shard.snapshot()
     shard.close()
     data = small_config.model_dump(mode="json")
@@ -223,8 +225,8 @@ def test_idempotency_keys_are_bounded(small_config: Config) -> None:
 
     shard = Shard(0, config_from_dict(data, "small.yaml"), clock=Clock())
     for i in range(5):
-        shard.apply_events(
-            [{"customer_id": "c", "type": "page_view", "ts": NOW, "event_id": f"e{i}"}]
+        edge.apply_events(
+            shard, [{"customer_id": "c", "type": "page_view", "ts": NOW, "event_id": f"e{i}"}]
         )
     # the oldest are forgotten first; kept as digests, never as the client's ids
     assert list(shard.seen) == [idem_key(f"e{i}") for i in (2, 3, 4)]
@@ -235,7 +237,9 @@ def test_a_failed_snapshot_loses_nothing_and_is_retried(
 ) -> None:
     d = str(tmp_path)
     shard = Shard(0, small_config, clock=Clock(), log_dir=d)
-    shard.apply_events([{"customer_id": "c", "type": "page_view", "ts": NOW, "event_id": "1"}])
+    edge.apply_events(
+        shard, [{"customer_id": "c", "type": "page_view", "ts": NOW, "event_id": "1"}]
+    )
     assert shard.wal is not None and shard.owner is not None
     # a file where the snapshot's temporary directory goes: writing it fails
     blocker = tmp_path / f"snapshot-{shard.wal.seq + 1:012d}-g{shard.owner.generation:06d}.tmp"

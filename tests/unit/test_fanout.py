@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from actors.messages import ApplyEvents, GetProfile, LeaseOutbound, UnfinishedMerges
 from actors.remote import ShardUnavailable
+from decisioning.profile import Event
 from serving.fanout import MAX_HOPS, Fanout, group
 from serving.identity import Identities
 from serving.wire import WireError
@@ -24,9 +26,8 @@ from tests.unit.test_decide import NOW
 from tests.unit.test_identity import _config
 
 
-def view(who: str, event_id: str | None) -> dict[str, Any]:
-    return {"customer_id": who, "type": "page_view", "ts": NOW, "properties": {},
-            "event_id": event_id}  # fmt: skip
+def view(who: str, event_id: str | None) -> Event:
+    return Event(who, "page_view", NOW, {}, event_id)
 
 
 def run(body: Callable[[Identities, LocalRouter], Awaitable[None]], tmp: Path) -> None:
@@ -37,12 +38,16 @@ def run(body: Callable[[Identities, LocalRouter], Awaitable[None]], tmp: Path) -
         router.close()
 
 
-def _rehome(wire: dict[str, Any], customer: str) -> dict[str, Any]:
-    return {**wire, "customer_id": customer}
+def _rehome(e: Event, customer: str) -> Event:
+    return replace(e, customer_id=customer)
 
 
-def _customer(wire: dict[str, Any]) -> str:
-    return str(wire["customer_id"])
+def _customer(e: Event) -> str:
+    return e.customer_id
+
+
+def _apply(events: list[Event]) -> ApplyEvents:
+    return ApplyEvents(tuple(events))
 
 
 def _apart(router: LocalRouter) -> tuple[str, str]:
@@ -66,7 +71,7 @@ def test_group_sends_each_item_once_in_its_order(items: list[tuple[int, int]]) -
 async def _merged_on(ident: Identities, router: LocalRouter, shard: int, survivor: str) -> str:
     """A customer on `shard` merged into `survivor`."""
     merged = next(f"m{i}" for i in range(99) if router.shard_of(f"m{i}") == shard)
-    await ident.fanout.follow("apply_events", [view(merged, "m")], _customer, _rehome)
+    await ident.fanout.follow("apply_events", [view(merged, "m")], _customer, _rehome, _apply)
     assert (await ident.merge(survivor, merged))["changed"] is True
     return merged
 
@@ -80,8 +85,8 @@ def test_a_part_answered_moved_goes_again_to_where_its_customers_live_now(
         router.log.clear()
         # no event ids: an event applied twice would count twice
         batch = [view(merged, None), view(other, None), view(survivor, None)]
-        parts = await ident.fanout.follow("apply_events", batch, _customer, _rehome)
-        applied = sorted(w["customer_id"] for p in parts for w in p.items)
+        parts = await ident.fanout.follow("apply_events", batch, _customer, _rehome, _apply)
+        applied = sorted(e.customer_id for p in parts for e in p.items)
         assert applied == sorted([survivor, other, survivor])
         assert sum(p.answer for p in parts) == 3
         sends = [shard for shard, method in router.log if method == "apply_events"]
@@ -90,10 +95,10 @@ def test_a_part_answered_moved_goes_again_to_where_its_customers_live_now(
         s, o = router.shard_of(survivor), router.shard_of(other)
         assert sorted(sends) == sorted([o, s, s, o])
         for who, seen in ((survivor, 3.0), (other, 1.0)):
-            profile, at = await ident.fanout.follow_one(who, "get_profile", lambda c: (c,))
-            assert at == who and profile["aggregates"]["views_all"] == seen
-        profile, at = await ident.fanout.follow_one(merged, "get_profile", lambda c: (c,))
-        assert at == survivor and profile["aggregates"]["views_all"] == 3.0
+            profile, at = await ident.fanout.follow_one(who, "get_profile", GetProfile)
+            assert at == who and profile.aggregates["views_all"] == seen
+        profile, at = await ident.fanout.follow_one(merged, "get_profile", GetProfile)
+        assert at == survivor and profile.aggregates["views_all"] == 3.0
 
     run(body, tmp_path)
 
@@ -102,10 +107,12 @@ def test_the_first_error_is_raised_and_nothing_more_is_sent(tmp_path: Path) -> N
     async def body(ident: Identities, router: LocalRouter) -> None:
         survivor, other = _apart(router)
         merged = await _merged_on(ident, router, router.shard_of(other), survivor)
-        bad = {**view(survivor, "b"), "type": "profile_update", "properties": {"shoe": 3}}
+        bad = Event(survivor, "profile_update", NOW, {"shoe": 3}, "b")
         router.log.clear()
         with pytest.raises(WireError) as refused:
-            await ident.fanout.follow("apply_events", [view(merged, "x"), bad], _customer, _rehome)
+            await ident.fanout.follow(
+                "apply_events", [view(merged, "x"), bad], _customer, _rehome, _apply
+            )
         assert (refused.value.status, refused.value.code) == (422, "unknown_field")
         assert [m for _, m in router.log].count("apply_events") == 2  # one round, no more
 
@@ -115,16 +122,18 @@ def test_the_first_error_is_raised_and_nothing_more_is_sent(tmp_path: Path) -> N
 def test_a_customer_merges_keep_moving_is_a_temporary_503(tmp_path: Path) -> None:
     async def body(ident: Identities, router: LocalRouter) -> None:
         a, b = _apart(router)
-        await ident.fanout.follow("apply_events", [view(a, "1"), view(b, "2")], _customer, _rehome)
+        await ident.fanout.follow(
+            "apply_events", [view(a, "1"), view(b, "2")], _customer, _rehome, _apply
+        )
         assert (await ident.merge(b, a))["changed"] is True
         stuck = Fanout(router, root=lambda c: asyncio.sleep(0, c))  # moved again each time
         router.log.clear()
         with pytest.raises(ShardUnavailable) as busy:
-            await stuck.follow_one(a, "get_profile", lambda c: (c,))
+            await stuck.follow_one(a, "get_profile", GetProfile)
         assert busy.value.code == "merge_in_progress"
         assert router.log == [(router.shard_of(a), "get_profile")] * (MAX_HOPS + 1)
         with pytest.raises(ShardUnavailable):
-            await stuck.follow("apply_events", [view(a, "3")], _customer, _rehome)
+            await stuck.follow("apply_events", [view(a, "3")], _customer, _rehome, _apply)
 
     run(body, tmp_path)
 
@@ -133,7 +142,7 @@ def test_stop_answers_instead_of_a_call(tmp_path: Path) -> None:
     async def body(ident: Identities, router: LocalRouter) -> None:
         router.log.clear()
         answer, at = await ident.fanout.follow_one(
-            "x", "get_profile", lambda c: (c,), stop=lambda c: "stopped" if c == "x" else None
+            "x", "get_profile", GetProfile, stop=lambda c: "stopped" if c == "x" else None
         )
         assert (answer, at, router.log) == ("stopped", "x", [])
 
@@ -143,8 +152,14 @@ def test_stop_answers_instead_of_a_call(tmp_path: Path) -> None:
 def test_everywhere_calls_every_shard_once(tmp_path: Path) -> None:
     async def body(ident: Identities, router: LocalRouter) -> None:
         router.log.clear()
-        assert await ident.fanout.everywhere("unfinished_merges", 60.0) == [[], []]
-        assert await ident.fanout.everywhere("lease_outbound", "email", 5) == [[], []]
+        assert await ident.fanout.everywhere("unfinished_merges", UnfinishedMerges(60.0)) == [
+            [],
+            [],
+        ]
+        assert await ident.fanout.everywhere("lease_outbound", LeaseOutbound("email", 5)) == [
+            [],
+            [],
+        ]
         assert sorted(router.log) == sorted(
             [(0, "unfinished_merges"), (1, "unfinished_merges"), (0, "lease_outbound"),
              (1, "lease_outbound")]

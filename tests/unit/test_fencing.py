@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from actors.messages import GetProfile
 from actors.remote import ShardActor
 from actors.shard import Shard
 from decisioning.config import Config
 from decisioning.journal import snapshot
 from decisioning.journal.fencing import OWNER, Fenced, Owner
 from decisioning.journal.wal import segments
+from serving.errors import http_error
+from tests.unit import edge
 from tests.unit.test_decide import NOW, Clock
 
 
@@ -27,14 +30,14 @@ def test_a_fenced_writer_acknowledges_nothing_and_corrupts_nothing(
 ) -> None:
     d = str(tmp_path)
     old = Shard(0, small_config, clock=Clock(), log_dir=d)
-    old.apply_events(_views("c", "e1"))
+    edge.apply_events(old, _views("c", "e1"))
     old.flush()  # acknowledged
     new = Shard(0, small_config, clock=Clock(), log_dir=d)  # took over: old presumed dead
     assert new.owner is not None and old.owner is not None
     assert new.owner.generation == old.owner.generation + 1
-    assert new.get_profile("c")["aggregates"]["views_all"] == 1.0
+    assert edge.get_profile(new, "c")["aggregates"]["views_all"] == 1.0
 
-    old.apply_events(_views("c", "e2"))  # still running, it applies a request...
+    edge.apply_events(old, _views("c", "e2"))  # still running, it applies a request...
     with pytest.raises(Fenced):
         old.flush()  # ...but may not acknowledge it
     with pytest.raises(Fenced):
@@ -51,14 +54,14 @@ def test_a_fenced_writer_acknowledges_nothing_and_corrupts_nothing(
         old.owner.generation,
     )
 
-    new.apply_events(_views("c", "e3"))
+    edge.apply_events(new, _views("c", "e3"))
     new.flush()
     digest = new.state_digest()
-    assert new.get_profile("c")["aggregates"]["views_all"] == 2.0  # e1 and e3
+    assert edge.get_profile(new, "c")["aggregates"]["views_all"] == 2.0  # e1 and e3
 
     again = Shard(0, small_config, clock=Clock(), log_dir=d)  # new crashed; restart
     assert again.state_digest() == digest  # nothing the stale writer did counts
-    assert again.get_profile("c")["aggregates"]["views_all"] == 2.0
+    assert edge.get_profile(again, "c")["aggregates"]["views_all"] == 2.0
     # its files from after the fence are gone; its first segment stays (it holds e1),
     # read only up to where it ended when the new owner fenced it
     stale = [f for _, g, f in segments(d) + snapshot.snapshots(d) if g == old.owner.generation]
@@ -75,12 +78,15 @@ def test_a_fenced_shard_actor_answers_with_a_503_error(
     cfg = config_from_dict(data, "small.yaml")
     old = ShardActor(0, cfg)
     now = time.time()  # a ShardActor runs on the real clock
-    assert old.call("apply_events", _views("c", "e1", ts=now)) == 1
+    assert old.call("apply_events", edge.events(_views("c", "e1", ts=now))) == 1
     ShardActor(0, cfg)  # the same shard, restarted elsewhere
-    calls = [("apply_events", (_views("c", "e2", ts=now),)), ("get_profile", ("c",))]
+    calls = [
+        ("apply_events", (edge.events(_views("c", "e2", ts=now)),)),
+        ("get_profile", (GetProfile("c"),)),
+    ]
     answers = old.call_many(calls)
-    assert [a["error"]["type"] for a in answers] == ["Fenced", "Fenced"]
-    assert answers[0]["error"]["code"] == "shard_unavailable"
+    assert [type(a).__name__ for a in answers] == ["Fenced", "Fenced"]
+    assert http_error(answers[0]).code == "shard_unavailable"
     assert old.status()["fenced"] is True
 
 
@@ -103,9 +109,9 @@ def test_a_start_that_crashed_while_recovering_loses_nothing(
 ) -> None:
     d = str(tmp_path)
     first = Shard(0, small_config, clock=Clock(), log_dir=d)
-    first.apply_events(_views("c", "e1", "e2"))
+    edge.apply_events(first, _views("c", "e1", "e2"))
     first.snapshot()
-    first.apply_events(_views("c", "e3"))
+    edge.apply_events(first, _views("c", "e3"))
     first.flush()
     digest = first.state_digest()
     Owner.take_over(d)  # fenced the directory, then died before settling it
@@ -121,9 +127,9 @@ def test_a_directory_from_before_generations_is_recovered(
 ) -> None:
     d = str(tmp_path)
     first = Shard(0, small_config, clock=Clock(), log_dir=d)
-    first.apply_events(_views("c", "e1"))
+    edge.apply_events(first, _views("c", "e1"))
     first.snapshot()
-    first.apply_events(_views("c", "e2"))
+    edge.apply_events(first, _views("c", "e2"))
     first.flush()
     digest = first.state_digest()
     for f in os.listdir(d):  # the names and files of the version before generations
@@ -147,7 +153,7 @@ def test_restarts_count_starts_after_a_crash_not_after_a_clean_stop(
 
     first = start()
     assert first.recovery["restarts"] == 0  # a first start
-    first.apply_events(_views("c", "e1"))
+    edge.apply_events(first, _views("c", "e1"))
     first.flush()
     crashed_after = start()  # no stop(): the one before crashed
     assert crashed_after.recovery["restarts"] == 1

@@ -1,11 +1,12 @@
 """One mapping from a core error to HTTP (serving/errors.py): every class of the error
 tree has its answer, the caller's mistakes are 4xx wherever they surface, what passes is
-a 503 with Retry-After, and an error that crossed the actor boundary as data maps as the
-error itself does."""
+a 503 with Retry-After, and an error that crossed the actor boundary (pickled, as the
+error value itself) maps as it did where it was raised."""
 
 from __future__ import annotations
 
 import importlib
+import pickle
 import pkgutil
 
 import pytest
@@ -16,7 +17,6 @@ from hypothesis import strategies as st
 
 import decisioning
 import decisioning.errors as tree
-from actors.calls import _fenced_answer as _fenced
 from actors.calls import error_answer as _error
 from actors.remote import ShardUnavailable
 from decisioning.delivery.links import LinkError
@@ -99,8 +99,9 @@ def _instance(cls: type[BaseException], code: str | None = None) -> BaseExceptio
 
 
 def _crossed(err: BaseException) -> object:
-    """`err` as actors/remote.py sends it to the ingress."""
-    return _fenced(err) if isinstance(err, Fenced) else _error(err)  # type: ignore[arg-type]
+    """`err` as a shard answers it (actors/calls.py) and Ray carries it: pickled."""
+    answer = err if isinstance(err, Fenced) else _error(err)  # type: ignore[arg-type]
+    return pickle.loads(pickle.dumps(answer))
 
 
 def test_every_error_class_is_drawn_in_the_tree_and_has_its_answer() -> None:

@@ -14,6 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
+from actors.messages import Decide, EraseProfile, GetProfile
+from decisioning.profile import Event
 from serving.events import ingest
 from serving.identity import Identities, is_error
 from tests.conftest import examples
@@ -26,27 +28,24 @@ COOKIES = ["cookie_id:a", "cookie_id:b"]
 IDS = CUSTOMERS + COOKIES
 
 
-def view(who: str, event_id: str | None = None) -> dict[str, Any]:
-    return {"customer_id": who, "type": "page_view", "ts": NOW, "properties": {},
-            "event_id": event_id}  # fmt: skip
+def view(who: str, event_id: str | None = None) -> Event:
+    return Event(who, "page_view", NOW, {}, event_id)
 
 
-def login(who: str, cookie: str, event_id: str | None = None) -> dict[str, Any]:
-    return {"customer_id": who, "type": "login", "ts": NOW,
-            "properties": {"cookie_id": cookie.removeprefix("cookie_id:")},
-            "event_id": event_id}  # fmt: skip
+def login(who: str, cookie: str, event_id: str | None = None) -> Event:
+    return Event(who, "login", NOW, {"cookie_id": cookie.removeprefix("cookie_id:")}, event_id)
 
 
 async def views(ident: Identities, who: str) -> float:
-    profile, _ = await ident.call(await ident.canonical(who), "get_profile", lambda c: (c,))
+    profile, _ = await ident.call(await ident.canonical(who), "get_profile", GetProfile)
     assert not is_error(profile), profile
-    return float(profile["aggregates"]["views_all"])
+    return float(profile.aggregates["views_all"])
 
 
 async def erase(ident: Identities, asked: str) -> None:
     """What DELETE /v1/profiles/{id} does."""
     customer = await ident.canonical(asked)
-    result, customer = await ident.call(customer, "erase_profile", lambda c: (c,))
+    result, customer = await ident.call(customer, "erase_profile", EraseProfile)
     assert not is_error(result), result
     await ident.forget(asked, customer)
 
@@ -71,7 +70,7 @@ def test_an_id_merged_already_is_refused_and_its_events_still_apply(
         first = await ident.merge("A", "0")
         assert first["changed"] is True
         second = await ident.merge("B", "0")
-        assert is_error(second, "already_merged") and second["error"]["target"] == "A"
+        assert is_error(second, "already_merged") and second.target == "A"
         assert (await ident.merge("A", "0"))["changed"] is False  # a retry: nothing to do
         assert await ingest(ident, [view("0")]) == {"accepted": 1}
         assert await views(ident, "A") == 3.0
@@ -178,7 +177,7 @@ def test_erasing_any_id_of_a_person_forgets_everyone_merged_into_it(
     async def body(ident: Identities, router: LocalRouter) -> None:
         await ingest(ident, [view("0"), view("A"), view("B"), view("cookie_id:z")])
         for who in ("0", "A"):  # decisions stay tracked after a merge, for late outcomes
-            await ident.call(who, "decide", lambda c: ({"customer_id": c, "channel": "web"},))
+            await ident.call(who, "decide", lambda c: Decide(c, "web"))
         await ident.merge("A", "0")
         await ident.merge("B", "A")  # 0 -> A -> B: two hops, nothing shortened yet
         await ingest(ident, [login("B", "cookie_id:z")])
@@ -235,17 +234,15 @@ async def _step(ident: Identities, router: LocalRouter, step: tuple[Any, ...]) -
         for (s, m), r in zip(step[1:], rs, strict=True):
             if is_error(r, "merge_in_progress") or getattr(r, "code", "") == "merge_in_progress":
                 r = await ident.merge(s, m)
-            assert isinstance(r, dict) and (not is_error(r) or is_error(r, "already_merged")), r
+            assert isinstance(r, dict) or is_error(r, "already_merged"), r
     elif kind == "erase":
         gone = await views(ident, step[1])
         await erase(ident, step[1])
         return gone
     else:
         customer = await ident.canonical(step[1])
-        d, at = await ident.call(
-            customer, "decide", lambda c: ({"customer_id": c, "channel": "web"},)
-        )
-        assert not is_error(d) and d["customer_id"] == at == await ident.root(customer), d
+        d, at = await ident.call(customer, "decide", lambda c: Decide(c, "web"))
+        assert not is_error(d) and d.decision.customer_id == at == await ident.root(customer), d
     return 0.0
 
 

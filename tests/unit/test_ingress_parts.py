@@ -7,21 +7,24 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from actors.messages import Outcome
 from actors.shard import decision_slot
-from decisioning.profile import ProfileSchema
+from decisioning.profile import Event, ProfileSchema
 from serving.context import table_of
-from serving.events import checked_events, record_outcomes
-from serving.outbound import ack, poll_of
+from serving.events import checked_events, ingest, record_outcomes
+from serving.outbound import ack, poll_of, take
 from serving.wire import DEFAULT, WireError, validate
 from tests.unit.identity_harness import fast, identities
 from tests.unit.test_decide import NOW
 from tests.unit.test_identity import _config
+from tests.unit.test_triggers import _config as trigger_config
 
 CHANNELS, SINKS = frozenset({"web", "email"}), frozenset({"email"})
 
@@ -92,7 +95,7 @@ def test_an_event_or_outcome_is_refused_at_its_place_in_the_batch(tmp_path: Path
     assert (e.status, e.code, e.field) == (422, "unknown_field", "[1].properties.shoe")
     e = _refused(checked_events, schema, items[1:], False, NOW)
     assert e.field == "properties.shoe"
-    assert checked_events(schema, items[:1], False, NOW)[0]["customer_id"] == "a"
+    assert checked_events(schema, items[:1], False, NOW)[0].customer_id == "a"
 
     ident, router = identities(config, 2, tmp_path)
 
@@ -100,8 +103,8 @@ def test_an_event_or_outcome_is_refused_at_its_place_in_the_batch(tmp_path: Path
         return router.slot_map[decision_slot(decision_id)]
 
     async def body() -> None:
-        outcome = {"decision_id": "d-0001-00000000000000aa", "action_id": "x", "outcome": "click"}
-        malformed = {**outcome, "decision_id": "nope"}
+        outcome = Outcome("d-0001-00000000000000aa", "x", "click")
+        malformed = outcome._replace(decision_id="nope")
         with pytest.raises(WireError) as gone:
             await record_outcomes(ident, [outcome, malformed], shard_of, True)
         assert (gone.value.status, gone.value.code, gone.value.field) == (
@@ -121,3 +124,40 @@ def test_an_event_or_outcome_is_refused_at_its_place_in_the_batch(tmp_path: Path
         asyncio.run(body())
     finally:
         router.close()
+
+
+def test_a_poll_takes_the_oldest_messages_over_every_shard_and_gives_the_rest_back(
+    tmp_path: Path,
+) -> None:
+    """GET /v1/outbound's take (serving/outbound.py) over two real shards: at most
+    `limit` message bodies, oldest first; what the shards leased beyond that is
+    released at once, so the next poll gets it."""
+    ident, router = identities(fast(trigger_config()), 2, tmp_path)
+    customers = [f"c{i}" for i in range(20)]
+    on = {router.shard_of(c) for c in customers}
+    assert on == {0, 1}
+
+    def shard_of(decision_id: str) -> int:
+        return router.slot_map[decision_slot(decision_id)]
+
+    async def body() -> tuple[list[Any], list[Any], list[Any]]:
+        for c in customers:  # each moves once: one message per customer, a tick apart
+            router.clock.t += 1
+            await ingest(ident, [Event(c, "address_change", router.clock.t)])
+        poll = ("email", 5, 0.0)
+        first = await take(ident.fanout, shard_of, poll)
+        second = await take(ident.fanout, shard_of, poll)
+        rest = await take(ident.fanout, shard_of, ("email", 100, 0.0))
+        return first, second, rest
+
+    try:
+        first, second, rest = asyncio.run(body())
+    finally:
+        router.close()
+    assert [m["customer_id"] for m in first] == customers[:5]  # the oldest, over both shards
+    assert [m["customer_id"] for m in second] == customers[5:10]  # the extras came back
+    assert [m["customer_id"] for m in rest] == customers[10:]
+    for m in first:
+        assert list(m) == ["id", "open_token", "idempotency_key", "customer_id", "channel",
+                           "trigger", "queued_at", "actions", "decision"]  # fmt: skip
+        assert m["trigger"] == "moved" and m["decision"]["decision_id"] == m["id"]

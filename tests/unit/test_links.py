@@ -11,6 +11,7 @@ from decisioning.config import Config, Secrets
 from decisioning.config.loader import config_from_dict
 from decisioning.delivery.links import LinkError, OpenLink, open_link, seal_link
 from tests.conftest import SMALL
+from tests.unit import edge
 from tests.unit.test_decide import NOW, Clock
 from tests.unit.test_triggers import ACTIONS, TRIGGERS, ev
 
@@ -58,13 +59,13 @@ def test_no_variable_no_links() -> None:
 
 def test_leased_messages_carry_a_link_to_their_customer_and_channel() -> None:
     shard = Shard(0, _linked(), clock=Clock())
-    shard.apply_events([ev("address_change", NOW)])
-    [m] = shard.lease_outbound("email", 10)
+    edge.apply_events(shard, [ev("address_change", NOW)])
+    [m] = edge.lease_outbound(shard, "email", 10)
     key = Secrets.resolve(_linked(), ENVIRON).link_key
     assert key is not None
     link = open_link(key, m["open_token"], NOW)
     assert (link.customer_id, link.channel, link.message_id) == ("c", "email", m["id"])
     assert link.expires == NOW + 3600
     other = Shard(0, _linked(None), clock=Clock())
-    other.apply_events([ev("address_change", NOW)])
-    assert other.lease_outbound("email", 10)[0]["open_token"] is None
+    edge.apply_events(other, [ev("address_change", NOW)])
+    assert edge.lease_outbound(other, "email", 10)[0]["open_token"] is None

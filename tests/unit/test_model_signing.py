@@ -14,6 +14,7 @@ from decisioning.config.loader import config_from_dict
 from decisioning.errors import ModelError, ModelIntegrityError
 from decisioning.policy.scoring import check_signature, read_model_dir, sign, write_model_dir
 from serving.cli import app
+from tests.unit import edge
 from tests.unit.models import tiny_model
 from tests.unit.test_decide import Clock
 
@@ -51,7 +52,7 @@ def test_a_shard_refuses_unsigned_and_tampered_models_and_keeps_serving(
     unkeyed = Shard(0, cfg, [bundle], clock=Clock())
     assert unkeyed.model_versions() == {}
     assert "not set" in unkeyed.status()["refused_models"][bundle.manifest.ref]
-    decision = unkeyed.decide({"customer_id": "c1", "channel": "web"})
+    decision = edge.decide(unkeyed, {"customer_id": "c1", "channel": "web"})
     assert decision["model_version"] is None
     monkeypatch.setenv("NEXTBEST_TEST_MODEL_KEY", KEY.decode())
     signed = replace(bundle, manifest=sign(bundle.manifest, KEY))

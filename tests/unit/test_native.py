@@ -21,6 +21,7 @@ from decisioning.policy.scoring import (
     scorer_for,
 )
 from decisioning.stores.registry import Registry
+from tests.unit import edge
 from tests.unit.models import tiny_model
 
 
@@ -128,7 +129,7 @@ def test_shard_scores_natively_and_reports_it(
     assert native.status()["scorers"] == {"propensity": "native"}
     assert plain.status()["scorers"] == {"propensity": "lightgbm"}
     req = {"customer_id": "c1", "channel": "web", "limit": 5, "explain": True, "dry_run": True}
-    a, b = native.decide(req), plain.decide(req)
+    a, b = edge.decide(native, req), edge.decide(plain, req)
     assert [x["action_id"] for x in a["actions"]] == [x["action_id"] for x in b["actions"]]
     for x, y in zip(a["explanation"], b["explanation"], strict=True):
         assert x.get("propensity") == pytest.approx(y.get("propensity"), abs=NATIVE_TOLERANCE)

@@ -15,6 +15,7 @@ from decisioning.policy.exploration import Explorer
 from decisioning.stores.decision_log import DecisionLog
 from decisioning.stores.registry import Registry
 from tests.conftest import SMALL
+from tests.unit import edge
 from tests.unit.models import tiny_model
 from tests.unit.test_decide import NOW, Clock
 from training.ope import _per_decision, estimate, evaluate
@@ -103,7 +104,8 @@ def test_evaluate_reads_the_logs_of_an_exploring_shard(tmp_path: Path) -> None:
     variants = set()
     for i in range(600):
         cid = f"c-{i}"
-        shard.apply_events(
+        edge.apply_events(
+            shard,
             [
                 {
                     "customer_id": cid,
@@ -111,19 +113,20 @@ def test_evaluate_reads_the_logs_of_an_exploring_shard(tmp_path: Path) -> None:
                     "ts": NOW,
                     "properties": {"age": float(rng.integers(18, 70))},
                 }
-            ]
+            ],
         )
-        d = shard.decide({"customer_id": cid, "channel": "web"})
+        d = edge.decide(shard, {"customer_id": cid, "channel": "web"})
         variants.add(d["variant"])
         if d["actions"] and rng.random() < (0.4 if d["actions"][0]["action_id"] == "loan" else 0.1):
-            shard.record_outcomes(
+            edge.record_outcomes(
+                shard,
                 [
                     {
                         "decision_id": d["decision_id"],
                         "action_id": d["actions"][0]["action_id"],
                         "outcome": "accept",
                     }
-                ]
+                ],
             )
     assert variants == {"champion", "explore"}
     shard.logs.flush()

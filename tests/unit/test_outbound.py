@@ -15,6 +15,7 @@ from decisioning.config.loader import config_from_dict
 from decisioning.errors import ConfigError, InvalidInput
 from decisioning.policy.decide import Decision, ScoredAction, choose_channel
 from tests.conftest import SMALL, examples
+from tests.unit import edge
 from tests.unit.test_decide import NOW, Clock
 
 ACTIONS = [
@@ -65,12 +66,12 @@ def _shard(config: Config, **attributes: Any) -> Shard:
     events = [{"customer_id": "c", "type": "profile_update", "ts": NOW, "properties": attributes}]
     if consent:
         events.append({"customer_id": "c", "type": "consent", "ts": NOW, "properties": consent})
-    shard.apply_events(events)
+    edge.apply_events(shard, events)
     return shard
 
 
 def _out(shard: Shard, **request: Any) -> dict[str, Any]:
-    return shard.decide({"customer_id": "c", "channel": "outbound", **request})
+    return edge.decide(shard, {"customer_id": "c", "channel": "outbound", **request})
 
 
 def test_the_best_net_priority_wins_and_the_channel_rule_holds() -> None:
@@ -165,7 +166,7 @@ def test_the_request_event_is_applied_before_the_channel_is_chosen() -> None:
 
 def test_inbound_decisions_ignore_the_outbound_rules_and_costs() -> None:
     shard = _shard(_config(costs={"call_center": 10_000.0}), clv=0)
-    d = shard.decide({"customer_id": "c", "channel": "call_center"})
+    d = edge.decide(shard, {"customer_id": "c", "channel": "call_center"})
     assert [a["action_id"] for a in d["actions"]] == ["retention_call"]
     assert "channel_choice" not in d
 
@@ -173,7 +174,7 @@ def test_inbound_decisions_ignore_the_outbound_rules_and_costs() -> None:
 def test_outbound_without_outbound_channels_is_refused() -> None:
     shard = Shard(0, config_from_dict(SMALL), clock=Clock())
     with pytest.raises(InvalidInput) as e:
-        shard.decide({"customer_id": "c", "channel": "outbound"})
+        edge.decide(shard, {"customer_id": "c", "channel": "outbound"})
     assert e.value.code == "unknown_channel" and "decisioning.outbound" in e.value.message
 
 

@@ -12,6 +12,7 @@ from actors.shard import Shard
 from decisioning.config import Config
 from decisioning.config.loader import config_from_dict
 from tests.conftest import SMALL, examples
+from tests.unit import edge
 from tests.unit.test_decide import NOW, Clock
 
 
@@ -44,13 +45,13 @@ def _shard(config: Config, cid: str, age: float | None, email: bool | None) -> S
             {"customer_id": cid, "type": "consent", "ts": NOW, "properties": {"email": email}}
         )
     if events:
-        shard.apply_events(events)
+        edge.apply_events(shard, events)
     return shard
 
 
 def test_explanations_name_the_rule_and_the_values_that_failed() -> None:
     shard = _shard(_config(), "c", 16, None)
-    d = shard.decide({"customer_id": "c", "channel": "web", "explain": True})
+    d = edge.decide(shard, {"customer_id": "c", "channel": "web", "explain": True})
     card = next(e for e in d["explanation"] if e["action_id"] == "card")
     assert card == {
         "action_id": "card",
@@ -60,19 +61,19 @@ def test_explanations_name_the_rule_and_the_values_that_failed() -> None:
         "values": {"profile.age": 16.0},
     }
     unknown = _shard(_config(), "u", None, None)
-    d = unknown.decide({"customer_id": "u", "channel": "web", "explain": True})
+    d = edge.decide(unknown, {"customer_id": "u", "channel": "web", "explain": True})
     card = next(e for e in d["explanation"] if e["action_id"] == "card")
     assert card["values"] == {"profile.age": None}
 
 
 def test_opt_out_is_the_default_and_a_recorded_no_removes_everything() -> None:
     shard = _shard(_config(), "c", 30, False)
-    d = shard.decide({"customer_id": "c", "channel": "email", "explain": True})
+    d = edge.decide(shard, {"customer_id": "c", "channel": "email", "explain": True})
     assert d["actions"] == []
     card, nothing = d["explanation"]
     assert card["rule"] == "consent (opt_out)" and card["values"] == {"consent.email": False}
     assert nothing["do_nothing"] and nothing["chosen"]
-    assert _shard(_config(), "c", 30, None).decide({"customer_id": "c", "channel": "email"})[
+    assert edge.decide(_shard(_config(), "c", 30, None), {"customer_id": "c", "channel": "email"})[
         "actions"
     ]  # nothing recorded: opt-out lets it go
 
@@ -80,21 +81,28 @@ def test_opt_out_is_the_default_and_a_recorded_no_removes_everything() -> None:
 def test_opt_in_needs_a_recorded_yes() -> None:
     cfg = _config({"email": "opt_in"})
     assert (
-        _shard(cfg, "c", 30, None).decide({"customer_id": "c", "channel": "email"})["actions"] == []
+        edge.decide(_shard(cfg, "c", 30, None), {"customer_id": "c", "channel": "email"})["actions"]
+        == []
     )
-    assert _shard(cfg, "c", 30, True).decide({"customer_id": "c", "channel": "email"})["actions"]
+    assert edge.decide(_shard(cfg, "c", 30, True), {"customer_id": "c", "channel": "email"})[
+        "actions"
+    ]
     # web is not listed: opt-out, so the email consent does not matter there
-    assert _shard(cfg, "c", 30, False).decide({"customer_id": "c", "channel": "web"})["actions"]
+    assert edge.decide(_shard(cfg, "c", 30, False), {"customer_id": "c", "channel": "web"})[
+        "actions"
+    ]
 
 
 def test_mandatory_actions_go_without_consent_only_when_the_config_allows() -> None:
     strict = _config({"email": "opt_in"}, bypass=False, mandatory=("card",))
     assert (
-        _shard(strict, "c", 30, False).decide({"customer_id": "c", "channel": "email"})["actions"]
+        edge.decide(_shard(strict, "c", 30, False), {"customer_id": "c", "channel": "email"})[
+            "actions"
+        ]
         == []
     )
     lenient = _config({"email": "opt_in"}, bypass=True, mandatory=("card",))
-    d = _shard(lenient, "c", 30, False).decide({"customer_id": "c", "channel": "email"})
+    d = edge.decide(_shard(lenient, "c", 30, False), {"customer_id": "c", "channel": "email"})
     assert [a["action_id"] for a in d["actions"]] == ["card"]
 
 
@@ -125,16 +133,17 @@ def test_consent_is_never_violated(
     shard = Shard(0, cfg, clock=Clock())
     recorded: dict[str, bool | None] = {}
     for ch, v in states:  # consent changes; the last one counts
-        shard.apply_events(
-            [{"customer_id": "c", "type": "consent", "ts": NOW, "properties": {ch: v}}]
+        edge.apply_events(
+            shard, [{"customer_id": "c", "type": "consent", "ts": NOW, "properties": {ch: v}}]
         )
         recorded[ch] = v
     if age is not None:
-        shard.apply_events(
-            [{"customer_id": "c", "type": "profile_update", "ts": NOW, "properties": {"age": age}}]
+        edge.apply_events(
+            shard,
+            [{"customer_id": "c", "type": "profile_update", "ts": NOW, "properties": {"age": age}}],
         )
     for ch, mode in (("web", web), ("email", email)):
-        d = shard.decide({"customer_id": "c", "channel": ch, "limit": 3})
+        d = edge.decide(shard, {"customer_id": "c", "channel": ch, "limit": 3})
         state = recorded.get(ch)
         allowed = {"opt_in": state is True, "opt_out": state is not False, "none": True}[mode]
         for a in d["actions"]:
@@ -159,7 +168,7 @@ def _arb(**decisioning: Any) -> Config:
 
 def test_do_nothing_competes_with_its_own_value() -> None:
     shard = Shard(0, _arb(do_nothing_value=4.6), clock=Clock())  # a3 = 0.5 × 8 = 4.0
-    d = shard.decide({"customer_id": "c", "channel": "web", "explain": True})
+    d = edge.decide(shard, {"customer_id": "c", "channel": "web", "explain": True})
     assert [a["action_id"] for a in d["actions"]] == ["a1"]  # 5.0 > 4.6 > 4.5
     why = {e["action_id"]: e.get("why_not") for e in d["explanation"]}
     assert why["a2"] == "priority not above doing nothing"
@@ -173,21 +182,22 @@ def test_do_nothing_competes_with_its_own_value() -> None:
     # as an expression of the profile: a rich customer is worth leaving alone
     cfg = _arb(do_nothing_value="coalesce(profile.age, 0) / 10")
     shard = Shard(0, cfg, clock=Clock())
-    shard.apply_events(
-        [{"customer_id": "old", "type": "profile_update", "ts": NOW, "properties": {"age": 90}}]
+    edge.apply_events(
+        shard,
+        [{"customer_id": "old", "type": "profile_update", "ts": NOW, "properties": {"age": 90}}],
     )
-    assert shard.decide({"customer_id": "old", "channel": "web"})["actions"] == []
-    assert shard.decide({"customer_id": "new", "channel": "web"})["actions"]
+    assert edge.decide(shard, {"customer_id": "old", "channel": "web"})["actions"] == []
+    assert edge.decide(shard, {"customer_id": "new", "channel": "web"})["actions"]
 
 
 def test_diversity_and_group_and_issue_levers() -> None:
     shard = Shard(0, _arb(max_per_group=2), clock=Clock())
-    d = shard.decide({"customer_id": "c", "channel": "web", "limit": 3, "explain": True})
+    d = edge.decide(shard, {"customer_id": "c", "channel": "web", "limit": 3, "explain": True})
     assert [a["action_id"] for a in d["actions"]] == ["a1", "a2", "b1"]  # a3: third card
     why = {e["action_id"]: e.get("why_not") for e in d["explanation"]}
     assert why["a3"] == "max_per_group: 2 of group cards already chosen"
     levered = _arb(group_levers={"loans": 3.0}, issue_levers={"retain": 2.0})
-    d = Shard(0, levered, clock=Clock()).decide({"customer_id": "c", "channel": "web"})
+    d = edge.decide(Shard(0, levered, clock=Clock()), {"customer_id": "c", "channel": "web"})
     assert d["actions"][0]["action_id"] == "b1"  # 0.5 × 5 × 3 × 2 = 15
     assert d["actions"][0]["priority"] == 15.0
 
@@ -211,7 +221,9 @@ def test_do_nothing_wins_when_every_action_is_below_it(
             "decisioning": {"default_propensity": 0.5, "do_nothing_value": nothing},
         }
     )
-    d = Shard(0, cfg, clock=Clock()).decide({"customer_id": "c", "channel": "web", "limit": limit})
+    d = edge.decide(
+        Shard(0, cfg, clock=Clock()), {"customer_id": "c", "channel": "web", "limit": limit}
+    )
     shown = [a["priority"] for a in d["actions"]]
     assert all(p > nothing for p in shown)
     assert len(shown) == min(limit, sum(0.5 * v > nothing for v in values))
@@ -248,10 +260,12 @@ def test_group_and_action_rules_by_stage() -> None:
         }
     )
     shard = _shard(cfg, "c", 70, None)
-    shard.apply_events(
-        [{"customer_id": "c", "type": "consent", "ts": NOW, "properties": {"web": False}}]
+    edge.apply_events(
+        shard, [{"customer_id": "c", "type": "consent", "ts": NOW, "properties": {"web": False}}]
     )
-    d = shard.decide({"customer_id": "c", "channel": "web", "explain": True, "placement": "side"})
+    d = edge.decide(
+        shard, {"customer_id": "c", "channel": "web", "explain": True, "placement": "side"}
+    )
     by_id = {e["action_id"]: e for e in d["explanation"] if e["action_id"]}
     assert by_id["card"]["stage"] == "applicability"
     assert by_id["card"]["values"] == {"context.placement": "side"}
@@ -279,26 +293,28 @@ def test_a_dry_run_changes_nothing(tmp_path: Any) -> None:
     shard = Shard(
         0, cfg, [tiny_model(cfg)], clock=Clock(), log_dir=str(tmp_path / "wal"), logs=logs
     )
-    shard.apply_events(
-        [{"customer_id": "c", "type": "profile_update", "ts": NOW, "properties": {"age": 30}}]
+    edge.apply_events(
+        shard,
+        [{"customer_id": "c", "type": "profile_update", "ts": NOW, "properties": {"age": 30}}],
     )
     digest, stats = shard.state_digest(), dict(shard.variant_stats)
     wal = shard.wal.bytes if shard.wal else 0
     for _ in range(5):
-        d = shard.decide(
+        d = edge.decide(
+            shard,
             {
                 "customer_id": "c",
                 "channel": "web",
                 "dry_run": True,
                 "explain": True,
                 "event": {"type": "page_view", "ts": NOW, "properties": {}},
-            }
+            },
         )
         assert d["actions"]
     assert shard.state_digest() == digest  # profiles, decisions, idempotency keys
     assert shard.variant_stats == stats
     assert (shard.wal.bytes if shard.wal else 0) == wal
-    assert shard.get_profile("c")["recent_decisions"] == []
+    assert edge.get_profile(shard, "c")["recent_decisions"] == []
     logs.flush()
     assert not list((tmp_path / "logs").rglob("*.parquet"))
     shard.close()

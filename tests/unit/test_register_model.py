@@ -19,6 +19,7 @@ from decisioning.policy.scoring import ModelBundle
 from decisioning.stores.registry import Registry
 from serving.cli import app
 from tests.conftest import SMALL
+from tests.unit import edge
 from tests.unit.models import tiny_model
 from tests.unit.test_decide import NOW, Clock
 from training.register import register_external
@@ -50,7 +51,10 @@ def test_foreign_names_are_mapped_and_the_shard_scores_it(
     assert m.training["renamed"]["cust_age"] == "age"
     bundle = Registry(small_config.server.data_dir).read("propensity", 1)  # sha256 checked
     shard = Shard(0, small_config, [bundle])
-    assert shard.decide({"customer_id": "c", "channel": "web"})["model_version"] == "propensity@1"
+    assert (
+        edge.decide(shard, {"customer_id": "c", "channel": "web"})["model_version"]
+        == "propensity@1"
+    )
     # the original scores the same rows the same way: only the names changed
     x = np.array([[30.0, 2.0, 100.0]])
     same = lgb.Booster(model_str=path.read_text()).predict(x)
@@ -136,10 +140,11 @@ def test_a_check_table_refuses_a_model_fitted_on_float64_values_the_shard_rounds
         if i % 50:
             continue
         cid = f"c-{i}"
-        shard.apply_events(
-            [{"customer_id": cid, "type": "profile_update", "ts": NOW, "properties": {"age": age}}]
+        edge.apply_events(
+            shard,
+            [{"customer_id": cid, "type": "profile_update", "ts": NOW, "properties": {"age": age}}],
         )
-        d = shard.decide({"customer_id": cid, "channel": "web", "limit": 3})
+        d = edge.decide(shard, {"customer_id": cid, "channel": "web", "limit": 3})
         p = {a["action_id"]: a["propensity"] for a in d["actions"]}[["card", "loan"][code]]
         assert abs(p - booster.predict(np.array([[age, code]]))[0]) <= 1e-9
 

@@ -10,12 +10,15 @@ import time
 from typing import Any
 
 from actors.calls import Call, ShardUnavailable, run_calls
+from actors.messages import ApplyEvents
 from actors.router import Coalescer, Router, Unreachable
 from actors.shard import Shard
 from decisioning.config import Config
 from decisioning.config.loader import config_from_dict
+from decisioning.profile import Event
 from decisioning.profile.slots import contiguous_map, slot_of
 from tests.conftest import SMALL
+from tests.unit import edge
 from tests.unit.test_decide import NOW, Clock
 
 
@@ -35,7 +38,7 @@ class Link:
         await self.open.wait()
         if self.down:
             raise Unreachable("ActorDiedError")
-        self.sent.append([e["event_id"] for _, (events,) in calls for e in events])
+        self.sent.append([e.event_id for _, (message,) in calls for e in message.events])
         return run_calls(self.shard, calls)
 
     async def ready(self) -> None:
@@ -49,13 +52,12 @@ class Supervisor:
         return {"method": method}
 
 
-def _view(event_id: str, customer: str = "c") -> tuple[list[dict[str, Any]]]:
-    event = {"customer_id": customer, "type": "page_view", "ts": NOW, "event_id": event_id}
-    return ([event],)
+def _view(event_id: str, customer: str = "c") -> tuple[ApplyEvents]:
+    return (ApplyEvents((Event(customer, "page_view", NOW, {}, event_id),)),)
 
 
 def _views(shard: Shard, customer: str = "c") -> float:
-    return float(shard.get_profile(customer)["aggregates"]["views_all"])
+    return float(edge.get_profile(shard, customer)["aggregates"]["views_all"])
 
 
 async def _until(condition: Any) -> None:

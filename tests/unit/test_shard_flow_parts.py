@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from actors.messages import Absorb, Decide, Decided, Freeze, Leased
 from actors.shard import Shard
 from actors.shard.allowance import Allowance
 from actors.shard.intake import Intake
@@ -21,16 +22,16 @@ from decisioning.config.loader import config_from_dict
 from decisioning.errors import Backlogged, InvalidInput, Moved, NextbestError, NotFound
 from decisioning.journal import records as rec
 from decisioning.journal.wal import Replay, Wal, replay, segments
-from decisioning.policy.decide import ChannelChoice, Decision, ScoredAction
+from decisioning.policy.decide import Decision, ScoredAction
 from decisioning.profile import Event
+from serving.bodies import message_body
 from tests.conftest import SMALL
+from tests.unit import edge
 from tests.unit.models import tiny_model
 from tests.unit.test_context_tables import _config as context_config
 from tests.unit.test_context_tables import _weather
 from tests.unit.test_decide import NOW, Clock
 from tests.unit.test_triggers import _config as trigger_config
-
-Chosen = tuple[Decision, str, ChannelChoice | None]
 
 
 def _triggers(
@@ -43,10 +44,10 @@ def _triggers(
     return Triggers(0, config, None, served, profiles, journal, decide, clock), journal, profiles
 
 
-def _chosen(request: dict[str, Any], actions: int = 1) -> Chosen:
+def _chosen(request: Decide, actions: int = 1) -> Decided:
     a = ScoredAction("cart_reminder", "cart", "email", 0.5, 10.0, 1.0, 1.0, 5.0, None)
-    d = Decision("d-0001-01", request["customer_id"], NOW, "email", None, [a] * actions, 1, 1, [])
-    return d, "champion", None
+    d = Decision("d-0001-01", request.customer_id, NOW, "email", None, [a] * actions, 1, 1, [])
+    return Decided(d, "champion", None)
 
 
 def _rows(directory: Path) -> list[str]:
@@ -65,13 +66,14 @@ def test_a_fired_trigger_queues_the_typed_decision_and_logs_each_step(tmp_path: 
     assert t.tick()["fired"] == 1
     [m] = t.outbox.messages()
     assert m.decision.decision_id == "d-0001-01" and m.trigger == "cart_abandoned"
-    assert t.lease("email", 5)[0]["decision"] == m.decision.to_wire()
+    assert t.lease("email", 5) == [Leased(m, None)]  # (open links off)
+    assert message_body(Leased(m, None))["decision"] == m.decision.to_wire()
     assert t.ack([m.id, m.id]) == 1 and profiles.counters["messages_acked"] == 1
     assert _rows(tmp_path) == ["timer_set", "timer_cleared", "queue", "ack"]
 
 
 def test_a_failing_or_empty_decision_queues_nothing() -> None:
-    def failing(request: dict[str, Any]) -> Chosen:
+    def failing(request: Decide) -> Decided:
         raise NotFound("no such channel")
 
     for decide, counter in ((failing, "trigger_errors"), (lambda r: _chosen(r, 0), None)):
@@ -119,8 +121,10 @@ def test_identity_follows_merges_and_folds_a_merge_once() -> None:
     identity = shard.identity
     for merged, survivor in (("a", "b"), ("b", "c")):
         frozen = identity.freeze(merged, survivor, None, "merge")
-        assert identity.absorb(survivor, frozen["merge_id"], frozen) is True
-        assert identity.absorb(survivor, frozen["merge_id"], frozen) is False  # once
+        assert frozen.merge_id is not None
+        fold = (survivor, frozen.merge_id, frozen.state, frozen.contacts)
+        assert identity.absorb(*fold) is True
+        assert identity.absorb(*fold) is False  # once
     assert identity.survivor("a") == "c" and identity.survivor("c") == "c"
     with pytest.raises(Moved):
         identity.here("b")
@@ -129,10 +133,10 @@ def test_identity_follows_merges_and_folds_a_merge_once() -> None:
 
 def test_erasure_forgets_everything_but_a_merged_row_keeps_its_decisions() -> None:
     shard = Shard(0, trigger_config(), clock=Clock())
-    shard.apply_events([{"customer_id": c, "type": "cart_add", "ts": NOW} for c in "ab"])
-    shard.apply_events([{"customer_id": "a", "type": "address_change", "ts": NOW}])
-    da = shard.decide({"customer_id": "a", "channel": "email"})
-    db = shard.decide({"customer_id": "b", "channel": "email"})
+    edge.apply_events(shard, [{"customer_id": c, "type": "cart_add", "ts": NOW} for c in "ab"])
+    edge.apply_events(shard, [{"customer_id": "a", "type": "address_change", "ts": NOW}])
+    da = edge.decide(shard, {"customer_id": "a", "channel": "email"})
+    db = edge.decide(shard, {"customer_id": "b", "channel": "email"})
     assert shard.erasure.forget_profile("a") == (True, 2)  # its own and its trigger's
     assert len(shard.outbox) == 0 and "a" not in shard.store.ids and da["decision_id"]
     assert shard.erasure.drop_row("b") is True
@@ -142,7 +146,7 @@ def test_erasure_forgets_everything_but_a_merged_row_keeps_its_decisions() -> No
 
 def test_outcomes_name_the_failing_item_and_forward_a_merged_customers() -> None:
     shard = Shard(0, config_from_dict(SMALL), clock=Clock())
-    d = shard.decide({"customer_id": "a", "channel": "web", "limit": 1})
+    d = edge.decide(shard, {"customer_id": "a", "channel": "web", "limit": 1})
     good = {"decision_id": d["decision_id"], "action_id": d["actions"][0]["action_id"]}
     for bad, field in (
         ({**good, "decision_id": "d-0000-00", "outcome": "click"}, "[1].decision_id"),
@@ -150,12 +154,13 @@ def test_outcomes_name_the_failing_item_and_forward_a_merged_customers() -> None
         ({**good, "outcome": "liked"}, "[1].outcome"),
     ):
         with pytest.raises(NextbestError) as e:
-            shard.outcomes.events([{**good, "outcome": "click"}, bad])
+            shard.outcomes.events(edge.outcomes([{**good, "outcome": "click"}, bad]))
         assert e.value.field == field
-    frozen = shard.freeze("a", "b")
-    shard.absorb("b", frozen["merge_id"], frozen)
-    out = shard.outcomes.record([{**good, "outcome": "click"}])
-    assert isinstance(out, dict) and out["forward"][0]["customer_id"] == "b"
+    frozen = shard.freeze(Freeze("a", "b"))
+    assert frozen.merge_id is not None
+    shard.absorb(Absorb("b", frozen.merge_id, frozen.state, frozen.contacts))
+    out = shard.outcomes.record(edge.outcomes([{**good, "outcome": "click"}]))
+    assert out.forward[0].customer_id == "b"
 
 
 def test_served_swaps_models_and_tables_only_at_commit(small_config: Config) -> None:
@@ -190,11 +195,11 @@ def test_the_decider_checks_the_request_and_a_dry_run_changes_nothing() -> None:
         ({"channel": "web", "event": {"type": "page_view", "ts": NOW + 86_400}}, "event.ts"),
     ):
         with pytest.raises(InvalidInput) as e:
-            decider.decide({"customer_id": "c", **request})
+            decider.decide(edge.decide_message({"customer_id": "c", **request}))
         assert e.value.field == field
     event = {"type": "page_view", "ts": NOW}
     d, variant, choice = decider.decide(
-        {"customer_id": "c", "channel": "web", "dry_run": True, "event": event}
+        edge.decide_message({"customer_id": "c", "channel": "web", "dry_run": True, "event": event})
     )
     assert d.actions and variant == "champion" and choice is None
     assert shard.decisions == {} and "c" not in shard.store.ids  # nothing recorded, applied

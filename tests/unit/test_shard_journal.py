@@ -12,15 +12,31 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from actors.messages import (
+    Absorb,
+    CancelMerge,
+    Compress,
+    DropMerged,
+    ForgetIdentity,
+    Freeze,
+    IdentityOf,
+    Link,
+    Pin,
+    Resolve,
+    UnfinishedMerges,
+    Unpin,
+)
 from actors.shard import Shard
 from decisioning.config.loader import config_from_dict
 from decisioning.errors import NextbestError
 from decisioning.journal import records as rec
 from decisioning.journal.wal import Replay, replay, segments
 from tests.conftest import SMALL
+from tests.unit import edge
 from tests.unit.test_decide import NOW, Clock
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -60,7 +76,8 @@ def ev(cid: str, kind: str, ts: float, event_id: str | None = None, **props: Any
 
 def run(shard: Shard, clock: Clock) -> None:
     """Every kind of record the shard writes."""
-    shard.apply_events(
+    edge.apply_events(
+        shard,
         [
             ev("c1", "profile_update", NOW, "u1", age=30, segment="affluent"),
             ev("c1", "page_view", NOW, "v1", page="cards"),
@@ -69,53 +86,54 @@ def run(shard: Shard, clock: Clock) -> None:
             ev("c2", "purchase", NOW, "p1", amount=12.5),
             ev("c3", "page_view", NOW, None),
             ev("c5", "page_view", NOW, None),
-        ]
+        ],
     )
-    d1 = shard.decide({"customer_id": "c1", "channel": "web", "limit": 2})
-    shard.decide({"customer_id": "c2", "channel": "web"})
-    shard.decide({"customer_id": "c3", "channel": "web"})
-    shard.record_outcomes(
+    d1 = edge.decide(shard, {"customer_id": "c1", "channel": "web", "limit": 2})
+    edge.decide(shard, {"customer_id": "c2", "channel": "web"})
+    edge.decide(shard, {"customer_id": "c3", "channel": "web"})
+    edge.record_outcomes(
+        shard,
         [
             {
                 "decision_id": d1["decision_id"],
                 "action_id": d1["actions"][0]["action_id"],
                 "outcome": "click",
             }
-        ]
+        ],
     )
     clock.t = NOW + 60
-    shard.apply_events([ev("c1", "cart_add", clock.t), ev("c2", "cart_add", clock.t)])
-    shard.apply_events([ev("c2", "purchase", clock.t + 1, amount=3.0)])  # clears its timer
+    edge.apply_events(shard, [ev("c1", "cart_add", clock.t), ev("c2", "cart_add", clock.t)])
+    edge.apply_events(shard, [ev("c2", "purchase", clock.t + 1, amount=3.0)])  # clears its timer
     clock.t = NOW + 60 + 31 * 60
     shard.tick()  # c1's timer fires
-    shard.apply_events([ev("c2", "address_change", clock.t), ev("c1", "nudge", clock.t)])
-    shard.apply_events([ev("c3", "address_change", clock.t)])
-    leased = shard.lease_outbound("email", 1)
-    shard.ack_outbound([m["id"] for m in leased])
+    edge.apply_events(shard, [ev("c2", "address_change", clock.t), ev("c1", "nudge", clock.t)])
+    edge.apply_events(shard, [ev("c3", "address_change", clock.t)])
+    leased = edge.lease_outbound(shard, "email", 1)
+    edge.ack_outbound(shard, [m["id"] for m in leased])
     # identity: a link owes a merge; pin, freeze, absorb, drop, unpin
-    shard.apply_events([ev("cookie_id:a", "page_view", clock.t, "ca")])
-    shard.link("cookie_id:a", "c1")
-    shard.pin("c1", "t1", "cookie_id:a")
-    frozen = shard.freeze("cookie_id:a", "c1", "t1")
-    shard.absorb("c1", frozen["merge_id"], frozen)
-    shard.drop_merged("cookie_id:a")
-    shard.unpin("c1", "t1")
-    shard.pin("c2", "t9", "late")
-    shard.cancel_merge("late", "c2", "t9")
-    shard.decide({"customer_id": "old", "channel": "web"})
-    fr = shard.freeze("old", "mid")
-    shard.absorb("mid", fr["merge_id"], fr)
-    shard.drop_merged("old")
-    fr = shard.freeze("mid", "c2")
-    shard.absorb("c2", fr["merge_id"], fr)
-    shard.drop_merged("mid")
-    shard.compress("old", "mid", "c2")
+    edge.apply_events(shard, [ev("cookie_id:a", "page_view", clock.t, "ca")])
+    shard.link(Link("cookie_id:a", "c1"))
+    shard.pin(Pin("c1", "t1", "cookie_id:a"))
+    frozen = shard.freeze(Freeze("cookie_id:a", "c1", "t1"))
+    shard.absorb(Absorb("c1", frozen.merge_id, frozen.state, frozen.contacts))
+    shard.drop_merged(DropMerged("cookie_id:a"))
+    shard.unpin(Unpin("c1", "t1"))
+    shard.pin(Pin("c2", "t9", "late"))
+    shard.cancel_merge(CancelMerge("late", "c2", "t9"))
+    edge.decide(shard, {"customer_id": "old", "channel": "web"})
+    fr = shard.freeze(Freeze("old", "mid"))
+    shard.absorb(Absorb("mid", fr.merge_id, fr.state, fr.contacts))
+    shard.drop_merged(DropMerged("old"))
+    fr = shard.freeze(Freeze("mid", "c2"))
+    shard.absorb(Absorb("c2", fr.merge_id, fr.state, fr.contacts))
+    shard.drop_merged(DropMerged("mid"))
+    shard.compress(Compress("old", "mid", "c2"))
     # erasures: the profile (erase), the identity (X), and x as older shards wrote it
-    shard.erase_profile("c3")
-    shard.link("email_hash:z", "gone")
-    shard.apply_events([ev("gone", "page_view", clock.t)])
-    shard.forget_identity("gone")
-    shard.erase_profile("gone")
+    edge.erase_profile(shard, "c3")
+    shard.link(Link("email_hash:z", "gone"))
+    edge.apply_events(shard, [ev("gone", "page_view", clock.t)])
+    shard.forget_identity(ForgetIdentity("gone"))
+    edge.erase_profile(shard, "gone")
 
 
 def observe(shard: Shard) -> dict[str, Any]:
@@ -123,12 +141,12 @@ def observe(shard: Shard) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for c in CUSTOMERS:
         try:
-            view = shard.get_profile(c)
+            view = edge.get_profile(shard, c)
         except NextbestError as e:
             view = {"error": type(e).__name__, "message": str(e)}
         out[f"profile {c}"] = view
-        out[f"identity {c}"] = shard.identity_of(c)
-        out[f"resolve {c}"] = shard.resolve(c)
+        out[f"identity {c}"] = asdict(shard.identity_of(IdentityOf(c)))
+        out[f"resolve {c}"] = asdict(shard.resolve(Resolve(c)))
     out["identity rows"] = sorted(map(list, shard.book.rows()), key=repr)
     out["decisions"] = [[k, list(v)] for k, v in shard.decisions.items()]
     out["seen"] = [k.hex() for k in shard.seen]
@@ -137,9 +155,9 @@ def observe(shard: Shard) -> dict[str, Any]:
     out["counters"] = dict(shard.counters)
     out["variant_stats"] = shard.variant_stats
     out["customers"] = sorted(shard.store.ids)
-    out["unfinished"] = shard.unfinished_merges(0.0)
+    out["unfinished"] = [u._asdict() for u in shard.unfinished_merges(UnfinishedMerges(0.0))]
     out["outbound_status"] = shard.outbound_status()
-    out["leased"] = {ch: shard.lease_outbound(ch, 10) for ch in ("email", "web")}
+    out["leased"] = {ch: edge.lease_outbound(shard, ch, 10) for ch in ("email", "web")}
     return out
 
 

@@ -136,10 +136,10 @@ def test_the_decision_history_is_a_bounded_ring_with_recent_lists(
     h.record(_decision("dg", "gone", ["m@1"]))
     assert list(h.ring) == ["d2", "d3", "dg"]  # the oldest evicted
     assert "gone" not in h.recent  # merged away: no recent list
-    assert [r["decision_id"] for r in h.of("c")] == ["d2", "d3"]
+    assert [r.decision_id for r in h.of("c")] == ["d2", "d3"]
     h.outcome("d2", "click")
     assert h.variant_stats == {"m@1": {"decisions": 5, "click": 1}}
-    assert h.forget("c") == 2 and h.of("c") == [] and list(h.ring) == ["dg"]
+    assert h.forget("c") == 2 and h.of("c") == () and list(h.ring) == ["dg"]
 
 
 def test_a_replayed_decision_counts_as_a_contact_where_a_policy_exists() -> None:

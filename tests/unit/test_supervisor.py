@@ -93,8 +93,8 @@ def test_a_model_one_shard_refuses_is_served_by_none_and_not_registered(config: 
     supervisor = Supervisor(config, LocalFleet(shards))
     bundle = _signed(config)
     answer = supervisor.deploy_model(bundle.manifest.to_dict(), bundle.model_text)
-    assert answer["error"]["type"] == "ModelIntegrityError", answer
-    assert KEY_ENV + "_NOT_ON_THIS_NODE" in answer["error"]["message"]
+    assert type(answer).__name__ == "ModelIntegrityError", answer
+    assert KEY_ENV + "_NOT_ON_THIS_NODE" in str(answer)
     assert _served(shards) == [({}, {}, s.catalog.version, {}) for s in shards]
     assert Registry(config.server.data_dir).versions("propensity") == []
     assert shards[0].commit_model("propensity") == ""  # shard 0's staged model was dropped
@@ -120,7 +120,7 @@ def test_a_roll_out_one_shard_refuses_switches_none_and_keeps_the_aliases(
     assert before[0][0] == {"propensity": "propensity@1"} and before[1][0] == {}
     for op, args in (("promote", (2,)), ("split", (2, 0.5))):
         answer = supervisor.roll_out("propensity", op, *args)
-        assert answer["error"]["type"] == "ModelIntegrityError", (op, answer)
+        assert type(answer).__name__ == "ModelIntegrityError", (op, answer)
         assert _served(shards) == before
         assert Registry(config.server.data_dir).aliases("propensity") == Aliases(champion=1)
     shards[0].commit_model("propensity")  # nothing staged is left to switch to
@@ -144,7 +144,7 @@ def test_roll_outs_every_shard_accepts_switch_all(config: Config) -> None:
     assert [s.model_versions() for s in shards] == [{"propensity": "propensity@1"}] * 2
     assert Registry(config.server.data_dir).aliases("propensity").champion == 1
     unknown = supervisor.roll_out("nothing", "promote", 1)
-    assert unknown["error"]["code"] == "unknown_model", unknown
+    assert unknown.code == "unknown_model", unknown
 
 
 def _catalog_reading_weather(supervisor: Supervisor) -> dict[str, Any]:
@@ -158,7 +158,7 @@ def test_a_catalog_one_shard_refuses_is_served_by_none_and_not_stored(config: Co
     supervisor = Supervisor(config, LocalFleet(shards))
     before, served = supervisor.catalog(), _served(shards)
     answer = supervisor.apply_catalog(_catalog_reading_weather(supervisor))
-    assert answer["error"]["type"] == "ConfigError" and "weather" in answer["error"]["message"]
+    assert type(answer).__name__ == "ConfigError" and "weather" in str(answer)
     assert _served(shards) == served
     assert supervisor.catalog() == before
     assert CatalogStore(config.server.data_dir).current() is None
@@ -187,7 +187,7 @@ def test_a_context_table_one_shard_refuses_is_served_by_none_and_not_stored(
     shards = _shards(config, [], lagging=True)
     supervisor = Supervisor(config, LocalFleet(shards))
     answer = supervisor.put_context("weather", _weather())
-    assert answer["error"]["code"] == "unknown_table", answer
+    assert answer.code == "unknown_table", answer
     assert [s.context_status() for s in shards] == [{}, {}]
     assert supervisor.context_tables()["weather"]["shards"] == [None, None]
     assert ContextStore(config.server.data_dir).current() == {}
@@ -205,7 +205,7 @@ def test_a_context_table_every_shard_accepts_is_stored_then_served_by_all(
     assert [s["version"] for s in served] == [answer["version"]] * 2
     assert ContextStore(config.server.data_dir).current() == {"weather": answer["version"]}
     unknown = supervisor.put_context("stock", _weather())
-    assert unknown["error"]["code"] == "unknown_table", unknown
+    assert unknown.code == "unknown_table", unknown
 
 
 def test_the_layout_names_every_shard_and_maps_every_slot(config: Config) -> None:

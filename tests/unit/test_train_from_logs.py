@@ -17,6 +17,7 @@ from decisioning.config import Config, LogsSpec
 from decisioning.stores.decision_log import DecisionLog
 from decisioning.stores.registry import Registry
 from serving.cli import app
+from tests.unit import edge
 from tests.unit.models import tiny_model
 from tests.unit.test_decide import NOW, Clock
 from training.from_logs import parse_window, table_from_logs
@@ -40,13 +41,15 @@ def _logged(config: Config, tmp_path: Path, customers: int = 400) -> tuple[Path,
     for i in range(customers):
         cid, age = f"c-{i}", float(rng.integers(18, 80))
         views = int(rng.integers(0, 6))
-        shard.apply_events(
+        edge.apply_events(
+            shard,
             [{"customer_id": cid, "type": "profile_update", "ts": NOW, "properties": {"age": age}}]
-            + [{"customer_id": cid, "type": "page_view", "ts": NOW, "properties": {}}] * views
+            + [{"customer_id": cid, "type": "page_view", "ts": NOW, "properties": {}}] * views,
         )
-        d = shard.decide({"customer_id": cid, "channel": "web", "limit": 1})
+        d = edge.decide(shard, {"customer_id": cid, "channel": "web", "limit": 1})
         if d["actions"] and rng.random() < 0.1 + 0.15 * views:  # views drive accepts
-            shard.record_outcomes(
+            edge.record_outcomes(
+                shard,
                 [
                     {
                         "decision_id": d["decision_id"],
@@ -54,7 +57,7 @@ def _logged(config: Config, tmp_path: Path, customers: int = 400) -> tuple[Path,
                         "outcome": "accept",
                         "ts": NOW + 60,
                     }
-                ]
+                ],
             )
     return root, clock, shard
 
@@ -103,11 +106,11 @@ def test_the_training_table_is_what_was_shown_as_it_was_scored(
 def test_window_and_positives_decide_the_label(small_config: Config, tmp_path: Path) -> None:
     root, clock, shard = _logged(small_config, tmp_path, customers=50)
     clock.t = NOW + 4 * 3600
-    d = shard.decide({"customer_id": "c-1", "channel": "web", "limit": 1})
+    d = edge.decide(shard, {"customer_id": "c-1", "channel": "web", "limit": 1})
     out = {"decision_id": d["decision_id"], "action_id": d["actions"][0]["action_id"]}
     clock.t = NOW + 6 * 3600  # two hours after the decision
-    shard.record_outcomes([{**out, "outcome": "convert"}])
-    shard.record_outcomes([{**out, "outcome": "reject"}])
+    edge.record_outcomes(shard, [{**out, "outcome": "convert"}])
+    edge.record_outcomes(shard, [{**out, "outcome": "reject"}])
     shard.logs.flush()
 
     def label(**kw: object) -> float:

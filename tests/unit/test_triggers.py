@@ -13,6 +13,7 @@ from decisioning.config import Config
 from decisioning.config.loader import config_from_dict
 from decisioning.errors import Backlogged, ConfigError
 from tests.conftest import SMALL
+from tests.unit import edge
 from tests.unit.test_decide import NOW, Clock
 
 ACTIONS = [
@@ -64,7 +65,7 @@ def _queued(shard: Shard) -> list[tuple[str, str, list[str]]]:
 def test_not_followed_by_fires_once_when_the_follow_up_does_not_come() -> None:
     clock = Clock()
     shard = Shard(0, _config(), clock=clock)
-    shard.apply_events([ev("cart_add", NOW, amount=50)])
+    edge.apply_events(shard, [ev("cart_add", NOW, amount=50)])
     assert shard.outbound_status()["timers"] == 1
     clock.t = NOW + 29 * 60
     assert shard.tick()["fired"] == 0
@@ -76,20 +77,20 @@ def test_not_followed_by_fires_once_when_the_follow_up_does_not_come() -> None:
     m = shard.outbox.messages()[0]
     assert m.channel == "email" and m.decision.decision_id == m.id
     # the decision is a real one: recorded, with the trigger in its context
-    assert shard.get_profile("c")["recent_decisions"][0]["decision_id"] == m.id
+    assert edge.get_profile(shard, "c")["recent_decisions"][0]["decision_id"] == m.id
 
 
 def test_the_follow_up_in_time_cancels_and_the_condition_gates_arming() -> None:
     clock = Clock()
     shard = Shard(0, _config(), clock=clock)
     clock.t = NOW + 800
-    shard.apply_events([ev("cart_add", NOW, amount=50), ev("purchase", NOW + 600, amount=50)])
+    edge.apply_events(shard, [ev("cart_add", NOW, amount=50), ev("purchase", NOW + 600, amount=50)])
     assert shard.outbound_status()["timers"] == 0
-    shard.apply_events([ev("cart_add", NOW + 700, cid="small", amount=5)])  # `when` fails
+    edge.apply_events(shard, [ev("cart_add", NOW + 700, cid="small", amount=5)])  # `when` fails
     assert shard.outbound_status()["timers"] == 0
     # a purchase dated before the cart does not follow it up
-    shard.apply_events([ev("cart_add", NOW + 800, cid="d", amount=50)])
-    shard.apply_events([ev("purchase", NOW + 100, cid="d", amount=50)])
+    edge.apply_events(shard, [ev("cart_add", NOW + 800, cid="d", amount=50)])
+    edge.apply_events(shard, [ev("purchase", NOW + 100, cid="d", amount=50)])
     clock.t = NOW + 800 + 1800
     assert shard.tick()["fired"] == 1
     assert _queued(shard) == [("d", "cart_abandoned", ["cart_reminder"])]
@@ -98,9 +99,9 @@ def test_the_follow_up_in_time_cancels_and_the_condition_gates_arming() -> None:
 def test_a_new_on_event_rearms_the_timer() -> None:
     clock = Clock()
     shard = Shard(0, _config(), clock=clock)
-    shard.apply_events([ev("cart_add", NOW, amount=50)])
+    edge.apply_events(shard, [ev("cart_add", NOW, amount=50)])
     clock.t = NOW + 1200
-    shard.apply_events([ev("cart_add", NOW + 1200, amount=50)])
+    edge.apply_events(shard, [ev("cart_add", NOW + 1200, amount=50)])
     clock.t = NOW + 1800
     assert shard.tick()["fired"] == 0
     clock.t = NOW + 1200 + 1800
@@ -110,24 +111,24 @@ def test_a_new_on_event_rearms_the_timer() -> None:
 def test_crossing_fires_once_per_crossing_and_plain_triggers_on_each_event() -> None:
     shard = Shard(0, _config(), clock=Clock())
     for i in range(5):
-        shard.apply_events([ev("page_view", NOW - 10 + i)])
+        edge.apply_events(shard, [ev("page_view", NOW - 10 + i)])
     assert [t for _, t, _ in _queued(shard)] == ["browsing_spree"]  # at the third only
-    shard.apply_events([ev("address_change", NOW), ev("address_change", NOW + 1)])
+    edge.apply_events(shard, [ev("address_change", NOW), ev("address_change", NOW + 1)])
     assert [t for _, t, _ in _queued(shard)].count("moved") == 2
 
 
 def test_a_trigger_respects_consent_contact_policy_and_may_do_nothing() -> None:
     shard = Shard(0, _config(channel_caps={"email": {"per_day": 1}}), clock=Clock())
-    shard.apply_events(
-        [ev("consent", NOW, cid="no", email=False), ev("address_change", NOW, cid="no")]
+    edge.apply_events(
+        shard, [ev("consent", NOW, cid="no", email=False), ev("address_change", NOW, cid="no")]
     )
-    shard.apply_events(
-        [ev("address_change", NOW, cid="cap"), ev("address_change", NOW + 1, cid="cap")]
+    edge.apply_events(
+        shard, [ev("address_change", NOW, cid="cap"), ev("address_change", NOW + 1, cid="cap")]
     )
     assert _queued(shard) == [("cap", "moved", ["cart_reminder"])]  # the cap: one a day
     assert shard.counters["triggers_fired"] == 3 and shard.counters["messages_queued"] == 1
     worth_more = Shard(0, _config(do_nothing_value=100), clock=Clock())
-    worth_more.apply_events([ev("address_change", NOW)])
+    edge.apply_events(worth_more, [ev("address_change", NOW)])
     assert _queued(worth_more) == [] and worth_more.counters["triggers_fired"] == 1
 
 
@@ -138,24 +139,26 @@ def test_the_queue_is_bounded_leased_and_acked() -> None:
     )
     clock = Clock()
     shard = Shard(0, cfg, clock=clock)
-    shard.apply_events([ev("address_change", NOW, cid="a"), ev("address_change", NOW, cid="b")])
-    shard.apply_events([ev("cart_add", NOW, cid="t", amount=50)])  # arming still works
+    edge.apply_events(
+        shard, [ev("address_change", NOW, cid="a"), ev("address_change", NOW, cid="b")]
+    )
+    edge.apply_events(shard, [ev("cart_add", NOW, cid="t", amount=50)])  # arming still works
     with pytest.raises(Backlogged) as e:
-        shard.apply_events([ev("address_change", NOW, cid="c")])
+        edge.apply_events(shard, [ev("address_change", NOW, cid="c")])
     assert e.value.code == "outbound_full"
     assert "c" not in shard.store.ids  # refused whole: nothing applied
     clock.t = NOW + 3600
     assert shard.tick()["fired"] == 0  # due, but waits for room
-    first = shard.lease_outbound("email", 10, lease_s=30)
+    first = edge.lease_outbound(shard, "email", 10, lease_s=30)
     assert [m["customer_id"] for m in first] == ["a", "b"]
-    assert shard.lease_outbound("email", 10, lease_s=30) == []  # leased
-    assert shard.ack_outbound([first[0]["id"], "nope"]) == 1
+    assert edge.lease_outbound(shard, "email", 10, lease_s=30) == []  # leased
+    assert edge.ack_outbound(shard, [first[0]["id"], "nope"]) == 1
     assert shard.tick()["fired"] == 1  # room again: the timer fires now
     clock.t += 31  # b's lease ran out: b is handed out again, then t
-    again = shard.lease_outbound("email", 10, lease_s=30)
+    again = edge.lease_outbound(shard, "email", 10, lease_s=30)
     assert [m["customer_id"] for m in again] == ["b", "t"]
-    shard.release_outbound([again[1]["id"]])
-    assert [m["customer_id"] for m in shard.lease_outbound("email", 10)] == ["t"]
+    edge.release_outbound(shard, [again[1]["id"]])
+    assert [m["customer_id"] for m in edge.lease_outbound(shard, "email", 10)] == ["t"]
     assert again[0]["idempotency_key"] == again[0]["id"] == first[1]["id"]
 
 
@@ -163,21 +166,21 @@ def test_timers_and_the_queue_survive_restarts_and_fire_exactly_once(tmp_path: P
     clock = Clock()
     d = str(tmp_path)
     a = Shard(0, _config(), clock=clock, log_dir=d)
-    a.apply_events([ev("cart_add", NOW, amount=50), ev("cart_add", NOW, cid="s", amount=50)])
+    edge.apply_events(a, [ev("cart_add", NOW, amount=50), ev("cart_add", NOW, cid="s", amount=50)])
     a.flush()
     b = Shard(0, _config(), clock=clock, log_dir=d)  # a crash: a never closed
     assert b.outbound_status()["timers"] == 2
     b.snapshot()  # one in a snapshot ...
     clock.t = NOW + 1800
-    b.apply_events([ev("purchase", NOW + 60, cid="s", amount=1)])  # ... cancelled after it
+    edge.apply_events(b, [ev("purchase", NOW + 60, cid="s", amount=1)])  # ... cancelled after it
     assert b.tick()["fired"] == 1
     b.flush()
     c = Shard(0, _config(), clock=clock, log_dir=d)
     assert c.outbound_status()["timers"] == 0  # fired or cancelled: never again
     assert c.tick()["fired"] == 0
     assert _queued(c) == [("c", "cart_abandoned", ["cart_reminder"])]  # still to deliver
-    [m] = c.lease_outbound("email", 10)
-    c.ack_outbound([m["id"]])
+    [m] = edge.lease_outbound(c, "email", 10)
+    edge.ack_outbound(c, [m["id"]])
     c.flush()
     c.snapshot()
     e = Shard(0, _config(), clock=clock, log_dir=d)
@@ -187,9 +190,9 @@ def test_timers_and_the_queue_survive_restarts_and_fire_exactly_once(tmp_path: P
 
 def test_erasure_drops_timers_and_undelivered_messages(tmp_path: Path) -> None:
     shard = Shard(0, _config(), clock=Clock(), log_dir=str(tmp_path))
-    shard.apply_events([ev("cart_add", NOW, amount=50), ev("address_change", NOW)])
+    edge.apply_events(shard, [ev("cart_add", NOW, amount=50), ev("address_change", NOW)])
     assert shard.outbound_status()["timers"] == 1 and len(shard.outbox) == 1
-    shard.erase_profile("c")
+    edge.erase_profile(shard, "c")
     shard.flush()
     assert shard.outbound_status()["timers"] == 0 and len(shard.outbox) == 0
     again = Shard(0, _config(), clock=Clock(), log_dir=str(tmp_path))
@@ -246,7 +249,7 @@ def test_a_customer_level_model_score_crossing_a_threshold_fires_once() -> None:
     shard = Shard(0, cfg, [churn], clock=Clock())
     fired = []
     for i in range(12):
-        shard.apply_events([ev("page_view", NOW - 100 + i)])
+        edge.apply_events(shard, [ev("page_view", NOW - 100 + i)])
         fired.append(len(_queued(shard)))
     assert fired[-1] == 1  # once, as the score crossed 0.5
     crossed = fired.index(1)
@@ -255,7 +258,7 @@ def test_a_customer_level_model_score_crossing_a_threshold_fires_once() -> None:
     # without the model served, the score is null and nothing fires
     idle = Shard(0, cfg, clock=Clock())
     for i in range(12):
-        idle.apply_events([ev("page_view", NOW - 100 + i)])
+        edge.apply_events(idle, [ev("page_view", NOW - 100 + i)])
     assert _queued(idle) == []
     with pytest.raises(ConfigError, match="unknown field 'score.churn'"):
         config_from_dict({**SMALL, "actions": [{**ACTIONS[0], "eligibility": "score.churn > 1"}]})
