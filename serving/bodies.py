@@ -5,7 +5,7 @@ variant, queued `Message`s, a `Profile`. Each route turns its result into the bo
 sends with one function below, so the v1 wire form of a result is written in one place
 and nothing a shard keeps is an HTTP answer. The key order is the one the API has always
 had. `serving/answers.py` describes these bodies for the OpenAPI document, and
-tests/unit/test_answers.py checks real shards' results, through these functions,
+tests/unit/serving/test_answers.py checks real shards' results, through these functions,
 against it.
 """
 

@@ -19,7 +19,7 @@ The protocol:
 
 Guarantees: `decode(encode(r)) == r` for every record (a property test checks it), and
 a WAL written with the old tags recovers to the state the older shard recovered to
-(tests/unit/test_journal_records.py, with a WAL the older shard wrote).
+(tests/unit/decisioning/journal/test_journal_records.py, with a WAL the older shard wrote).
 
 The identity book's records (links, forwards, owed merges, pins, ...) are defined in
 `identity_records.py`, since they also carry the book's own name for the change; they

@@ -4,7 +4,7 @@ independent, so splitting them by hash changes nothing)."""
 from __future__ import annotations
 
 from tests.integration.harness import Server
-from tests.unit.test_simulate import _stream
+from tests.unit.training.test_simulate import _stream
 from training.simulate import simulate
 
 

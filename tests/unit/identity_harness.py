@@ -22,7 +22,7 @@ from decisioning.config import Config
 from decisioning.errors import NextbestError
 from decisioning.profile.slots import contiguous_map, slot_of
 from serving.identity import Identities
-from tests.unit.test_decide import Clock
+from tests.unit.decisioning.policy.test_decide import Clock
 
 SUPERVISOR = -1
 
