@@ -23,7 +23,7 @@ matrices) never crosses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from operator import attrgetter
 from typing import Any, NamedTuple
 
@@ -31,8 +31,15 @@ from decisioning.delivery.outbox import Message
 from decisioning.policy.decide import ChannelChoice, Decision, ScoredAction
 from decisioning.profile import Event
 from decisioning.profile.identity import Unfinished
+from decisioning.profile.slots import SlotMap
 
 __all__ = [
+    "AbsorbSlots",
+    "DropSlots",
+    "FreezeSlots",
+    "SetSlotMap",
+    "SlotState",
+    "UnfreezeSlots",
     "Absorb",
     "AckOutbound",
     "ApplyEvents",
@@ -397,3 +404,78 @@ class ReleaseOutbound:
     """Not delivered: hand these out again at the next lease."""
 
     ids: tuple[str, ...]
+
+
+# -- moving slots between shards (actors/slots.py runs the protocol) --------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FreezeSlots:
+    """Migration step 1 and 2, on the source shard: from now on slots [lo, hi) answer
+    `SlotFrozen`; the answer is a `SlotState` of everything keyed by them (a repeat
+    answers the same state again)."""
+
+    migration: str
+    lo: int
+    hi: int
+
+
+@dataclass(frozen=True, slots=True)
+class SlotState:
+    """Everything a shard holds keyed by slots [lo, hi): the profiles (ids and their rows
+    of each state matrix), idempotency keys (with their slot), contact history, trigger
+    timers, queued messages, tracked decisions and identity records. Its parts have the
+    row shapes of a snapshot (decisioning/journal/snapshot.py: `State`)."""
+
+    migration: str
+    lo: int
+    hi: int
+    ids: tuple[str, ...] = ()
+    matrices: dict[str, Any] = field(default_factory=dict)  # name -> rows (numpy)
+    seen: tuple[tuple[bytes, int], ...] = ()  # (idempotency key, slot; -1: unknown)
+    contacts: tuple[tuple[Any, ...], ...] = ()
+    timers: tuple[tuple[Any, ...], ...] = ()
+    outbound: tuple[tuple[Any, ...], ...] = ()
+    decisions: tuple[tuple[Any, ...], ...] = ()
+    identity: tuple[tuple[Any, ...], ...] = ()
+
+    @property
+    def profiles(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True, slots=True)
+class AbsorbSlots:
+    """Migration step 3, on the destination shard: whatever it held keyed by the state's
+    slots is replaced by `state`, durably (logged and flushed before the answer: the
+    number of profiles absorbed). It does not serve them until the map names it."""
+
+    state: SlotState
+
+
+@dataclass(frozen=True, slots=True)
+class DropSlots:
+    """Migration step 5 on the source (or a rollback on the destination): everything
+    keyed by slots [lo, hi) goes, with a record in the WAL; the range is no longer
+    frozen. Answers the number of profiles dropped (0 on a repeat)."""
+
+    migration: str
+    lo: int
+    hi: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnfreezeSlots:
+    """A migration rolled back, on the source: slots [lo, hi) are served again."""
+
+    migration: str
+    lo: int
+    hi: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetSlotMap:
+    """The supervisor's slot map, after a change (a shard answers its new epoch; an
+    older map than the one it has is ignored)."""
+
+    map: SlotMap

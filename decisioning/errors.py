@@ -14,6 +14,9 @@
      ├── Backlogged            the outbound queue is full; retry later            (code)
      ├── MergeBusy             a merge must wait for another one; retry           (code)
      ├── Moved                 the customer was merged into another      (target, moved)
+     ├── SlotMoved             a shard asked about a slot it does not own  (slot, owner,
+     │                         epoch): the caller refreshes its slot map and resends
+     ├── SlotFrozen            the slot is moving to another shard right now; retry
      ├── SnapshotError         a snapshot cannot be used           journal/snapshot.py
      └── TrainingError         a table cannot be trained on          training/train.py
 
@@ -38,6 +41,8 @@ __all__ = [
     "Backlogged",
     "MergeBusy",
     "Moved",
+    "SlotFrozen",
+    "SlotMoved",
     "ConfigError",
     "InvalidInput",
     "ModelError",
@@ -130,6 +135,35 @@ class Moved(NextbestError):
         self.customer = customer_id
         self.target = target
         self.moved = moved or {customer_id: target}
+
+
+class SlotMoved(NextbestError):
+    """A shard was asked about slot `slot`, which it does not own: `owner` owns it as of
+    the shard's map at `epoch`. Nothing of the call was applied; the caller refreshes its
+    slot map (it may be newer than the shard's) and sends the call again (503 if one is
+    ever left over)."""
+
+    code = "slot_moved"
+
+    def __init__(self, slot: int, owner: int, epoch: int) -> None:
+        super().__init__(f"slot {slot} is owned by shard {owner} (slot map epoch {epoch})")
+        self.message = str(self)
+        self.slot = slot
+        self.owner = owner
+        self.epoch = epoch
+
+
+class SlotFrozen(NextbestError):
+    """Slot `slot` is being moved to another shard right now: nothing of the call was
+    applied; retry shortly (503 + Retry-After, code `slot_moving`)."""
+
+    code = "slot_moving"
+
+    def __init__(self, slot: int, migration: str) -> None:
+        super().__init__(f"slot {slot} is moving to another shard; retry shortly")
+        self.message = str(self)
+        self.slot = slot
+        self.migration = migration
 
 
 class AlreadyMerged(NextbestError):

@@ -5,7 +5,8 @@ an error class means the same status wherever it surfaces. The classes are drawn
 decisioning/errors.py; the status of each is decided here, by the class (the nearest
 in its MRO that the table names), then by a code that refines it:
 
-    temporary (503 + Retry-After)  Fenced, StorageFailed, Backlogged, MergeBusy, Moved
+    temporary (503 + Retry-After)  Fenced, StorageFailed, Backlogged, MergeBusy, Moved,
+                                   SlotMoved, SlotFrozen
     404 not found                  NotFound, LinkError (an open link that is not ours)
     410 gone                       code `link_expired`
     409 conflict                   AlreadyMerged; code `no_previous` (nothing to roll
@@ -47,6 +48,8 @@ from decisioning.errors import (
     NextbestError,
     NotFound,
     RuleError,
+    SlotFrozen,
+    SlotMoved,
 )
 from decisioning.journal.fencing import Fenced
 from decisioning.journal.snapshot import SnapshotError
@@ -76,6 +79,8 @@ _STATUS: dict[type[BaseException], int] = {
     Backlogged: 503,
     MergeBusy: 503,
     Moved: 503,  # followed by the ingress; one left over means merges are moving it
+    SlotMoved: 503,  # followed by the ingress; one left over means slots keep moving
+    SlotFrozen: 503,
     LinkError: 404,  # (before InvalidInput) the token is the path: not ours
     NotFound: 404,
     AlreadyMerged: 409,

@@ -33,6 +33,8 @@ from decisioning.errors import (
     NextbestError,
     NotFound,
     RuleError,
+    SlotFrozen,
+    SlotMoved,
 )
 from decisioning.journal.fencing import Fenced
 from decisioning.journal.snapshot import SnapshotError
@@ -61,11 +63,13 @@ EXPECTED: dict[type[BaseException], int] = {
     Backlogged: 503,
     MergeBusy: 503,
     Moved: 503,
+    SlotMoved: 503,
+    SlotFrozen: 503,
     Fenced: 503,
     StorageFailed: 503,
     SnapshotError: 500,
 }
-TEMPORARY = (Backlogged, MergeBusy, Moved, Fenced, StorageFailed)
+TEMPORARY = (Backlogged, MergeBusy, Moved, SlotMoved, SlotFrozen, Fenced, StorageFailed)
 NOT_THE_CALLERS = (*TEMPORARY, SnapshotError)
 OUTSIDE = (Fenced, StorageFailed)  # drawn beside the tree, on purpose
 
