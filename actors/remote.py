@@ -230,7 +230,13 @@ class ShardRouter(Router):
 
     def __init__(self, config: Config) -> None:
         actor = ensure_supervisor(config)
-        names, slot_map = ray.get(actor.layout.remote())
+        names, owners, epoch = ray.get(actor.layout.remote())
         ns = config.server.namespace
-        links = [RayShardLink(ray.get_actor(n, namespace=ns), n, ns) for n in names]
-        super().__init__(config, SupervisorClient(config, actor), slot_map, links)
+
+        def link_of(i: int) -> RayShardLink:
+            name = f"shard-{i}"
+            return RayShardLink(ray.get_actor(name, namespace=ns), name, ns)
+
+        links = [link_of(i) for i in range(len(names))]
+        client = SupervisorClient(config, actor)
+        super().__init__(config, client, list(owners), links, epoch, link_of)

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from actors.calls import Call, ShardUnavailable
 from actors.shard import decision_slot
 from decisioning.config import Config
+from decisioning.errors import SlotFrozen, SlotMoved
 from decisioning.profile.slots import slot_of
 
-__all__ = ["Coalescer", "Router", "ShardLink", "SupervisorCalls", "Unreachable"]
+__all__ = ["MAX_SLOT_HOPS", "Coalescer", "Router", "ShardLink", "SupervisorCalls", "Unreachable"]
 
 log = logging.getLogger("nextbest.actors")
+MAX_SLOT_HOPS = 8  # times a call follows `slot moved` before the caller gets it
+FROZEN_WAIT_S = 1.0  # how long a call waits, all told, for slots that are moving
 
 
 class Unreachable(Exception):
@@ -149,7 +152,15 @@ class Coalescer:
 
 
 class Router:
-    """Used by ingress replicas: customer -> slot -> shard, and the calls."""
+    """Used by ingress replicas: customer -> slot -> shard, and the calls.
+
+    The slot map is the supervisor's (`layout`), at an epoch. A shard asked about a slot
+    it does not own answers `SlotMoved` and applies nothing: a call to one shard (`call`)
+    then refreshes the map and goes to the owner, and one waiting on a slot that is
+    moving (`SlotFrozen`) is sent again shortly, for up to `FROZEN_WAIT_S`; whatever is
+    left over reaches the caller (503). Calls to several shards (`call_all`) hand such
+    answers back: the caller regroups the items by the refreshed map (serving/fanout.py).
+    """
 
     def __init__(
         self,
@@ -157,15 +168,20 @@ class Router:
         supervisor: SupervisorCalls,
         slot_map: list[int],
         links: Sequence[ShardLink],
+        epoch: int = 0,
+        link_of: Callable[[int], ShardLink] | None = None,
     ) -> None:
         self.config = config
         self.supervisor = supervisor
         self.slot_map = slot_map
+        self.epoch = epoch
         self.shards = list(links)
-        timeout = config.server.request_timeout_s
-        self.coalescers = [Coalescer(link, i, timeout) for i, link in enumerate(self.shards)]
+        self.link_of = link_of  # a link to a shard added since (None: shards are fixed)
+        self.timeout = config.server.request_timeout_s
+        self.coalescers = [Coalescer(link, i, self.timeout) for i, link in enumerate(self.shards)]
         self.max_ongoing = config.server.max_ongoing_requests
         self.ongoing = 0  # calls waiting on shards, over every route of this replica
+        self._refreshing: asyncio.Future[None] | None = None
 
     def shard_of(self, customer_id: str) -> int:
         return self.slot_map[slot_of(customer_id)]
@@ -189,16 +205,64 @@ class Router:
             self.ongoing -= 1
 
     async def call(self, shard: int, method: str, *args: Any) -> Any:
+        """One call to one shard, following the slot it addresses wherever it moved."""
         self.admit(1)
-        return await self._call(shard, method, args)
+        answer = await self._call(shard, method, args)
+        waited = 0.0
+        for hop in range(MAX_SLOT_HOPS):
+            if isinstance(answer, SlotMoved) and answer.epoch >= self.epoch:
+                await self.refresh()  # the shard knows a newer map than ours
+                if self.slot_map[answer.slot] != shard:
+                    shard = self.slot_map[answer.slot]
+                    answer = await self._call(shard, method, args)
+                    continue
+            # frozen (moving now), or the shard has not heard of our newer map yet
+            if not isinstance(answer, SlotMoved | SlotFrozen) or waited >= FROZEN_WAIT_S:
+                return answer
+            pause = min(0.01 * 2**hop, 0.25)
+            await asyncio.sleep(pause)
+            waited += pause
+            await self.refresh()
+            shard = self.slot_map[answer.slot]
+            answer = await self._call(shard, method, args)
+        return answer
 
     async def call_all(self, calls: list[tuple[int, str, Any]]) -> list[Any]:
         """One call per shard, concurrently. A timeout or restart of one shard can leave
         the others' parts applied: the 503 says so, and a retry with the same event ids
-        counts each event once."""
+        counts each event once. A part answered `SlotMoved` refreshes the map first."""
         self.admit(len(calls))
         aws: list[Awaitable[Any]] = [self._call(shard, m, (arg,)) for shard, m, arg in calls]
-        return list(await asyncio.gather(*aws))
+        answers = list(await asyncio.gather(*aws))
+        if any(isinstance(a, SlotMoved) for a in answers):
+            await self.refresh()
+        return answers
+
+    async def refresh(self) -> None:
+        """Fetch the supervisor's slot map (one fetch at a time per replica; callers that
+        arrive meanwhile wait for that one)."""
+        if self._refreshing is not None:
+            await asyncio.shield(self._refreshing)
+            return
+        self._refreshing = asyncio.get_running_loop().create_future()
+        try:
+            names, owners, epoch = await self.supervisor.call("layout")
+            self._adopt(len(names), list(owners), int(epoch))
+        finally:
+            fut, self._refreshing = self._refreshing, None
+            fut.set_result(None)
+
+    def _adopt(self, shards: int, owners: list[int], epoch: int) -> None:
+        if epoch < self.epoch:
+            return
+        if self.link_of is not None:
+            while len(self.shards) < shards:
+                link = self.link_of(len(self.shards))
+                self.coalescers.append(Coalescer(link, len(self.shards), self.timeout))
+                self.shards.append(link)
+            del self.shards[shards:], self.coalescers[shards:]  # removed: own no slot
+        self.slot_map, self.epoch = owners, epoch
+        log.info("slot map epoch %d: %d shards", epoch, shards)
 
     async def supervisor_call(self, method: str, *args: Any) -> Any:
         return await self.supervisor.call(method, *args)

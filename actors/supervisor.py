@@ -48,9 +48,9 @@ class Supervisor:
     def ready(self) -> bool:
         return True
 
-    def layout(self) -> tuple[list[str], list[int]]:
-        """Shard actor names and the slot -> shard map."""
-        return [f"shard-{i}" for i in range(len(self.fleet))], self.slot_map
+    def layout(self) -> tuple[list[str], list[int], int]:
+        """Shard actor names, the slot -> shard map and its epoch."""
+        return [f"shard-{i}" for i in range(len(self.fleet))], self.slot_map, 1
 
     def status(self) -> list[dict[str, Any]]:
         return self.fleet.status()

@@ -97,12 +97,15 @@ async def record_outcomes(
             shard_of(o.decision_id)
         except NextbestError as e:
             raise http_error(e, prefix=f"[{i}]." if batch else "") from None
-    parts = group(outcomes, lambda o: shard_of(o.decision_id))
-    if len(parts) > 1:
-        for part in await ident.fanout.send("check_outcomes", parts, _check):
+
+    def shard(o: Outcome) -> int:
+        return shard_of(o.decision_id)
+
+    if len(group(outcomes, shard)) > 1:
+        for part in await ident.fanout.send("check_outcomes", outcomes, shard, _check):
             ok(part.answer)
     accepted, forward = 0, list[Event]()
-    for part in await ident.fanout.send("record_outcomes", parts, _record):
+    for part in await ident.fanout.send("record_outcomes", outcomes, shard, _record):
         r: Recorded = ok(part.answer)
         accepted += r.accepted
         forward += r.forward  # outcomes of customers merged away since

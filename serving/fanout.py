@@ -13,15 +13,23 @@ two things about the path there:
   chain on the way), as often as merges keep moving customers, up to `MAX_HOPS` times;
   then the request answers 503 `merge_in_progress` (safe to retry: nothing of that part
   was applied). A part that was answered otherwise is never sent again.
+- *Following slots*: a shard asked about a slot it does not own (the slot moved to
+  another shard) or one being moved right now applies nothing of the call and answers
+  `SlotMoved` or `SlotFrozen`. Such a part is grouped again by the refreshed slot map
+  (the router refreshed it) and sent again, after a short pause if it was frozen, up to
+  `MAX_SLOT_HOPS` times; what is left over is a 503 (`slot_moved`/`slot_moving`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from actors.remote import ShardUnavailable
+from actors.router import MAX_SLOT_HOPS
+from decisioning.errors import SlotFrozen, SlotMoved
 from serving.errors import moved_of, raise_for
 
 __all__ = ["MAX_HOPS", "Fanout", "Part", "Router", "group"]
@@ -58,7 +66,7 @@ def group(items: Iterable[T], shard_of: Callable[[T], int]) -> dict[int, list[T]
     return parts
 
 
-Send = Callable[[dict[int, list[T]]], Awaitable[list[Part[T]]]]
+Send = Callable[[list[T]], Awaitable[list[Part[T]]]]
 Wrap = Callable[[list[T]], Any]  # a shard's part of the items -> the message it gets
 
 
@@ -70,11 +78,30 @@ class Fanout:
         self.router = router
         self.root = root
 
-    async def send(self, method: str, parts: dict[int, list[T]], wrap: Wrap[T]) -> list[Part[T]]:
-        """`method(wrap(items))` on each shard for its items, concurrently."""
-        shards = list(parts)
-        answers = await self.router.call_all([(s, method, wrap(parts[s])) for s in shards])
-        return [Part(s, parts[s], a) for s, a in zip(shards, answers, strict=True)]
+    async def send(
+        self, method: str, items: Iterable[T], shard_of: Callable[[T], int], wrap: Wrap[T]
+    ) -> list[Part[T]]:
+        """`method(wrap(part))` on each shard for its part of `items`, concurrently, the
+        parts grouped by `shard_of`; a part whose slots moved is grouped and sent again."""
+        done: list[Part[T]] = []
+        pending = list(items)
+        for hop in range(MAX_SLOT_HOPS + 1):
+            parts = group(pending, shard_of)
+            shards = list(parts)
+            calls = [(s, method, wrap(parts[s])) for s in shards]
+            answers = await self.router.call_all(calls)
+            pending, frozen = [], False
+            for shard, answer in zip(shards, answers, strict=True):
+                if hop < MAX_SLOT_HOPS and isinstance(answer, SlotMoved | SlotFrozen):
+                    pending += parts[shard]
+                    frozen = frozen or isinstance(answer, SlotFrozen)
+                else:
+                    done.append(Part(shard, parts[shard], answer))
+            if not pending:
+                break
+            if frozen:
+                await asyncio.sleep(min(0.01 * 2**hop, 0.25))
+        return done
 
     async def everywhere(self, method: str, message: Any) -> list[Any]:
         """`method(message)` on every shard, concurrently; the answers in shard order."""
@@ -92,9 +119,14 @@ class Fanout:
         """`send` by customer, following merges: `rehome(item, survivor)` is the item for
         the customer it names now. The parts with their answers; the first error answered
         is raised as soon as it is seen (`raise_for`), and nothing is sent after it."""
-        return await self._follow(
-            items, customer, rehome, lambda parts: self.send(method, parts, wrap), raising=True
-        )
+
+        def shard_of(item: T) -> int:
+            return self.router.shard_of(customer(item))
+
+        async def send(items: list[T]) -> list[Part[T]]:
+            return await self.send(method, items, shard_of, wrap)
+
+        return await self._follow(items, customer, rehome, send, raising=True)
 
     async def follow_one(
         self,
@@ -107,8 +139,9 @@ class Fanout:
         answer and the customer that gave it. `stop(customer)`, when it returns other
         than None, is the answer instead, without a call (checked before every send)."""
 
-        async def send(parts: dict[int, list[str]]) -> list[Part[str]]:
-            [(shard, [c])] = parts.items()
+        async def send(items: list[str]) -> list[Part[str]]:
+            [c] = items
+            shard = self.router.shard_of(c)
             early = None if stop is None else stop(c)
             if early is None:
                 early = await self.router.call(shard, method, message_of(c))
@@ -128,7 +161,7 @@ class Fanout:
         done: list[Part[T]] = []
         pending = items
         for _ in range(MAX_HOPS + 1):
-            parts = await send(group(pending, lambda i: self.router.shard_of(customer(i))))
+            parts = await send(pending)
             pending = []
             for part in parts:
                 moved = moved_of(part.answer)

@@ -17,7 +17,7 @@ from actors.messages import AckOutbound, Leased, LeaseOutbound, ReleaseOutbound
 from decisioning.errors import NextbestError
 from serving.bodies import message_body
 from serving.errors import ok
-from serving.fanout import Fanout, group
+from serving.fanout import Fanout
 from serving.wire import WireError
 
 __all__ = ["OUTBOUND_PARAMS", "Poll", "ack", "poll_of", "take"]
@@ -99,7 +99,7 @@ async def take(fanout: Fanout, shard_of: ShardOf, poll: Poll) -> list[dict[str, 
         await asyncio.sleep(min(0.1, left))
     extra = [m.message.id for m in taken[limit:]]  # more than asked, over every shard
     if extra:
-        await fanout.send("release_outbound", group(extra, shard_of), _release)
+        await fanout.send("release_outbound", extra, shard_of, _release)
     return [message_body(m) for m in taken[:limit]]
 
 
@@ -123,5 +123,5 @@ async def ack(fanout: Fanout, shard_of: ShardOf, ids: list[str]) -> int:
             shard_of(mid)
         except NextbestError as e:  # a malformed id: the body is at fault, not a lookup
             raise WireError(422, "invalid_field", str(e), f"ids[{i}]") from None
-    parts = await fanout.send("ack_outbound", group(ids, shard_of), _ack)
+    parts = await fanout.send("ack_outbound", ids, shard_of, _ack)
     return sum(ok(p.answer) for p in parts)

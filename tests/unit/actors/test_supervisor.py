@@ -210,7 +210,7 @@ def test_a_context_table_every_shard_accepts_is_stored_then_served_by_all(
 
 def test_the_layout_names_every_shard_and_maps_every_slot(config: Config) -> None:
     supervisor = Supervisor(config, LocalFleet(_shards(config, [], lagging=False)))
-    names, slot_map = supervisor.layout()
+    names, slot_map, _epoch = supervisor.layout()
     assert names == ["shard-0", "shard-1"]
     assert sorted(set(slot_map)) == [0, 1]
     assert [s["shard"] for s in supervisor.status()] == [0, 1]
