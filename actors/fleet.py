@@ -16,12 +16,17 @@ Protocol (the supervisor runs one change at a time):
 Guarantees: a refusal switches no shard and stores nothing. Once step 3 is done every
 shard ends up serving the change: one that misses its commit (it died) loads it at its
 restart, so a failed commit is logged, not answered.
+
+A fleet also grows and shrinks (actors/slots.py moves the slots): a shard started by
+`grow` loads what is stored (models, catalog, context tables) before it answers, so it
+serves what the others serve before it takes a slot; `shrink` stops the last shards
+gracefully (a snapshot, then gone; their directories stay on disk) once they own no slot.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from actors.calls import Call, Refusal, refused, run_calls
@@ -59,6 +64,24 @@ class Fleet(Protocol):
         """Every shard's status; `{"shard": i, "ready": False}` for one not answering."""
         ...
 
+    def call_on(self, i: int, method: str, *args: Any) -> Any:
+        """One request-path call on shard `i`: its answer, a refusal as the error value.
+        Raises when the shard cannot answer now (restarting, gone, timed out)."""
+        ...
+
+    def grow(self, n: int) -> None:
+        """Start shards len..n-1 and return once each answers ready."""
+        ...
+
+    def shrink(self, n: int) -> None:
+        """Stop shards n.. (the last first): a snapshot, then gone. Their directories stay
+        on disk; the caller has moved every slot away from them first."""
+        ...
+
+    def node_of(self, i: int) -> str | None:
+        """The node shard `i` runs on (None: not answering)."""
+        ...
+
 
 def stage_all(fleet: Fleet, calls: Sequence[Call], abort: Call) -> tuple[list[Any], Refusal | None]:
     """Steps 1 and 2: stage `calls` on every shard; if any refuses, run `abort` on every
@@ -74,10 +97,16 @@ def stage_all(fleet: Fleet, calls: Sequence[Call], abort: Call) -> tuple[list[An
 
 class LocalFleet:
     """Shards in this process (plain `Shard` objects), called as the shard actors are:
-    staging calls through the request path (errors as answers), the rest directly."""
+    staging calls through the request path (errors as answers), the rest directly.
+    `factory(i)` makes shard `i` when the fleet grows (None: it cannot grow)."""
 
-    def __init__(self, shards: Sequence[Shard]) -> None:
+    NODE = "local"  # every shard runs here
+
+    def __init__(
+        self, shards: Sequence[Shard], factory: Callable[[int], Shard] | None = None
+    ) -> None:
         self.shards = list(shards)
+        self.factory = factory
 
     def __len__(self) -> int:
         return len(self.shards)
@@ -100,3 +129,21 @@ class LocalFleet:
 
     def status(self) -> list[dict[str, Any]]:
         return [s.status() for s in self.shards]
+
+    def call_on(self, i: int, method: str, *args: Any) -> Any:
+        return run_calls(self.shards[i], [(method, args)])[0]
+
+    def grow(self, n: int) -> None:
+        factory = self.factory
+        if n > len(self.shards) and factory is None:
+            msg = "this fleet has no shard factory: it cannot grow"
+            raise ValueError(msg)
+        while len(self.shards) < n and factory is not None:
+            self.shards.append(factory(len(self.shards)))
+
+    def shrink(self, n: int) -> None:
+        while len(self.shards) > n:  # the last first, as RayFleet does
+            self.shards.pop().stop()
+
+    def node_of(self, i: int) -> str | None:
+        return self.NODE if 0 <= i < len(self.shards) else None

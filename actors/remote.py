@@ -48,32 +48,57 @@ UNAVAILABLE = (RayActorError, ActorDiedError, ActorUnavailableError, GetTimeoutE
 
 
 class RayFleet:
-    """The shard actors as a `fleet.Fleet`: created (or found by name) and awaited."""
+    """The shard actors as a `fleet.Fleet`: created (or found by name) and awaited.
+    `shards`: how many run (the stored slot map's count; None: the config's)."""
 
-    def __init__(self, config: Config) -> None:
-        actor_cls = ray.remote(ShardActor)
-        self.shards: list[Any] = [
-            actor_cls.options(
-                name=f"shard-{i}",
-                namespace=config.server.namespace,
-                lifetime="detached",
-                get_if_exists=True,
-                max_restarts=-1,
-                max_task_retries=0,
-                num_cpus=0,
-                resources=config.server.shard_resources or None,
-                scheduling_strategy="SPREAD",
-            ).remote(i, config)
-            for i in range(config.server.shards)
-        ]
-        self._wait_for_shards()
+    CALL_TIMEOUT_S = 120.0  # one slot-move call (a freeze of 1024 slots' profiles)
 
-    def _wait_for_shards(self, timeout: float = 600.0) -> None:
-        """Until every shard answers. A restarted supervisor (its node was lost) may find
-        shards that are themselves restarting: it waits for them instead of failing its
-        own start (which Ray would retry in a loop)."""
+    def __init__(self, config: Config, shards: int | None = None) -> None:
+        self.config = config
+        self.actor_cls = ray.remote(ShardActor)
+        n = config.server.shards if shards is None else shards
+        self.shards: list[Any] = [self._start(i) for i in range(n)]
+        self._reap(n)
+        self._wait_for_shards(range(n))
+
+    def _start(self, i: int) -> Any:
+        """Shard actor `i`, created or found by its name."""
+        return self.actor_cls.options(
+            name=f"shard-{i}",
+            namespace=self.config.server.namespace,
+            lifetime="detached",
+            get_if_exists=True,
+            max_restarts=-1,
+            max_task_retries=0,
+            num_cpus=0,
+            resources=self.config.server.shard_resources or None,
+            scheduling_strategy="SPREAD",
+        ).remote(i, self.config)
+
+    def _reap(self, n: int) -> None:
+        """Stop shards a supervisor left running past the stored count: it died in the
+        middle of a shrink (after the map said `n` shards; the last are stopped first,
+        so those left are shard-n, shard-n+1, ...) or of a grow (before the map said so).
+        They own no slot."""
+        i = n
+        while True:
+            try:
+                actor = ray.get_actor(f"shard-{i}", namespace=self.config.server.namespace)
+            except ValueError:
+                return
+            log.warning(
+                "supervisor: shard %d runs but the slot map has %d shards; stopping it", i, n
+            )
+            self._stop_one(i, actor)
+            i += 1
+
+    def _wait_for_shards(self, which: range, timeout: float = 600.0) -> None:
+        """Until every shard of `which` answers. A restarted supervisor (its node was
+        lost) may find shards that are themselves restarting: it waits for them instead
+        of failing its own start (which Ray would retry in a loop)."""
         deadline = time.monotonic() + timeout
-        for i, shard in enumerate(self.shards):
+        for i in which:
+            shard = self.shards[i]
             while True:
                 try:
                     ray.get(shard.ready.remote(), timeout=max(1.0, deadline - time.monotonic()))
@@ -83,6 +108,15 @@ class RayFleet:
                         raise
                     log.warning("supervisor: shard %d is restarting; waiting for it", i)
                     time.sleep(0.5)
+
+    def _stop_one(self, i: int, actor: Any) -> None:
+        """Graceful stop of one shard (a snapshot, so a later start restores it fast),
+        then the actor is killed for good (Ray does not restart it)."""
+        try:
+            ray.get(actor.stop.remote(), timeout=300)
+        except Exception as e:  # noqa: BLE001 - stopping: the WAL has everything
+            log.error("shard %d: no snapshot at stop (%s); its WAL has everything", i, e)
+        ray.kill(actor, no_restart=True)
 
     def __len__(self) -> int:
         return len(self.shards)
@@ -116,6 +150,27 @@ class RayFleet:
             except UNAVAILABLE:
                 out.append({"shard": i, "ready": False})
         return out
+
+    def call_on(self, i: int, method: str, *args: Any) -> Any:
+        try:
+            return ray.get(self.shards[i].call.remote(method, *args), timeout=self.CALL_TIMEOUT_S)
+        except UNAVAILABLE as e:
+            raise ShardUnavailable(f"shard {i} did not answer {method} ({type(e).__name__})") from e
+
+    def grow(self, n: int) -> None:
+        first = len(self.shards)
+        self.shards += [self._start(i) for i in range(first, n)]
+        self._wait_for_shards(range(first, n))
+
+    def shrink(self, n: int) -> None:
+        while len(self.shards) > n:  # the last first: those left are always a prefix
+            self._stop_one(len(self.shards) - 1, self.shards.pop())
+
+    def node_of(self, i: int) -> str | None:
+        try:
+            return str(ray.get(self.shards[i].node_id.remote(), timeout=5))
+        except UNAVAILABLE:
+            return None
 
     def stop(self) -> None:
         """Snapshot every shard (graceful stop: the next start restores them), then stop."""
