@@ -18,6 +18,7 @@
      │                         epoch): the caller refreshes its slot map and resends
      ├── SlotFrozen            the slot is moving to another shard right now; retry
      ├── SnapshotError         a snapshot cannot be used           journal/snapshot.py
+     ├── SlotMapError          the stored slot map cannot be used     stores/slotmap.py
      └── TrainingError         a table cannot be trained on          training/train.py
 
     Fenced                     a newer instance owns the shard's directory

@@ -40,6 +40,7 @@ from decisioning.journal.fencing import Fenced
 from decisioning.journal.snapshot import SnapshotError
 from decisioning.journal.wal import StorageFailed
 from decisioning.policy.catalog import CatalogError
+from decisioning.stores.slotmap import SlotMapError
 from serving.errors import error_of, http_error, is_error, moved_of, raise_for
 from serving.responses import install_error_handlers
 from serving.wire import WireError
@@ -68,6 +69,7 @@ EXPECTED: dict[type[BaseException], int] = {
     Fenced: 503,
     StorageFailed: 503,
     SnapshotError: 500,
+    SlotMapError: 422,  # never answered: it stops the supervisor's start
 }
 TEMPORARY = (Backlogged, MergeBusy, Moved, SlotMoved, SlotFrozen, Fenced, StorageFailed)
 NOT_THE_CALLERS = (*TEMPORARY, SnapshotError)
