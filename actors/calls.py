@@ -63,6 +63,11 @@ REQUEST_METHODS = frozenset(
         "stage_model",
         "stage_catalog",
         "stage_context",
+        "freeze_slots",
+        "absorb_slots",
+        "drop_slots",
+        "unfreeze_slots",
+        "set_slot_map",
     )
 )
 
@@ -99,6 +104,8 @@ def _run(shard: Shard, method: str, args: tuple[Any, ...]) -> Any:
     if method not in REQUEST_METHODS:
         raise ValueError(f"not a request method: {method}")
     try:
+        if args:  # a slot this shard does not serve: SlotMoved or SlotFrozen, nothing applied
+            shard.ownership.check(method, args[0])
         return getattr(shard, method)(*args)
     except NextbestError as e:
         return error_answer(e)

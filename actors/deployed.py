@@ -18,11 +18,20 @@ from actors.shard import Shard
 from decisioning.config import Config
 from decisioning.errors import ModelError, NextbestError
 from decisioning.policy.scoring import ModelBundle, native_tag
+from decisioning.profile.slots import SlotMap
 from decisioning.stores.catalogs import CatalogStore, with_catalog
 from decisioning.stores.context import ContextStore
 from decisioning.stores.registry import Registry
+from decisioning.stores.slotmap import SlotMapStore
 
-__all__ = ["Deployed", "install_tables", "load_deployed", "shard_dir"]
+__all__ = [
+    "Deployed",
+    "install_tables",
+    "load_deployed",
+    "load_slot_map",
+    "shard_dir",
+    "slot_store",
+]
 
 log = logging.getLogger("nextbest.actors")
 
@@ -88,3 +97,17 @@ def shard_dir(config: Config, shard_id: int) -> str | None:
     if s.state_dir is not None:
         return os.path.join(s.state_dir.removeprefix("file://"), str(shard_id))
     return os.path.join(s.data_dir.removeprefix("file://"), "shards", str(shard_id))
+
+
+def slot_store(config: Config) -> SlotMapStore:
+    """The deployment's slot map store (decisioning/stores/slotmap.py); the shard
+    directories it looks at for a data dir written before slot maps are `shard_dir`'s."""
+    s = config.server
+    root = None if s.state_dir is None else s.state_dir.removeprefix("file://")
+    return SlotMapStore.at(s.data_dir, root)
+
+
+def load_slot_map(config: Config) -> SlotMap:
+    """The stored slot map a shard starts with (the supervisor stores one before it
+    starts any shard; without one, the contiguous map over the configured count)."""
+    return slot_store(config).load() or SlotMap.contiguous(config.server.shards)

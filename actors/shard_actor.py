@@ -10,6 +10,7 @@ restarts it from what is on disk).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -20,12 +21,13 @@ import ray
 
 from actors.calls import Call, run_calls
 from actors.delivery import DeliveryLoop, make_sink
-from actors.deployed import Deployed, install_tables, load_deployed, shard_dir
+from actors.deployed import Deployed, install_tables, load_deployed, load_slot_map, shard_dir
 from actors.shard import Shard
 from decisioning.config import Config
 from decisioning.journal.wal import StorageFailed
 from decisioning.policy.budgets import chunk_size, day_of
 from decisioning.stores.decision_log import DecisionLog, logs_root
+from decisioning.stores.slotmap import SlotMapError
 
 __all__ = ["STORAGE_EXIT", "SUPERVISOR", "ShardActor"]
 
@@ -60,9 +62,10 @@ class ShardActor(Shard):
                     log_dir=shard_dir(config, shard_id),
                     logs=logs,
                     challengers=deployed.challengers,
+                    slot_map=load_slot_map(config),  # the slots it serves, as stored
                 )
                 return
-            except (StorageFailed, OSError) as e:
+            except (StorageFailed, OSError, SlotMapError) as e:
                 if logs is not None:
                     logs.close()
                 log.error(
@@ -127,7 +130,6 @@ class ShardActor(Shard):
         (a decision never waits for it); until the first grant arrives, budgeted actions
         are not candidates here."""
         ns = self.config.server.namespace
-        shards = self.config.server.shards
         supervisor: Any = None
         while True:
             if not self.budgets:
@@ -141,14 +143,19 @@ class ShardActor(Shard):
                 def ask(action: str, day: str, want: int, lease: Any = lease) -> int:
                     return int(ray.get(lease.remote(action, day, want), timeout=10))
 
-                self.allotments.refill(
-                    budgets, day_of(self.clock()), lambda b: chunk_size(b, shards), ask
-                )
+                # cut for the shards that own slots now (slots move: the count changes)
+                chunk = functools.partial(chunk_size, shards=self._serving_shards())
+                self.allotments.refill(budgets, day_of(self.clock()), chunk, ask)
             except Exception as e:  # noqa: BLE001 - restarting supervisor: try again soon
                 log.warning("shard %d: budget refill failed (%s); retrying", self.shard_id, e)
                 supervisor = None
                 time.sleep(2.0)
             time.sleep(0.2)
+
+    def _serving_shards(self) -> int:
+        """How many shards own slots now: a budget is cut into chunks for that many."""
+        slot_map = self.ownership.map
+        return len(set(slot_map.owners)) if slot_map is not None else self.config.server.shards
 
     def pid(self) -> int:
         """The worker process id (ops and failure tests)."""

@@ -17,7 +17,9 @@ __all__ = [
     "Deployed",
     "ModelStatsOut",
     "ModelsOut",
+    "MoveProgress",
     "RolledOut",
+    "ShardsOut",
     "StatusOut",
 ]
 
@@ -154,6 +156,11 @@ class OutboundStatus(Out):
 class ShardStatus(Out):
     shard: int
     customers: int
+    slots: int = Field(description="Slots the slot map gives this shard (of 16384).")
+    slot_epoch: int = Field(description="The epoch of the slot map it holds (0: none).")
+    frozen: list[int] | None = Field(
+        description="[first, last] slot frozen here while it moves to another shard."
+    )
     models: dict[str, str]
     challengers: dict[str, Challenger]
     variant_stats: dict[str, dict[str, int]]
@@ -192,3 +199,31 @@ class NotAnswering(Out):
 
 class StatusOut(Out):
     shards: list[ShardStatus | NotAnswering]
+
+
+class ShardSlots(Out):
+    shard: int
+    ranges: list[tuple[int, int]] = Field(description="Slot ranges it owns: [first, end).")
+    slots: int
+    profiles: int | None = Field(description="null: the shard is not answering.")
+    node: str | None = Field(description="The Ray node it runs on (null: not answering).")
+    ready: bool
+
+
+class MoveProgress(Out):
+    operation: Literal["scale", "move", "rebalance"]
+    state: Literal["running", "done", "failed"]
+    target: str = Field(description="What was asked, e.g. '3 shards' or 'slots 0-99 to 1'.")
+    slots_total: int
+    slots_moved: int
+    profiles_moved: int
+    profiles_per_s: float
+    elapsed_s: float
+    eta_s: float | None
+    error: str | None
+
+
+class ShardsOut(Out):
+    epoch: int = Field(description="The slot map's epoch: it grows by one at every change.")
+    shards: list[ShardSlots]
+    moving: MoveProgress | None = Field(description="The last or running slot move.")

@@ -88,7 +88,7 @@ _STATUS: dict[type[BaseException], int] = {
     NextbestError: REFUSED,
 }
 # by code, refining the class
-_CODE_STATUS = {"link_expired": 410, "no_previous": 409}
+_CODE_STATUS = {"link_expired": 410, "no_previous": 409, "move_in_progress": 409}
 # the code of an error whose class carries none
 _CODE: dict[type[BaseException], str] = {
     Fenced: "shard_unavailable",

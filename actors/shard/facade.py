@@ -14,6 +14,8 @@ from them at the edge, never here), so it is unit-tested without Ray and made re
 - `triggers.py`   trigger timers and the outbound queue
 - `identity.py`   links, forward pointers, merge steps
 - `erasure.py`    erasure of a customer
+- `slots.py`      which slots it serves (`Ownership`), and moving a range of slots to
+                  another shard (`SlotMoves`)
 - `served.py`     catalog, models, context tables (staged two-phase: `staged.py`)
 - `journal.py`    the WAL's named records (decisioning/journal/records.py), replayed
                   through a dispatch table (`_replay_table` below)
@@ -43,12 +45,14 @@ from actors.shard.journal import Handler, Journal
 from actors.shard.outcomes import Outcomes
 from actors.shard.profiles import Profiles
 from actors.shard.served import Served
+from actors.shard.slots import Ownership, SlotMoves
 from actors.shard.triggers import Triggers
 from decisioning.config import Config, Secrets
 from decisioning.journal import records as rec
 from decisioning.policy.decide import Stages
 from decisioning.policy.scoring import ModelBundle
 from decisioning.profile.identity import Book
+from decisioning.profile.slots import SlotMap
 from decisioning.stores.decision_log import DecisionLog
 
 __all__ = ["Shard"]
@@ -96,8 +100,10 @@ class Shard:
         log_dir: str | None = None,
         logs: DecisionLog | None = None,
         challengers: Iterable[tuple[ModelBundle, float, bool]] = (),
+        slot_map: SlotMap | None = None,
     ) -> None:
         self.shard_id = shard_id
+        self.ownership = ownership = Ownership(shard_id, slot_map)  # None: every slot
         self.clock = clock
         self.logs = logs  # decision and outcome logs (Parquet), if any
         self.profiles = profiles = Profiles(config)
@@ -128,6 +134,7 @@ class Shard:
             lambda r: self.decider.decide(r),
             clock,
         )
+        self.triggers.serves = ownership.serves_customer
         self.intake = Intake(profiles, served, self.triggers, allowance, book.forwards, journal)
         self.erasure = Erasure(
             profiles, self.history, allowance, self.triggers, durability, journal, logs
@@ -140,6 +147,9 @@ class Shard:
         )
         self.decider = Decider(
             served, profiles, allowance, self.history, self.intake, self.identity, logs, clock
+        )
+        self.slot_moves = SlotMoves(
+            ownership, profiles, self.history, allowance, self.triggers, book, journal
         )
         journal.handle(self._replay_table())
         if log_dir is not None:
@@ -160,6 +170,8 @@ class Shard:
             rec.Queued: lambda r: outbox.add(r.message),
             rec.Acked: lambda r: outbox.ack(r.ids),
             rec.Folded: self.identity.fold,
+            rec.SlotsAbsorbed: self.slot_moves.redo_absorbed,
+            rec.SlotsDropped: self.slot_moves.redo_dropped,
             **dict.fromkeys(rec.IDENTITY, self.identity.redo),
         }
 
@@ -322,6 +334,28 @@ class Shard:
     def outbound_status(self) -> dict[str, Any]:
         return self.triggers.status()
 
+    # -- slots moving between shards (slots.py; the supervisor's side: actors/slots.py) --
+
+    def freeze_slots(self, r: m.FreezeSlots) -> m.SlotState:
+        """Stop serving slots [lo, hi) and answer everything keyed by them."""
+        return self.slot_moves.freeze(r)
+
+    def absorb_slots(self, r: m.AbsorbSlots) -> int:
+        """Hold the state of a range moved here, durably; served once the map says so."""
+        return self.slot_moves.absorb(r)
+
+    def drop_slots(self, r: m.DropSlots) -> int:
+        """Forget everything keyed by slots [lo, hi) (a tombstone in the WAL)."""
+        return self.slot_moves.drop(r)
+
+    def unfreeze_slots(self, r: m.UnfreezeSlots) -> int:
+        """A move rolled back: serve the range again."""
+        return self.slot_moves.unfreeze(r)
+
+    def set_slot_map(self, r: m.SetSlotMap) -> int:
+        """Adopt the supervisor's newer slot map; answers the epoch now held."""
+        return self.ownership.set_map(r.map)
+
     # -- models, catalog, context tables (two-phase: staged.py) --------------------------
 
     def stage_model(
@@ -402,6 +436,7 @@ class Shard:
         return {
             "shard": self.shard_id,
             "customers": len(self.profiles.store),
+            **self.ownership.status(),
             "models": self.model_versions(),
             "challengers": self.challenger_versions(),
             "variant_stats": self.history.variant_stats,

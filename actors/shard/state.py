@@ -31,6 +31,7 @@ def capture(shard: Shard, wal_seq: int) -> State:
         matrices=matrices,
         decisions=list(shard.history.ring.items()),
         seen=list(profiles.seen),
+        seen_slots=list(profiles.seen.values()),
         counters=dict(profiles.counters),
         contacts=shard.allowance.contacts.rows(),
         timers=triggers.timers.rows(),
@@ -45,7 +46,7 @@ def restore(shard: Shard, st: State) -> None:
     shard.book.load(st.identity)  # (before decisions: forwards matter)
     for did, (cid, actions, ts, channel, placement, version) in st.decisions:
         shard.history.track(did, Tracked(cid, tuple(actions), ts, channel, placement, version))
-    shard.profiles.load(st.seen, st.counters)
+    shard.profiles.load(st.seen, st.counters, st.seen_slots)
     shard.allowance.contacts.load(st.contacts)
     shard.triggers.timers.load(st.timers)
     for row in st.outbound:

@@ -54,6 +54,9 @@ class Triggers:
         self.timers = Timers()  # trigger timers (not_followed_by)
         self.outbox = Outbox(config.delivery.max_backlog)  # what triggers chose, undelivered
         self.link_key = link_key  # seals open links, if any
+        # whether this shard serves a customer now (a slot moving away: its timers wait,
+        # its messages are not handed out; actors/shard/slots.py sets it)
+        self.serves: Callable[[str], bool] = lambda customer_id: True
 
     def fires_on(self, events: list[Event]) -> bool:
         """Whether any of these events fires a trigger at once (not a timed one)."""
@@ -137,6 +140,10 @@ class Triggers:
         now = self.clock()
         fired = 0
         due = [] if self.outbox.full else self.timers.take_due(now, limit)
+        held = [d for d in due if not self.serves(d[0])]
+        if held:  # moving to another shard: it fires them there (they move with the slot)
+            self.timers.put_back(held)
+            due = [d for d in due if self.serves(d[0])]
         for i, (cid, trigger, _, _) in enumerate(due):
             if self.outbox.full:
                 self.timers.put_back(due[i:])
@@ -160,7 +167,7 @@ class Triggers:
         now = self.clock()
         key = self.link_key
         out = []
-        for m in self.outbox.lease(channel, n, now, lease):
+        for m in self.outbox.lease(channel, n, now, lease, lambda m: self.serves(m.customer_id)):
             token = None
             if key is not None:  # the message decides its content again when opened
                 placement = m.decision.placement

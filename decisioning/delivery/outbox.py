@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -268,14 +268,21 @@ class Outbox:
             q[m.id] = m
             self.count += 1
 
-    def lease(self, channel: str, n: int, now: float, lease_s: float) -> list[Message]:
-        """Up to `n` of the channel's oldest messages not leased now; leased for
-        `lease_s` from `now`."""
+    def lease(
+        self,
+        channel: str,
+        n: int,
+        now: float,
+        lease_s: float,
+        allow: Callable[[Message], bool] | None = None,
+    ) -> list[Message]:
+        """Up to `n` of the channel's oldest messages not leased now (and `allow`ed);
+        leased for `lease_s` from `now`."""
         out: list[Message] = []
         for mid, m in self.by_channel.get(channel, {}).items():
             if len(out) >= n:
                 break
-            if self.leases.get(mid, -1.0) > now:
+            if self.leases.get(mid, -1.0) > now or (allow is not None and not allow(m)):
                 continue
             self.leases[mid] = now + lease_s
             out.append(m)

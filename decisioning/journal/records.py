@@ -69,6 +69,8 @@ __all__ = [
     "ProfileErased",
     "Queued",
     "Record",
+    "SlotsAbsorbed",
+    "SlotsDropped",
     "TimerCleared",
     "TimerSet",
     "Unpinned",
@@ -252,6 +254,39 @@ class Folded:
         return [self.survivor, self.merge_id, self.state, self.contacts, self.ts]
 
 
+# -- slots moving between shards (actors/shard/slots.py) --------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SlotsAbsorbed:
+    """Migration step 3, on the destination: the state of slots [lo, hi) moved here
+    (whatever was held for them before is replaced). `state` is the plain form of the
+    source's export (actors/shard/slots.py: `plain`)."""
+
+    TAG: ClassVar[str] = "slots+"
+    migration: str
+    lo: int
+    hi: int
+    state: dict[str, Any]
+
+    def body(self) -> list[Any]:
+        return [self.migration, self.lo, self.hi, self.state]
+
+
+@dataclass(frozen=True, slots=True)
+class SlotsDropped:
+    """Migration step 5 on the source (or a rollback on the destination): everything
+    keyed by slots [lo, hi) left this shard (the tombstone of the range)."""
+
+    TAG: ClassVar[str] = "slots-"
+    migration: str
+    lo: int
+    hi: int
+
+    def body(self) -> list[Any]:
+        return [self.migration, self.lo, self.hi]
+
+
 Record = (
     EventsApplied
     | DecisionMade
@@ -265,6 +300,8 @@ Record = (
     | Acked
     | IdentityRecord
     | Folded
+    | SlotsAbsorbed
+    | SlotsDropped
 )
 _TYPES: tuple[type[Any], ...] = get_args(Record)
 

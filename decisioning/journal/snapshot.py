@@ -27,8 +27,10 @@ from decisioning.journal.wal import fsync_path
 
 __all__ = ["SnapshotError", "State", "name", "prune", "read", "snapshots", "write"]
 
-FORMAT = 2  # 2: identity rows carry owed merges, pins, cancelled attempts (note, token, ts)
-READABLE = frozenset((1, 2))  # a format 1 snapshot has only links and forward pointers
+# 2: identity rows carry owed merges, pins, cancelled attempts (note, token, ts);
+# 3: each idempotency key carries the slot of its customer (slots move between shards)
+FORMAT = 3
+READABLE = frozenset((1, 2, 3))  # a format 1 snapshot has only links and forward pointers
 _DTYPES = {"f32": pa.float32(), "f64": pa.float64(), "i32": pa.int32(), "u16": pa.uint16()}
 
 
@@ -48,6 +50,7 @@ class State:
     # (decision_id, (customer_id, actions, ts, channel, placement, model_version))
     decisions: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     seen: list[bytes] = field(default_factory=list)  # digests of idempotency keys
+    seen_slots: list[int] = field(default_factory=list)  # each key's slot (-1: none)
     counters: dict[str, int] = field(default_factory=dict)
     # contact policy history: (customer_id, ts, action_id, kind, channel)
     contacts: list[tuple[str, float, str, str, str]] = field(default_factory=list)
@@ -164,6 +167,22 @@ def _decisions_table(state: State) -> pa.Table:
     return _rows_table(rows, _DECISIONS)
 
 
+def _seen_table(state: State) -> pa.Table:
+    slots = state.seen_slots or [-1] * len(state.seen)
+    return pa.table(
+        {"key": pa.array(state.seen, pa.binary(16)), "slot": pa.array(slots, pa.int32())}
+    )
+
+
+def _read_seen(path: str) -> tuple[list[bytes], list[int]]:
+    """The idempotency keys and their slots (-1 for every key before format 3)."""
+    t = _read_table(os.path.join(path, "seen.arrow"))
+    keys = t.column("key").to_pylist()
+    if "slot" not in t.column_names:
+        return keys, [-1] * len(keys)
+    return keys, t.column("slot").to_pylist()
+
+
 def _outbound_table(state: State) -> pa.Table:
     rows = [(*m[:5], msgpack.packb(m[5])) for m in state.outbound]
     return _rows_table(rows, _OUTBOUND)
@@ -173,7 +192,7 @@ def _outbound_table(state: State) -> pa.Table:
 _WRITERS: tuple[tuple[str, Callable[[State], pa.Table]], ...] = (
     ("profiles.arrow", _profiles_table),
     ("decisions.arrow", _decisions_table),
-    ("seen.arrow", lambda s: pa.table({"key": pa.array(s.seen, pa.binary(16))})),
+    ("seen.arrow", lambda s: _seen_table(s)),
     ("contacts.arrow", lambda s: _rows_table(s.contacts, _CONTACTS)),
     ("timers.arrow", lambda s: _rows_table(s.timers, _TIMERS)),
     ("outbound.arrow", _outbound_table),
@@ -287,7 +306,7 @@ def read(directory: str, snapshot: str, layout_key: str) -> State:
         profiles = _read_table(os.path.join(path, "profiles.arrow"))
         meta = json.loads(profiles.schema.metadata[b"nextbest"])
         decisions = _read_table(os.path.join(path, "decisions.arrow")).to_pydict()
-        seen = _read_table(os.path.join(path, "seen.arrow")).column("key").to_pylist()
+        seen, seen_slots = _read_seen(path)
         contacts = _read_rows(path, "contacts.arrow", _CONTACTS)
         timers = _read_rows(path, "timers.arrow", _TIMERS)
         identity = _read_rows(path, "identity.arrow", _IDENTITY, _IDENTITY_SINCE_2)
@@ -304,6 +323,7 @@ def read(directory: str, snapshot: str, layout_key: str) -> State:
         matrices=_matrices(profiles, meta["widths"]),
         decisions=_decisions(decisions),
         seen=seen,
+        seen_slots=seen_slots,
         counters={k: int(v) for k, v in meta.get("counters", {}).items()},
         contacts=contacts,
         timers=timers,

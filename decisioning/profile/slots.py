@@ -7,7 +7,18 @@ from dataclasses import dataclass
 
 import xxhash
 
-__all__ = ["SLOTS", "Migration", "SlotMap", "bucket", "contiguous_map", "ranges", "slot_of"]
+from decisioning.errors import NotFound
+
+__all__ = [
+    "SLOTS",
+    "Migration",
+    "SlotMap",
+    "bucket",
+    "contiguous_map",
+    "decision_slot",
+    "ranges",
+    "slot_of",
+]
 
 SLOTS = 16384
 
@@ -15,6 +26,21 @@ SLOTS = 16384
 def slot_of(customer_id: str) -> int:
     """Stable across processes and machines (xxh3, never Python's salted hash())."""
     return xxhash.xxh3_64_intdigest(customer_id.encode("utf-8")) % SLOTS
+
+
+def decision_slot(decision_id: str) -> int:
+    """The customer slot a decision id was made for ('d-<4 hex slot>-<random>')."""
+    parts = decision_id.split("-")
+    if len(parts) != 3 or parts[0] != "d" or len(parts[1]) != 4:
+        raise NotFound(
+            f"unknown decision {decision_id!r}", field="decision_id", code="unknown_decision"
+        )
+    try:
+        return int(parts[1], 16)
+    except ValueError:
+        raise NotFound(
+            f"unknown decision {decision_id!r}", field="decision_id", code="unknown_decision"
+        ) from None
 
 
 def contiguous_map(shards: int) -> list[int]:

@@ -10,13 +10,13 @@ import time
 from typing import Any
 
 from actors.calls import Call, ShardUnavailable, run_calls
-from actors.messages import ApplyEvents
+from actors.messages import AbsorbSlots, ApplyEvents, DropSlots, FreezeSlots, SetSlotMap
 from actors.router import Coalescer, Router, Unreachable
 from actors.shard import Shard
 from decisioning.config import Config
 from decisioning.config.loader import config_from_dict
 from decisioning.profile import Event
-from decisioning.profile.slots import contiguous_map, slot_of
+from decisioning.profile.slots import SLOTS, SlotMap, contiguous_map, slot_of
 from tests.conftest import SMALL
 from tests.unit import edge
 from tests.unit.decisioning.policy.test_decide import NOW, Clock
@@ -155,3 +155,70 @@ def test_a_request_is_shed_whole_and_routed_by_slot() -> None:
     customers = [f"c{i}" for i in range(20)]
     shards = [router.shard_of(c) for c in customers]
     assert shards == [contiguous_map(2)[slot_of(c)] for c in customers] and set(shards) == {0, 1}
+
+
+class Layout:
+    """The supervisor as a router sees it: the slot map it answers (`layout`)."""
+
+    def __init__(self, owners: list[int], epoch: int) -> None:
+        self.owners, self.epoch = owners, epoch
+        self.asked = 0
+
+    async def call(self, method: str, *args: Any) -> Any:
+        assert method == "layout"
+        self.asked += 1
+        return ["shard-0", "shard-1"], list(self.owners), self.epoch
+
+
+def _moved_map(lo: int, hi: int, epoch: int) -> SlotMap:
+    return SlotMap(epoch, tuple(1 if lo <= s < hi else 0 for s in range(SLOTS)), 2)
+
+
+def test_a_call_follows_its_slot_to_the_new_owner_and_waits_out_a_move(
+    small_config: Config,
+) -> None:
+    """The router's map is older than the shards': shard 0 answers SlotMoved (nothing
+    applied), the router fetches the map and sends the call to shard 1. A call for a
+    slot frozen right now is sent again until the move is done, then reaches the owner."""
+    one = SlotMap(1, (0,) * SLOTS, 2)
+    shards = [Shard(i, small_config, clock=Clock(), slot_map=one) for i in range(2)]
+    links = [Link(s) for s in shards]
+    moved, frozen = "c-moved", "c-frozen"
+    lo = slot_of(moved)
+    edge.apply_events(shards[0], [Event(moved, "page_view", NOW, {}, "e0")])
+    state = shards[0].freeze_slots(FreezeSlots("m1", lo, lo + 1))
+    shards[1].absorb_slots(AbsorbSlots(state))
+    new = _moved_map(lo, lo + 1, 2)
+    for s in shards:
+        s.set_slot_map(SetSlotMap(new))
+    shards[0].drop_slots(DropSlots("m1", lo, lo + 1))
+    supervisor = Layout(list(new.owners), 2)
+    router = Router(small_config, supervisor, list(one.owners), links, epoch=1)
+
+    async def follow() -> Any:
+        return await router.call(router.shard_of(moved), "apply_events", *_view("e1", moved))
+
+    assert asyncio.run(follow()) == 1
+    assert router.epoch == 2 and supervisor.asked == 1
+    assert _views(shards[1], moved) == 2.0 and moved not in shards[0].store
+    assert [len(link.sent) for link in links] == [1, 1]  # refused at 0 (not applied), then 1
+
+    f = slot_of(frozen)
+    edge.apply_events(shards[0], [Event(frozen, "page_view", NOW, {}, "f0")])
+    state = shards[0].freeze_slots(FreezeSlots("m2", f, f + 1))
+
+    async def wait_out_the_move() -> Any:
+        call = asyncio.ensure_future(
+            router.call(router.shard_of(frozen), "apply_events", *_view("f1", frozen))
+        )
+        await _until(lambda: len(links[0].sent) >= 3)  # answered SlotFrozen, sent again
+        assert not call.done()
+        shards[1].absorb_slots(AbsorbSlots(state))
+        done = SlotMap(3, tuple(1 if s in (lo, f) else 0 for s in range(SLOTS)), 2)
+        for s in shards:
+            s.set_slot_map(SetSlotMap(done))
+        supervisor.owners, supervisor.epoch = list(done.owners), 3
+        return await call
+
+    assert asyncio.run(wait_out_the_move()) == 1
+    assert _views(shards[1], frozen) == 2.0

@@ -75,6 +75,14 @@ RECORDS = st.one_of(
         st.lists(st.lists(ids, max_size=2), max_size=2),
         st.none() | ts,
     ),
+    st.builds(
+        rec.SlotsAbsorbed,
+        ids,
+        st.integers(0, 16383),
+        st.integers(1, 16384),
+        st.dictionaries(ids, st.lists(ids, max_size=2) | st.binary(max_size=8), max_size=3),
+    ),
+    st.builds(rec.SlotsDropped, ids, st.integers(0, 16383), st.integers(1, 16384)),
 )
 
 
