@@ -6,6 +6,7 @@
      │    └── CatalogError     catalog rules that do not compile     policy/catalog.py
      ├── InvalidInput          a request or event is malformed              (code, field)
      │    ├── NotFound         it names something that does not exist             (code)
+     │    ├── UnknownShard     a slot move names a shard that does not run        (code)
      │    └── LinkError        an open link not ours, or expired    delivery/links.py
      ├── AlreadyMerged         a merge names an id merged away already          (target)
      ├── ModelError            a model is refused; the serving model stays
@@ -13,6 +14,7 @@
      │    └── ModelIncompatible     the shard cannot build its features        (missing)
      ├── Backlogged            the outbound queue is full; retry later            (code)
      ├── MergeBusy             a merge must wait for another one; retry           (code)
+     ├── MoveInProgress        slots are moving already: one operation at a time  (code)
      ├── Moved                 the customer was merged into another      (target, moved)
      ├── SlotMoved             a shard asked about a slot it does not own  (slot, owner,
      │                         epoch): the caller refreshes its slot map and resends
@@ -49,9 +51,11 @@ __all__ = [
     "ModelError",
     "ModelIncompatible",
     "ModelIntegrityError",
+    "MoveInProgress",
     "NextbestError",
     "NotFound",
     "RuleError",
+    "UnknownShard",
 ]
 
 
@@ -111,6 +115,12 @@ class NotFound(InvalidInput):
     """The input names something that does not exist (a decision, an action)."""
 
     code = "not_found"
+
+
+class UnknownShard(InvalidInput):
+    """A slot move names a shard that is not running (scale up first)."""
+
+    code = "unknown_shard"
 
 
 class Backlogged(NextbestError):
@@ -188,6 +198,17 @@ class MergeBusy(NextbestError):
     of a merge still in flight (or the attempt was called off); retry shortly."""
 
     code = "merge_in_progress"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class MoveInProgress(NextbestError):
+    """Slots are moving already (a scale, move or rebalance runs): one operation at a
+    time; wait for it (its progress says when) and ask again."""
+
+    code = "move_in_progress"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -30,11 +30,13 @@ from decisioning.errors import (
     ModelIncompatible,
     ModelIntegrityError,
     Moved,
+    MoveInProgress,
     NextbestError,
     NotFound,
     RuleError,
     SlotFrozen,
     SlotMoved,
+    UnknownShard,
 )
 from decisioning.journal.fencing import Fenced
 from decisioning.journal.snapshot import SnapshotError
@@ -70,6 +72,8 @@ EXPECTED: dict[type[BaseException], int] = {
     StorageFailed: 503,
     SnapshotError: 500,
     SlotMapError: 422,  # never answered: it stops the supervisor's start
+    MoveInProgress: 409,
+    UnknownShard: 422,
 }
 TEMPORARY = (Backlogged, MergeBusy, Moved, SlotMoved, SlotFrozen, Fenced, StorageFailed)
 NOT_THE_CALLERS = (*TEMPORARY, SnapshotError)

@@ -73,6 +73,7 @@ def test_a_fenced_shard_actor_answers_with_a_503_error(
 ) -> None:
     data = small_config.model_dump(mode="json")
     data["server"]["data_dir"] = str(tmp_path)
+    data["server"]["shards"] = 1  # shard 0 owns customer "c" (it starts with the map)
     from decisioning.config.loader import config_from_dict
 
     cfg = config_from_dict(data, "small.yaml")
