@@ -22,7 +22,7 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
 
 from actors.calls import Call, ShardUnavailable
-from actors.deployed import shard_dir
+from actors.deployed import shard_dir, slot_store
 from actors.rollout import warm_native
 from actors.router import Router, Unreachable
 from actors.shard_actor import SUPERVISOR, ShardActor
@@ -189,7 +189,10 @@ class SupervisorActor(Supervisor):
 
     def __init__(self, config: Config) -> None:
         warm_native(config)  # first: shards (re)starting find native code ready
-        self.actors = RayFleet(config)
+        # the stored map (saved now if there is none: shards start with it) says how
+        # many shards run, whatever the config says since
+        slot_map = slot_store(config).initial(config.server.shards)
+        self.actors = RayFleet(config, slot_map.shards)
         super().__init__(config, self.actors)
 
     def pid(self) -> int:

@@ -63,7 +63,9 @@ class MoveFailed(Exception):
 class SlotMover:
     """Runs one slot operation at a time over `fleet`, journaling every step in `store`
     (the map saved there is the truth; `publish(map)` tells the supervisor's callers of
-    a new owner or shard count). `retry_s`, `clock` and `sleep` are for tests."""
+    a new owner or shard count). `fleet_lock` is held while the fleet grows or shrinks
+    (the supervisor's deploy lock: a model or catalog change reaches every shard, the
+    new ones too). `retry_s`, `clock` and `sleep` are for tests."""
 
     def __init__(
         self,
@@ -72,6 +74,7 @@ class SlotMover:
         publish: Callable[[SlotMap], None] = lambda _: None,
         *,
         slot_map: SlotMap | None = None,
+        fleet_lock: threading.Lock | None = None,
         retry_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -83,6 +86,7 @@ class SlotMover:
             raise ValueError(msg)
         self.map = stored
         self.retry_s, self.clock, self.sleep = retry_s, clock, sleep
+        self.fleet_lock = fleet_lock or threading.Lock()
         self.lock = threading.Lock()  # the map and the progress, read by status calls
         self.thread: threading.Thread | None = None
         self.progress: dict[str, Any] = _idle()
@@ -204,12 +208,14 @@ class SlotMover:
 
     def _scale(self, n: int, moves: list[Transfer]) -> None:
         if n > len(self.fleet):  # new shards first: they load what is deployed
-            self.fleet.grow(n)
+            with self.fleet_lock:
+                self.fleet.grow(n)
             self._commit(replace(self.map, epoch=self.map.epoch + 1, shards=n), publish=True)
         self._run(moves)
         if n < len(self.fleet):  # then the empty ones go
             self._commit(replace(self.map, epoch=self.map.epoch + 1, shards=n), publish=True)
-            self.fleet.shrink(n)
+            with self.fleet_lock:
+                self.fleet.shrink(n)
 
     def _run(self, moves: list[Transfer]) -> None:
         op = uuid.uuid4().hex[:8]
