@@ -102,7 +102,8 @@ class SlotMover:
             self._check_idle()
             now = len(self.fleet)
             moves = chunked(transfers(self.map.owners, balanced(self.map.owners, n)), CHUNK)
-            return self._start(f"scale {now}->{n}", n, moves, lambda: self._scale(n, moves))
+            target = f"{n} shards"
+            return self._start(f"scale {now}->{n}", target, moves, lambda: self._scale(n, moves))
 
     def move(self, lo: int, hi: int, to: int) -> dict[str, Any]:
         """Move slots [lo, hi) to shard `to` (a running shard)."""
@@ -121,8 +122,8 @@ class SlotMover:
             target = list(self.map.owners)
             target[lo:hi] = [to] * (hi - lo)
             moves = chunked(transfers(self.map.owners, target), CHUNK)
-            op = f"move {lo}-{hi - 1} -> {to}"
-            return self._start(op, to, moves, lambda: self._run(moves))
+            op, goal = f"move {lo}-{hi - 1} -> {to}", f"slots {lo}-{hi - 1} to {to}"
+            return self._start(op, goal, moves, lambda: self._run(moves))
 
     def rebalance(self) -> dict[str, Any]:
         """Give every running shard its balanced share, moving as few slots as can be."""
@@ -130,7 +131,7 @@ class SlotMover:
             self._check_idle()
             n = len(self.fleet)
             moves = chunked(transfers(self.map.owners, balanced(self.map.owners, n)), CHUNK)
-            return self._start("rebalance", n, moves, lambda: self._run(moves))
+            return self._start("rebalance", f"{n} shards", moves, lambda: self._run(moves))
 
     def resume(self) -> None:
         """Finish or roll back the migration a stopped supervisor (or a failed operation)
@@ -175,7 +176,7 @@ class SlotMover:
             )
 
     def _start(
-        self, operation: str, target: int, moves: list[Transfer], body: Callable[[], None]
+        self, operation: str, target: str, moves: list[Transfer], body: Callable[[], None]
     ) -> dict[str, Any]:
         self._started = self.clock()
         self.progress = {

@@ -128,6 +128,7 @@ def test_scaling_1_3_2_keeps_every_profile_readable_the_same_from_its_owner(
     mover = world.mover()
     started = mover.scale(3)
     assert started["state"] == "running" and started["operation"] == "scale 1->3"
+    assert started["target"] == "3 shards" and started["slots_moved"] == 0
     progress = _done(mover)
     assert progress["slots_moved"] == progress["slots_total"] == SLOTS - (SLOTS // 3 + 1)
     assert progress["profiles_moved"] == sum(1 for c in CUSTOMERS if world.owner(c) != 0)
@@ -173,6 +174,7 @@ def test_a_move_and_a_rebalance(world: World) -> None:
     mover.move(0, 3000, 1)
     progress = _done(mover)
     assert progress["operation"] == "move 0-2999 -> 1" and progress["slots_moved"] == 3000
+    assert progress["target"] == "slots 0-2999 to 1" and progress["error"] is None
     assert world.store.load().count(1) == SLOTS // 2 + 3000  # type: ignore[union-attr]
     assert world.profiles() == before
     mover.rebalance()
