@@ -15,11 +15,13 @@ import contextlib
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.calls import Call, ShardUnavailable
 from actors.deployed import shard_dir, slot_store
@@ -61,7 +63,7 @@ class RayFleet:
         self._reap(n)
         self._wait_for_shards(range(n))
 
-    def _start(self, i: int) -> Any:
+    def _start(self, i: int, placement: Any = "SPREAD") -> Any:
         """Shard actor `i`, created or found by its name."""
         return self.actor_cls.options(
             name=f"shard-{i}",
@@ -72,7 +74,7 @@ class RayFleet:
             max_task_retries=0,
             num_cpus=0,
             resources=self.config.server.shard_resources or None,
-            scheduling_strategy="SPREAD",
+            scheduling_strategy=placement,
         ).remote(i, self.config)
 
     def _reap(self, n: int) -> None:
@@ -158,17 +160,39 @@ class RayFleet:
             raise ShardUnavailable(f"shard {i} did not answer {method} ({type(e).__name__})") from e
 
     def grow(self, n: int) -> None:
-        first = len(self.shards)
-        self.shards += [self._start(i) for i in range(first, n)]
-        self._wait_for_shards(range(first, n))
+        """Start shards len..n-1, one at a time, each on the node that offers the shard
+        resource and runs the fewest shards (a node just added gets the new shards)."""
+        for i in range(len(self.shards), n):
+            self.shards.append(self._start(i, self._emptiest_node()))
+            self._wait_for_shards(range(i, i + 1))
+
+    def _emptiest_node(self) -> Any:
+        """Soft affinity to the alive node with the shard resources that runs the fewest
+        of our shards (soft: if it dies, Ray restarts the shard elsewhere); SPREAD when
+        there is no choice to make."""
+        wanted = self.config.server.shard_resources or {}
+        nodes = [
+            n["NodeID"]
+            for n in ray.nodes()
+            if n.get("Alive")
+            and all(n.get("Resources", {}).get(k, 0.0) >= v for k, v in wanted.items())
+        ]
+        if len(nodes) < 2:
+            return "SPREAD"
+        load = Counter(self.node_of(i) for i in range(len(self.shards)))
+        best = min(nodes, key=lambda node: (load.get(node, 0), node))
+        return NodeAffinitySchedulingStrategy(best, soft=True)
 
     def shrink(self, n: int) -> None:
         while len(self.shards) > n:  # the last first: those left are always a prefix
             self._stop_one(len(self.shards) - 1, self.shards.pop())
 
     def node_of(self, i: int) -> str | None:
+        shards = self.shards  # (a shrink in the mover's thread may shorten it meanwhile)
+        if i >= len(shards):
+            return None
         try:
-            return str(ray.get(self.shards[i].node_id.remote(), timeout=5))
+            return str(ray.get(shards[i].node_id.remote(), timeout=5))
         except UNAVAILABLE:
             return None
 

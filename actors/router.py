@@ -11,7 +11,9 @@ down is refused at once until it answers again. Each of these is a `ShardUnavail
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
@@ -26,6 +28,7 @@ __all__ = ["MAX_SLOT_HOPS", "Coalescer", "Router", "ShardLink", "SupervisorCalls
 log = logging.getLogger("nextbest.actors")
 MAX_SLOT_HOPS = 8  # times a call follows `slot moved` before the caller gets it
 FROZEN_WAIT_S = 1.0  # how long a call waits, all told, for slots that are moving
+REFRESH_ON_UNAVAILABLE_S = 1.0  # a shard not answering refetches the map at most this often
 
 
 class Unreachable(Exception):
@@ -182,6 +185,7 @@ class Router:
         self.max_ongoing = config.server.max_ongoing_requests
         self.ongoing = 0  # calls waiting on shards, over every route of this replica
         self._refreshing: asyncio.Future[None] | None = None
+        self._rechecked = 0.0  # when a shard not answering last made us fetch the map
 
     def shard_of(self, customer_id: str) -> int:
         return self.slot_map[slot_of(customer_id)]
@@ -201,8 +205,23 @@ class Router:
         self.ongoing += 1
         try:
             return await self.coalescers[shard].submit(method, args)
+        except ShardUnavailable:
+            await self._recheck_map()
+            raise
         finally:
             self.ongoing -= 1
+
+    async def _recheck_map(self) -> None:
+        """A shard did not answer: it may be restarting, or it was removed (scaled down)
+        and this replica's map still names it, having never been told `SlotMoved`. Fetch
+        the map again (at most once every REFRESH_ON_UNAVAILABLE_S), so the client's retry
+        goes where the slot lives now."""
+        now = time.monotonic()
+        if now - self._rechecked < REFRESH_ON_UNAVAILABLE_S:
+            return
+        self._rechecked = now
+        with contextlib.suppress(Exception):  # a restarting supervisor: keep the map
+            await self.refresh()
 
     async def call(self, shard: int, method: str, *args: Any) -> Any:
         """One call to one shard, following the slot it addresses wherever it moved."""

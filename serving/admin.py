@@ -32,7 +32,16 @@ from serving.auth import KeyRing
 from serving.errors import ok
 from serving.openapi import install_openapi
 from serving.responses import install_error_handlers, reply
-from serving.wire import ModelDeployIn, PromoteIn, SplitIn, WireError, decode_body, validate
+from serving.wire import (
+    ModelDeployIn,
+    PromoteIn,
+    ScaleIn,
+    SlotMoveIn,
+    SplitIn,
+    WireError,
+    decode_body,
+    validate,
+)
 
 __all__ = [
     "ADMIN",
@@ -62,6 +71,10 @@ ADMIN_PATHS = frozenset(
         "/v1/status",
         "/v1/catalog",
         "/v1/catalog/rollback",
+        "/v1/shards",
+        "/v1/shards/scale",
+        "/v1/shards/move",
+        "/v1/shards/rebalance",
     )
 )
 _MODEL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -71,6 +84,8 @@ ADMIN_BODIES: dict[str, tuple[type, bool]] = {
     "/v1/models/deploy": (ModelDeployIn, False),
     "/v1/models/{name}/promote": (PromoteIn, False),
     "/v1/models/{name}/split": (SplitIn, False),
+    "/v1/shards/scale": (ScaleIn, False),
+    "/v1/shards/move": (SlotMoveIn, False),
 }
 
 
@@ -187,7 +202,45 @@ def admin_router(access: Callable[[], AdminAccess | Awaitable[AdminAccess]]) -> 
     async def status(request: Request, supervisor: Supervisor) -> Response:
         return reply(request, {"shards": await supervisor.call("status")})
 
+    _shard_routes(router, allowed)
     return router
+
+
+async def _body(request: Request) -> Any:
+    return decode_body(await request.body(), request.headers.get("content-type"), 4096)
+
+
+def _shard_routes(router: APIRouter, allowed: Callable[..., SupervisorClient]) -> None:
+    """GET /v1/shards and the slot moves (one at a time; each answers 202 with its
+    progress at once and runs on in the supervisor: GET /v1/shards follows it)."""
+
+    @router.get("/v1/shards", tags=["ops"], summary="Slot ranges, owners and the epoch")
+    async def shards(
+        request: Request, supervisor: Annotated[SupervisorClient, Depends(allowed)]
+    ) -> Response:
+        return reply(request, await supervisor.call("shards"))
+
+    @router.post("/v1/shards/scale", tags=["ops"], summary="Run N shards; slots move to balance")
+    async def scale(
+        request: Request, supervisor: Annotated[SupervisorClient, Depends(allowed)]
+    ) -> Response:
+        req = validate(ScaleIn, await _body(request))
+        started = await supervisor.call("start_scale", req.shards)
+        return reply(request, ok(started, refusal=409), status=202)
+
+    @router.post("/v1/shards/move", tags=["ops"], summary="Move a slot range to a shard")
+    async def move(
+        request: Request, supervisor: Annotated[SupervisorClient, Depends(allowed)]
+    ) -> Response:
+        req = validate(SlotMoveIn, await _body(request))
+        started = await supervisor.call("start_move", req.first, req.last + 1, req.to)
+        return reply(request, ok(started, refusal=409), status=202)
+
+    @router.post("/v1/shards/rebalance", tags=["ops"], summary="Even out slots over the shards")
+    async def rebalance(
+        request: Request, supervisor: Annotated[SupervisorClient, Depends(allowed)]
+    ) -> Response:
+        return reply(request, ok(await supervisor.call("start_rebalance"), refusal=409), status=202)
 
 
 def admin_app(config: Config, supervisor: SupervisorClient) -> FastAPI:

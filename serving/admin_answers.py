@@ -203,7 +203,7 @@ class StatusOut(Out):
 
 class ShardSlots(Out):
     shard: int
-    ranges: list[tuple[int, int]] = Field(description="Slot ranges it owns: [first, end).")
+    ranges: list[tuple[int, int]] = Field(description="Slot ranges it owns: [first, last].")
     slots: int
     profiles: int | None = Field(description="null: the shard is not answering.")
     node: str | None = Field(description="The Ray node it runs on (null: not answering).")
@@ -211,9 +211,12 @@ class ShardSlots(Out):
 
 
 class MoveProgress(Out):
-    operation: Literal["scale", "move", "rebalance"]
+    operation: str | None = Field(
+        description="'scale 1->3', 'move 0-99 -> 1' or 'rebalance' (null: a migration left "
+        "by a stopped supervisor, being settled)."
+    )
     state: Literal["running", "done", "failed"]
-    target: str = Field(description="What was asked, e.g. '3 shards' or 'slots 0-99 to 1'.")
+    target: str | None = Field(description="What was asked: '3 shards', 'slots 0-99 to 1'.")
     slots_total: int
     slots_moved: int
     profiles_moved: int

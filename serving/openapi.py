@@ -20,7 +20,9 @@ from serving.admin_answers import (
     Deployed,
     ModelsOut,
     ModelStatsOut,
+    MoveProgress,
     RolledOut,
+    ShardsOut,
     StatusOut,
 )
 from serving.answers import (
@@ -88,6 +90,10 @@ ANSWERS: dict[str, dict[str, Answer]] = {
     },
     "/v1/catalog/rollback": {"post": Answer(CatalogApplied, (*KEY, 409, 422, *LATER))},
     "/v1/status": {"get": Answer(StatusOut, (*KEY, *LATER))},
+    "/v1/shards": {"get": Answer(ShardsOut, (*KEY, *LATER))},
+    "/v1/shards/scale": {"post": Answer(MoveProgress, (*KEY, *BODY, 409, *LATER))},
+    "/v1/shards/move": {"post": Answer(MoveProgress, (*KEY, *BODY, 409, *LATER))},
+    "/v1/shards/rebalance": {"post": Answer(MoveProgress, (*KEY, 409, *LATER))},
     "/healthz": {"get": Answer(Health)},
     "/readyz": {"get": Answer(Readiness, LATER, unavailable=Readiness)},
 }

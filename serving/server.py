@@ -7,12 +7,15 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import psutil
 import ray
 from ray import serve
 
+from actors.deployed import slot_store
 from actors.remote import ensure_supervisor, shutdown_cluster
 from decisioning.config import Config
 from serving.admin import ensure_admin, stop_admin
@@ -90,8 +93,12 @@ def start_ray(config: Config, num_cpus: int = 2, object_store_mb: int = 256) -> 
     return True
 
 
-def start(config: Config) -> str:
+def start(config: Config, moving: Callable[[dict[str, Any]], None] | None = None) -> str:
     """Create the shards, deploy the Serve app, and return the URL once it answers.
+
+    A data dir written with another shard count than `server.shards` is brought to that
+    count first, slots and their state moved while nothing is served yet (`moving` is
+    given the progress of the move, about twice a second).
 
     On a fresh Serve (no controller yet) whose nodes are all this machine, the ports are
     checked first: a port still held by a process that is exiting (a stop just before)
@@ -102,7 +109,9 @@ def start(config: Config) -> str:
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     if not _serve_running() and _all_nodes_here():
         _wait_for_ports(config, PORT_WAIT_S)
-    ensure_supervisor(config)
+    slot_store(config).load()  # a map it cannot read: SlotMapError, before anything starts
+    supervisor = ensure_supervisor(config)
+    _scale_to(supervisor, config.server.shards, moving)
     if config.server.admin_port is not None:
         ensure_admin(config)
     serve.start(
@@ -123,6 +132,28 @@ def start(config: Config) -> str:
     url = f"{scheme}://{s.host}:{s.port}"
     _wait_until_answering(url, verify=not s.tls_certfile)  # our own port: any cert will do
     return url
+
+
+def _scale_to(
+    supervisor: Any, shards: int, moving: Callable[[dict[str, Any]], None] | None
+) -> None:
+    """Move slots until `shards` shards own them (a no-op when they do already)."""
+    names, _, _ = ray.get(supervisor.layout.remote())
+    if len(names) == shards:
+        return
+    log.warning("the data dir has %d shards, the config %d: moving slots", len(names), shards)
+    progress = ray.get(supervisor.start_scale.remote(shards))
+    if isinstance(progress, BaseException):
+        raise progress
+    while progress["state"] == "running":
+        if moving is not None:
+            moving(progress)
+        time.sleep(0.5)
+        progress = ray.get(supervisor.move_progress.remote())
+    if moving is not None:
+        moving(progress)
+    if progress["state"] == "failed":
+        raise RuntimeError(f"moving slots to {shards} shards failed: {progress['error']}")
 
 
 def http_options(config: Config) -> dict[str, object]:

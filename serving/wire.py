@@ -24,7 +24,10 @@ from pydantic import (
     StrictStr,
     ValidationError,
     WithJsonSchema,
+    model_validator,
 )
+
+from decisioning.profile.slots import SLOTS
 
 __all__ = [
     "DEFAULT",
@@ -34,6 +37,8 @@ __all__ = [
     "ModelDeployIn",
     "OutcomeIn",
     "PromoteIn",
+    "ScaleIn",
+    "SlotMoveIn",
     "SplitIn",
     "WireError",
     "WireModels",
@@ -233,6 +238,26 @@ class PromoteIn(_Wire):
     challenger)."""
 
     version: int | None = Field(None, ge=1, description="A version in the registry.")
+
+
+class ScaleIn(_Wire):
+    """POST /v1/shards/scale: the number of shards to run; slots move to balance."""
+
+    shards: int = Field(ge=1, le=SLOTS, description="Shards to run (at most one per slot).")
+
+
+class SlotMoveIn(_Wire):
+    """POST /v1/shards/move: move slots [first, last] (inclusive) to shard `to`."""
+
+    first: int = Field(ge=0, lt=SLOTS, description="The first slot to move.")
+    last: int = Field(ge=0, lt=SLOTS, description="The last slot to move (inclusive).")
+    to: int = Field(ge=0, lt=SLOTS, description="The shard that will own them.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SlotMoveIn:
+        if self.last < self.first:
+            raise ValueError("last must not be before first")
+        return self
 
 
 class SplitIn(_Wire):

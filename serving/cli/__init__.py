@@ -8,6 +8,7 @@ built apart from what is called (`render.py`):
     models.py     models deploy | register | sign | list | promote | rollback | split | stats
     catalog.py    catalog apply | rollback | show; context load | show
     ops.py        status, keys new, bench
+    shards.py     shards [scale | move | rebalance]
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 
 import typer
 
-from serving.cli import catalog, models, ops, run, training
+from serving.cli import catalog, models, ops, run, shards, training
 
 __all__ = ["app", "main"]
 
@@ -36,6 +37,7 @@ app.command()(ops.status)
 app.add_typer(catalog.catalog_app, name="catalog")
 app.add_typer(catalog.context_app, name="context")
 app.add_typer(ops.keys_app, name="keys")
+app.add_typer(shards.shards_app, name="shards")
 app.command()(ops.bench)
 
 

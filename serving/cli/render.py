@@ -6,7 +6,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["evaluation", "registry_line", "rollout", "simulation", "stats_lines", "status_table"]
+__all__ = [
+    "evaluation",
+    "move_line",
+    "registry_line",
+    "rollout",
+    "shards_table",
+    "simulation",
+    "stats_lines",
+    "status_table",
+]
 
 
 def _mb(n: float) -> str:
@@ -105,3 +114,44 @@ def evaluation(model: str, e: Any) -> Iterator[str]:
             "  few decisions support this model: turn on exploration "
             "(decisioning.exploration) to evaluate models that differ from what runs"
         )
+
+
+def _ranges(ranges: list[list[int]]) -> str:
+    return ", ".join(f"{lo}-{last}" for lo, last in ranges) or "-"
+
+
+def shards_table(answer: dict[str, Any]) -> str:
+    """One line per shard: the slot ranges it owns, slots, profiles, node; the epoch."""
+    head = ("shard", "slots", "ranges", "profiles", "node", "ready")
+    rows: list[tuple[str, ...]] = [head]
+    for s in answer["shards"]:
+        profiles = "-" if s.get("profiles") is None else f"{s['profiles']:,}"
+        node = (s.get("node") or "-")[:12]
+        ready = "yes" if s.get("ready") else "no"
+        rows.append(
+            (str(s["shard"]), f"{s['slots']:,}", _ranges(s["ranges"]), profiles, node, ready)
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.append(f"slot map epoch {answer['epoch']}")
+    if answer.get("moving"):
+        lines.append(move_line(answer["moving"]))
+    return "\n".join(lines)
+
+
+def move_line(p: dict[str, Any]) -> str:
+    """A slot move's progress on one line: a bar, slots, profiles/s, ETA or the result."""
+    total = max(p["slots_total"], 1)
+    done = p["slots_moved"] / total
+    bar = "#" * int(done * 30)
+    line = (
+        f"{p['operation']} ({p['target']}): [{bar:<30}] {p['slots_moved']:,}/"
+        f"{p['slots_total']:,} slots, {p['profiles_moved']:,} profiles "
+        f"({p['profiles_per_s']:,.0f}/s)"
+    )
+    if p["state"] == "running":
+        eta = p.get("eta_s")
+        return line + (f", ETA {eta:.0f}s" if eta is not None else "")
+    if p["state"] == "failed":
+        return line + f", FAILED after {p['elapsed_s']:.1f}s: {p['error']}"
+    return line + f", done in {p['elapsed_s']:.1f}s"

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +17,8 @@ import typer
 
 from decisioning.config import SCOPES, ApiKeySpec, Config
 from decisioning.stores.registry import Registry
-from serving.cli import client
+from decisioning.stores.slotmap import SlotMapError
+from serving.cli import client, render
 from serving.cli.common import DEFAULT_CONFIG, ConfigOpt, UrlOpt, fail, read_config
 
 __all__ = ["demo", "ensure_demo_model", "load_demo_events", "serve", "with_keys"]
@@ -148,8 +151,8 @@ def serve(
             "compiled for this CPU is compiled first: seconds per model)"
         )
         try:
-            url = server.start(cfg)
-        except server.PortInUse as e:
+            url = server.start(cfg, moving=_moving_line())
+        except (server.PortInUse, SlotMapError) as e:
             typer.secho(f"nextbest cannot start: {e}", fg="red", err=True)
             raise typer.Exit(1) from None
         if demo:
@@ -169,6 +172,18 @@ def serve(
 
                 ray.shutdown()
         typer.echo("stopped.")
+
+
+def _moving_line() -> Callable[[dict[str, Any]], None]:
+    """Show the progress of slots moved at start (a data dir of another shard count)."""
+    tty = sys.stdout.isatty()
+
+    def show(progress: dict[str, Any]) -> None:
+        line = render.move_line(progress)
+        done = progress["state"] != "running"
+        typer.echo(("\r" if tty else "") + line, nl=done or not tty)
+
+    return show
 
 
 def demo(

@@ -98,9 +98,10 @@ def under_load(
                 started = time.monotonic()
                 while True:  # retry the same event until acknowledged
                     try:
-                        status = c.post("/v1/events", json=ev).status_code
-                    except httpx.HTTPError:
-                        status = 0
+                        answer = c.post("/v1/events", json=ev)
+                        status, last = answer.status_code, answer.text[:300]
+                    except httpx.HTTPError as e:
+                        status, last = 0, repr(e)
                     with lock:
                         figures.statuses[status] += 1
                         if status >= 500 and status != 503:
@@ -111,7 +112,9 @@ def under_load(
                         raise AssertionError(f"event {ev['event_id']}: {status}")
                     first_failure = first_failure or time.monotonic()
                     if time.monotonic() - started > EVENT_DEADLINE_S:
-                        raise AssertionError(f"event {ev['event_id']} never acknowledged")
+                        raise AssertionError(
+                            f"event {ev['event_id']} of {cid} never acknowledged; last: {last}"
+                        )
                     time.sleep(0.05)  # a client's retry backoff, not synchronisation
                 if first_failure is not None:
                     with lock:

@@ -222,3 +222,32 @@ def test_a_call_follows_its_slot_to_the_new_owner_and_waits_out_a_move(
 
     assert asyncio.run(wait_out_the_move()) == 1
     assert _views(shards[1], frozen) == 2.0
+
+
+def test_a_removed_shard_that_does_not_answer_makes_the_router_fetch_the_map(
+    small_config: Config,
+) -> None:
+    """Scaled down: shard 1 is gone, and this replica was never told SlotMoved for its
+    slots. Its call is a 503 (the client retries), and the map is fetched meanwhile, so
+    the retry reaches the owner named now."""
+    shards = [Shard(i, small_config, clock=Clock()) for i in range(2)]
+    links = [Link(s) for s in shards]
+    links[1].down = True
+    supervisor = Layout([0] * SLOTS, 5)
+
+    async def layout(method: str, *args: Any) -> Any:
+        supervisor.asked += 1
+        return ["shard-0"], [0] * SLOTS, 5
+
+    supervisor.call = layout  # type: ignore[method-assign]
+    router = Router(small_config, supervisor, contiguous_map(2), links, 4, lambda i: links[i])
+    gone = next(f"c{i}" for i in range(100) if router.shard_of(f"c{i}") == 1)
+
+    async def twice() -> tuple[str, Any]:
+        first = await _code(router.call(router.shard_of(gone), "apply_events", *_view("g1", gone)))
+        return first, await router.call(router.shard_of(gone), "apply_events", *_view("g1", gone))
+
+    first, retried = asyncio.run(twice())
+    assert first == "shard_unavailable" and retried == 1
+    assert supervisor.asked == 1 and router.epoch == 5 and len(router.shards) == 1
+    assert _views(shards[0], gone) == 1.0

@@ -3,7 +3,7 @@ aliases and the live model metrics, as a user reads them."""
 
 from __future__ import annotations
 
-from serving.cli.render import rollout, stats_lines
+from serving.cli.render import move_line, rollout, shards_table, stats_lines
 
 
 def test_a_rollout_names_the_champion_and_any_challenger() -> None:
@@ -41,3 +41,51 @@ def test_model_stats_show_one_line_per_version_and_a_dash_for_no_rate() -> None:
     ]
     assert first.split() == ["propensity@1", "champion", "10", "8", "2", "25.00%"]
     assert second.split() == ["propensity@2", "-", "10", "8", "2", "-"]
+
+
+def _progress(**over: object) -> dict[str, object]:
+    p = {"operation": "scale 1->3", "state": "running", "target": "3 shards", "slots_total": 10922,
+         "slots_moved": 5461, "profiles_moved": 120_000, "profiles_per_s": 40_000.0,
+         "elapsed_s": 3.0, "eta_s": 3.0, "error": None}  # fmt: skip
+    return {**p, **over}
+
+
+def test_a_move_shows_its_bar_counts_rate_and_eta_then_its_end() -> None:
+    running = move_line(_progress())
+    assert running == (
+        "scale 1->3 (3 shards): [###############               ] 5,461/10,922 slots, "
+        "120,000 profiles (40,000/s), ETA 3s"
+    )
+    done = move_line(_progress(state="done", slots_moved=10922, eta_s=None, elapsed_s=6.04))
+    assert done.endswith("10,922/10,922 slots, 120,000 profiles (40,000/s), done in 6.0s")
+    failed = move_line(_progress(state="failed", error="shard 2 refused: no disk"))
+    assert failed.endswith("FAILED after 3.0s: shard 2 refused: no disk")
+
+
+def test_shards_table_names_each_shards_ranges_and_the_epoch() -> None:
+    answer = {
+        "epoch": 4,
+        "shards": [
+            {
+                "shard": 0,
+                "ranges": [[0, 99], [200, 299]],
+                "slots": 200,
+                "profiles": 1500,
+                "node": "abcdef0123456789",
+                "ready": True,
+            },
+            {
+                "shard": 1,
+                "ranges": [[100, 199]],
+                "slots": 100,
+                "profiles": None,
+                "node": None,
+                "ready": False,
+            },
+        ],  # fmt: skip
+        "moving": None,
+    }
+    lines = shards_table(answer).splitlines()
+    assert lines[1].split() == ["0", "200", "0-99,", "200-299", "1,500", "abcdef012345", "yes"]
+    assert lines[2].split() == ["1", "100", "100-199", "-", "-", "no"]
+    assert lines[-1] == "slot map epoch 4"
