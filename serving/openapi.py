@@ -56,6 +56,7 @@ class Answer(NamedTuple):
     ok: type[BaseModel]
     errors: tuple[int, ...] = ()
     unavailable: type[BaseModel] | None = None
+    status: int = 200  # 202: started, runs on (the slot moves)
 
 
 KEY = (401, 403)  # no or unknown API key; a key without the route's scope
@@ -91,9 +92,9 @@ ANSWERS: dict[str, dict[str, Answer]] = {
     "/v1/catalog/rollback": {"post": Answer(CatalogApplied, (*KEY, 409, 422, *LATER))},
     "/v1/status": {"get": Answer(StatusOut, (*KEY, *LATER))},
     "/v1/shards": {"get": Answer(ShardsOut, (*KEY, *LATER))},
-    "/v1/shards/scale": {"post": Answer(MoveProgress, (*KEY, *BODY, 409, *LATER))},
-    "/v1/shards/move": {"post": Answer(MoveProgress, (*KEY, *BODY, 409, *LATER))},
-    "/v1/shards/rebalance": {"post": Answer(MoveProgress, (*KEY, 409, *LATER))},
+    "/v1/shards/scale": {"post": Answer(MoveProgress, (*KEY, *BODY, 409, *LATER), status=202)},
+    "/v1/shards/move": {"post": Answer(MoveProgress, (*KEY, *BODY, 409, *LATER), status=202)},
+    "/v1/shards/rebalance": {"post": Answer(MoveProgress, (*KEY, 409, *LATER), status=202)},
     "/healthz": {"get": Answer(Health)},
     "/readyz": {"get": Answer(Readiness, LATER, unavailable=Readiness)},
 }
@@ -132,7 +133,10 @@ def _content(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _responses(answer: Answer, ref: Callable[[type[BaseModel]], dict[str, Any]]) -> Any:
     """The OpenAPI `responses` of one operation."""
-    out: dict[str, Any] = {"200": {"description": "OK", "content": _content(ref(answer.ok))}}
+    what = "OK" if answer.status == 200 else "Accepted: started, runs on"
+    out: dict[str, Any] = {
+        str(answer.status): {"description": what, "content": _content(ref(answer.ok))}
+    }
     for status in answer.errors:
         schema = ref(ErrorOut)
         if status == 503 and answer.unavailable is not None:

@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from actors.slots import MAX_SHARDS
 from decisioning.profile.slots import SLOTS
 
 __all__ = [
@@ -243,7 +244,7 @@ class PromoteIn(_Wire):
 class ScaleIn(_Wire):
     """POST /v1/shards/scale: the number of shards to run; slots move to balance."""
 
-    shards: int = Field(ge=1, le=SLOTS, description="Shards to run (at most one per slot).")
+    shards: int = Field(ge=1, le=MAX_SHARDS, description=f"Shards to run (1..{MAX_SHARDS}).")
 
 
 class SlotMoveIn(_Wire):

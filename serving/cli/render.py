@@ -23,9 +23,10 @@ def _mb(n: float) -> str:
 
 
 def status_table(shards: list[dict[str, Any]]) -> str:
-    """One line per shard: ready, generation, customers, WAL, last snapshot, counters."""
-    head = ("shard", "ready", "gen", "restarts", "customers", "wal", "snapshot", "recovered",
-            "scorer", "events", "decisions", "dupes")  # fmt: skip
+    """One line per shard: ready, generation, customers, slots, WAL, last snapshot,
+    counters."""
+    head = ("shard", "ready", "gen", "restarts", "customers", "slots", "wal", "snapshot",
+            "recovered", "scorer", "events", "decisions", "dupes")  # fmt: skip
     rows: list[tuple[str, ...]] = [head]
     for s in shards:
         if s.get("ready") is False:  # not answering: restarting, recovering or gone
@@ -42,6 +43,7 @@ def status_table(shards: list[dict[str, Any]]) -> str:
                 str(rec.get("generation", "-")),
                 str(rec.get("restarts", "-")),
                 f"{s['customers']:,}",
+                f"{s.get('slots', 0):,}" + (" (moving)" if s.get("frozen") else ""),
                 _mb(s["wal_bytes"]) if s.get("durable") else "off",
                 snap if s.get("durable") else "-",
                 f"{rec['snapshot_profiles']:,}+{rec['wal_records']:,} in {rec['seconds']}s"

@@ -17,7 +17,9 @@ import pytest
 import ray
 
 from decisioning.profile.slots import SLOTS, slot_of
-from tests.integration.chaos import under_load
+from decisioning.stores.slotmap import SlotMapError
+from serving import server as nb_server
+from tests.integration.chaos import profile_counts, under_load
 from tests.integration.harness import (
     FIGURES,
     SHARD_NODE,
@@ -25,6 +27,7 @@ from tests.integration.harness import (
     Session,
     nextbest,
     running_server,
+    server_config,
     wait_until,
 )
 
@@ -90,6 +93,24 @@ def _profiles(server: Server, customers: list[str]) -> dict[str, Any]:
             body.pop("shard", None)
             out[cid] = body
     return out
+
+
+def _where(server: Server) -> str:
+    """Each customer's page views and owner, and each shard's recovery (diagnostics)."""
+    owners = {}
+    for s in _shards(server)["shards"]:
+        for lo, last in s["ranges"]:
+            owners.update({(lo, last): s["shard"]})
+    counts = profile_counts(server, CUSTOMERS)
+    per = {
+        c: (counts[c], next(o for (lo, last), o in owners.items() if lo <= slot_of(c) <= last))
+        for c in CUSTOMERS
+    }
+    with server.client() as c:
+        status = c.get("/v1/status").json()["shards"]
+    shards = [{k: s.get(k) for k in ("shard", "customers", "slots", "slot_epoch", "recovery")}
+              for s in status]  # fmt: skip
+    return f"views and owner per customer {per}; shards {shards}"
 
 
 def _feed(server: Server, customers: list[str], prefix: str) -> None:
@@ -177,6 +198,11 @@ def test_a_move_while_one_runs_is_refused_and_bad_input_is_422(one_shard: Server
         unknown = c.post("/v1/shards/move", json={"first": 0, "last": 5, "to": 7})
         assert unknown.status_code in (409, 422), unknown.text
         assert unknown.json()["error"]["code"] == "unknown_shard"
+        for body in ({"shards": 0}, {"shards": 65}, {"shards": "two"}, {}, {"shards": 2, "x": 1}):
+            r = c.post("/v1/shards/scale", json=body)
+            assert r.status_code == 422, (body, r.text)
+            assert r.json()["error"]["code"] in ("invalid_field", "missing_field", "unknown_field")
+        assert _shards(one_shard)["moving"] is None  # nothing was started
         first = c.post("/v1/shards/scale", json={"shards": 2})
         assert first.status_code == 202, first.text
         second = c.post("/v1/shards/scale", json={"shards": 3})
@@ -232,9 +258,29 @@ def test_a_node_added_for_new_shards_dies_and_nothing_acknowledged_is_lost(
 
     figures = under_load(one_shard, CUSTOMERS, change, seconds=24, every=7, rate=150, threads=4)
     FIGURES.append(figures.line("a node added for new shards, then lost"))
-    assert figures.lost == 0, figures
+    where = _where(one_shard) if figures.lost else ""  # what to look at when it fails
+    assert figures.lost == 0, f"{figures}; {where}"
     assert figures.doubled == 0, figures
     assert figures.other_5xx == 0, figures
     _owners_are(one_shard, 3)
     with httpx.Client(base_url=one_shard.url, headers=one_shard.headers, timeout=10) as c:
         assert c.get("/v1/status").status_code == 200
+
+
+def test_a_slot_map_it_cannot_read_is_refused_at_start_with_what_to_do(
+    session: Session, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    (data / "slots").mkdir(parents=True)
+    (data / "slots" / "map.json").write_text('{"epoch": 3, "shards": 2, "owners": [[0, 9')
+    config = server_config(
+        (session.port, session.proxy_port), data, "nextbest-bad-map", "http://127.0.0.1:9"
+    )
+    with pytest.raises(SlotMapError) as refused:
+        nb_server.start(config)
+    message = str(refused.value)
+    assert str(data / "slots" / "map.json") in message, message
+    assert "backup" in message and "move the data dir away" in message, message
+    with pytest.raises(ValueError):  # nothing was started
+        ray.get_actor("supervisor", namespace="nextbest-bad-map")
+    assert (data / "slots" / "map.json").read_text().endswith("[[0, 9")  # left as it was

@@ -75,10 +75,10 @@ def test_status_table_shows_each_shard(small_config: Config, tmp_path: Path) -> 
     table = status_table([new.status(), old.status(), {"shard": 1, "ready": False}])
     lines = table.splitlines()
     assert lines[0].split() == [
-        "shard", "ready", "gen", "restarts", "customers", "wal", "snapshot", "recovered",
-        "scorer", "events", "decisions", "dupes",
+        "shard", "ready", "gen", "restarts", "customers", "slots", "wal", "snapshot",
+        "recovered", "scorer", "events", "decisions", "dupes",
     ]  # fmt: skip
-    assert lines[1].split()[:5] == ["0", "yes", "2", "1", "1"]  # the old one never stopped
+    assert lines[1].split()[:6] == ["0", "yes", "2", "1", "1", "16,384"]  # no map: every slot
     assert "0+1 in" in lines[1]  # recovered: no snapshot, one WAL record
     assert lines[2].split()[:5] == ["0", "FENCED", "1", "0", "1"]
     assert lines[2].split()[-3:] == ["1", "0", "1"]  # events, decisions, duplicates
