@@ -28,6 +28,7 @@ from actors.deployed import shard_dir, slot_store
 from actors.rollout import warm_native
 from actors.router import Router, Unreachable
 from actors.shard_actor import SUPERVISOR, ShardActor
+from actors.slots import MAX_SHARDS
 from actors.supervisor import Supervisor
 from decisioning.config import Config
 
@@ -78,21 +79,23 @@ class RayFleet:
         ).remote(i, self.config)
 
     def _reap(self, n: int) -> None:
-        """Stop shards a supervisor left running past the stored count: it died in the
-        middle of a shrink (after the map said `n` shards; the last are stopped first,
-        so those left are shard-n, shard-n+1, ...) or of a grow (before the map said so).
-        They own no slot."""
-        i = n
-        while True:
-            try:
-                actor = ray.get_actor(f"shard-{i}", namespace=self.config.server.namespace)
-            except ValueError:
-                return
-            log.warning(
-                "supervisor: shard %d runs but the slot map has %d shards; stopping it", i, n
-            )
-            self._stop_one(i, actor)
-            i += 1
+        """Stop shards running past the stored count: a supervisor died in the middle of
+        a shrink or a grow, or a deployment before this one left them. They own no slot.
+        Every name up to the most shards there can be is looked at (one missing in the
+        middle does not hide the rest)."""
+        for i in range(n, MAX_SHARDS):
+            actor = self._running(i)
+            if actor is not None:
+                log.warning(
+                    "supervisor: shard %d runs but the slot map has %d shards; stopping it", i, n
+                )
+                self._stop_one(i, actor)
+
+    def _running(self, i: int) -> Any:
+        try:
+            return ray.get_actor(f"shard-{i}", namespace=self.config.server.namespace)
+        except ValueError:
+            return None
 
     def _wait_for_shards(self, which: range, timeout: float = 600.0) -> None:
         """Until every shard of `which` answers. A restarted supervisor (its node was
@@ -163,8 +166,20 @@ class RayFleet:
         """Start shards len..n-1, one at a time, each on the node that offers the shard
         resource and runs the fewest shards (a node just added gets the new shards)."""
         for i in range(len(self.shards), n):
+            leftover = self._running(i)  # started for another map or config: never adopted
+            if leftover is not None:
+                log.warning("supervisor: a shard-%d owning no slot still runs; stopping it", i)
+                ray.kill(leftover, no_restart=True)
+                self._gone(i)
             self.shards.append(self._start(i, self._emptiest_node()))
             self._wait_for_shards(range(i, i + 1))
+
+    def _gone(self, i: int, timeout: float = 30.0) -> None:
+        """Until the name shard-i is free again (a killed actor's name is released
+        shortly after)."""
+        deadline = time.monotonic() + timeout
+        while self._running(i) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def _emptiest_node(self) -> Any:
         """Soft affinity to the alive node with the shard resources that runs the fewest

@@ -298,7 +298,10 @@ class SlotMover:
         message = SetSlotMap(slot_map)
         for i in range(len(self.fleet)):
             if i in required:
-                self._call(i, "set_slot_map", message)
+                held = int(self._call(i, "set_slot_map", message))
+                if held < slot_map.epoch:  # it ignored the map: never count it as taken
+                    msg = f"shard {i} holds map epoch {held}, not {slot_map.epoch}"
+                    raise MoveFailed(msg)
                 continue
             try:
                 answer = self.fleet.call_on(i, "set_slot_map", message)

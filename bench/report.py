@@ -8,7 +8,7 @@ from typing import Any
 
 from bench.loadgen import Result
 
-__all__ = ["report", "step"]
+__all__ = ["elastic_lines", "report", "step"]
 
 
 def step(label: str, r: Result, floor: Result | None, unit: float = 1.0) -> dict[str, Any]:
@@ -33,7 +33,47 @@ def step(label: str, r: Result, floor: Result | None, unit: float = 1.0) -> dict
 def report(r: dict[str, Any]) -> str:
     """Max-throughput rows compare req/s with the floor's max; "@ half max" rows (open
     loop at half of that step's max) compare p99 with the floor's p99 at half its max."""
-    return "\n".join(["", *http_table(r["http"]), "", *in_process_lines(r)])
+    elastic = elastic_lines(r["elastic"], r["in_actor"]) if "elastic" in r else []
+    return "\n".join(["", *http_table(r["http"]), "", *elastic, *in_process_lines(r)])
+
+
+def elastic_lines(e: dict[str, Any], in_actor: dict[str, Any]) -> list[str]:
+    """Slot moves: their speed, p99 while they run, decide by shard count."""
+    s, m = e["scale_1_to_2"], e["move"]
+    still, during = e["without_move"], e["during_move"]
+
+    def others(statuses: dict[Any, int]) -> str:
+        bad = {k: v for k, v in statuses.items() if str(k) != "200"}
+        return f" (answers other than 200: {bad})" if bad else ""
+
+    def p99(kind: str) -> str:
+        a, b = still[kind], during[kind]
+        return (
+            f"{kind} p99 {a['p99_ms']:.1f} ms without a move{others(a['statuses'])}, "
+            f"{b['p99_ms']:.1f} ms during ({b['p99_ms'] / a['p99_ms']:.2f}x)"
+            f"{others(b['statuses'])}"
+        )
+
+    by = e["decide_by_shards"]
+    one = by.get(1) or by.get("1")
+    per_shard = 1e6 / in_actor["total_us"]
+    return [
+        f"elastic shards, {e['profiles']:,} profiles: scale 1 -> 2 moved "
+        f"{s.get('profiles_moved', 0):,} profiles in {s.get('elapsed_s', 0):.1f} s "
+        f"(incl. starting the shard); a move of a quarter of the slots between two shards "
+        f"moved {m.get('profiles_moved', 0):,} profiles at {m.get('profiles_per_s', 0):,.0f}/s",
+        f"while slots moved back and forth ({during['moves']} moves) at {e['rate']:.0f} req/s "
+        f"each: {p99('decide')}; {p99('events')}",
+        "/v1/decide max by shard count: "
+        + ", ".join(
+            f"{k} -> {v['rps']:,.0f} req/s ({v['rps'] / one['rps']:.2f}x)"
+            f"{others(v.get('statuses', {}))}"
+            for k, v in by.items()
+        )
+        + f" (2 cores: no room to scale); one shard decides in {in_actor['total_us']:.0f} µs "
+        f"in-actor, so a shard with its own core can serve ~{per_shard:,.0f} decisions/s",
+        "",
+    ]
 
 
 def http_table(rows: list[dict[str, Any]]) -> list[str]:

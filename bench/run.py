@@ -5,6 +5,8 @@
    and /v1/events (single and batches of 100): max throughput, and p50/p99/p99.9 at
    half of max;
 3. in-actor time per decision, by stage;
+3b. elastic shards (bench/elastic.py): profiles moved per second, p99 during a move
+   against without one, /v1/decide with 1, 2 and 4 shards;
 4. memory per profile with 1,000,000 profiles in one shard, 40 features;
 5. durability: event ack latency per fsync policy (open loop at a fixed rate, against
    the floor at that rate), and for a shard of 1,000,000 profiles the snapshot pause,
@@ -28,6 +30,7 @@ import ray
 
 from bench.common import BENCH_HEADERS, NOOP_PORTS, bench_config, free_port
 from bench.durability import durability_figures
+from bench.elastic import elastic_figures
 from bench.http_figures import http_figures
 from bench.in_process import in_actor, rule_figures, trigger_figures
 from bench.memory import memory_per_profile
@@ -52,7 +55,7 @@ def run(
     data_dir = tempfile.mkdtemp(prefix="nextbest-bench-")
     cfg = bench_config(config, data_dir, free_port())
     model = _bench_model(cfg, data_dir, say)
-    rows = _over_http(cfg, seconds, connections, say)
+    rows, elastic = _over_http(cfg, seconds, connections, say)
     say("in-actor decision time …")
     actor: dict[str, Any] = in_actor(cfg)
     logged = in_actor(cfg, logs_dir=os.path.join(data_dir, "bench-logs"))
@@ -70,6 +73,7 @@ def run(
     )
     result = {
         "http": rows,
+        "elastic": elastic,
         "in_actor": actor,
         "memory": mem,
         "durability": durability,
@@ -95,8 +99,11 @@ def _bench_model(cfg: Config, data_dir: str, say: Any) -> TrainResult:
     return model
 
 
-def _over_http(cfg: Config, seconds: float, connections: int, say: Any) -> list[dict[str, Any]]:
-    """Ray and the server started, 1,000 live customers loaded, the HTTP figures."""
+def _over_http(
+    cfg: Config, seconds: float, connections: int, say: Any
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Ray and the server started (one shard), 1,000 live customers loaded, the HTTP
+    figures, then the elastic ones (bench/elastic.py) on the same server."""
     # room for the no-op floor app, a second ingress with its own port in direct mode
     os.environ.setdefault(
         "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT", str(cfg.server.port + NOOP_PORTS)
@@ -106,11 +113,12 @@ def _over_http(cfg: Config, seconds: float, connections: int, say: Any) -> list[
         url = nb_server.start(cfg)
         _load_customers(cfg, url)
         rows = http_figures(cfg, seconds, connections, say)
+        elastic = elastic_figures(cfg.server.port, seconds, connections, say)
         nb_server.stop(cfg)
     finally:
         if started:
             ray.shutdown()
-    return rows
+    return rows, elastic
 
 
 def _load_customers(cfg: Config, url: str) -> None:

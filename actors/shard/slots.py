@@ -40,12 +40,12 @@ from actors.shard.journal import Journal
 from actors.shard.profiles import Profiles
 from actors.shard.triggers import Triggers
 from decisioning.delivery.outbox import Message
-from decisioning.errors import NextbestError, SlotFrozen, SlotMoved
+from decisioning.errors import InvalidInput, NextbestError, SlotFrozen, SlotMoved
 from decisioning.journal.records import SlotsAbsorbed, SlotsDropped
 from decisioning.profile.identity import Book
 from decisioning.profile.slots import SlotMap, decision_slot, slot_of
 
-__all__ = ["KEYS", "Ownership", "SlotMoves", "plain", "unplain"]
+__all__ = ["KEYS", "PART", "Ownership", "SlotMoves", "plain", "split", "unplain"]
 
 _MATRICES = ("f32", "f64", "i32", "u16")
 # identity rows keyed by a customer id (their slot moves them); the others are copied
@@ -187,9 +187,18 @@ class SlotMoves:
         return r.hi - r.lo
 
     def absorb(self, r: m.AbsorbSlots) -> int:
-        """Step 3 on the destination: durable before the answer (the caller's flush)."""
+        """Step 3 on the destination: durable before the answer (the caller's flush).
+        Refused for a range this shard serves any slot of already (a late or repeated
+        absorb after the map named it would overwrite what it acknowledged since)."""
         st = r.state
-        self.journal.log(SlotsAbsorbed(st.migration, st.lo, st.hi, plain(st)))
+        owned = self.ownership.map
+        if owned is not None and self.ownership.shard_id in owned.owners[st.lo : st.hi]:
+            raise InvalidInput(
+                f"slots [{st.lo}, {st.hi}) are served here already: absorb refused",
+                code="slot_owned",
+            )
+        for k, part in enumerate(split(st, PART)):  # each WAL record well under its limit
+            self.journal.log(SlotsAbsorbed(st.migration, st.lo, st.hi, plain(part), k))
         self.load(st)
         return st.profiles
 
@@ -205,7 +214,7 @@ class SlotMoves:
     # -- replay --------------------------------------------------------------------------
 
     def redo_absorbed(self, r: SlotsAbsorbed) -> None:
-        self.load(unplain(r.migration, r.lo, r.hi, r.state))
+        self.load(unplain(r.migration, r.lo, r.hi, r.state), replace=r.part == 0)
 
     def redo_dropped(self, r: SlotsDropped) -> None:
         self.remove(r.lo, r.hi)
@@ -242,9 +251,11 @@ class SlotMoves:
             tuple(identity),
         )
 
-    def load(self, st: m.SlotState) -> None:
-        """Replace what this shard holds for the state's slots by the state."""
-        self.remove(st.lo, st.hi)
+    def load(self, st: m.SlotState, replace: bool = True) -> None:
+        """Replace what this shard holds for the state's slots by the state (not
+        `replace`: add it, a later part of one absorb)."""
+        if replace:
+            self.remove(st.lo, st.hi)
         store = self.profiles.store
         for i, c in enumerate(st.ids):
             r = store.row(c)
@@ -315,6 +326,34 @@ def _held(book: Book, kind: str) -> dict[str, Any]:
 
 
 # -- a SlotState as plain values (the WAL's SlotsAbsorbed record) ------------------------
+
+PART = 20_000  # items of each kind per WAL record: ~10 MB of profiles, far under MAX_RECORD
+
+
+def split(st: m.SlotState, size: int) -> list[m.SlotState]:
+    """The state in parts of at most `size` items of each kind (ids with their rows,
+    keys, contacts, ...); loading them in order, the first replacing, is loading it."""
+    kinds = ("seen", "contacts", "timers", "outbound", "decisions", "identity")
+    longest = max([len(st.ids), *(len(getattr(st, k)) for k in kinds)])
+    n = max(1, -(-longest // size))
+    if n == 1:
+        return [st]
+
+    def cut(seq: Any, k: int) -> Any:
+        step = -(-len(seq) // n)
+        return seq[k * step : (k + 1) * step]
+
+    return [
+        m.SlotState(
+            st.migration,
+            st.lo,
+            st.hi,
+            cut(st.ids, k),
+            {name: cut(rows, k) for name, rows in st.matrices.items()},
+            *(cut(getattr(st, kind), k) for kind in kinds),
+        )
+        for k in range(n)
+    ]
 
 
 def plain(st: m.SlotState) -> dict[str, Any]:

@@ -268,9 +268,10 @@ class SlotsAbsorbed:
     lo: int
     hi: int
     state: dict[str, Any]
+    part: int = 0  # a big range is logged in parts; part 0 replaces, the rest add
 
     def body(self) -> list[Any]:
-        return [self.migration, self.lo, self.hi, self.state]
+        return [self.migration, self.lo, self.hi, self.state, self.part]
 
 
 @dataclass(frozen=True, slots=True)

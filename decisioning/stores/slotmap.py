@@ -69,8 +69,13 @@ class SlotMapStore:
     def __init__(self, fs: pafs.FileSystem, path: str, shards_root: str | None = None) -> None:
         self.fs, self.path, self.shards_root = fs, path, shards_root
         self.local = isinstance(fs, pafs.LocalFileSystem)
-        if self.local:  # temp files of a writer killed in the middle of a save
-            for stale in glob.glob(glob.escape(path) + ".*.tmp"):
+
+    def clear_stale(self) -> None:
+        """Delete temp files a writer killed in the middle of a save left. Only the
+        writer (the supervisor, at its start) calls it: a reader doing so could delete
+        the file of a save in flight."""
+        if self.local:
+            for stale in glob.glob(glob.escape(self.path) + ".*.tmp"):
                 with contextlib.suppress(OSError):
                     os.unlink(stale)
 
@@ -125,6 +130,7 @@ class SlotMapStore:
         (contiguous over its shard directories), else a new contiguous map over `shards`
         (epoch 1). Either is saved before it is returned, so it never changes again
         behind the supervisor's back."""
+        self.clear_stale()
         stored = self.load()
         if stored is not None:
             return stored

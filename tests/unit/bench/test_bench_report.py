@@ -9,7 +9,7 @@ import pytest
 
 from bench.bodies import batch_bodies, decide_bodies, event_bodies
 from bench.loadgen import Result
-from bench.report import http_table, report, step
+from bench.report import elastic_lines, http_table, report, step
 
 FLOOR = Result(3000, 0, 2.0, 1.0, 4.0, 5.0, {200: 3000})  # 1,500 req/s, p99 4 ms
 RUN = Result(1000, 3, 2.0, 1.5, 9.0, 12.0, {200: 997, 503: 3})  # 500 req/s, p99 9 ms
@@ -124,3 +124,35 @@ def test_the_bodies_are_the_requests_a_client_sends() -> None:
     ids = [e["customer_id"] for b in batches for e in b]
     assert ids == customers * 2  # round the customers, each twice
     assert {e["properties"]["page"] for b in batches for e in b} == {"loans"}
+
+
+def test_the_elastic_lines_give_the_move_speed_the_p99_ratio_and_the_per_shard_cost() -> None:
+    def row(p99: float, statuses: dict[str, int]) -> dict[str, object]:
+        return {"rps": 200.0, "p50_ms": 2.0, "p99_ms": p99, "statuses": statuses}
+
+    e = {
+        "rate": 200.0,
+        "profiles": 21_000,
+        "scale_1_to_2": {"profiles_moved": 10_500, "elapsed_s": 4.2},
+        "move": {"profiles_moved": 5_250, "profiles_per_s": 21_000.0},
+        "without_move": {"decide": row(10.0, {"200": 1000}), "events": row(5.0, {"200": 1000})},
+        "during_move": {
+            "moves": 3,
+            "decide": row(25.0, {"200": 990, "503": 10}),
+            "events": row(5.0, {"200": 1000}),
+        },
+        "decide_by_shards": {
+            1: {"rps": 1000.0},
+            2: {"rps": 900.0},
+            4: {"rps": 800.0, "statuses": {"200": 7, "401": 1}},
+        },
+    }
+    lines = elastic_lines(e, {"total_us": 200.0})
+    assert "scale 1 -> 2 moved 10,500 profiles in 4.2 s" in lines[0]
+    assert "5,250 profiles at 21,000/s" in lines[0]
+    assert "decide p99 10.0 ms without a move, 25.0 ms during (2.50x)" in lines[1]
+    assert "25.0 ms during (2.50x) (answers other than 200: {'503': 10})" in lines[1]
+    assert "events p99 5.0 ms without a move, 5.0 ms during (1.00x)" in lines[1]
+    assert "1 -> 1,000 req/s (1.00x), 2 -> 900 req/s (0.90x), 4 -> 800 req/s (0.80x)" in lines[2]
+    assert "(0.80x) (answers other than 200: {'401': 1})" in lines[2]  # never hidden
+    assert "~5,000 decisions/s" in lines[2]  # 1e6 / 200 µs: one shard with its own core

@@ -4,6 +4,7 @@ applying anything, a call for a slot it does not serve; a frozen range waits."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,9 @@ import pytest
 from actors import messages as m
 from actors.calls import run_calls
 from actors.shard import Shard
-from decisioning.errors import SlotFrozen, SlotMoved
+from actors.shard import slots as shard_slots
+from decisioning.errors import InvalidInput, SlotFrozen, SlotMoved
+from decisioning.journal.wal import Replay, replay, segments
 from decisioning.profile.slots import SLOTS, Migration, SlotMap, decision_slot, slot_of
 from tests.unit import edge
 from tests.unit.actors.shard.test_shard_journal import CONFIG, CUSTOMERS, ev, run
@@ -164,3 +167,38 @@ def test_a_restarted_source_comes_back_frozen_from_the_stored_map(tmp_path: Path
     assert not isinstance(run_calls(a, [("decide", (msg,))])[0], Exception)
     # an older map is ignored
     assert a.set_slot_map(m.SetSlotMap(frozen)) == 3 and a.status()["frozen"] is None
+
+
+def test_a_big_range_is_logged_in_parts_that_replay_to_the_same_state(
+    two: tuple[Shard, Shard, Clock], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A WAL record has a size limit: an absorb of many profiles is logged as several
+    SlotsAbsorbed parts (the first replaces the range, the rest add to it)."""
+    monkeypatch.setattr(shard_slots, "PART", 1)  # every item its own part
+    a, b, clock = two
+    before = view([a])
+    _move(a, b, HALF, SLOTS)
+    b.close()
+    d = str(tmp_path / "1")
+    parts = [r for r in replay(d, [(f, os.path.getsize(os.path.join(d, f))) for *_, f in
+             segments(d)], Replay()) if r[0] == "slots+"]  # fmt: skip
+    assert len(parts) > 3 and [r[1][4] for r in parts] == list(range(len(parts)))
+    b2 = Shard(1, CONFIG, clock=clock, log_dir=d, slot_map=b.ownership.map)
+    assert view([a, b2], _owner) == before
+    a.close(), b2.close()
+
+
+def test_an_absorb_of_a_range_already_served_is_refused_and_changes_nothing(
+    two: tuple[Shard, Shard, Clock],
+) -> None:
+    """A late or repeated absorb after the map named the destination would overwrite
+    what it acknowledged since: refused."""
+    a, b, clock = two
+    state = run_calls(a, [("freeze_slots", (m.FreezeSlots("m1", HALF, SLOTS),))])[0]
+    _move(a, b, HALF, SLOTS, "m1")
+    moved = next(c for c in CUSTOMERS if _owner(c) == 1)
+    edge.apply_events(b, [ev(moved, "page_view", NOW, "late-1")])
+    digest = b.state_digest()
+    answer = run_calls(b, [("absorb_slots", (m.AbsorbSlots(state),))])[0]
+    assert isinstance(answer, InvalidInput) and answer.code == "slot_owned"
+    assert b.state_digest() == digest

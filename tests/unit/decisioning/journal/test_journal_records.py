@@ -81,6 +81,7 @@ RECORDS = st.one_of(
         st.integers(0, 16383),
         st.integers(1, 16384),
         st.dictionaries(ids, st.lists(ids, max_size=2) | st.binary(max_size=8), max_size=3),
+        st.integers(0, 9),
     ),
     st.builds(rec.SlotsDropped, ids, st.integers(0, 16383), st.integers(1, 16384)),
 )

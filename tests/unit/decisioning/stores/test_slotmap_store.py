@@ -46,9 +46,12 @@ def test_a_save_killed_half_way_leaves_the_old_map(tmp_path: Path) -> None:
     torn = json.dumps(to_json(_moved()))[:500]  # what a writer killed mid-write left
     stale = tmp_path / "slots" / "map.json.4242.tmp"
     stale.write_text(torn)
+    reader = SlotMapStore.at(str(tmp_path))  # a shard starting: reads, deletes nothing
+    assert reader.load() == SlotMap.contiguous(2)
+    assert stale.exists()  # (it could be the file of a save in flight)
     again = SlotMapStore.at(str(tmp_path))  # the next supervisor
-    assert again.load() == SlotMap.contiguous(2)
-    assert not stale.exists()  # cleaned up at start
+    assert again.initial(3) == SlotMap.contiguous(2)  # the stored map, not the config's
+    assert not stale.exists()  # cleaned up at its start
     again.save(_moved())
     assert again.load() == _moved()
     assert [p.name for p in (tmp_path / "slots").iterdir()] == ["map.json"]
