@@ -43,7 +43,7 @@ from decisioning.delivery.outbox import Message
 from decisioning.errors import InvalidInput, NextbestError, SlotFrozen, SlotMoved
 from decisioning.journal.records import SlotsAbsorbed, SlotsDropped
 from decisioning.profile.identity import Book
-from decisioning.profile.slots import SlotMap, decision_slot, slot_of
+from decisioning.profile.slots import SLOTS, SlotMap, decision_slot, slot_of
 
 __all__ = ["KEYS", "PART", "Ownership", "SlotMoves", "plain", "split", "unplain"]
 
@@ -140,7 +140,7 @@ class Ownership:
 
     def slots(self) -> int:
         """How many slots the map gives this shard."""
-        return 16384 if self.map is None else self.map.count(self.shard_id)
+        return SLOTS if self.map is None else self.map.count(self.shard_id)
 
     def status(self) -> dict[str, Any]:
         f = self.frozen
