@@ -30,9 +30,8 @@ from collections.abc import Callable
 
 import pyarrow.fs as pafs
 
-from decisioning.journal.wal import fsync_path
 from decisioning.policy.budgets import Ledger, day_of
-from decisioning.stores.fs import filesystem
+from decisioning.stores.fs import filesystem, replace_file
 
 __all__ = ["LedgerStore"]
 
@@ -98,26 +97,4 @@ class LedgerStore:
         whole or absent to readers; that is the best they allow."""
         data = {"format": FORMAT, "pruned_before": ledger.pruned_before, "granted": ledger.granted}
         body = json.dumps(data, sort_keys=True).encode()
-        directory = self.path.rsplit("/", 1)[0]
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        if not self.local:
-            self.fs.create_dir(directory, recursive=True)
-            with self.fs.open_output_stream(tmp) as f:
-                f.write(body)
-            self.fs.move(tmp, self.path)
-            return
-        os.makedirs(directory, exist_ok=True)
-        _write_synced(tmp, body)
-        os.replace(tmp, self.path)
-        fsync_path(directory)
-
-
-def _write_synced(path: str, body: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(body)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        replace_file(self.fs, self.path, body)

@@ -34,9 +34,8 @@ from typing import Any, TypeGuard
 import pyarrow.fs as pafs
 
 from decisioning.errors import NextbestError
-from decisioning.journal.wal import fsync_path
 from decisioning.profile.slots import SLOTS, Migration, SlotMap, ranges
-from decisioning.stores.fs import filesystem
+from decisioning.stores.fs import filesystem, replace_file
 
 __all__ = ["SlotMapError", "SlotMapStore", "from_json", "to_json"]
 
@@ -112,18 +111,7 @@ class SlotMapStore:
         filesystems than the local one offer no fsync: the temp file is written and moved
         with their own calls (whole or absent to readers on object stores)."""
         body = json.dumps(to_json(slot_map), sort_keys=True).encode()
-        directory = self.path.rsplit("/", 1)[0]
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        if not self.local:
-            self.fs.create_dir(directory, recursive=True)
-            with self.fs.open_output_stream(tmp) as f:
-                f.write(body)
-            self.fs.move(tmp, self.path)
-            return
-        os.makedirs(directory, exist_ok=True)
-        _write_synced(tmp, body)
-        os.replace(tmp, self.path)
-        fsync_path(directory)
+        replace_file(self.fs, self.path, body)
 
     def initial(self, shards: int) -> SlotMap:
         """The stored map; without one, the layout of a data dir written before slot maps
@@ -225,14 +213,3 @@ def _migration(data: Any, shards: int) -> Migration | None:
 
 def _is_int(x: Any) -> TypeGuard[int]:
     return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _write_synced(path: str, body: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(body)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
