@@ -23,7 +23,7 @@ from serving.openapi import ANSWERS
 
 ERROR = {"$ref": "#/components/schemas/ErrorOut"}
 # what a route's code uses to reach a shard or the supervisor
-REACHES = re.compile(r"self\.(router|ident|fanout|_decide)\b|\bsupervisor\b")
+REACHES = re.compile(r"\bapi\.(router|ident|fanout|_decide)\b|\bsupervisor\b")
 
 
 def _admin(config: Config) -> FastAPI:
