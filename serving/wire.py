@@ -188,6 +188,15 @@ class WireModels:
             dry_run: bool = Field(False, description="Decide without recording anything.")
             event: EventBody | None = Field(None, description="Event to apply before deciding.")
 
+        class DecideBatchIn(_Wire):
+            """POST /v1/decide/batch: each request is a POST /v1/decide body, decided on
+            its own (one refused does not fail the others)."""
+
+            requests: Annotated[list[DecideIn], Field(min_length=1)] = Field(
+                description="The decide requests (at most server.max_batch), answered in "
+                "this order."
+            )
+
         class OutcomeIn(_Wire):
             """POST /v1/outcomes takes one or a list."""
 
@@ -219,6 +228,7 @@ class WireModels:
         self.MergeIn = MergeIn
         self.EventBody, self.EventIn = EventBody, EventIn
         self.DecideIn, self.OutcomeIn = DecideIn, OutcomeIn
+        self.DecideBatchIn = DecideBatchIn
         self.OutboundAckIn = OutboundAckIn
 
 
@@ -357,7 +367,8 @@ def validate(model: type[BaseModel], data: Any, prefix: str = "") -> Any:
         return model.model_validate(data)
     except ValidationError as e:
         err = e.errors(include_url=False)[0]
-        field = prefix + ".".join(str(p) for p in err["loc"])
+        where = ".".join(str(p) for p in err["loc"])
+        field = prefix + where if where else prefix.removesuffix(".")  # (the item itself)
         kind = err["type"]
         if kind == "missing":
             code, msg = "missing_field", "field required"
