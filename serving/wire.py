@@ -192,9 +192,12 @@ class WireModels:
             """POST /v1/decide/batch: each request is a POST /v1/decide body, decided on
             its own (one refused does not fail the others)."""
 
-            requests: Annotated[list[DecideIn], Field(min_length=1)] = Field(
-                description="The decide requests (at most server.max_batch), answered in "
-                "this order."
+            # (any item is taken: one that is no DecideIn is answered its 422 in its place
+            # of the results, not refused with the batch; the document says so)
+            requests: Annotated[list[DecideIn | Any], Field(min_length=1)] = Field(
+                description="The decide requests (at most server.max_batch), each a POST "
+                "/v1/decide body (DecideIn), answered in this order; one that is not gets "
+                "its error in its place of the results."
             )
 
         class OutcomeIn(_Wire):
