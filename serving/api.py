@@ -13,7 +13,7 @@ customer's owner crosses no process boundary.
 
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -82,14 +82,18 @@ class Api:
         self.link_key = Secrets.resolve(config, os.environ).link_key  # open links, if any
         self.keys = KeyRing(config.auth)
 
+    def misdirected(self, request: Request, customer_ids: Sequence[str]) -> None:
+        """Refuse a request sent to the wrong place before anything is applied (a
+        shard's own port, serving/owner.py; the ingress routes every request)."""
+
     def _path_id(self, customer_id: str) -> str:
         """A customer id from the path, checked and normalised as in a body."""
         return str(
             validate(self.wire.DecideIn, {"customer_id": customer_id, "channel": "-"}).customer_id
         )
 
-    def _allow(self, request: Request, scope: str) -> None:
-        """401/403 unless the request's API key has `scope`."""
+    def _allow(self, request: Request, scope: str | None) -> None:
+        """401/403 unless the request's API key has `scope` (None: any key)."""
         self.keys.check(request.headers, scope)
 
     async def _body(self, request: Request) -> Any:
@@ -118,6 +122,7 @@ def api_router(get: Callable[[], Api | Awaitable[Api]]) -> APIRouter:
         data = await api._body(request)
         items = one_or_many(data, api.wire.EventIn, api.max_batch)
         events = checked_events(api.schema, items, isinstance(data, list), time.time())
+        api.misdirected(request, [e.customer_id for e in events])
         return reply(request, await ingest(api.ident, events))
 
     @router.post("/v1/decide", tags=["decisions"], summary="Decide the next best actions")
@@ -125,6 +130,7 @@ def api_router(get: Callable[[], Api | Awaitable[Api]]) -> APIRouter:
         api._allow(request, "decide")
         api.router.admit()  # overloaded: shed before the body is read
         req = validate(api.wire.DecideIn, await api._body(request))
+        api.misdirected(request, (req.customer_id,))
         if req.channel not in api.channels and req.channel != OUTBOUND:
             raise WireError(
                 422,
@@ -230,7 +236,9 @@ def api_router(get: Callable[[], Api | Awaitable[Api]]) -> APIRouter:
     @router.get("/v1/profiles/{customer_id}", tags=["profiles"], summary="A live profile")
     async def profile(customer_id: str, request: Request, api: Api_) -> Response:
         api._allow(request, "profiles:read")
-        customer_id = await api.ident.canonical(api._path_id(customer_id))
+        customer_id = api._path_id(customer_id)
+        api.misdirected(request, (customer_id,))
+        customer_id = await api.ident.canonical(customer_id)
         result, _ = await api.ident.call(customer_id, "get_profile", GetProfile)
         return reply(request, profile_body(ok(result)))
 
@@ -264,6 +272,17 @@ def api_router(get: Callable[[], Api | Awaitable[Api]]) -> APIRouter:
         info = await api.ident.describe(key)
         info["merges"] = await api.router.supervisor_call("identity_audit", info["customer_id"])
         return reply(request, info)
+
+    @router.get(
+        "/v1/cluster/slots", tags=["cluster"], summary="Who owns each slot, and where it listens"
+    )
+    async def cluster_slots(request: Request, api: Api_) -> Response:
+        """Like Redis's CLUSTER SLOTS: each slot range with its shard, each shard's own
+        endpoint, the map's epoch. A client that routes by slot sends a customer's
+        requests to its shard's endpoint and fetches this again on 421 `slot_moved` or
+        when an endpoint does not answer. Any API key may read it."""
+        api._allow(request, None)
+        return reply(request, await api.router.supervisor_call("cluster_slots"))
 
     @router.get("/healthz", tags=["ops"], summary="Liveness")
     async def healthz(request: Request, api: Api_) -> Response:

@@ -28,6 +28,7 @@ from serving.admin_answers import (
 from serving.answers import (
     Accepted,
     Acked,
+    ClusterSlots,
     ContextPut,
     ContextTables,
     DecisionOut,
@@ -95,6 +96,7 @@ ANSWERS: dict[str, dict[str, Answer]] = {
     "/v1/shards/scale": {"post": Answer(MoveProgress, (*KEY, *BODY, 409, *LATER), status=202)},
     "/v1/shards/move": {"post": Answer(MoveProgress, (*KEY, *BODY, 409, *LATER), status=202)},
     "/v1/shards/rebalance": {"post": Answer(MoveProgress, (*KEY, 409, *LATER), status=202)},
+    "/v1/cluster/slots": {"get": Answer(ClusterSlots, (*KEY, *LATER))},
     "/healthz": {"get": Answer(Health)},
     "/readyz": {"get": Answer(Readiness, LATER, unavailable=Readiness)},
 }

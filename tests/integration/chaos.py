@@ -76,9 +76,11 @@ def under_load(
     every: float = EVERY,
     rate: float = RATE,
     threads: int = 6,
+    changes: int = 0,
 ) -> Figures:
-    """Send events at `rate`/s for `seconds` while calling `kill(i)` every `every` s;
-    then count. Fails on any exception in a sender (an event never acknowledged)."""
+    """Send events at `rate`/s for `seconds` while calling `kill(i)` every `every` s
+    (and, however long each took on a loaded machine, at least `changes` times); then
+    count. Fails on any exception in a sender (an event never acknowledged)."""
     figures = Figures()
     acked: Counter[str] = Counter()
     lock = threading.Lock()
@@ -143,13 +145,13 @@ def under_load(
         s.start()
     try:
         kills = 0
-        while (elapsed := time.monotonic() - started) < seconds and not errors:
+        while ((elapsed := time.monotonic() - started) < seconds or kills < changes) and not errors:
             wait = (kills + 1) * every - elapsed
             if wait <= 0:
                 kill(kills)
                 kills += 1
             else:
-                stop.wait(min(wait, seconds - elapsed))
+                stop.wait(max(0.0, min(wait, seconds - elapsed)) if kills >= changes else wait)
         figures.kills = kills
     finally:
         stop.set()
