@@ -156,6 +156,18 @@ class RayFleet:
                 out.append({"shard": i, "ready": False})
         return out
 
+    def endpoints(self, timeout: float = 1.0) -> list[str | None]:
+        refs = [s.endpoint.remote() for s in self.shards]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        answered = set(ready)
+        out: list[str | None] = []
+        for ref in refs:
+            try:
+                out.append(ray.get(ref) if ref in answered else None)
+            except UNAVAILABLE:
+                out.append(None)
+        return out
+
     def call_on(self, i: int, method: str, *args: Any) -> Any:
         try:
             return ray.get(self.shards[i].call.remote(method, *args), timeout=self.CALL_TIMEOUT_S)

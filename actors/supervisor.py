@@ -110,8 +110,7 @@ class Supervisor:
         endpoint (None: it has none, or does not answer now), the epoch."""
         slot_map = self.slots.current()
         slots = [[lo, hi - 1, shard] for lo, hi, shard in ranges(slot_map.owners)]
-        status = self.fleet.status()
-        shards = [{"shard": i, "endpoint": st.get("endpoint")} for i, st in enumerate(status)]
+        shards = [{"shard": i, "endpoint": e} for i, e in enumerate(self.fleet.endpoints())]
         return {"epoch": slot_map.epoch, "slots": slots, "shards": shards}
 
     def start_scale(self, n: int) -> dict[str, Any] | Refusal:

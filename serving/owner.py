@@ -125,7 +125,10 @@ class OwnerPort:
         self.api.shard_id = shard_id
         app = FastAPI(title="nextbest shard", openapi_url=None, docs_url=None, redoc_url=None)
         install_error_handlers(app)
-        app.include_router(api_router(lambda: self.api))
+        async def api() -> Api:  # async: FastAPI runs a plain dependency in a thread
+            return self.api
+
+        app.include_router(api_router(api))
         self.app = app
         self.server: _EmbeddedServer | None = None
         self.task: asyncio.Task[None] | None = None

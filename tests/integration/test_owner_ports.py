@@ -7,8 +7,11 @@ killed shard comes back on a port the map names again, its customers intact.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -16,7 +19,8 @@ import httpx
 import ray
 
 from decisioning.profile.slots import SLOTS, slot_of
-from tests.integration.harness import Server, wait_until
+from tests.integration.chaos import under_load
+from tests.integration.harness import FIGURES, Server, wait_until
 
 
 def _slots(server: Server) -> dict[str, Any]:
@@ -162,3 +166,77 @@ def test_a_killed_shard_comes_back_on_a_port_the_map_names_with_its_customers(
     with httpx.Client(base_url=endpoint, headers=server.headers, timeout=10) as c:
         r = c.get(f"/v1/profiles/{customer}")
         assert r.json()["aggregates"]["page_views_24h"] == 2, r.text  # recovered, then served
+
+
+class _Map:
+    """A client's copy of the published slot map, fetched again on 421 or no answer."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.lock = threading.Lock()
+        self.cluster = _slots(server)
+        self.fetched = time.monotonic()
+        self.fetches = 1
+        self.direct = 0  # events sent to a shard's own port
+
+    def route(self, customer: str, last_status: int) -> tuple[str, dict[str, str]]:
+        seen = self.cluster
+        stale = None in _endpoints_or_none(seen) and time.monotonic() - self.fetched > 1.0
+        if last_status in (0, 421) or stale:
+            with self.lock, contextlib.suppress(AssertionError, httpx.HTTPError):
+                if self.cluster is seen:  # (another sender may have fetched it meanwhile)
+                    self.fetched = time.monotonic()
+                    self.cluster = _slots(self.server)
+                    self.fetches += 1
+        cluster = self.cluster
+        endpoint = _endpoints(cluster).get(_owner(cluster, customer))
+        if endpoint is None or last_status == 0:  # no port, or it did not answer
+            return self.server.url, {}
+        self.direct += 1
+        return endpoint, {"x-nextbest-route": "strict"}
+
+
+def _endpoints_or_none(cluster: dict[str, Any]) -> list[str | None]:
+    return [s["endpoint"] for s in cluster["shards"]]
+
+
+def test_events_sent_to_the_owners_while_slots_move_and_a_shard_dies_count_once(
+    server: Server,
+) -> None:
+    """Retrying senders route each event to its owner's port (strict) while a range moves
+    there and back and a shard is SIGKILLed: every acknowledged event counts once."""
+    customers = [f"mv-{i}" for i in range(40)]
+    slot_map = _Map(server)
+    ns = server.config.server.namespace
+
+    def change(k: int) -> None:
+        if k < 2:  # the first half of shard 0's slots to shard 1, then back
+            with server.client() as c:
+                r = c.post("/v1/shards/move",
+                           json={"first": 0, "last": 4095, "to": 1 - k})  # fmt: skip
+                assert r.status_code == 202, r.text
+            wait_until(lambda: (_shards_moving(server) or {}).get("state") != "running", 120,
+                       "the move to end")  # fmt: skip
+        elif k == 2:
+            actor = ray.get_actor("shard-1", namespace=ns)
+            os.kill(int(ray.get(actor.pid.remote())), signal.SIGKILL)
+
+    figures = under_load(
+        server, customers, change, seconds=20, every=5, rate=150, threads=4, changes=3,
+        route=slot_map.route,
+    )  # fmt: skip
+    FIGURES.append(figures.line("events to the owners' ports while slots move and a shard dies"))
+    assert figures.acked > 200, figures
+    assert figures.lost == 0, figures
+    assert figures.doubled == 0, figures
+    assert figures.other_5xx == 0, figures
+    assert slot_map.direct > figures.acked // 2, (slot_map.direct, figures)  # the owners' ports
+    assert figures.statuses[421] > 0, figures  # the moves were seen and followed
+    assert slot_map.fetches > 1
+
+
+def _shards_moving(server: Server) -> dict[str, Any] | None:
+    with server.client() as c:
+        r = c.get("/v1/shards")
+    assert r.status_code == 200, r.text
+    return r.json()["moving"]  # type: ignore[no-any-return]
