@@ -175,6 +175,7 @@ class Ingress:
         self._allow(request, "decide")
         self.router.admit()  # overloaded: shed before the body is read
         req = validate(self.wire.DecideIn, await self._body(request))
+        rid = self.wire.request_id(req.request_id, request.headers)  # body or header
         if req.channel not in self.channels and req.channel != OUTBOUND:
             raise WireError(
                 422,
@@ -189,7 +190,7 @@ class Ingress:
             event = Event(customer, ev.type, ts, ev.properties, ev.event_id)
         decide = Decide(
             customer, req.channel, req.placement, req.context, req.limit, req.explain,
-            req.dry_run, event,
+            req.dry_run, event, rid,
         )  # fmt: skip
         return reply(request, decision_body(await self._decide(decide)))
 
