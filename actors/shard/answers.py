@@ -85,7 +85,8 @@ def extra_of(d: Decided) -> list[Any]:
         dec.candidates,
         dec.eligible,
     ]
-    return msgpack.unpackb(msgpack.packb(extra, use_bin_type=True), raw=False)  # type: ignore[no-any-return]
+    packed = msgpack.packb(extra, use_bin_type=True)
+    return msgpack.unpackb(packed, raw=False, strict_map_key=False)  # type: ignore[no-any-return]
 
 
 def decided_of(decision_id: str, t: Tracked, extra: list[Any]) -> Decided:

@@ -272,7 +272,7 @@ def _read_outbound(path: str) -> list[list[Any]]:
 def _read_answers(path: str) -> list[tuple[Any, ...]]:
     """The answers under a request id (none before format 4)."""
     rows = _read_rows(path, "answers.arrow", _ANSWERS)
-    return [(*r[:9], msgpack.unpackb(r[9])) for r in rows]
+    return [(*r[:9], msgpack.unpackb(r[9], strict_map_key=False)) for r in rows]  # (as the WAL)
 
 
 def _check(path: str, meta: dict[str, Any], layout_key: str) -> None:
