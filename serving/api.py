@@ -130,6 +130,7 @@ def api_router(get: Callable[[], Api | Awaitable[Api]]) -> APIRouter:
         api._allow(request, "decide")
         api.router.admit()  # overloaded: shed before the body is read
         req = validate(api.wire.DecideIn, await api._body(request))
+        rid = api.wire.request_id(req.request_id, request.headers)  # body or header
         api.misdirected(request, (req.customer_id,))
         if req.channel not in api.channels and req.channel != OUTBOUND:
             raise WireError(
@@ -145,7 +146,7 @@ def api_router(get: Callable[[], Api | Awaitable[Api]]) -> APIRouter:
             event = Event(customer, ev.type, ts, ev.properties, ev.event_id)
         decide = Decide(
             customer, req.channel, req.placement, req.context, req.limit, req.explain,
-            req.dry_run, event,
+            req.dry_run, event, rid,
         )  # fmt: skip
         return reply(request, decision_body(await api._decide(decide)))
 

@@ -136,7 +136,8 @@ class ServerSpec(StrictModel):
     idempotency_keys: int = Field(
         1_000_000,
         ge=0,
-        description="Event ids (and outcome keys) each shard remembers to drop retried duplicates.",
+        description="Event ids (and outcome keys) each shard remembers to drop retried "
+        "duplicates; as many decide request ids, each with its answer (about 1 KB).",
     )
     state_dir: str | None = Field(
         None,
