@@ -82,8 +82,9 @@ def under_load(
     """Send events at `rate`/s for `seconds` while calling `kill(i)` every `every` s
     (and, however long each took on a loaded machine, at least `changes` times); then
     count. Fails on any exception in a sender (an event never acknowledged). `route`
-    (customer, the status of the last try: -1 before the first, 0 no answer) gives the URL an event goes to and
-    extra headers (default: the ingress); a 421 is then retried like a 503."""
+    (customer, the status of its last try: -1 before the first, 0 no answer) gives the
+    URL an event goes to and extra headers (default: the ingress); a 421 is then
+    retried like a 503."""
     figures = Figures()
     acked: Counter[str] = Counter()
     lock = threading.Lock()

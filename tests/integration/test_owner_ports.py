@@ -78,6 +78,18 @@ def test_the_slot_map_names_every_shard_and_its_own_port(server: Server) -> None
         for url in endpoints.values():
             r = c.post(f"{url}/v1/decide", json={"customer_id": "x", "channel": "web"})
             assert r.status_code == 401, r.text
+            assert r.headers["www-authenticate"] == "Bearer"
+            # bad input gets the ingress's errors at a shard's port too
+            ct = {**server.headers, "content-type": "application/json"}
+            r = c.post(f"{url}/v1/decide", content=b"{", headers=ct)
+            assert r.status_code == 400 and r.json()["error"]["code"], r.text
+            r = c.post(f"{url}/v1/events", json=[], headers=server.headers)
+            assert r.status_code == 422 and r.json()["error"]["code"] == "empty_batch", r.text
+            o = {"decision_id": "nope", "action_id": "a", "outcome": "click"}
+            r = c.post(f"{url}/v1/outcomes", json=o, headers=server.headers)
+            assert r.status_code == 404, r.text
+            r = c.get(f"{url}/v1/nowhere", headers=server.headers)
+            assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", r.text
 
 
 def test_a_customer_served_at_its_owner_is_the_same_customer_as_at_the_ingress(
