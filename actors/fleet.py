@@ -64,6 +64,11 @@ class Fleet(Protocol):
         """Every shard's status; `{"shard": i, "ready": False}` for one not answering."""
         ...
 
+    def endpoints(self) -> list[str | None]:
+        """Where each shard serves its customers itself; None for one without a port of
+        its own or not answering within a second (a client sends those to the ingress)."""
+        ...
+
     def call_on(self, i: int, method: str, *args: Any) -> Any:
         """One request-path call on shard `i`: its answer, a refusal as the error value.
         Raises when the shard cannot answer now (restarting, gone, timed out)."""
@@ -129,6 +134,9 @@ class LocalFleet:
 
     def status(self) -> list[dict[str, Any]]:
         return [s.status() for s in self.shards]
+
+    def endpoints(self) -> list[str | None]:
+        return [None for _ in self.shards]  # in-process shards have no port of their own
 
     def call_on(self, i: int, method: str, *args: Any) -> Any:
         return run_calls(self.shards[i], [(method, args)])[0]

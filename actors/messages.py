@@ -85,7 +85,8 @@ __all__ = [
 
 class Decide(NamedTuple):
     """POST /v1/decide (and a trigger's or an open link's decision): decide for one
-    customer; `event`, when given, is applied first (not in a dry run)."""
+    customer; `event`, when given, is applied first (not in a dry run). With
+    `request_id`, a retry gets the answer given before (actors/shard/answers.py)."""
 
     customer_id: str
     channel: str
@@ -95,6 +96,7 @@ class Decide(NamedTuple):
     explain: bool = False
     dry_run: bool = False
     event: Event | None = None
+    request_id: str | None = None  # the client's id of the request (idempotency)
 
     def for_customer(self, customer_id: str) -> Decide:
         """The same request for the customer a merged one became (its event too)."""
@@ -433,8 +435,9 @@ class FreezeSlots:
 class SlotState:
     """Everything a shard holds keyed by slots [lo, hi): the profiles (ids and their rows
     of each state matrix), idempotency keys (with their slot), contact history, trigger
-    timers, queued messages, tracked decisions and identity records. Its parts have the
-    row shapes of a snapshot (decisioning/journal/snapshot.py: `State`)."""
+    timers, queued messages, tracked decisions, identity records and the answers given
+    under a request id. Its parts have the row shapes of a snapshot
+    (decisioning/journal/snapshot.py: `State`)."""
 
     migration: str
     lo: int
@@ -447,6 +450,7 @@ class SlotState:
     outbound: tuple[tuple[Any, ...], ...] = ()
     decisions: tuple[tuple[Any, ...], ...] = ()
     identity: tuple[tuple[Any, ...], ...] = ()
+    answers: tuple[tuple[Any, ...], ...] = ()  # (key, slot, decision_id, *Tracked, extra)
 
     @property
     def profiles(self) -> int:

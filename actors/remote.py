@@ -156,6 +156,18 @@ class RayFleet:
                 out.append({"shard": i, "ready": False})
         return out
 
+    def endpoints(self, timeout: float = 1.0) -> list[str | None]:
+        refs = [s.endpoint.remote() for s in self.shards]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        answered = set(ready)
+        out: list[str | None] = []
+        for ref in refs:
+            try:
+                out.append(ray.get(ref) if ref in answered else None)
+            except UNAVAILABLE:
+                out.append(None)
+        return out
+
     def call_on(self, i: int, method: str, *args: Any) -> Any:
         try:
             return ray.get(self.shards[i].call.remote(method, *args), timeout=self.CALL_TIMEOUT_S)
@@ -274,22 +286,32 @@ def shutdown_cluster(config: Config) -> None:
 
 
 class RayShardLink:
-    """A shard actor's handle as a `router.ShardLink`; a Ray failure is `Unreachable`."""
+    """A shard actor's handle as a `router.ShardLink`; a Ray failure is `Unreachable`.
+    `actor` None: found by name at the first call (a shard's own port builds links to
+    shards that may not have started yet)."""
 
     def __init__(self, actor: Any, name: str, namespace: str) -> None:
         self.actor = actor
         self.name, self.namespace = name, namespace
 
+    def _handle(self) -> Any:
+        if self.actor is None:
+            try:
+                self.actor = ray.get_actor(self.name, namespace=self.namespace)
+            except ValueError:
+                raise Unreachable(f"no actor {self.name} runs") from None
+        return self.actor
+
     async def call_many(self, calls: list[Call]) -> list[Any]:
         try:
-            return await self.actor.call_many.remote(calls)
+            return await self._handle().call_many.remote(calls)
         except UNAVAILABLE as e:
             raise Unreachable(type(e).__name__) from e
 
     async def ready(self) -> None:
         """A call to a restarting actor waits in Ray until its __init__ is done."""
         try:
-            await self.actor.ready.remote()
+            await self._handle().ready.remote()
         except UNAVAILABLE as e:
             if isinstance(e, ActorDiedError):  # stopped for good: maybe started anew
                 with contextlib.suppress(ValueError):
@@ -298,15 +320,18 @@ class RayShardLink:
 
 
 class SupervisorClient:
-    """Calls to the supervisor from an ingress replica or the admin server: found again
-    by name after a stop, 503 `supervisor_unavailable` while Ray restarts it."""
+    """Calls to the supervisor from an ingress replica, the admin server or a shard's own
+    port: found again by name after a stop (or at the first call when `actor` is None),
+    503 `supervisor_unavailable` while Ray restarts it."""
 
-    def __init__(self, config: Config, actor: Any) -> None:
+    def __init__(self, config: Config, actor: Any = None) -> None:
         self.namespace = config.server.namespace
         self.actor = actor
 
     async def call(self, method: str, *args: Any) -> Any:
         try:
+            if self.actor is None:
+                self.actor = ray.get_actor(SUPERVISOR, namespace=self.namespace)
             try:
                 return await getattr(self.actor, method).remote(*args)
             except ActorDiedError:  # stopped for good: a new one may run under the same name

@@ -26,6 +26,7 @@ from actors.shard import Shard
 from decisioning.config import Config
 from decisioning.journal.wal import StorageFailed
 from decisioning.policy.budgets import chunk_size, day_of
+from decisioning.profile.slots import SlotMap
 from decisioning.stores.decision_log import DecisionLog, logs_root
 from decisioning.stores.slotmap import SlotMapError
 
@@ -43,6 +44,11 @@ class ShardActor(Shard):
         deployed = load_deployed(shard_id, config)
         self._start_shard(shard_id, deployed)
         install_tables(self, deployed.tables)
+        if ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None:
+            # started, or restarted by Ray: its port and background threads open as soon
+            # as this __init__ returns, not at the first call someone happens to make
+            me = ray.get_runtime_context().current_actor
+            threading.Thread(target=lambda: ray.get(me.ready.remote()), daemon=True).start()
 
     def _start_shard(self, shard_id: int, deployed: Deployed) -> None:
         """The plain shard's start (its snapshot and WAL); crash-only: a start waits for a
@@ -78,14 +84,47 @@ class ShardActor(Shard):
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    def ready(self) -> bool:
+    async def ready(self) -> bool:
+        """True once recovered; the first call starts the background threads and the
+        shard's own port (an async method: the actor runs on one event loop, its plain
+        methods one at a time on it, and the port's requests between them)."""
         if not hasattr(self, "_refiller"):  # budgets may come later, with a catalog
             self._refiller = threading.Thread(
                 target=self._refill_budgets, name="budget-refill", daemon=True
             )
             self._refiller.start()
             self._start_background()
+            self._owner: Any = None
+            if self.config.server.shard_port is not None:
+                await self._open_port()
         return True
+
+    async def _open_port(self) -> None:
+        from serving.owner import OwnerPort  # (the HTTP edge; only when a port is wanted)
+
+        slot_map = self.ownership.map or SlotMap.contiguous(self.config.server.shards)
+
+        def owner_of(slot: int) -> tuple[int, int]:
+            current = self.ownership.map
+            return (self.shard_id, 0) if current is None else (current.owners[slot], current.epoch)
+
+        self._owner = OwnerPort(self.config, self.shard_id, slot_map, self.call_many, owner_of)
+        await self._owner.start()
+
+    def endpoint(self) -> str | None:
+        """Where this shard serves its customers itself (None: no port of its own)."""
+        owner = getattr(self, "_owner", None)
+        return None if owner is None else owner.endpoint
+
+    def status(self) -> dict[str, Any]:
+        return {**super().status(), "endpoint": self.endpoint()}
+
+    async def stop(self) -> dict[str, Any]:  # type: ignore[override]
+        """Graceful stop: the own port drains first, then the last snapshot."""
+        owner = getattr(self, "_owner", None)
+        if owner is not None:
+            await owner.stop()
+        return super().stop()
 
     def _start_background(self) -> None:
         """The ticker (fires due trigger timers) and one delivery loop per channel with a

@@ -105,6 +105,14 @@ class Supervisor:
         moving = None if progress["state"] == "idle" else progress
         return {"epoch": slot_map.epoch, "shards": out, "moving": moving}
 
+    def cluster_slots(self) -> dict[str, Any]:
+        """GET /v1/cluster/slots: [first, last, shard] per slot range, each shard's own
+        endpoint (None: it has none, or does not answer now), the epoch."""
+        slot_map = self.slots.current()
+        slots = [[lo, hi - 1, shard] for lo, hi, shard in ranges(slot_map.owners)]
+        shards = [{"shard": i, "endpoint": e} for i, e in enumerate(self.fleet.endpoints())]
+        return {"epoch": slot_map.epoch, "slots": slots, "shards": shards}
+
     def start_scale(self, n: int) -> dict[str, Any] | Refusal:
         """Run `n` shards (1..64), each with a balanced share of the slots: new shards
         start first, then slots move; removed shards stop once they own none. Answers

@@ -7,6 +7,7 @@
      ├── InvalidInput          a request or event is malformed              (code, field)
      │    ├── NotFound         it names something that does not exist             (code)
      │    ├── UnknownShard     a slot move names a shard that does not run        (code)
+     │    ├── RequestIdReused  a decide's request id answered another request     (code)
      │    └── LinkError        an open link not ours, or expired    delivery/links.py
      ├── AlreadyMerged         a merge names an id merged away already          (target)
      ├── ModelError            a model is refused; the serving model stays
@@ -54,6 +55,7 @@ __all__ = [
     "MoveInProgress",
     "NextbestError",
     "NotFound",
+    "RequestIdReused",
     "RuleError",
     "UnknownShard",
 ]
@@ -121,6 +123,13 @@ class UnknownShard(InvalidInput):
     """A slot move names a shard that is not running (scale up first)."""
 
     code = "unknown_shard"
+
+
+class RequestIdReused(InvalidInput):
+    """A decide's request id was answered before, for another request (another channel
+    or placement): a retry must ask for the same, a new decision needs a new id (409)."""
+
+    code = "request_id_reused"
 
 
 class Backlogged(NextbestError):

@@ -183,6 +183,10 @@ class ShardStatus(Out):
     context_tables: dict[str, ContextLoaded]
     events: int
     decisions: int
+    decisions_repeated: int = Field(
+        description="Retried decides answered again with the decision recorded under their "
+        "request_id."
+    )
     outcomes: int
     duplicates: int
     erasures: int

@@ -20,6 +20,7 @@ from pydantic.json_schema import SkipJsonSchema
 __all__ = [
     "Absent",
     "Accepted",
+    "ClusterSlots",
     "Acked",
     "ContextLoaded",
     "ContextPut",
@@ -259,6 +260,23 @@ class ContextPut(Out):
     version: str
     rows: int = Field(ge=0)
     shards: int
+
+
+class ShardEndpoint(Out):
+    shard: int
+    endpoint: str | None = Field(
+        description="Where the shard serves its customers itself (server.shard_port); null: "
+        "no port of its own, or not answering now (send its customers to the ingress)."
+    )
+
+
+class ClusterSlots(Out):
+    epoch: int = Field(description="The slot map's epoch: it grows by one at every change.")
+    slots: list[tuple[int, int, int]] = Field(
+        description="[first slot, last slot, shard] for every range, in slot order; a "
+        "customer's slot is xxh3_64(utf-8 of its NFC id) % 16384."
+    )
+    shards: list[ShardEndpoint]
 
 
 class Health(Out):

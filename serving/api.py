@@ -13,7 +13,7 @@ customer's owner crosses no process boundary.
 
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -35,6 +35,7 @@ from serving.decide import (
     checked_requests,
     decide_all,
     decide_message,
+    no_idempotency_key,
 )
 from serving.errors import RETRY_AFTER, http_error, ok
 from serving.events import checked_events, ingest, record_outcomes
@@ -91,14 +92,18 @@ class Api:
         self.link_key = Secrets.resolve(config, os.environ).link_key  # open links, if any
         self.keys = KeyRing(config.auth)
 
+    def misdirected(self, request: Request, customer_ids: Sequence[str]) -> None:
+        """Refuse a request sent to the wrong place before anything is applied (a
+        shard's own port, serving/owner.py; the ingress routes every request)."""
+
     def _path_id(self, customer_id: str) -> str:
         """A customer id from the path, checked and normalised as in a body."""
         return str(
             validate(self.wire.DecideIn, {"customer_id": customer_id, "channel": "-"}).customer_id
         )
 
-    def _allow(self, request: Request, scope: str) -> None:
-        """401/403 unless the request's API key has `scope`."""
+    def _allow(self, request: Request, scope: str | None) -> None:
+        """401/403 unless the request's API key has `scope` (None: any key)."""
         self.keys.check(request.headers, scope)
 
     async def _body(self, request: Request) -> Any:
@@ -127,6 +132,7 @@ def api_router(get: Callable[[], Api | Awaitable[Api]]) -> APIRouter:
         data = await api._body(request)
         items = one_or_many(data, api.wire.EventIn, api.max_batch)
         events = checked_events(api.schema, items, isinstance(data, list), time.time())
+        api.misdirected(request, [e.customer_id for e in events])
         return reply(request, await ingest(api.ident, events))
 
     @router.post("/v1/decide", tags=["decisions"], summary="Decide the next best actions")
@@ -134,9 +140,11 @@ def api_router(get: Callable[[], Api | Awaitable[Api]]) -> APIRouter:
         api._allow(request, "decide")
         api.router.admit()  # overloaded: shed before the body is read
         req = validate(api.wire.DecideIn, await api._body(request))
+        rid = api.wire.request_id(req.request_id, request.headers)  # body or header
+        api.misdirected(request, (req.customer_id,))
         check_channel(req.channel, api.channels)
         customer = await api.ident.canonical(req.customer_id)
-        decide = decide_message(req, customer, time.time())
+        decide = decide_message(req, customer, time.time(), rid)
         return reply(request, decision_body(await api._decide(decide)))
 
     @router.post(
@@ -149,8 +157,15 @@ def api_router(get: Callable[[], Api | Awaitable[Api]]) -> APIRouter:
         with the status /v1/decide would have answered. One refused never fails the rest."""
         api._allow(request, "decide")
         api.router.admit()  # overloaded: shed before the body is read
+        no_idempotency_key(request.headers)  # (each request has its own request_id)
         requests = batch_of(await api._body(request), api.max_batch)
-        checked = checked_requests(api.wire.DecideIn, api.channels, requests, time.time())
+        checked = checked_requests(
+            api.wire.DecideIn,
+            api.channels,
+            requests,
+            time.time(),
+            lambda customer: api.misdirected(request, (customer,)),  # (a shard's port)
+        )
         api.router.admit(calls_of(checked, api.router.shard_of))  # whole, before any call
         return reply(request, {"results": await decide_all(api.ident, checked)})
 
@@ -241,7 +256,9 @@ def api_router(get: Callable[[], Api | Awaitable[Api]]) -> APIRouter:
     @router.get("/v1/profiles/{customer_id}", tags=["profiles"], summary="A live profile")
     async def profile(customer_id: str, request: Request, api: Api_) -> Response:
         api._allow(request, "profiles:read")
-        customer_id = await api.ident.canonical(api._path_id(customer_id))
+        customer_id = api._path_id(customer_id)
+        api.misdirected(request, (customer_id,))
+        customer_id = await api.ident.canonical(customer_id)
         result, _ = await api.ident.call(customer_id, "get_profile", GetProfile)
         return reply(request, profile_body(ok(result)))
 
@@ -275,6 +292,17 @@ def api_router(get: Callable[[], Api | Awaitable[Api]]) -> APIRouter:
         info = await api.ident.describe(key)
         info["merges"] = await api.router.supervisor_call("identity_audit", info["customer_id"])
         return reply(request, info)
+
+    @router.get(
+        "/v1/cluster/slots", tags=["cluster"], summary="Who owns each slot, and where it listens"
+    )
+    async def cluster_slots(request: Request, api: Api_) -> Response:
+        """Like Redis's CLUSTER SLOTS: each slot range with its shard, each shard's own
+        endpoint, the map's epoch. A client that routes by slot sends a customer's
+        requests to its shard's endpoint and fetches this again on 421 `slot_moved` or
+        when an endpoint does not answer. Any API key may read it."""
+        api._allow(request, None)
+        return reply(request, await api.router.supervisor_call("cluster_slots"))
 
     @router.get("/healthz", tags=["ops"], summary="Liveness")
     async def healthz(request: Request, api: Api_) -> Response:

@@ -38,8 +38,9 @@ class KeyRing:
         self.enabled = spec.enabled
         self.keys = [(bytes.fromhex(k.sha256), k.name, frozenset(k.scopes)) for k in spec.keys]
 
-    def check(self, headers: object, scope: str) -> str | None:
-        """`headers`: a mapping with lower-case `.get` (Starlette's Headers)."""
+    def check(self, headers: object, scope: str | None) -> str | None:
+        """`headers`: a mapping with lower-case `.get` (Starlette's Headers); `scope`
+        None: any known key will do."""
         if not self.enabled:
             return None
         get = headers.get  # type: ignore[attr-defined]
@@ -59,6 +60,6 @@ class KeyRing:
         if found is None:
             raise WireError(401, "unauthenticated", "unknown API key")
         name, scopes = found
-        if scope not in scopes:
+        if scope is not None and scope not in scopes:
             raise WireError(403, "forbidden", f"this API key lacks the scope {scope!r}")
         return name

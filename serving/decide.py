@@ -18,7 +18,7 @@ replica) fails the whole batch.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -31,7 +31,7 @@ from decisioning.profile import Event
 from serving.bodies import decision_body
 from serving.errors import error_of, http_error
 from serving.identity import Identities
-from serving.wire import WireError, error_body, validate
+from serving.wire import IDEMPOTENCY_KEY, WireError, error_body, validate
 
 __all__ = [
     "batch_of",
@@ -40,6 +40,7 @@ __all__ = [
     "checked_requests",
     "decide_all",
     "decide_message",
+    "no_idempotency_key",
 ]
 
 Checked = Decide | WireError  # a batch's request as its message, or why it is refused
@@ -65,17 +66,31 @@ def check_channel(channel: str, channels: frozenset[str], prefix: str = "") -> N
         )
 
 
-def decide_message(req: Any, customer: str, now: float) -> Decide:
+def decide_message(req: Any, customer: str, now: float, request_id: str | None) -> Decide:
     """A validated /v1/decide body (`DecideIn`) as the `Decide` for `customer` (its
-    identifier resolved); a triggering event is that customer's (no `ts`: now)."""
+    identifier resolved) under `request_id`; a triggering event is that customer's (no
+    `ts`: now)."""
     ev, event = req.event, None
     if ev is not None:
         ts = now if ev.ts is None else ev.ts
         event = Event(customer, ev.type, ts, ev.properties, ev.event_id)
     return Decide(
         customer, req.channel, req.placement, req.context, req.limit, req.explain,
-        req.dry_run, event,
+        req.dry_run, event, request_id,
     )  # fmt: skip
+
+
+def no_idempotency_key(headers: Mapping[str, str]) -> None:
+    """422 for a batch sent with an Idempotency-Key header: one id cannot name several
+    requests (each request of a batch carries its own `request_id`)."""
+    if IDEMPOTENCY_KEY.lower() in headers:
+        raise WireError(
+            422,
+            "invalid_field",
+            f"{IDEMPOTENCY_KEY}: a batch takes no {IDEMPOTENCY_KEY} header; give each "
+            "request its own request_id",
+            IDEMPOTENCY_KEY,
+        )
 
 
 def batch_of(data: Any, max_batch: int) -> list[Any]:
@@ -90,20 +105,27 @@ def batch_of(data: Any, max_batch: int) -> list[Any]:
 
 
 def checked_requests(
-    model: type[BaseModel], channels: frozenset[str], requests: list[Any], now: float
+    model: type[BaseModel],
+    channels: frozenset[str],
+    requests: list[Any],
+    now: float,
+    misdirected: Callable[[str], None],
 ) -> list[Checked]:
-    """Each request validated against `model` (DecideIn) and its channel checked, on its
-    own: its `Decide` (for the customer id as given), or the error, at its place."""
+    """Each request checked on its own as /v1/decide checks its body: validated against
+    `model` (DecideIn), `misdirected(customer_id)` (a shard's own port refuses another
+    shard's customer when asked to), its channel; its `Decide` (for the customer id as
+    given, under its own `request_id`), or the error, at its place."""
     out: list[Checked] = []
     for i, data in enumerate(requests):
         prefix = f"requests[{i}]."
         try:
             req = validate(model, data, prefix)
+            misdirected(req.customer_id)
             check_channel(req.channel, channels, prefix)
         except WireError as e:
             out.append(e)
             continue
-        out.append(decide_message(req, req.customer_id, now))
+        out.append(decide_message(req, req.customer_id, now, req.request_id))
     return out
 
 

@@ -9,8 +9,9 @@ in its MRO that the table names), then by a code that refines it:
                                    SlotMoved, SlotFrozen
     404 not found                  NotFound, LinkError (an open link that is not ours)
     410 gone                       code `link_expired`
-    409 conflict                   AlreadyMerged; code `no_previous` (nothing to roll
-                                   back to: the state, not the request, is at fault)
+    409 conflict                   AlreadyMerged, RequestIdReused; code `no_previous`
+                                   (nothing to roll back to: the state, not the
+                                   request, is at fault)
     500                            SnapshotError (never the caller's fault), and any
                                    exception outside the tree
     a refusal (422 by default)     everything else in the tree: InvalidInput,
@@ -47,6 +48,7 @@ from decisioning.errors import (
     Moved,
     NextbestError,
     NotFound,
+    RequestIdReused,
     RuleError,
     SlotFrozen,
     SlotMoved,
@@ -84,6 +86,7 @@ _STATUS: dict[type[BaseException], int] = {
     LinkError: 404,  # (before InvalidInput) the token is the path: not ours
     NotFound: 404,
     AlreadyMerged: 409,
+    RequestIdReused: 409,  # (before InvalidInput) the id answered another request
     SnapshotError: 500,
     NextbestError: REFUSED,
 }

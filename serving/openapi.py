@@ -1,7 +1,8 @@
 """OpenAPI for routes that decode their own bodies and build their own answers (JSON or
 msgpack): the request schemas come from the same pydantic wire models that validate
-them; `ANSWERS` says what each route answers (the success body, from
-`serving/answers.py` and `serving/admin_answers.py`, and every error status it gives)."""
+them (and so do the headers that stand for a body field: `HEADER_FIELDS`); `ANSWERS`
+says what each route answers (the success body, from `serving/answers.py` and
+`serving/admin_answers.py`, and every error status it gives)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from serving.admin_answers import (
 from serving.answers import (
     Accepted,
     Acked,
+    ClusterSlots,
     ContextPut,
     ContextTables,
     DecisionOut,
@@ -42,12 +44,16 @@ from serving.answers import (
     ProfileOut,
     Readiness,
 )
+from serving.wire import IDEMPOTENCY_KEY
 
-__all__ = ["ANSWERS", "MEDIA_TYPES", "OPEN_PATHS", "Answer", "install_openapi"]
+__all__ = ["ANSWERS", "HEADER_FIELDS", "MEDIA_TYPES", "OPEN_PATHS", "Answer", "install_openapi"]
 
 # no API key: probes must get through; an open link's token is its own key
 OPEN_PATHS = frozenset(("/healthz", "/readyz", "/v1/open/{token}"))
 MEDIA_TYPES = ("application/json", "application/msgpack")  # msgpack: with that Accept
+# a header a route takes in place of a body field, checked as that field: path -> {header:
+# field}
+HEADER_FIELDS = {"/v1/decide": {IDEMPOTENCY_KEY: "request_id"}}
 
 
 class Answer(NamedTuple):
@@ -67,7 +73,7 @@ LATER = (503,)  # a shard or the supervisor restarting, a timeout, overload
 
 ANSWERS: dict[str, dict[str, Answer]] = {
     "/v1/events": {"post": Answer(Accepted, (*KEY, *BODY, *LATER))},
-    "/v1/decide": {"post": Answer(DecisionOut, (*KEY, *BODY, *LATER))},
+    "/v1/decide": {"post": Answer(DecisionOut, (*KEY, *BODY, 409, *LATER))},
     "/v1/decide/batch": {"post": Answer(DecisionsOut, (*KEY, *BODY, *LATER))},
     "/v1/outcomes": {"post": Answer(Accepted, (*KEY, *BODY, 404, *LATER))},
     "/v1/outbound": {"get": Answer(OutboundOut, (*KEY, 409, 422, *LATER))},
@@ -97,6 +103,7 @@ ANSWERS: dict[str, dict[str, Answer]] = {
     "/v1/shards/scale": {"post": Answer(MoveProgress, (*KEY, *BODY, 409, *LATER), status=202)},
     "/v1/shards/move": {"post": Answer(MoveProgress, (*KEY, *BODY, 409, *LATER), status=202)},
     "/v1/shards/rebalance": {"post": Answer(MoveProgress, (*KEY, 409, *LATER), status=202)},
+    "/v1/cluster/slots": {"get": Answer(ClusterSlots, (*KEY, *LATER))},
     "/healthz": {"get": Answer(Health)},
     "/readyz": {"get": Answer(Readiness, LATER, unavailable=Readiness)},
 }
@@ -149,6 +156,26 @@ def _responses(answer: Answer, ref: Callable[[type[BaseModel]], dict[str, Any]])
     return out
 
 
+def _headers(path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The headers `path` takes in place of a body field (HEADER_FIELDS), each with the
+    field's own string schema (so the configured limits show)."""
+    out = []
+    for header, name in HEADER_FIELDS.get(path, {}).items():
+        field = body["properties"][name]
+        schema = next(s for s in field.get("anyOf", [field]) if s.get("type") == "string")
+        out.append(
+            {
+                "name": header,
+                "in": "header",
+                "required": False,
+                "description": f"The body's `{name}` as a header (send one, or the same "
+                f"in both). {field.get('description', '')}".rstrip(),
+                "schema": schema,
+            }
+        )
+    return out
+
+
 def _describe_answers(spec: dict[str, Any]) -> None:
     """Every operation's answers from ANSWERS; the components they refer to."""
     schemas = spec["components"]["schemas"]
@@ -198,6 +225,8 @@ def install_openapi(
             body = {"oneOf": [ref, {"type": "array", "items": ref}]} if many else ref
             for op in spec["paths"].get(path, {}).values():
                 op["requestBody"] = {"required": True, "content": _content(body)}
+                if path in HEADER_FIELDS:
+                    op["parameters"] = [*op.get("parameters", []), *_headers(path, js)]
         _describe_answers(spec)
         spec["components"]["securitySchemes"] = {
             "apiKey": {"type": "http", "scheme": "bearer", "description": "An API key."},

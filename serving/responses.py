@@ -16,7 +16,7 @@ from decisioning.errors import NextbestError
 from serving.errors import RETRY_AFTER, http_error
 from serving.wire import WireError, encode_body, error_body
 
-__all__ = ["RETRY_AFTER", "fail", "install_error_handlers", "reply"]
+__all__ = ["RETRY_AFTER", "error_response", "fail", "install_error_handlers", "reply"]
 
 log = logging.getLogger("nextbest.serving")
 _HEADERS = {401: {"WWW-Authenticate": "Bearer"}, 503: {"Retry-After": RETRY_AFTER}}
@@ -67,6 +67,13 @@ async def _mapped(request: Request, exc: Exception) -> Response:
     if wire.status >= 500 and wire.status != 503:
         log.error("unhandled error on %s", request.url.path, exc_info=exc)
     return await _wire_error(request, wire)
+
+
+async def error_response(request: Request, exc: Exception) -> Response:
+    """What the handlers below answer for `exc` (for a caller outside FastAPI's)."""
+    if isinstance(exc, WireError):
+        return await _wire_error(request, exc)
+    return await _mapped(request, exc)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import unicodedata
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -32,6 +33,7 @@ from decisioning.profile.slots import SLOTS
 
 __all__ = [
     "DEFAULT",
+    "IDEMPOTENCY_KEY",
     "DecideIn",
     "EventIn",
     "Limits",
@@ -53,6 +55,7 @@ JSON = "application/json"
 MSGPACK = "application/msgpack"
 _MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 MAX_TS = 4102444800.0  # 2100-01-01
+IDEMPOTENCY_KEY = "Idempotency-Key"  # the header a decide's request id may come in
 
 
 class WireError(Exception):
@@ -187,6 +190,18 @@ class WireModels:
             explain: bool = Field(False, description="Return why each candidate won or lost.")
             dry_run: bool = Field(False, description="Decide without recording anything.")
             event: EventBody | None = Field(None, description="Event to apply before deciding.")
+            request_id: Id | None = Field(
+                None,
+                description="Client id of this request (idempotency; or the Idempotency-Key "
+                "header): a retry gets the decision recorded under it, the same body, "
+                "instead of a second decision. Another channel or placement under the same "
+                "id: 409 request_id_reused. Ignored in a dry run.",
+            )
+
+        class RequestIdIn(_Wire):
+            """A request id on its own (the Idempotency-Key header), checked as in a body."""
+
+            request_id: Id
 
         class DecideBatchIn(_Wire):
             """POST /v1/decide/batch: each request is a POST /v1/decide body, decided on
@@ -231,8 +246,31 @@ class WireModels:
         self.MergeIn = MergeIn
         self.EventBody, self.EventIn = EventBody, EventIn
         self.DecideIn, self.OutcomeIn = DecideIn, OutcomeIn
+        self.RequestIdIn = RequestIdIn
         self.DecideBatchIn = DecideBatchIn
         self.OutboundAckIn = OutboundAckIn
+
+    def request_id(self, body: str | None, headers: Mapping[str, str]) -> str | None:
+        """A decide's request id: the body's `request_id`, or the Idempotency-Key header
+        checked by the same rules (422 `invalid_field`, field `Idempotency-Key`); both
+        given must be the same id (else 422 `request_id_mismatch`)."""
+        header = headers.get(IDEMPOTENCY_KEY.lower())  # (HTTP header names: any case)
+        if header is None:
+            return body
+        try:
+            checked: str = validate(self.RequestIdIn, {"request_id": header}).request_id
+        except WireError as e:
+            why = e.message.removeprefix("request_id: ")
+            raise WireError(422, e.code, f"{IDEMPOTENCY_KEY}: {why}", IDEMPOTENCY_KEY) from None
+        if body is not None and body != checked:
+            raise WireError(
+                422,
+                "request_id_mismatch",
+                f"the {IDEMPOTENCY_KEY} header and the body's request_id differ: send one, "
+                "or the same id in both",
+                "request_id",
+            )
+        return checked
 
 
 DEFAULT = WireModels(Limits())

@@ -1,5 +1,6 @@
-"""The decide path of a shard (the hot path): check the request, apply its triggering
-event, pick the customer's variant, choose the channel of an outbound decision, decide
+"""The decide path of a shard (the hot path): answer a retried request id again
+(`answers.py`), check the request, apply its triggering event, pick the customer's
+variant, choose the channel of an outbound decision, decide
 (`decisioning/policy/decide.py`), then record it, spend budgets and log it."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 
 from actors.messages import Decide, Decided
 from actors.shard.allowance import Allowance
+from actors.shard.answers import extra_of, request_key
 from actors.shard.decisions import DecisionHistory
 from actors.shard.identity import Identity
 from actors.shard.intake import Intake
@@ -22,7 +24,6 @@ from decisioning.config import OUTBOUND, DecisioningSpec
 from decisioning.errors import InvalidInput
 from decisioning.policy.decide import (
     ChannelChoice,
-    Decision,
     DecisionRequest,
     LoadedModel,
     Stages,
@@ -63,12 +64,21 @@ class Decider:
 
     def decide(self, request: Decide) -> Decided:
         """The decision, its variant and (channel "outbound") how its channel was chosen;
-        the request's triggering event is applied first (not in a dry run)."""
+        the request's triggering event is applied first (not in a dry run). A request id
+        answered before gets that answer again, and nothing else happens."""
         served, cfg = self.served, self.served.config.decisioning
         customer_id = request.customer_id
         self.identity.here(customer_id)
-        channel, limit, outbound = self._checked(request, cfg)
         dry_run = request.dry_run
+        key = None
+        if request.request_id is not None and not dry_run:  # (a dry run: ignored)
+            key = request_key(customer_id, request.request_id)
+            answered = self.history.answers.get(key)
+            if answered is not None:
+                again = self.history.answers.again(answered, request)
+                self.profiles.counters["decisions_repeated"] += 1
+                return again
+        channel, limit, outbound = self._checked(request, cfg)
         if request.event is not None:
             self._triggering_event(request.event, customer_id, dry_run)
         now = self.clock()
@@ -102,10 +112,11 @@ class Decider:
         decision = decide(r)
         if decision.explored:
             variant = "explore"
+        decided = Decided(decision, variant, choice)
         if not dry_run:
-            self._record(r, decision, context, variant, shadows)
+            self._record(r, decided, context, shadows, key)
         self.profiles.counters["decisions"] += 1
-        return Decided(decision, variant, choice)
+        return decided
 
     def _checked(self, request: Decide, cfg: DecisioningSpec) -> tuple[str, int, bool]:
         """The request's channel, limit, and whether it is an outbound decision."""
@@ -140,13 +151,14 @@ class Decider:
     def _record(
         self,
         r: DecisionRequest,
-        d: Decision,
+        decided: Decided,
         context: dict[str, Any],
-        variant: str,
         shadows: dict[str, LoadedModel],
+        key: bytes | None,
     ) -> None:
+        d, variant = decided.decision, decided.variant
         self.allowance.spend(d.actions, r.now)  # (available: the decision checked it)
-        self.history.record(d)
+        self.history.record(d, key, None if key is None else extra_of(decided))
         if self.logs is not None:
             shadow_scores = None
             if shadows:  # the same candidates, scored by the shadow models too

@@ -1,12 +1,12 @@
 """The decisions a shard made lately: a bounded ring of what outcomes and the profile
-view need, each customer's recent list, and per model version the decisions it scored
-and the outcomes of those decisions."""
+view need, each customer's recent list, per model version the decisions it scored and
+the outcomes of those decisions, and the answers given under a request id (answers.py)."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from actors.messages import RecentDecision
 from actors.shard.allowance import Allowance
@@ -15,6 +15,9 @@ from actors.shard.served import Served
 from decisioning.journal.records import DecisionMade
 from decisioning.policy.decide import Decision
 from decisioning.profile import ProfileStore
+
+if TYPE_CHECKING:
+    from actors.shard.answers import Answers
 
 __all__ = ["MAX_TRACKED_DECISIONS", "DecisionHistory", "Tracked"]
 
@@ -44,19 +47,22 @@ class DecisionHistory:
         forwards: Mapping[str, str],
         allowance: Allowance,
         journal: Journal,
+        answers: Answers,
     ) -> None:
         self.served = served
         self.store = store
         self.forwards = forwards  # merged customers: no recent list (they have no row)
         self.allowance = allowance
         self.journal = journal
+        self.answers = answers  # answers given under a request id (their tracked decisions)
         self.ring: OrderedDict[str, Tracked] = OrderedDict()
         self.recent: dict[str, list[str]] = {}
         self.variant_stats: dict[str, dict[str, int]] = {}
 
-    def record(self, d: Decision) -> None:
+    def record(self, d: Decision, request: bytes | None = None, extra: Any = None) -> None:
         """A decision was made (not a dry run): logged, tracked, counted as a contact and
-        against the model versions that scored it."""
+        against the model versions that scored it; made under a request id's key, its
+        answer is remembered (`extra`: the rest of it, answers.extra_of)."""
         tracked = Tracked(
             d.customer_id,
             tuple(a.action_id for a in d.actions),
@@ -66,21 +72,28 @@ class DecisionHistory:
             ",".join(d.model_versions) or None,
         )
         if self.journal.wal is not None:  # (no WAL: no record to build)
-            self.journal.log(DecisionMade(d.decision_id, *tracked))
-        self.redo(d.decision_id, tracked)
+            self.journal.log(DecisionMade(d.decision_id, *tracked, request, extra))
+        self.redo(d.decision_id, tracked, request, extra)
         for ref in d.model_versions:
             stats = self.variant_stats.setdefault(ref, {"decisions": 0})
             stats["decisions"] += 1
 
-    def redo(self, decision_id: str, tracked: Tracked) -> None:
-        """Track a decision and count it as a contact (live, and in replay)."""
+    def redo(
+        self, decision_id: str, tracked: Tracked, request: bytes | None = None, extra: Any = None
+    ) -> None:
+        """Track a decision, count it as a contact and remember its answer under its
+        request's key, if any (live, and in replay)."""
         self.track(decision_id, tracked)
         self.allowance.shown(tracked.customer_id, tracked.ts, tracked.channel, tracked.actions)
+        if request is not None:
+            self.answers.remember(request, decision_id, tracked, extra)
 
     def redo_record(self, r: DecisionMade) -> None:
         self.redo(
             r.decision_id,
             Tracked(r.customer_id, r.actions, r.ts, r.channel, r.placement, r.model_version),
+            r.request,
+            r.answer,
         )
 
     def track(self, decision_id: str, record: Tracked) -> None:
@@ -108,11 +121,13 @@ class DecisionHistory:
             stats[kind] = stats.get(kind, 0) + 1
 
     def forget(self, customer_id: str) -> int:
-        """Erasure: the customer's decisions leave the ring; returns how many."""
+        """Erasure: the customer's decisions leave the ring, and their answers go; returns
+        how many decisions went."""
         gone = [d for d, r in self.ring.items() if r.customer_id == customer_id]
         for d in gone:
             del self.ring[d]
         self.recent.pop(customer_id, None)
+        self.answers.forget(customer_id)
         return len(gone)
 
     def of(self, customer_id: str) -> tuple[RecentDecision, ...]:

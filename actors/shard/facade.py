@@ -9,6 +9,7 @@ from them at the edge, never here), so it is unit-tested without Ray and made re
 - `intake.py`     events in: checked, deduplicated, logged, applied, triggers run
 - `decider.py`    /v1/decide: the request, its variant, the decision, its record
 - `decisions.py`  decision history (ring, recent lists, variant stats)
+- `answers.py`    answers given under a request id, for retried decides
 - `outcomes.py`   outcomes of decisions
 - `allowance.py`  contact policies and budgets
 - `triggers.py`   trigger timers and the outbound queue
@@ -35,6 +36,7 @@ import pyarrow as pa
 from actors import messages as m
 from actors.shard import state
 from actors.shard.allowance import Allowance
+from actors.shard.answers import Answers
 from actors.shard.decider import Decider
 from actors.shard.decisions import DecisionHistory
 from actors.shard.durability import Durability
@@ -78,6 +80,7 @@ class Shard:
     seen = _view("profiles.seen")
     counters = _view("profiles.counters")
     decisions = _view("history.ring")
+    answers = _view("history.answers.held")
     recent = _view("history.recent")
     variant_stats = _view("history.variant_stats")
     policies = _view("allowance.policies")
@@ -124,7 +127,10 @@ class Shard:
             log_dir,
             logs,
         )
-        self.history = DecisionHistory(served, profiles.store, book.forwards, allowance, journal)
+        answers = Answers(config.server.idempotency_keys)  # (kept like event ids)
+        self.history = DecisionHistory(
+            served, profiles.store, book.forwards, allowance, journal, answers
+        )
         self.triggers = Triggers(
             shard_id,
             config,

@@ -16,6 +16,7 @@ __all__ = ["COUNTERS", "Profiles", "idem_key"]
 COUNTERS = (
     "events",
     "decisions",
+    "decisions_repeated",  # retried decides answered again (a request id answered before)
     "outcomes",
     "duplicates",
     "erasures",

@@ -1,8 +1,9 @@
 """Which slots a shard serves, and moving a range of slots to another shard.
 
 Hazard: a customer must be served by exactly one shard at any moment, and their state
-must move whole (profile, idempotency keys, contact history, tracked decisions, timers,
-queued messages, identity records) or not at all, whatever crashes when.
+must move whole (profile, idempotency keys, contact history, tracked decisions, answers
+given under a request id, timers, queued messages, identity records) or not at all,
+whatever crashes when.
 
 `Ownership` answers, before a request-path call runs (actors/calls.py), whether this
 shard serves every key the call addresses: one it does not own is `SlotMoved` (owner
@@ -250,6 +251,7 @@ class SlotMoves:
             tuple(outbound),
             tuple(decisions),
             tuple(identity),
+            tuple(self.history.answers.rows(lo, hi)),
         )
 
     def load(self, st: m.SlotState, replace: bool = True) -> None:
@@ -279,6 +281,7 @@ class SlotMoves:
             if did not in self.history.ring:
                 t = Tracked(cid, tuple(actions), ts, channel, placement, version)
                 self.history.track(did, t)
+        self.history.answers.load(st.answers, self.history.ring)
 
     def remove(self, lo: int, hi: int) -> int:
         """Everything keyed by slots [lo, hi) goes; the number of profiles that went."""
@@ -307,6 +310,7 @@ class SlotMoves:
                 recent.remove(did)
                 if not recent:
                     del history.recent[tracked.customer_id]
+        history.answers.drop(lo, hi)
         book = self.book
         for table in (book.aliases, book.forwards, book.owed, book.pins):
             for key in [k for k in table if inside(k)]:
@@ -334,7 +338,7 @@ PART = 20_000  # items of each kind per WAL record: ~10 MB of profiles, far unde
 def split(st: m.SlotState, size: int) -> list[m.SlotState]:
     """The state in parts of at most `size` items of each kind (ids with their rows,
     keys, contacts, ...); loading them in order, the first replacing, is loading it."""
-    kinds = ("seen", "contacts", "timers", "outbound", "decisions", "identity")
+    kinds = ("seen", "contacts", "timers", "outbound", "decisions", "identity", "answers")
     longest = max([len(st.ids), *(len(getattr(st, k)) for k in kinds)])
     n = max(1, -(-longest // size))
     if n == 1:
@@ -371,6 +375,7 @@ def plain(st: m.SlotState) -> dict[str, Any]:
         "outbound": [list(r) for r in st.outbound],
         "decisions": [[r[0], r[1], list(r[2]), *r[3:]] for r in st.decisions],
         "identity": [list(r) for r in st.identity],
+        "answers": [[bytes(r[0]), int(r[1]), *r[2:4], list(r[4]), *r[5:]] for r in st.answers],
     }
 
 
@@ -382,7 +387,7 @@ def unplain(migration: str, lo: int, hi: int, d: dict[str, Any]) -> m.SlotState:
     }
 
     def rows(key: str) -> tuple[tuple[Any, ...], ...]:
-        return tuple(tuple(r) for r in d[key])
+        return tuple(tuple(r) for r in d.get(key, ()))  # (answers: none in older records)
 
     return m.SlotState(
         migration,
@@ -396,4 +401,5 @@ def unplain(migration: str, lo: int, hi: int, d: dict[str, Any]) -> m.SlotState:
         rows("outbound"),
         rows("decisions"),
         rows("identity"),
+        rows("answers"),
     )

@@ -37,6 +37,7 @@ def capture(shard: Shard, wal_seq: int) -> State:
         timers=triggers.timers.rows(),
         outbound=[m.row() for m in triggers.outbox.messages()],
         identity=list(shard.book.rows()),
+        answers=shard.history.answers.rows(),
     )
 
 
@@ -46,6 +47,7 @@ def restore(shard: Shard, st: State) -> None:
     shard.book.load(st.identity)  # (before decisions: forwards matter)
     for did, (cid, actions, ts, channel, placement, version) in st.decisions:
         shard.history.track(did, Tracked(cid, tuple(actions), ts, channel, placement, version))
+    shard.history.answers.load(st.answers, shard.history.ring)  # (sharing what is tracked)
     shard.profiles.load(st.seen, st.counters, st.seen_slots)
     shard.allowance.contacts.load(st.contacts)
     shard.triggers.timers.load(st.timers)
@@ -55,7 +57,7 @@ def restore(shard: Shard, st: State) -> None:
 
 def digest(shard: Shard) -> str:
     """sha256 of the state: profiles, decisions, idempotency keys, contacts, timers,
-    messages, identity records."""
+    messages, identity records, answers under a request id."""
     h = hashlib.sha256()
     blob, ends, matrices = shard.profiles.store.export()
     h.update(blob)
@@ -68,4 +70,5 @@ def digest(shard: Shard) -> str:
     h.update(repr(sorted(shard.triggers.timers.rows())).encode())
     h.update(repr([m.row() for m in shard.triggers.outbox.messages()]).encode())
     h.update(shard.book.digest().encode())
+    h.update(repr(shard.history.answers.rows()).encode())
     return h.hexdigest()

@@ -85,6 +85,15 @@ class ServerSpec(StrictModel):
         description="Serve the admin API (models, status) on this port only, apart from the "
         "channels' port (which then answers 404 for it); unset: on `port`, with the admin scope.",
     )
+    shard_port: int | None = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Each shard also serves the channels' API on a port of its own, so a "
+        "request sent to its customer's owner (the Python client routes by slot with GET "
+        "/v1/cluster/slots) is answered in the shard's process, with no hop: 0 picks a free "
+        "port per shard, N gives shard i port N+i, null turns the owner ports off.",
+    )
     admin_host: str = Field(
         "127.0.0.1",
         description="Bind address of the admin port: keep it on localhost or a private network.",
@@ -129,7 +138,8 @@ class ServerSpec(StrictModel):
     idempotency_keys: int = Field(
         1_000_000,
         ge=0,
-        description="Event ids (and outcome keys) each shard remembers to drop retried duplicates.",
+        description="Event ids (and outcome keys) each shard remembers to drop retried "
+        "duplicates; as many decide request ids, each with its answer (about 1 KB).",
     )
     state_dir: str | None = Field(
         None,

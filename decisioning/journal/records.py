@@ -101,7 +101,10 @@ class EventsApplied:
 
 @dataclass(frozen=True, slots=True)
 class DecisionMade:
-    """A decision recorded (not a dry run): what outcomes and contact policies need."""
+    """A decision recorded (not a dry run): what outcomes and contact policies need.
+    Made under a client's request id, it also carries the request's key and the rest of
+    the answer (`actors/shard/answers.py`), so a retry gets the same answer after a
+    restart; the body then has two more items (records written before have seven)."""
 
     TAG: ClassVar[str] = "decision"
     decision_id: str
@@ -111,9 +114,11 @@ class DecisionMade:
     channel: str
     placement: str | None
     model_version: str | None
+    request: bytes | None = None  # the request id's key (a digest, never the id)
+    answer: list[Any] | None = None  # with `request`: the answer's other parts (plain)
 
     def body(self) -> list[Any]:
-        return [
+        body = [
             self.decision_id,
             self.customer_id,
             list(self.actions),
@@ -122,11 +127,14 @@ class DecisionMade:
             self.placement,
             self.model_version,
         ]
+        if self.request is not None:
+            body += [self.request, self.answer]
+        return body
 
     @classmethod
     def from_body(cls, body: list[Any]) -> DecisionMade:
-        did, cid, actions, ts, channel, placement, version = body
-        return cls(did, cid, tuple(actions), ts, channel, placement, version)
+        did, cid, actions, ts, channel, placement, version, *request = body
+        return cls(did, cid, tuple(actions), ts, channel, placement, version, *request)
 
 
 # -- erasure -------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Shard snapshots in Arrow IPC: profiles, tracked decisions, idempotency keys, contact
-history, trigger timers, the undelivered outbound messages and the identity records.
+history, trigger timers, the undelivered outbound messages, the identity records and the
+answers given under a request id.
 
 A snapshot is a directory `snapshot-<seq>-g<generation>/` where `seq` is the first WAL
 segment it does not cover. It is written under a temporary name, every file fsynced,
@@ -28,9 +29,10 @@ from decisioning.journal.wal import fsync_path
 __all__ = ["SnapshotError", "State", "name", "prune", "read", "snapshots", "write"]
 
 # 2: identity rows carry owed merges, pins, cancelled attempts (note, token, ts);
-# 3: each idempotency key carries the slot of its customer (slots move between shards)
-FORMAT = 3
-READABLE = frozenset((1, 2, 3))  # a format 1 snapshot has only links and forward pointers
+# 3: each idempotency key carries the slot of its customer (slots move between shards);
+# 4: the answers given under a request id (answers.arrow; none before)
+FORMAT = 4
+READABLE = frozenset((1, 2, 3, 4))  # a format 1 snapshot has only links and forward pointers
 _DTYPES = {"f32": pa.float32(), "f64": pa.float64(), "i32": pa.int32(), "u16": pa.uint16()}
 
 
@@ -60,6 +62,9 @@ class State:
     outbound: list[list[Any]] = field(default_factory=list)
     # identity (decisioning/profile/identity.py): (kind, key, target, note, token, ts)
     identity: list[tuple[Any, ...]] = field(default_factory=list)
+    # answers under a request id (actors/shard/answers.py): (key, slot, decision_id,
+    # customer_id, actions, ts, channel, placement, model_version, extra)
+    answers: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 def name(seq: int, generation: int) -> str:
@@ -136,6 +141,12 @@ _IDENTITY: Columns = (
     ("ts", pa.float64()),
 )
 _IDENTITY_SINCE_2 = frozenset(("note", "token", "ts"))  # (format 1: links and forwards only)
+_ANSWERS: Columns = (
+    ("key", pa.binary(16)),
+    ("slot", pa.int32()),
+    *_DECISIONS,
+    ("extra", pa.binary()),  # msgpack
+)
 
 
 def _rows_table(rows: Sequence[Sequence[Any]], columns: Columns) -> pa.Table:
@@ -188,6 +199,11 @@ def _outbound_table(state: State) -> pa.Table:
     return _rows_table(rows, _OUTBOUND)
 
 
+def _answers_table(state: State) -> pa.Table:
+    rows = [(*a[:4], list(a[4]), *a[5:9], msgpack.packb(a[9])) for a in state.answers]
+    return _rows_table(rows, _ANSWERS)
+
+
 # The files of a snapshot and what writes each, in the order they are written.
 _WRITERS: tuple[tuple[str, Callable[[State], pa.Table]], ...] = (
     ("profiles.arrow", _profiles_table),
@@ -197,6 +213,7 @@ _WRITERS: tuple[tuple[str, Callable[[State], pa.Table]], ...] = (
     ("timers.arrow", lambda s: _rows_table(s.timers, _TIMERS)),
     ("outbound.arrow", _outbound_table),
     ("identity.arrow", lambda s: _rows_table(s.identity, _IDENTITY)),
+    ("answers.arrow", _answers_table),
 )
 
 
@@ -250,6 +267,12 @@ def _read_rows(
 def _read_outbound(path: str) -> list[list[Any]]:
     rows = _read_rows(path, "outbound.arrow", _OUTBOUND)
     return [[i, c, ch, tr, ts, msgpack.unpackb(d)] for i, c, ch, tr, ts, d in rows]
+
+
+def _read_answers(path: str) -> list[tuple[Any, ...]]:
+    """The answers under a request id (none before format 4)."""
+    rows = _read_rows(path, "answers.arrow", _ANSWERS)
+    return [(*r[:9], msgpack.unpackb(r[9], strict_map_key=False)) for r in rows]  # (as the WAL)
 
 
 def _check(path: str, meta: dict[str, Any], layout_key: str) -> None:
@@ -311,6 +334,7 @@ def read(directory: str, snapshot: str, layout_key: str) -> State:
         timers = _read_rows(path, "timers.arrow", _TIMERS)
         identity = _read_rows(path, "identity.arrow", _IDENTITY, _IDENTITY_SINCE_2)
         outbound = _read_outbound(path)
+        answers = _read_answers(path)
     except (OSError, KeyError, ValueError, pa.ArrowException) as e:
         raise SnapshotError(f"{path}: unreadable snapshot: {e}") from e
     _check(path, meta, layout_key)
@@ -329,4 +353,5 @@ def read(directory: str, snapshot: str, layout_key: str) -> State:
         timers=timers,
         outbound=outbound,
         identity=identity,
+        answers=answers,
     )

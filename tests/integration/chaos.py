@@ -76,9 +76,15 @@ def under_load(
     every: float = EVERY,
     rate: float = RATE,
     threads: int = 6,
+    changes: int = 0,
+    route: Callable[[str, int], tuple[str, dict[str, str]]] | None = None,
 ) -> Figures:
-    """Send events at `rate`/s for `seconds` while calling `kill(i)` every `every` s;
-    then count. Fails on any exception in a sender (an event never acknowledged)."""
+    """Send events at `rate`/s for `seconds` while calling `kill(i)` every `every` s
+    (and, however long each took on a loaded machine, at least `changes` times); then
+    count. Fails on any exception in a sender (an event never acknowledged). `route`
+    (customer, the status of its last try: -1 before the first, 0 no answer) gives the
+    URL an event goes to and extra headers (default: the ingress); a 421 is then
+    retried like a 503."""
     figures = Figures()
     acked: Counter[str] = Counter()
     lock = threading.Lock()
@@ -96,9 +102,11 @@ def under_load(
                 ev = {"customer_id": cid, "type": "page_view", "event_id": f"{prefix}-{t}-{n}"}
                 first_failure = None
                 started = time.monotonic()
+                status = -1  # (not sent yet)
                 while True:  # retry the same event until acknowledged
+                    where, extra = route(cid, status) if route else (server.url, {})
                     try:
-                        answer = c.post("/v1/events", json=ev)
+                        answer = c.post(f"{where}/v1/events", json=ev, headers=extra)
                         status, last = answer.status_code, answer.text[:300]
                     except httpx.HTTPError as e:
                         status, last = 0, repr(e)
@@ -108,7 +116,8 @@ def under_load(
                             figures.other_5xx += 1
                     if status == 200:
                         break
-                    if status not in (0, 503, 429) and status < 500:
+                    moved = route is not None and status == 421  # sent to a shard that lost it
+                    if status not in (0, 503, 429) and not moved and status < 500:
                         raise AssertionError(f"event {ev['event_id']}: {status}")
                     first_failure = first_failure or time.monotonic()
                     if time.monotonic() - started > EVENT_DEADLINE_S:
@@ -143,13 +152,13 @@ def under_load(
         s.start()
     try:
         kills = 0
-        while (elapsed := time.monotonic() - started) < seconds and not errors:
+        while ((elapsed := time.monotonic() - started) < seconds or kills < changes) and not errors:
             wait = (kills + 1) * every - elapsed
             if wait <= 0:
                 kill(kills)
                 kills += 1
             else:
-                stop.wait(min(wait, seconds - elapsed))
+                stop.wait(max(0.0, min(wait, seconds - elapsed)) if kills >= changes else wait)
         figures.kills = kills
     finally:
         stop.set()

@@ -98,6 +98,22 @@ def test_each_request_is_answered_in_its_place_and_its_decision_takes_outcomes(
         assert profile["aggregates"]["accepts_30d"] == len(ids)
 
 
+def test_a_retried_batch_gets_the_recorded_decision_of_each_request_id(
+    client: httpx.Client,
+) -> None:
+    a, b = on_shard(0), on_shard(1)
+    rid = f"rid-{uuid.uuid4().hex[:8]}"
+    requests: list[object] = [
+        {"customer_id": a, "channel": "web", "request_id": rid},
+        {"customer_id": b, "channel": "web"},
+    ]
+    first, again = batch(client, requests), batch(client, requests)
+    assert again[0] == first[0]  # the recorded decision, not a second one
+    assert again[1]["decision_id"] != first[1]["decision_id"]  # no request id: decided anew
+    recent = client.get(f"/v1/profiles/{a}").json()["recent_decisions"]
+    assert [d["decision_id"] for d in recent] == [first[0]["decision_id"]]
+
+
 def test_a_batch_of_bad_requests_still_answers_200_and_the_envelope_is_checked(
     server: Server, client: httpx.Client
 ) -> None:

@@ -148,7 +148,9 @@ def test_scale_1_to_3_to_2_while_retrying_clients_send_events(one_shard: Server)
             moved.append(_scale(one_shard, (3, 2)[k]))
             epochs.append(_shards(one_shard)["epoch"])
 
-    figures = under_load(one_shard, CUSTOMERS, change, seconds=24, every=6, rate=200, threads=4)
+    figures = under_load(
+        one_shard, CUSTOMERS, change, seconds=24, every=6, rate=200, threads=4, changes=2
+    )
     FIGURES.append(figures.line("scale 1 -> 3 -> 2 shards under load"))
     FIGURES.extend(
         f"  {m['operation']} to {m['target']}: {m['slots_moved']} slots, "
@@ -256,7 +258,9 @@ def test_a_node_added_for_new_shards_dies_and_nothing_acknowledged_is_lost(
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
 
-    figures = under_load(one_shard, CUSTOMERS, change, seconds=24, every=7, rate=150, threads=4)
+    figures = under_load(
+        one_shard, CUSTOMERS, change, seconds=24, every=7, rate=150, threads=4, changes=2
+    )
     FIGURES.append(figures.line("a node added for new shards, then lost"))
     where = _where(one_shard) if figures.lost else ""  # what to look at when it fails
     assert figures.lost == 0, f"{figures}; {where}"

@@ -1,12 +1,14 @@
 """Things die on the running server: a shard actor is restarted by Ray (its customers get
-503 meanwhile, never 500, and it comes back with every acknowledged event); the ingress
-replica is replaced by Serve on the same port; the supervisor is restarted while events
-flow; a graceful stop and start restores every shard bit for bit."""
+503 meanwhile, never 500, and it comes back with every acknowledged event, and answers a
+retried decide with the decision it recorded); the ingress replica is replaced by Serve
+on the same port; the supervisor is restarted while events flow; a graceful stop and
+start restores every shard bit for bit."""
 
 from __future__ import annotations
 
 import os
 import signal
+import uuid
 from collections import Counter
 
 import httpx
@@ -77,6 +79,55 @@ def test_killed_shard_answers_503_then_recovers(server: Server, client: httpx.Cl
     assert client.post("/v1/events", json=views).status_code == 200
     again = client.get(f"/v1/profiles/{customer}").json()
     assert again["aggregates"]["page_views_24h"] == 3
+
+
+def test_a_retried_decide_gets_its_decision_again_across_a_shard_restart(
+    server: Server, client: httpx.Client
+) -> None:
+    """A client that lost a decide's answer retries with the same Idempotency-Key, while
+    the shard process is SIGKILLed and restarted from its WAL: every 200 it gets is the
+    decision it was first given (the same body), and the customer has one decision."""
+    customer = customers_per_shard(server, 1, f"idem-{uuid.uuid4().hex[:6]}")[0][0]
+    body = {"customer_id": customer, "channel": "web", "explain": True}
+    key = {"Idempotency-Key": f"retry-{uuid.uuid4().hex}"}
+    first = client.post("/v1/decide", json=body, headers=key)
+    assert first.status_code == 200, first.text
+    given = first.json()
+    assert given["actions"]
+    assert client.post("/v1/decide", json=body, headers=key).json() == given
+    shard = _shard(server, 0)
+    killed = ray.get(shard.pid.remote())
+    os.kill(killed, signal.SIGKILL)
+    seen: list[int] = []
+
+    def restarted_and_answered() -> bool:
+        r = client.post("/v1/decide", json=body, headers=key)
+        seen.append(r.status_code)
+        if r.status_code == 503:
+            assert r.json()["error"]["code"] == "shard_unavailable", r.text
+            return False
+        assert r.status_code == 200, r.text
+        assert r.json() == given  # during the restart and after: the same decision
+        return ray.get(_shard(server, 0).pid.remote(), timeout=30) != killed
+
+    wait_until(restarted_and_answered, 90, "the restarted shard to answer the retry")
+    assert set(seen) <= {200, 503}, seen
+    shards = client.get("/v1/status").json()["shards"]
+    assert shards[0]["recovery"]["wal_records"] >= 1  # it came back from its log
+    assert shards[0]["decisions_repeated"] >= 1
+    recent = client.get(f"/v1/profiles/{customer}").json()["recent_decisions"]
+    assert [d["decision_id"] for d in recent] == [given["decision_id"]]  # recorded once
+    # the key in the body works the same; another placement under it is refused
+    same = client.post("/v1/decide", json={**body, "request_id": key["Idempotency-Key"]})
+    assert same.json() == given
+    other = client.post("/v1/decide", json={**body, "placement": "home_hero"}, headers=key)
+    assert other.status_code == 409, other.text
+    assert other.json()["error"]["code"] == "request_id_reused"
+    mismatch = client.post("/v1/decide", json={**body, "request_id": "another"}, headers=key)
+    assert (mismatch.status_code, mismatch.json()["error"]["code"]) == (
+        422,
+        "request_id_mismatch",
+    )
 
 
 def _listener(port: int) -> int | None:

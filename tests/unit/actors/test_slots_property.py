@@ -1,9 +1,10 @@
 """The migration protocol as a property: random events (with ids, and their retries),
-decisions and trigger timers, interleaved with slot moves that the supervisor may die in
-at any step (before or after a shard applied the step), with the shards restarted from
-their WALs or not. Afterwards every customer, read at the shard the stored map names,
-equals a single shard fed the same acknowledged input; no other shard holds anything of
-them, and no idempotency key sits on two shards.
+decisions (with request ids, and their retries) and trigger timers, interleaved with
+slot moves that the supervisor may die in at any step (before or after a shard applied
+the step), with the shards restarted from their WALs or not. A retried request id always
+gets the answer it was first given. Afterwards every customer, read at the shard the
+stored map names, equals a single shard fed the same acknowledged input; no other shard
+holds anything of them, and no idempotency key or remembered answer sits on two shards.
 
 Real `Shard`s with WALs on disk, the real `SlotMover` and `SlotMapStore`; a crash is a
 BaseException thrown into the mover's thread, as a process death stops it mid-step."""
@@ -28,6 +29,7 @@ from actors.slots import SlotMover
 from decisioning.errors import SlotFrozen, SlotMoved
 from decisioning.profile.slots import SLOTS, SlotMap, slot_of
 from decisioning.stores.slotmap import SlotMapStore
+from serving.bodies import decision_body
 from tests.conftest import examples
 from tests.unit import edge
 from tests.unit.actors.shard.test_shard_journal import CONFIG, ev
@@ -74,6 +76,7 @@ class World:
         self.store.save(SlotMap.contiguous(SHARDS))
         self.shards = [self._open(i) for i in range(SHARDS)]
         self.acked: list[dict[str, Any]] = []  # events acknowledged, for retries
+        self.answered: dict[tuple[str, str], dict[str, Any]] = {}  # request id -> answer
 
     def _open(self, i: int) -> Shard:
         slot_map = self.store.load()
@@ -106,6 +109,17 @@ class World:
         if not isinstance(answer, SlotMoved | SlotFrozen):
             assert not isinstance(answer, Exception), answer
             edge.decide(self.reference, {"customer_id": customer, "channel": "web"})
+
+    def ask(self, customer: str, request_id: str) -> None:
+        """A decide with a request id: a retry of one answered gets that answer again."""
+        body = {"customer_id": customer, "channel": "web", "request_id": request_id}
+        answer = run_calls(self.owner(customer), [("decide", (edge.decide_message(body),))])[0]
+        if isinstance(answer, SlotMoved | SlotFrozen):
+            return  # not acknowledged: the client retries it later
+        assert not isinstance(answer, Exception), answer
+        got = decision_body(answer)
+        assert self.answered.setdefault((customer, request_id), got) == got
+        edge.decide(self.reference, body)
 
     def tick(self, seconds: float) -> None:
         self.clock.t += seconds
@@ -145,6 +159,7 @@ op = st.one_of(
     st.tuples(st.just("events"), st.lists(event, min_size=1, max_size=4)),
     st.tuples(st.just("retry"), st.integers(0, 1000)),
     st.tuples(st.just("decide"), customer),
+    st.tuples(st.just("ask"), customer, st.sampled_from(["q0", "q1"])),
     st.tuples(st.just("tick"), st.sampled_from([60.0, 31 * 60.0])),
     st.tuples(
         st.just("move"),
@@ -173,6 +188,8 @@ def _customer_view(world: World, shard: Shard, c: str) -> dict[str, Any]:
         "decisions": [(d.ts, d.channel, d.actions) for d in p.recent_decisions],
         "contacts": sorted(r[1:] for r in shard.contacts.rows() if r[0] == c),
         "timers": sorted(r[1:] for r in shard.timers.rows() if r[0] == c),
+        # (key, slot, the tracked decision, the rest: all but the random decision id)
+        "answers": sorted((r[:2], r[3:]) for r in shard.history.answers.rows() if r[3] == c),
         "messages": sorted(
             (x.channel, x.trigger, x.ts)
             for x in shard.triggers.outbox.messages()
@@ -202,6 +219,8 @@ def test_moves_and_crashes_at_any_step_leave_every_customer_as_one_shard_fed_the
                 world.events([world.acked[o[1] % len(world.acked)]])
             elif o[0] == "decide":
                 world.decide(o[1])
+            elif o[0] == "ask":
+                world.ask(o[1], o[2])
             elif o[0] == "tick":
                 world.tick(o[1])
             elif o[0] == "move":
@@ -218,8 +237,12 @@ def test_moves_and_crashes_at_any_step_leave_every_customer_as_one_shard_fed_the
                     assert c not in other.store, (c, other.shard_id)
                     assert not [r for r in other.contacts.rows() if r[0] == c]
                     assert not [r for r in other.timers.rows() if r[0] == c]
+                    assert not [r for r in other.history.answers.rows() if r[3] == c]
         keyed = [k for s in world.shards for k, slot in s.seen.items() if slot >= 0]
         assert len(keyed) == len(set(keyed))  # no idempotency key on two shards
         assert set(keyed) == {k for k, slot in world.reference.seen.items() if slot >= 0}
+        answers = [r[0] for s in world.shards for r in s.history.answers.rows()]
+        assert len(answers) == len(set(answers))  # no answer on two shards
+        assert set(answers) == {r[0] for r in world.reference.history.answers.rows()}
         for s in world.shards:
             s.close()

@@ -32,6 +32,7 @@ from decisioning.config.loader import config_from_dict
 from decisioning.profile.slots import SLOTS, SlotMap, contiguous_map, slot_of
 from serving.api import Api, api_router
 from serving.auth import new_key, sha256_hex
+from serving.owner import STRICT, OwnerApi
 from serving.responses import install_error_handlers
 from tests.conftest import SMALL
 from tests.unit import edge
@@ -105,7 +106,12 @@ class Supervisor:
 
 
 class World:
-    def __init__(self, config: Config, slot_map: SlotMap | None = None) -> None:
+    """Two shards behind a router and the routes; `port`: the routes as shard `port`'s
+    own port serves them (serving/owner.py), else as the ingress does."""
+
+    def __init__(
+        self, config: Config, slot_map: SlotMap | None = None, port: int | None = None
+    ) -> None:
         owners = list(contiguous_map(2) if slot_map is None else slot_map.owners)
         epoch = 0 if slot_map is None else slot_map.epoch
         self.config = config
@@ -114,6 +120,9 @@ class World:
         self.supervisor = Supervisor(owners, epoch)
         self.router = Router(config, self.supervisor, owners, self.links, epoch)
         api = Api(config, self.router)
+        if port is not None:
+            api = OwnerApi(config, self.router, lambda slot: (owners[slot], epoch))
+            api.shard_id = port
         app = FastAPI()
         install_error_handlers(app)
         app.include_router(api_router(lambda: api))
@@ -210,6 +219,55 @@ def test_a_request_answers_what_decide_answers(world: World, client: TestClient)
         assert item["status"] == alone.status_code == 422
         error = alone.json()["error"]
         assert item["error"] == {**error, "field": f"requests[0].{error['field']}"}
+
+
+def test_each_request_has_its_own_request_id(world: World, client: TestClient) -> None:
+    """A retried batch gets the recorded decision again for each request that carries a
+    request_id (of its customer), and a new one for each that carries none; a batch
+    takes no Idempotency-Key header (one id for several requests)."""
+    [a] = world.on(0)
+    [b] = world.on(1)
+    requests = [
+        {"customer_id": a, "channel": "web", "request_id": "r1"},
+        {"customer_id": b, "channel": "web", "request_id": "r1"},  # another customer's
+        {"customer_id": a, "channel": "web"},
+    ]
+    first, again = _batch(client, requests), _batch(client, requests)
+    assert again[:2] == first[:2] and first[0]["decision_id"] != first[1]["decision_id"]
+    assert again[2]["decision_id"] != first[2]["decision_id"]
+    assert (world.decisions(0, a), world.decisions(1, b)) == (3, 1)
+    reused = {"customer_id": a, "channel": "email", "request_id": "r1"}
+    [item] = _batch(client, [reused])
+    assert (item["status"], item["error"]["code"]) == (409, "request_id_reused")
+    keyed = client.post(
+        "/v1/decide/batch", json={"requests": requests}, headers={"Idempotency-Key": "k1"}
+    )
+    error = keyed.json()["error"]
+    assert (keyed.status_code, error["code"], error["field"]) == (
+        422,
+        "invalid_field",
+        "Idempotency-Key",
+    )
+    assert world.decisions(0, a) == 3
+
+
+def test_at_a_shards_port_a_strict_request_for_another_shard_fails_only_itself(
+    tmp_path: Path,
+) -> None:
+    """At shard 0's own port, with X-Nextbest-Route: strict, a request for shard 1's
+    customer is answered 421 slot_moved in its place, as /v1/decide answers it there,
+    and nothing of it is applied; the rest are decided."""
+    world = World(_config(tmp_path), port=0)
+    [a] = world.on(0)
+    [b] = world.on(1)
+    requests = [{"customer_id": c, "channel": "web"} for c in (a, b, a)]
+    with TestClient(world.app, headers={"x-api-key": DECIDE, STRICT: "strict"}) as client:
+        results = _batch(client, requests)
+        alone = client.post("/v1/decide", json=requests[1])
+    assert [r.get("customer_id") for r in results] == [a, None, a]
+    assert results[1] == {"error": alone.json()["error"], "status": alone.status_code}
+    assert (alone.status_code, alone.json()["error"]["code"]) == (421, "slot_moved")
+    assert world.links[0].decided() == [[a, a]] and world.links[1].calls == []
 
 
 def test_a_shard_that_is_down_fails_only_its_requests(world: World, client: TestClient) -> None:

@@ -124,3 +124,15 @@ def test_schemathesis_reads_every_operation(app: FastAPI) -> None:
     schema = schemathesis.openapi.from_dict(app.openapi())
     labels = [result.ok().label for result in schema.get_all_operations()]
     assert len(labels) == len(list(_operations(app)))
+
+
+def test_decide_documents_the_idempotency_key_header_as_its_request_id() -> None:
+    """The header is the body's request_id: the same string schema (the configured
+    limits), and the 409 a reused one gets."""
+    spec = fastapi_app.openapi()
+    op = spec["paths"]["/v1/decide"]["post"]
+    (header,) = [p for p in op["parameters"] if p["in"] == "header"]
+    assert (header["name"], header["required"]) == ("Idempotency-Key", False)
+    body = spec["components"]["schemas"]["DecideIn"]["properties"]["request_id"]
+    assert header["schema"] in body["anyOf"] and header["schema"]["type"] == "string"
+    assert "409" in op["responses"]

@@ -206,3 +206,33 @@ def test_the_configured_channels_are_listed_in_the_document_only() -> None:
     assert listed.model_json_schema()["properties"]["channel"]["enum"] == ["web", "outbound"]
     assert "enum" not in DecideIn.model_json_schema()["properties"]["channel"]
     assert _code(listed, {"customer_id": "c", "channel": "fax"}) == "ok"  # the ingress refuses
+
+
+def test_a_request_id_is_checked_like_an_event_id_in_the_body_or_the_header() -> None:
+    from serving.wire import Limits, WireModels
+
+    w = WireModels(Limits(max_id_length=16))
+    decide = {"customer_id": "c", "channel": "web"}
+    assert _code(w.DecideIn, {**decide, "request_id": "r" * 16}) == "ok"
+    for bad in ("r" * 17, "", 7, ["r"], "a\u200bb"):  # too long, empty, wrong type, format
+        assert _code(w.DecideIn, {**decide, "request_id": bad}) == "invalid_field:request_id"
+    assert w.request_id(None, {}) is None
+    assert w.request_id("r-1", {}) == "r-1"
+    assert w.request_id(None, {"idempotency-key": "r-1"}) == "r-1"
+    assert w.request_id("jos\u00e9", {"idempotency-key": "jose\u0301"}) == "jos\u00e9"  # (NFC)
+    for header in ("r" * 17, "", "a\u200bb"):
+        with pytest.raises(WireError) as e:
+            w.request_id(None, {"idempotency-key": header})
+        assert (e.value.status, e.value.code, e.value.field) == (
+            422,
+            "invalid_field",
+            "Idempotency-Key",
+        )
+        assert e.value.message.startswith("Idempotency-Key: "), e.value.message
+    with pytest.raises(WireError) as e:
+        w.request_id("r-1", {"idempotency-key": "r-2"})
+    assert (e.value.status, e.value.code, e.value.field) == (
+        422,
+        "request_id_mismatch",
+        "request_id",
+    )

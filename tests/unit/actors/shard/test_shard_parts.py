@@ -10,6 +10,7 @@ import pytest
 
 import actors.shard.decisions as decisions_module
 from actors.shard.allowance import USED_UP, Allowance
+from actors.shard.answers import Answers
 from actors.shard.decisions import DecisionHistory, Tracked
 from actors.shard.durability import Durability
 from actors.shard.journal import Journal
@@ -114,7 +115,14 @@ def _history(config: Config) -> tuple[DecisionHistory, dict[str, str], Allowance
     allowance = Allowance(config)
     served = Served(0, config, profiles.schema, Secrets())
     return (
-        DecisionHistory(served, profiles.store, forwards, allowance, Journal()),
+        DecisionHistory(
+            served,
+            profiles.store,
+            forwards,
+            allowance,
+            Journal(),
+            Answers(config.server.idempotency_keys),
+        ),
         forwards,
         allowance,
     )

@@ -1,6 +1,7 @@
 """Slots moving between two real shards (with their WALs): what a range held reads back
-the same from its new owner, before and after both restart; a shard refuses, without
-applying anything, a call for a slot it does not serve; a frozen range waits."""
+the same from its new owner, before and after both restart (answers given under a
+request id too); a shard refuses, without applying anything, a call for a slot it does
+not serve; a frozen range waits."""
 
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ def view(shards: list[Shard], owner: Any = None) -> dict[str, Any]:
     out["timers"] = sorted(r for s in shards for r in s.timers.rows())
     out["outbound"] = sorted(repr(x.row()) for s in shards for x in s.triggers.outbox.messages())
     out["customers"] = sorted(c for s in shards for c in s.store.ids)
+    out["answers"] = sorted((r for s in shards for r in s.history.answers.rows()), key=repr)
     return out
 
 
@@ -81,6 +83,8 @@ def two(tmp_path: Path) -> tuple[Shard, Shard, Clock]:
     a = Shard(0, CONFIG, clock=clock, log_dir=str(tmp_path / "0"), slot_map=one)
     b = Shard(1, CONFIG, clock=clock, log_dir=str(tmp_path / "1"), slot_map=one)
     run(a, clock)
+    for c in ("c1", "c2", "c5"):  # answers under a request id, on both sides of HALF
+        edge.decide(a, {"customer_id": c, "channel": "web", "request_id": f"r-{c}"})
     return a, b, clock
 
 
@@ -202,3 +206,23 @@ def test_an_absorb_of_a_range_already_served_is_refused_and_changes_nothing(
     answer = run_calls(b, [("absorb_slots", (m.AbsorbSlots(state),))])[0]
     assert isinstance(answer, InvalidInput) and answer.code == "slot_owned"
     assert b.state_digest() == digest
+
+
+def test_a_retried_request_id_gets_the_same_answer_from_the_new_owner(
+    two: tuple[Shard, Shard, Clock], tmp_path: Path
+) -> None:
+    a, b, clock = two
+    moving = next(c for c in ("c1", "c2", "c5") if _owner(c) == 1)
+    ask = {"customer_id": moving, "channel": "web", "request_id": f"r-{moving}"}
+    given = edge.decide(a, ask)  # (a retry already: the fixture decided it)
+    assert len(a.history.answers.rows(HALF, SLOTS)) == 2
+    _move(a, b, HALF, SLOTS)
+    assert a.history.answers.rows(HALF, SLOTS) == []  # gone from the old owner
+    assert len(a.history.answers) == 1  # (the one that stays)
+    recorded = len(b.decisions)
+    assert edge.decide(b, ask) == given
+    assert len(b.decisions) == recorded  # not decided again
+    b.close()
+    b2 = Shard(1, CONFIG, clock=clock, log_dir=str(tmp_path / "1"), slot_map=b.ownership.map)
+    assert edge.decide(b2, ask) == given  # from the absorbed range in its WAL
+    b2.close(), a.close()

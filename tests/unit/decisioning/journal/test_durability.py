@@ -58,6 +58,7 @@ def _state(shard: Shard) -> tuple:
         list(shard.decisions.items()),
         shard.recent,
         list(shard.seen),
+        shard.history.answers.rows(),
     )
 
 
@@ -65,6 +66,7 @@ OPS = st.lists(
     st.one_of(
         st.tuples(st.just("event"), st.integers(0, 3), st.integers(0, 5), st.booleans()),
         st.tuples(st.just("decide"), st.integers(0, 3)),
+        st.tuples(st.just("ask"), st.integers(0, 3), st.integers(0, 1)),  # with a request id
         st.tuples(st.just("outcome"), st.integers(0, 20)),
         st.tuples(st.just("snapshot")),
         st.tuples(st.just("background_snapshot")),
@@ -77,6 +79,7 @@ OPS = st.lists(
 def _drive(a: Shard, clock: Clock, ops: list) -> None:
     """Run `ops` on the shard, flushing after each as the actor does before it answers."""
     decisions: list[dict] = []
+    answered: dict[tuple[int, int], dict] = {}  # (customer, request id) -> its answer
     for op in ops:
         clock.t += 61
         if op[0] == "event":
@@ -92,6 +95,11 @@ def _drive(a: Shard, clock: Clock, ops: list) -> None:
             edge.apply_events(a, [ev])
         elif op[0] == "decide":
             decisions.append(edge.decide(a, {"customer_id": f"c{op[1]}", "channel": "web"}))
+        elif op[0] == "ask":  # ids repeat across ops: a retry gets the answer it was given
+            body = {"customer_id": f"c{op[1]}", "channel": "web", "request_id": f"r{op[2]}"}
+            got = edge.decide(a, body)
+            assert answered.setdefault(op[1:], got) == got
+            decisions.append(got)
         elif op[0] == "outcome" and decisions:
             d = decisions[op[1] % len(decisions)]
             if d["actions"] and d["decision_id"] in a.decisions:  # not of an erased customer
@@ -109,6 +117,7 @@ def _drive(a: Shard, clock: Clock, ops: list) -> None:
             a.snapshot()
         elif op[0] == "erase":
             edge.erase_profile(a, f"c{op[1]}")
+            answered = {k: v for k, v in answered.items() if k[0] != op[1]}  # forgotten too
         elif op[0] == "background_snapshot" and a.durability.writing is None:
             a.durability.start_snapshot()  # written meanwhile; the next flush() finishes it
         a.flush()  # what the actor does before it answers
@@ -119,8 +128,9 @@ def _drive(a: Shard, clock: Clock, ops: list) -> None:
 def test_recovery_equals_the_run_without_the_crash(
     small_config: Config, tmp_path_factory: pytest.TempPathFactory, ops: list, torn: bool
 ) -> None:
-    """Any sequence of events (retried ones too), decisions, outcomes and snapshots,
-    then a crash: snapshot + WAL replay rebuild exactly the acknowledged state."""
+    """Any sequence of events (retried ones too), decisions (retried request ids too),
+    outcomes and snapshots, then a crash: snapshot + WAL replay rebuild exactly the
+    acknowledged state, the answers given under a request id with it."""
     log_dir = str(tmp_path_factory.mktemp("shard"))
     clock = Clock()
     a = Shard(0, small_config, clock=clock, log_dir=log_dir)

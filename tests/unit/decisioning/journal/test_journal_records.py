@@ -53,6 +53,18 @@ RECORDS = st.one_of(
         maybe_id,
         maybe_id,
     ),
+    st.builds(  # made under a request id: its key and the rest of the answer
+        rec.DecisionMade,
+        ids,
+        ids,
+        st.lists(ids, max_size=3).map(tuple),
+        ts,
+        ids,
+        maybe_id,
+        maybe_id,
+        st.binary(min_size=16, max_size=16),
+        st.lists(st.none() | ids | ts | st.lists(ts, max_size=2) | props, max_size=6),
+    ),
     *(st.builds(t, ids) for t in (rec.ProfileErased, rec.ErasedWithIdentity)),
     *(st.builds(t, ids) for t in (rec.IdentityForgotten, rec.MergedRowDropped)),
     st.builds(rec.TimerSet, ids, ids, ts, ts),
@@ -100,6 +112,12 @@ def test_every_record_round_trips_under_its_named_tag(record: rec.Record) -> Non
     assert rec.decode(row) == record
 
 
+def test_a_decision_without_a_request_id_is_written_as_before() -> None:
+    """Seven items, as every shard before request ids wrote and read them."""
+    r = rec.DecisionMade("d-0001-00", "c", ("a",), 1.5, "web", None, None)
+    assert rec.encode(r) == ["decision", ["d-0001-00", "c", ["a"], 1.5, "web", None, None]]
+
+
 def test_every_record_type_has_its_own_tag_and_no_tag_is_reused() -> None:
     tags = [t.TAG for t in rec._TYPES]
     assert len(set(tags)) == len(tags)
@@ -140,6 +158,10 @@ LEGACY_ROWS: list[tuple[list[Any], rec.Record]] = [
     (
         ["d", ["d-0001-00", "c", ["a", "b"], NOW, "web", None, "m@1"]],
         rec.DecisionMade("d-0001-00", "c", ("a", "b"), NOW, "web", None, "m@1"),
+    ),
+    (  # (the named tag, as written before a decision could carry a request id)
+        ["decision", ["d-0001-00", "c", ["a"], NOW, "web", "hero", None]],
+        rec.DecisionMade("d-0001-00", "c", ("a",), NOW, "web", "hero", None, None, None),
     ),
     (["x", "c"], rec.ErasedWithIdentity("c")),
     (["erase", "c"], rec.ProfileErased("c")),

@@ -1,7 +1,7 @@
 """The snapshot format on disk: a snapshot the code of commit e18cc16 wrote reads back as
-the state it was written from, the same state is written to the same files again, a
-snapshot without the files older shards did not write reads with those parts empty,
-and any state round-trips.
+the state it was written from, the same state is written to the same files again (and
+one more, answers.arrow, since format 4), a snapshot without the files older shards did
+not write reads with those parts empty, and any state round-trips.
 
 `fixtures/snapshot_e18cc16/` is `snapshot.write(dir, STATE, generation=3)` as the code
 of commit e18cc16 (pyarrow 26.0.1) ran it, before `write` and `read` were cut into one
@@ -38,6 +38,7 @@ FILES = (
     "outbound.arrow",
     "identity.arrow",
 )
+ADDED = ("answers.arrow",)  # files written since the fixture: format 4
 WRITTEN_WITH = "26.0.1"  # the fixture's pyarrow: another may lay the same bytes out otherwise
 
 _IDS = ["c1", "cé2", "cookie_id:a"]
@@ -90,6 +91,8 @@ def _same(a: snapshot.State, b: snapshot.State) -> None:
     assert [tuple(r) for r in a.timers] == [tuple(r) for r in b.timers]
     assert [list(r) for r in a.outbound] == [list(r) for r in b.outbound]
     assert [tuple(r) for r in a.identity] == [tuple(r) for r in b.identity]
+    norm = [(*r[:4], list(r[4]), *r[5:]) for r in b.answers]
+    assert [(*r[:4], list(r[4]), *r[5:]) for r in a.answers] == norm
 
 
 def _table(path: Path) -> pa.Table:
@@ -101,14 +104,15 @@ def test_a_snapshot_written_before_the_split_reads_back_as_written() -> None:
     _same(snapshot.read(str(FIXTURE), NAME, "layout-k"), STATE)
 
 
-# What format 3 changed: the format number, and a slot per idempotency key.
+# What formats 3 and 4 changed: the format number, and a slot per idempotency key (and
+# a file added: ADDED).
 CHANGED_SINCE = ("profiles.arrow", "seen.arrow")
 
 
 def test_the_same_state_is_written_to_the_same_files(tmp_path: Path) -> None:
     path = Path(snapshot.write(str(tmp_path), STATE, generation=3))
     assert path.name == NAME
-    assert sorted(p.name for p in path.iterdir()) == sorted(FILES)
+    assert sorted(p.name for p in path.iterdir()) == sorted(FILES + ADDED)
     for f in FILES:
         new, old = _table(path / f), _table(FIXTURE / NAME / f)
         if f in CHANGED_SINCE:
@@ -119,7 +123,7 @@ def test_the_same_state_is_written_to_the_same_files(tmp_path: Path) -> None:
             assert (path / f).read_bytes() == (FIXTURE / NAME / f).read_bytes(), f
 
 
-def test_format_3_changes_only_the_format_number_and_adds_a_slot_per_key(
+def test_formats_3_and_4_change_only_the_format_number_and_add_a_slot_per_key(
     tmp_path: Path,
 ) -> None:
     path = Path(snapshot.write(str(tmp_path), STATE, generation=3))
@@ -128,7 +132,7 @@ def test_format_3_changes_only_the_format_number_and_adds_a_slot_per_key(
     assert repr(new.to_pydict()) == repr(old.to_pydict())
     meta = json.loads(new.schema.metadata[b"nextbest"])
     was = json.loads(old.schema.metadata[b"nextbest"])
-    assert (meta.pop("format"), was.pop("format")) == (3, 2)
+    assert (meta.pop("format"), was.pop("format")) == (4, 2)
     assert meta == was
     seen = _table(path / "seen.arrow").to_pydict()
     assert seen == {"key": STATE.seen, "slot": [-1, -1]}  # (the state gave no slots)
@@ -136,6 +140,31 @@ def test_format_3_changes_only_the_format_number_and_adds_a_slot_per_key(
     back = snapshot.read(str(tmp_path), snapshot.write(str(tmp_path / "b"), st, 3), "layout-k")
     assert back.seen_slots == [5, -1]
     assert snapshot.read(str(FIXTURE), NAME, "layout-k").seen_slots == [-1, -1]
+
+
+ANSWER = (
+    b"\x01" * 16,
+    5,
+    "d-0005-00",
+    "c1",
+    ("a",),
+    100.5,
+    "email",
+    None,
+    "propensity@3",
+    ["champion", ["email", "best net priority", {"email": {"cost": 0.1}}], [["g", 1.5]], None],
+)
+
+
+def test_format_4_keeps_the_answers_given_under_a_request_id(tmp_path: Path) -> None:
+    assert snapshot.read(str(FIXTURE), NAME, "layout-k").answers == []  # (none before)
+    st = dataclasses.replace(STATE, answers=[ANSWER])
+    path = Path(snapshot.write(str(tmp_path), st, generation=3))
+    table = _table(path / "answers.arrow").to_pydict()
+    assert table["key"] == [ANSWER[0]] and table["slot"] == [5]
+    assert snapshot.read(str(tmp_path), path.name, "layout-k").answers == [
+        (*ANSWER[:4], ["a"], *ANSWER[5:])
+    ]
 
 
 @pytest.mark.parametrize("absent", ["contacts", "timers", "outbound", "identity"])
@@ -181,6 +210,19 @@ def states(draw: Any) -> snapshot.State:
     decision = st.tuples(text, st.tuples(text, st.lists(text).map(tuple), ts, text, maybe, maybe))
     message = st.tuples(text, text, text, text, ts, st.dictionaries(text, text)).map(list)
     ident = st.tuples(text, text, maybe, maybe, maybe, st.none() | ts)
+    extra = st.lists(st.none() | text | ts | st.lists(text, max_size=2), max_size=4)
+    answer = st.tuples(
+        st.binary(min_size=16, max_size=16),
+        st.integers(-1, 16383),
+        text,
+        text,
+        st.lists(text).map(tuple),
+        ts,
+        text,
+        maybe,
+        maybe,
+        extra,
+    )
     return snapshot.State(
         wal_seq=draw(st.integers(0, 10**9)),
         layout_key=draw(text),
@@ -194,6 +236,7 @@ def states(draw: Any) -> snapshot.State:
         timers=draw(st.lists(st.tuples(text, text, ts, ts), max_size=3)),
         outbound=draw(st.lists(message, max_size=2)),
         identity=draw(st.lists(ident, max_size=3)),
+        answers=draw(st.lists(answer, max_size=2)),
     )
 
 
