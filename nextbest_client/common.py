@@ -4,6 +4,7 @@ grouping of events by owner, and the counters a caller (or a benchmark) can read
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -106,7 +107,7 @@ class Common:
 
     def _installed(self, body: Any) -> SlotMap:
         slot_map = SlotMap.from_wire(body)
-        self.routing.install(slot_map)
+        self.routing.install(slot_map, time.monotonic())
         return slot_map
 
     def _groups(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -197,3 +198,17 @@ def test_the_async_client_routes_and_follows_moves_the_same_way(cluster: Any) ->
     assert moved == 3 and fetches == 2
     assert [len(g.value) for g in a.requests("/v1/events")][0] == 3
     assert len(b.requests("/v1/events")) == 1 + 3
+
+
+def test_an_owner_without_endpoint_is_looked_up_again_until_it_has_one(cluster: Any) -> None:
+    ingress, a, b = cluster  # shard 1 restarting: null in the map, then back on a port
+    ingress.default("/v1/cluster/slots", ok(halves(1, a.url, None)))
+    c = customers(1, 1)[0]
+    with Client(ingress.url) as nb:
+        nb.send_event(c, "t")
+        ingress.default("/v1/cluster/slots", ok(halves(1, a.url, b.url)))
+        deadline = time.monotonic() + 10
+        while not b.requests("/v1/events"):  # each a real request: no sleep in between
+            assert time.monotonic() < deadline, "the client never looked the endpoint up again"
+            nb.send_event(c, "t")
+        assert nb.stats.map_fetches == 2 and nb.stats.fallbacks == 0
