@@ -28,8 +28,7 @@ __all__ = ["AsyncClient"]
 class AsyncClient(Common):
     """`Client`'s API, each method a coroutine (same arguments, same results)."""
 
-    def __init__(self, url: str, api_key: str | None = None, **options: Any) -> None:
-        super().__init__(url, api_key, **options)
+    def _setup(self) -> None:
         self._pools: dict[str, httpx.AsyncClient] = {}
         self._fetching = asyncio.Lock()  # one map fetch at a time
         self._closed = False

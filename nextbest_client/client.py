@@ -34,8 +34,7 @@ class Client(Common):
     `batch_size` are the defaults of `producer()`.
     """
 
-    def __init__(self, url: str, api_key: str | None = None, **options: Any) -> None:
-        super().__init__(url, api_key, **options)
+    def _setup(self) -> None:
         self._pools: dict[str, httpx.Client] = {}
         self._lock = threading.Lock()  # the pools
         self._fetching = threading.Lock()  # one map fetch at a time

@@ -94,6 +94,11 @@ class Common:
         )
         self.routing = Routing(url, routing)
         self.stats = Stats()
+        self._setup()
+
+    def _setup(self) -> None:
+        """The driver's own state: its connection pools and locks."""
+        raise NotImplementedError
 
     def _pool_args(self, base: str) -> dict[str, Any]:
         s = self.settings
