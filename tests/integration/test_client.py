@@ -67,11 +67,13 @@ def test_each_request_reaches_its_owner_and_reads_back_the_same_at_the_ingress(
             outcomes = [nb.outcome(d.decision_id, d.actions[0].action_id, "click")
                         for d in decisions if d.actions]  # fmt: skip
             profiles = {c: nb.profile(c) for c in everyone}
+            explained = nb.decide(everyone[0], "call_center", explain=True, dry_run=True)
+            assert explained.explanation and explained.customer_id == everyone[0]
             assert (nb.stats.moved, nb.stats.fallbacks, nb.stats.retries) == (0, 0, 0)
             expected: Counter[str] = Counter()
             for shard, cs in people.items():
                 mine = sum(1 for d in decisions if d.actions and d.customer_id in cs)
-                expected[endpoint[shard]] = 1 + 2 * len(cs) + mine
+                expected[endpoint[shard]] = 1 + 2 * len(cs) + mine + (everyone[0] in cs)
             assert nb.stats.requests == expected  # nothing went through the ingress
         assert all(o.accepted == 1 for o in outcomes)
         for shard, cs in people.items():
