@@ -212,3 +212,21 @@ def test_an_owner_without_endpoint_is_looked_up_again_until_it_has_one(cluster: 
             assert time.monotonic() < deadline, "the client never looked the endpoint up again"
             nb.send_event(c, "t")
         assert nb.stats.map_fetches == 2 and nb.stats.fallbacks == 0
+
+
+def test_a_decision_sends_only_what_was_given_and_request_id_only_when_given(
+    cluster: Any,
+) -> None:
+    ingress, a, b = cluster  # the server refuses unknown fields: none may slip in
+    c = customers(0, 1)[0]
+    with Client(ingress.url, msgpack=False) as nb:
+        nb.decide(c, "web")
+        nb.decide(c, "web", placement="hero", context={"page": "/x"}, limit=2, explain=True,
+                  dry_run=True, event={"type": "page_view"}, request_id="r-1")  # fmt: skip
+    plain, full = (g.value for g in a.requests("/v1/decide"))
+    assert plain == {"customer_id": c, "channel": "web"}
+    event_id = full["event"].pop("event_id")  # a retried decision applies its event once
+    assert len(event_id) == 32
+    assert full == {"customer_id": c, "channel": "web", "placement": "hero",
+                    "context": {"page": "/x"}, "limit": 2, "explain": True, "dry_run": True,
+                    "event": {"type": "page_view"}, "request_id": "r-1"}  # fmt: skip
