@@ -36,11 +36,14 @@ def decision_slot(decision_id: str) -> int:
             f"unknown decision {decision_id!r}", field="decision_id", code="unknown_decision"
         )
     try:
-        return int(parts[1], 16)
+        slot = int(parts[1], 16)
     except ValueError:
+        slot = SLOTS
+    if not 0 <= slot < SLOTS:  # "d-ffff-…": 4 hex digits reach past the last slot
         raise NotFound(
             f"unknown decision {decision_id!r}", field="decision_id", code="unknown_decision"
-        ) from None
+        )
+    return slot
 
 
 def contiguous_map(shards: int) -> list[int]:

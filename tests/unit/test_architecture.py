@@ -60,3 +60,16 @@ def test_the_plain_actor_modules_load_without_ray() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False", plain
+
+
+def test_the_client_needs_only_httpx_msgpack_and_xxhash() -> None:
+    """nextbest_client is installed by channels that run none of the server: it imports
+    the standard library, its own modules and its three dependencies, nothing else."""
+    allowed = set(sys.stdlib_module_names) | {"nextbest_client", "httpx", "msgpack", "xxhash"}
+    found = {
+        f"{path.name}: {name}"
+        for path in sorted((ROOT / "nextbest_client").rglob("*.py"))
+        for name in _imported(path)
+        if name not in allowed
+    }
+    assert found == set()

@@ -21,7 +21,8 @@ _LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 _INLINE_CODE = re.compile(r"`[^`]*`")
 # a path into the repository named in backticks, e.g. `decisioning/journal/wal.py`
 _CODE_PATH = re.compile(
-    r"`((?:decisioning|actors|serving|training|bench|tests|examples|docs)/[\w./-]*?)"
+    r"`((?:decisioning|actors|serving|training|bench|nextbest_client|tests|examples|docs)/"
+    r"[\w./-]*?)"
     r"(?::[\w.]+)?`"
 )
 

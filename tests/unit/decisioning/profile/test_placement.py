@@ -3,11 +3,13 @@ shards, is reached by applying the transfers, and moves no slot it could keep.""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from decisioning.errors import NotFound
 from decisioning.profile.placement import balanced, chunked, quotas, transfers
-from decisioning.profile.slots import SLOTS, contiguous_map, ranges
+from decisioning.profile.slots import SLOTS, contiguous_map, decision_slot, ranges
 
 
 @st.composite
@@ -87,3 +89,11 @@ def test_a_balanced_map_stays_put() -> None:
     for shards in (1, 3, 7):
         same = balanced(contiguous_map(shards), shards)
         assert transfers(contiguous_map(shards), same) == []
+
+
+def test_a_decision_id_naming_no_slot_is_an_unknown_decision() -> None:
+    assert decision_slot("d-3fff-abc") == SLOTS - 1
+    for bad in ("d-4000-abc", "d-ffff-abc", "d-zzzz-abc", "d-12-abc", "x-0001-abc", "d-0001"):
+        with pytest.raises(NotFound) as e:
+            decision_slot(bad)
+        assert e.value.code == "unknown_decision", bad
