@@ -37,6 +37,7 @@ REQUEST_METHODS = frozenset(
     (
         "apply_events",
         "decide",
+        "decide_many",
         "tick",
         "resolve",
         "link",

@@ -48,6 +48,7 @@ __all__ = [
     "CheckOutcomes",
     "Compress",
     "Decide",
+    "DecideMany",
     "Decided",
     "DropMerged",
     "EraseProfile",
@@ -103,6 +104,14 @@ class Decide(NamedTuple):
         if event is not None:
             event = replace(event, customer_id=customer_id)
         return self._replace(customer_id=customer_id, event=event)
+
+
+class DecideMany(NamedTuple):
+    """POST /v1/decide/batch, a shard's part of the batch: each request decided on its
+    own, in order, as `decide` decides it; the answer is a list with one answer per
+    request (its `Decided`, or its refusal: one refused does not stop the others)."""
+
+    requests: tuple[Decide, ...]
 
 
 class Decided(NamedTuple):

@@ -211,6 +211,13 @@ class Router:
         finally:
             self.ongoing -= 1
 
+    async def _settled(self, shard: int, method: str, args: tuple[Any, ...]) -> Any:
+        """`_call`, with `ShardUnavailable` as the answer instead of raised."""
+        try:
+            return await self._call(shard, method, args)
+        except ShardUnavailable as e:
+            return e
+
     async def _recheck_map(self) -> None:
         """A shard did not answer: it may be restarting, or it was removed (scaled down)
         and this replica's map still names it, having never been told `SlotMoved`. Fetch
@@ -246,12 +253,22 @@ class Router:
             answer = await self._call(shard, method, args)
         return answer
 
-    async def call_all(self, calls: list[tuple[int, str, Any]]) -> list[Any]:
+    async def call_all(self, calls: list[tuple[int, str, Any]], settle: bool = False) -> list[Any]:
         """One call per shard, concurrently. A timeout or restart of one shard can leave
         the others' parts applied: the 503 says so, and a retry with the same event ids
-        counts each event once. A part answered `SlotMoved` refreshes the map first."""
-        self.admit(len(calls))
-        aws: list[Awaitable[Any]] = [self._call(shard, m, (arg,)) for shard, m, arg in calls]
+        counts each event once. A part answered `SlotMoved` refreshes the map first.
+
+        `settle`: a call that cannot be served now (overloaded, a shard down or timed
+        out) answers its `ShardUnavailable` instead of raising it, so the others' answers
+        still reach a caller that answers each part on its own (POST /v1/decide/batch)."""
+        try:
+            self.admit(len(calls))
+        except ShardUnavailable as e:
+            if not settle:
+                raise
+            return [e] * len(calls)
+        call = self._settled if settle else self._call
+        aws: list[Awaitable[Any]] = [call(shard, m, (arg,)) for shard, m, arg in calls]
         answers = list(await asyncio.gather(*aws))
         if any(isinstance(a, SlotMoved) for a in answers):
             await self.refresh()

@@ -26,6 +26,7 @@ __all__ = [
     "ContextPut",
     "ContextTables",
     "DecisionOut",
+    "DecisionsOut",
     "Erased",
     "ErrorOut",
     "Health",
@@ -36,6 +37,7 @@ __all__ = [
     "Out",
     "ProfileOut",
     "Readiness",
+    "RequestError",
 ]
 
 Absent = SkipJsonSchema[None]  # a key that may be left out, but is never null
@@ -135,6 +137,19 @@ class DecisionOut(Out):
     channel_choice: ChannelChoice | Absent = Field(
         None, description='Channel "outbound": how the channel was chosen.'
     )
+
+
+class RequestError(ErrorOut):
+    """A request of a batch that was refused: the error, and the HTTP status POST
+    /v1/decide would have answered it with."""
+
+    status: int = Field(ge=400, le=599, description="The status /v1/decide would answer.")
+
+
+class DecisionsOut(Out):
+    """POST /v1/decide/batch: one result per request, in the requests' order."""
+
+    results: list[DecisionOut | RequestError]
 
 
 class OpenedOut(DecisionOut):

@@ -23,11 +23,20 @@ from actors.messages import Decide, Decided, EraseProfile, GetProfile, Outcome
 from actors.router import Router
 from decisioning.config import OUTBOUND, Config, Secrets
 from decisioning.delivery.links import LinkError, open_link
-from decisioning.profile import Event, ProfileSchema
+from decisioning.profile import ProfileSchema
 from serving import outbound as queue
 from serving.auth import KeyRing
 from serving.bodies import decision_body, erased_body, opened_body, profile_body
 from serving.context import check_length, table_of
+from serving.decide import (
+    batch_of,
+    calls_of,
+    check_channel,
+    checked_requests,
+    decide_all,
+    decide_message,
+    no_idempotency_key,
+)
 from serving.errors import RETRY_AFTER, http_error, ok
 from serving.events import checked_events, ingest, record_outcomes
 from serving.identity import Identities
@@ -53,6 +62,7 @@ def api_bodies(wire: WireModels) -> dict[str, tuple[type, bool]]:
     return {
         "/v1/events": (wire.EventIn, True),
         "/v1/decide": (wire.DecideIn, False),
+        "/v1/decide/batch": (wire.DecideBatchIn, False),
         "/v1/outcomes": (wire.OutcomeIn, True),
         "/v1/outbound/ack": (wire.OutboundAckIn, False),
         "/v1/identities/merge": (wire.MergeIn, False),
@@ -132,23 +142,32 @@ def api_router(get: Callable[[], Api | Awaitable[Api]]) -> APIRouter:
         req = validate(api.wire.DecideIn, await api._body(request))
         rid = api.wire.request_id(req.request_id, request.headers)  # body or header
         api.misdirected(request, (req.customer_id,))
-        if req.channel not in api.channels and req.channel != OUTBOUND:
-            raise WireError(
-                422,
-                "unknown_channel",
-                f"unknown channel {req.channel!r} (known: {', '.join(sorted(api.channels))})",
-                "channel",
-            )
+        check_channel(req.channel, api.channels)
         customer = await api.ident.canonical(req.customer_id)
-        ev, event = req.event, None
-        if ev is not None:
-            ts = time.time() if ev.ts is None else ev.ts
-            event = Event(customer, ev.type, ts, ev.properties, ev.event_id)
-        decide = Decide(
-            customer, req.channel, req.placement, req.context, req.limit, req.explain,
-            req.dry_run, event, rid,
-        )  # fmt: skip
+        decide = decide_message(req, customer, time.time(), rid)
         return reply(request, decision_body(await api._decide(decide)))
+
+    @router.post(
+        "/v1/decide/batch", tags=["decisions"], summary="Decide for several requests at once"
+    )
+    async def decide_batch(request: Request, api: Api_) -> Response:
+        """`{"requests": [...]}`, each a POST /v1/decide body (at most `server.max_batch`),
+        decided on its own, with one call per shard: `{"results": [...]}` in the same
+        order, each the decision /v1/decide answers or `{"error": {...}, "status": n}`
+        with the status /v1/decide would have answered. One refused never fails the rest."""
+        api._allow(request, "decide")
+        api.router.admit()  # overloaded: shed before the body is read
+        no_idempotency_key(request.headers)  # (each request has its own request_id)
+        requests = batch_of(await api._body(request), api.max_batch)
+        checked = checked_requests(
+            api.wire.DecideIn,
+            api.channels,
+            requests,
+            time.time(),
+            lambda customer: api.misdirected(request, (customer,)),  # (a shard's port)
+        )
+        api.router.admit(calls_of(checked, api.router.shard_of))  # whole, before any call
+        return reply(request, {"results": await decide_all(api.ident, checked)})
 
     @router.post("/v1/outcomes", tags=["decisions"], summary="Report outcomes of decisions")
     async def outcomes(request: Request, api: Api_) -> Response:

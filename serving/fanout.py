@@ -18,6 +18,10 @@ two things about the path there:
   `SlotMoved` or `SlotFrozen`. Such a part is grouped again by the refreshed slot map
   (the router refreshed it) and sent again, after a short pause if it was frozen, up to
   `MAX_SLOT_HOPS` times; what is left over is a 503 (`slot_moved`/`slot_moving`).
+- *Each item on its own* (`follow_each`, POST /v1/decide/batch): a shard answers every
+  item of its part separately; an item answered `moved` goes again for its survivor,
+  and a part that could not be served answers its error for each of its items, never
+  for the items of other parts.
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ class Router(Protocol):
 
     def shard_of(self, customer_id: str) -> int: ...
     async def call(self, shard: int, method: str, *args: Any) -> Any: ...
-    async def call_all(self, calls: list[tuple[int, str, Any]]) -> list[Any]: ...
+    async def call_all(
+        self, calls: list[tuple[int, str, Any]], settle: bool = False
+    ) -> list[Any]: ...
     async def supervisor_call(self, method: str, *args: Any) -> Any: ...
 
 
@@ -79,17 +85,24 @@ class Fanout:
         self.root = root
 
     async def send(
-        self, method: str, items: Iterable[T], shard_of: Callable[[T], int], wrap: Wrap[T]
+        self,
+        method: str,
+        items: Iterable[T],
+        shard_of: Callable[[T], int],
+        wrap: Wrap[T],
+        settle: bool = False,
     ) -> list[Part[T]]:
         """`method(wrap(part))` on each shard for its part of `items`, concurrently, the
-        parts grouped by `shard_of`; a part whose slots moved is grouped and sent again."""
+        parts grouped by `shard_of`; a part whose slots moved is grouped and sent again.
+        `settle`: a part that cannot be served now is answered its `ShardUnavailable`
+        (`Router.call_all`), instead of raising it for every part."""
         done: list[Part[T]] = []
         pending = list(items)
         for hop in range(MAX_SLOT_HOPS + 1):
             parts = group(pending, shard_of)
             shards = list(parts)
             calls = [(s, method, wrap(parts[s])) for s in shards]
-            answers = await self.router.call_all(calls)
+            answers = await self.router.call_all(calls, settle)
             pending, frozen = [], False
             for shard, answer in zip(shards, answers, strict=True):
                 if hop < MAX_SLOT_HOPS and isinstance(answer, SlotMoved | SlotFrozen):
@@ -127,6 +140,52 @@ class Fanout:
             return await self.send(method, items, shard_of, wrap)
 
         return await self._follow(items, customer, rehome, send, raising=True)
+
+    async def follow_each(
+        self,
+        method: str,
+        items: list[T],
+        customer: Callable[[T], str],
+        rehome: Callable[[T, str], T],
+        wrap: Wrap[T],
+    ) -> list[Any]:
+        """`send` by customer to a method that answers each item of a part on its own (a
+        list, in the part's order): one answer per item, in the order of `items`. An
+        item answered `moved` goes again for the customer it names now (`rehome`), up to
+        `MAX_HOPS` times (then `merge_in_progress`); a part answered one error (its shard
+        unavailable, a slot still moving) answers it for each of its items. Nothing is
+        raised for an item: every item gets its answer or its error."""
+        answers: list[Any] = [None] * len(items)
+        pending = list(enumerate(items))
+
+        def shard_of(placed: tuple[int, T]) -> int:
+            return self.router.shard_of(customer(placed[1]))
+
+        def wrap_part(part: list[tuple[int, T]]) -> Any:
+            return wrap([item for _, item in part])
+
+        for _ in range(MAX_HOPS + 1):
+            parts = await self.send(method, pending, shard_of, wrap_part, settle=True)
+            pending = []
+            for part in parts:
+                each = part.answer
+                if not isinstance(each, list):  # one answer for the part: for every item
+                    each = [each] * len(part.items)
+                for (i, item), answer in zip(part.items, each, strict=True):
+                    moved, c = moved_of(answer), customer(item)
+                    if moved is None:
+                        answers[i] = answer
+                    elif c in moved:  # merged away: to where it lives now
+                        pending.append((i, rehome(item, await self.root(c))))
+                    else:
+                        pending.append((i, item))
+            if not pending:
+                return answers
+        for i, _ in pending:
+            answers[i] = ShardUnavailable(
+                "merges are moving this customer right now", "merge_in_progress"
+            )
+        return answers
 
     async def follow_one(
         self,

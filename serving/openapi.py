@@ -33,6 +33,7 @@ from serving.answers import (
     ContextPut,
     ContextTables,
     DecisionOut,
+    DecisionsOut,
     Erased,
     ErrorOut,
     Health,
@@ -73,6 +74,7 @@ LATER = (503,)  # a shard or the supervisor restarting, a timeout, overload
 ANSWERS: dict[str, dict[str, Answer]] = {
     "/v1/events": {"post": Answer(Accepted, (*KEY, *BODY, *LATER))},
     "/v1/decide": {"post": Answer(DecisionOut, (*KEY, *BODY, 409, *LATER))},
+    "/v1/decide/batch": {"post": Answer(DecisionsOut, (*KEY, *BODY, *LATER))},
     "/v1/outcomes": {"post": Answer(Accepted, (*KEY, *BODY, 404, *LATER))},
     "/v1/outbound": {"get": Answer(OutboundOut, (*KEY, 409, 422, *LATER))},
     "/v1/outbound/ack": {"post": Answer(Acked, (*KEY, *BODY, *LATER))},

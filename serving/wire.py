@@ -203,6 +203,18 @@ class WireModels:
 
             request_id: Id
 
+        class DecideBatchIn(_Wire):
+            """POST /v1/decide/batch: each request is a POST /v1/decide body, decided on
+            its own (one refused does not fail the others)."""
+
+            # (any item is taken: one that is no DecideIn is answered its 422 in its place
+            # of the results, not refused with the batch; the document says so)
+            requests: Annotated[list[DecideIn | Any], Field(min_length=1)] = Field(
+                description="The decide requests (at most server.max_batch), each a POST "
+                "/v1/decide body (DecideIn), answered in this order; one that is not gets "
+                "its error in its place of the results."
+            )
+
         class OutcomeIn(_Wire):
             """POST /v1/outcomes takes one or a list."""
 
@@ -235,6 +247,7 @@ class WireModels:
         self.EventBody, self.EventIn = EventBody, EventIn
         self.DecideIn, self.OutcomeIn = DecideIn, OutcomeIn
         self.RequestIdIn = RequestIdIn
+        self.DecideBatchIn = DecideBatchIn
         self.OutboundAckIn = OutboundAckIn
 
     def request_id(self, body: str | None, headers: Mapping[str, str]) -> str | None:
@@ -395,7 +408,8 @@ def validate(model: type[BaseModel], data: Any, prefix: str = "") -> Any:
         return model.model_validate(data)
     except ValidationError as e:
         err = e.errors(include_url=False)[0]
-        field = prefix + ".".join(str(p) for p in err["loc"])
+        where = ".".join(str(p) for p in err["loc"])
+        field = prefix + where if where else prefix.removesuffix(".")  # (the item itself)
         kind = err["type"]
         if kind == "missing":
             code, msg = "missing_field", "field required"

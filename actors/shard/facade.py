@@ -50,6 +50,7 @@ from actors.shard.served import Served
 from actors.shard.slots import Ownership, SlotMoves
 from actors.shard.triggers import Triggers
 from decisioning.config import Config, Secrets
+from decisioning.errors import NextbestError
 from decisioning.journal import records as rec
 from decisioning.policy.decide import Stages
 from decisioning.policy.scoring import ModelBundle
@@ -225,6 +226,18 @@ class Shard:
         """Decide for one customer; applies the request's triggering event first (the
         decision's trace, for the decision log, does not cross: see messages.py)."""
         return self.decider.decide(r)
+
+    def decide_many(self, r: m.DecideMany) -> list[m.Decided | NextbestError]:
+        """Decide for each request in order, each exactly as `decide` would: one refused
+        answers its error, as a refused call does (actors/calls.py), and the rest go on.
+        The caller checked every request's slot first and commits the WAL once for all."""
+        answers: list[m.Decided | NextbestError] = []
+        for request in r.requests:
+            try:
+                answers.append(self.decide(request))
+            except NextbestError as e:
+                answers.append(e.with_traceback(None))  # (the error itself, as a call's)
+        return answers
 
     def check_outcomes(self, r: m.CheckOutcomes) -> int:
         """Check outcomes without recording them (first phase of a cross-shard batch)."""

@@ -68,6 +68,7 @@ def _outcome_slots(r: m.CheckOutcomes | m.RecordOutcomes) -> list[int]:
 KEYS: dict[str, Callable[[Any], Iterable[int]]] = {
     "apply_events": lambda r: (slot_of(e.customer_id) for e in r.events),
     "decide": lambda r: (slot_of(r.customer_id),),
+    "decide_many": lambda r: (slot_of(d.customer_id) for d in r.requests),
     "get_profile": lambda r: (slot_of(r.customer_id),),
     "erase_profile": lambda r: (slot_of(r.customer_id),),
     "resolve": lambda r: (slot_of(r.alias),),

@@ -65,7 +65,9 @@ class ServerSpec(StrictModel):
         "about 5x faster; compiled once per model at deploy, checked against LightGBM on "
         "load, LightGBM where that fails); lightgbm: always Booster.predict.",
     )
-    max_batch: int = Field(1000, ge=1, description="Largest event batch accepted.")
+    max_batch: int = Field(
+        1000, ge=1, description="Largest batch accepted: events, outcomes or decide requests."
+    )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body.")
     max_context_bytes: int = Field(
         64 << 20, ge=1024, description="Largest context table body (PUT /v1/context/{table})."

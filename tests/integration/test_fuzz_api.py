@@ -90,6 +90,8 @@ def test_success_answers_the_fuzzer_rarely_reaches_match_the_schema(
     customer = f"answers-{time.time_ns()}"
     d = client.post("/v1/decide", json={"customer_id": customer, "channel": "web"}).json()
     outcome = {"decision_id": d["decision_id"], "action_id": d["actions"][0]["action_id"]}
+    both = [{"customer_id": customer, "channel": "app"}, {"customer_id": customer}]
+    check("POST", "/v1/decide/batch", "/v1/decide/batch", json={"requests": both})
     check("POST", "/v1/outcomes", "/v1/outcomes", json={**outcome, "outcome": "impression"})
     taken = check("GET", "/v1/outbound?channel=email", "/v1/outbound")
     ids = [m["id"] for m in taken["messages"]] or [d["decision_id"]]  # unknown: acked 0

@@ -92,8 +92,16 @@ class LocalRouter:
         await asyncio.sleep(0)  # a yield, as a remote call makes: others run meanwhile
         return self._run(shard, method, args)
 
-    async def call_all(self, calls: list[tuple[int, str, Any]]) -> list[Any]:
-        return list(await asyncio.gather(*(self.call(s, m, a) for s, m, a in calls)))
+    async def call_all(self, calls: list[tuple[int, str, Any]], settle: bool = False) -> list[Any]:
+        async def one(s: int, m: str, a: Any) -> Any:
+            try:
+                return await self.call(s, m, a)
+            except ShardUnavailable as e:
+                if not settle:  # (settle: the error is that call's answer)
+                    raise
+                return e
+
+        return list(await asyncio.gather(*(one(s, m, a) for s, m, a in calls)))
 
     async def supervisor_call(self, method: str, *args: Any) -> Any:
         await asyncio.sleep(0)

@@ -21,6 +21,7 @@ from actors.messages import (
     ApplyEvents,
     Decide,
     Decided,
+    DecideMany,
     GetProfile,
     IdentityOf,
     LeaseOutbound,
@@ -101,7 +102,7 @@ def test_what_crosses_the_actor_boundary_pickles_to_an_equal_value(
 ) -> None:
     outcome = Outcome("d-0000-00", "a", "click", None)
     for value in (decide, ApplyEvents(tuple(batch)), RecordOutcomes((outcome,)),
-                  Recorded(len(batch), tuple(batch))):  # fmt: skip
+                  Recorded(len(batch), tuple(batch)), DecideMany((decide, decide))):  # fmt: skip
         assert pickle.loads(pickle.dumps(value)) == value
 
 
