@@ -158,6 +158,10 @@ class ShardStatus(Out):
     customers: int
     slots: int = Field(description="Slots the slot map gives this shard (of 16384).")
     slot_epoch: int = Field(description="The epoch of the slot map it holds (0: none).")
+    endpoint: str | None = Field(
+        None,
+        description="Where it serves its own customers (server.shard_port; null: no port).",
+    )
     frozen: list[int] | None = Field(
         description="[first, last] slot frozen here while it moves to another shard."
     )
