@@ -5,7 +5,8 @@
    and /v1/events (single and batches of 100): max throughput (2xx answers/s), and
    p50/p99/p99.9 at half of the step's max and at a fixed 400/s, each next to the floor
    at the same offered rate;
-3. in-actor time per decision, by stage;
+3. in-actor time per decision through the request path (WAL append and group commit
+   with the configured fsync policy included), by stage;
 3b. elastic shards (bench/elastic.py): profiles moved per second, p99 during a move
    against without one, /v1/decide with 1, 2 and 4 shards;
 4. memory per profile with 1,000,000 profiles in one shard, 40 features;
@@ -59,8 +60,9 @@ def run(
     model = _bench_model(cfg, data_dir, say)
     rows, elastic = _over_http(cfg, seconds, connections, say, rounds)
     say("in-actor decision time …")
-    actor: dict[str, Any] = in_actor(cfg)
-    logged = in_actor(cfg, logs_dir=os.path.join(data_dir, "bench-logs"))
+    actor: dict[str, Any] = in_actor(cfg, os.path.join(data_dir, "in-actor-wal"))
+    logs_dir = os.path.join(data_dir, "bench-logs")
+    logged = in_actor(cfg, os.path.join(data_dir, "in-actor-wal-logged"), logs_dir=logs_dir)
     actor["logged_total_us"] = logged["total_us"]
     actor["logged_p99_us"] = logged["p99_us"]
     say("eligibility rules of 100 actions …")

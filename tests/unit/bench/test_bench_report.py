@@ -104,7 +104,9 @@ def test_the_report_is_the_table_then_the_in_process_figures() -> None:
             "features_us": 20.2,
             "scoring_us": 30.3,
             "arbitration_us": 4.4,
-            "other_us": 235.2,
+            "commit_us": 40.4,
+            "other_us": 194.8,
+            "fsync": "batch",
             "rules": {"actions": 100, "rules_us": 55.5, "compile_ms": 12.3},
             "triggers": {"watched_us": 66.66, "plain_us": 10.01},
             "logged_total_us": 333.3,
@@ -141,8 +143,10 @@ def test_the_report_is_the_table_then_the_in_process_figures() -> None:
     n = len(tables)
     assert lines[0] == "" and lines[1 : n + 1] == tables and lines[n + 1] == ""
     lines = lines[n + 2 :]  # the in-process figures
-    assert lines[0].startswith("in-actor decision (20 candidates, 12.3 eligible on average")
+    assert lines[0].startswith("in-actor decision through the request path (run_calls: slot")
+    assert "WAL append, group commit with fsync=batch, one decision per commit" in lines[0]
     assert "300 µs mean, 901 µs p99 = eligibility 10 + features 20 + scoring 30" in lines[0]
+    assert "+ WAL commit 40 + profile read, ids, record and WAL append 195" in lines[0]
     assert lines[1] == (
         "eligibility rules of 100 actions for one customer: 56 µs (compiled once at load in 12 ms)"
     )
@@ -199,7 +203,7 @@ def test_the_elastic_lines_give_the_move_speed_the_p99_ratio_and_the_per_shard_c
             4: {"rps": 800.0, "statuses": {"200": 7, "401": 1}},
         },
     }
-    lines = elastic_lines(e, {"total_us": 200.0})
+    lines = elastic_lines(e, {"total_us": 260.0, "commit_us": 60.0})
     assert "scale 1 -> 2 moved 10,500 profiles in 4.2 s" in lines[0]
     assert "5,250 profiles at 21,000/s" in lines[0]
     assert "decide p99 10.0 ms without a move, 25.0 ms during (2.50x)" in lines[1]
@@ -207,4 +211,5 @@ def test_the_elastic_lines_give_the_move_speed_the_p99_ratio_and_the_per_shard_c
     assert "events p99 5.0 ms without a move, 5.0 ms during (1.00x)" in lines[1]
     assert "1 -> 1,000 req/s (1.00x), 2 -> 900 req/s (0.90x), 4 -> 800 req/s (0.80x)" in lines[2]
     assert "(0.80x) (answers other than 200: {'401': 1})" in lines[2]  # never hidden
+    assert "decides in 200 µs in-actor besides the WAL commit" in lines[2]
     assert "~5,000 decisions/s" in lines[2]  # 1e6 / 200 µs: one shard with its own core
