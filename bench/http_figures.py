@@ -1,7 +1,8 @@
 """The HTTP figures: a no-op Serve deployment (the floor) and nextbest's /v1/decide and
-/v1/events behind the same proxy, each at max throughput (closed loop) and at half of
-it (open loop), and event acknowledgement latency per fsync policy at a fixed rate.
-Needs the bench's Ray and server running (`bench.run` starts them)."""
+/v1/events behind the same proxy, each at max throughput (closed loop), and at offered
+rates (open loop) next to the floor at the SAME rate, measured just before: half of the
+step's own max, and FIXED_RATE; then event acknowledgement latency per fsync policy at
+FIXED_RATE. Needs the bench's Ray and server running (`bench.run` starts them)."""
 
 from __future__ import annotations
 
@@ -10,27 +11,42 @@ import time
 from typing import Any
 
 import httpx
-import msgpack
 from ray import serve
 
 from actors.remote import ensure_supervisor, shutdown_cluster
-from bench.bodies import batch_bodies, decide_bodies, event_bodies
+from bench.bodies import batch_bodies, decide_bodies, decide_msgpack_bodies, event_bodies
 from bench.common import BENCH_HEADERS, BENCH_KEY, NOOP_PORTS
 from bench.loadgen import Result, build_requests, closed_loop, open_loop
 from bench.noop import Noop
-from bench.report import step
+from bench.report import at_max, at_rate
 from decisioning.config import Config
 from decisioning.config.loader import config_from_dict
 from serving.app import serve_limits
 
-__all__ = ["ACK_RATE", "ack_latency", "http_figures"]
+__all__ = ["FIXED_RATE", "ack_latency", "client_rows", "http_figures"]
 
-ACK_RATE = 400.0
+FIXED_RATE = 400.0  # req/s: a rate every step and the floor take on this machine
 JSON = "application/json"
+MSGPACK = "application/msgpack"
+DECIDE = "/v1/decide"
 
 
-def http_figures(cfg: Config, seconds: float, connections: int, say: Any) -> list[dict[str, Any]]:
-    """Every HTTP row, each against the floor measured first in the same run."""
+class Floor:
+    """The no-op app's requests on its port: at max, and at any offered rate."""
+
+    def __init__(self, port: int, seconds: float, connections: int) -> None:
+        self.port, self.seconds, self.connections = port, seconds, connections
+        self.reqs = build_requests(port, "/noop/", [b"{}"], JSON, BENCH_KEY)
+
+    def at(self, rate: float) -> Result:
+        return open_loop(self.port, self.reqs, rate, self.seconds)
+
+
+def http_figures(
+    cfg: Config, seconds: float, connections: int, say: Any, rounds: int = 1
+) -> list[dict[str, Any]]:
+    """Every HTTP row: max rows against the floor's max, rate rows against the floor at
+    the same offered rate (`rounds` times, floor and step in turn)."""
     port = cfg.server.port
     serve.run(
         Noop.options(**serve_limits(cfg)).bind(),  # type: ignore[attr-defined]
@@ -38,48 +54,85 @@ def http_figures(cfg: Config, seconds: float, connections: int, say: Any) -> lis
         route_prefix="/noop",
         blocking=False,
     )
-    noop_port = _noop_port(cfg)
+    floor = Floor(_noop_port(cfg), seconds, connections)
     customers = [f"c-{i}" for i in range(1000)]
-    say(f"floor: no-op Serve deployment ({cfg.server.serving_path} ingress, port {noop_port}) …")
-    floor, floor_half = _measure(noop_port, "/noop/", [b"{}"], JSON, seconds, connections)
-    rows = [step("floor max", floor, floor), step("floor @ half max", floor_half, floor_half)]
+    say(f"floor: no-op Serve deployment ({cfg.server.serving_path} ingress, port {floor.port}) …")
+    floor_max = _max(floor.port, floor.reqs, seconds, connections)
+    rows = [at_max("floor: no-op Serve app, max", floor_max, floor_max)]
+
     say("/v1/decide …")
-    top, half = _measure(port, "/v1/decide", decide_bodies(customers), JSON, seconds, connections)
-    rows += [step("decide max", top, floor), step("decide @ half max", half, floor_half)]
+    decide = build_requests(port, DECIDE, decide_bodies(customers), JSON, BENCH_KEY)
+    top = _max(port, decide, seconds, connections)
+    rows.append(at_max("`/v1/decide` max", top, floor_max))
+    half = max(1.0, top.rps / 2)
+    rows.append(_paired("`/v1/decide` @ half its max", port, decide, floor, half, rounds))
+    rows.append(
+        _paired(f"`/v1/decide` @ {FIXED_RATE:.0f}/s", port, decide, floor, FIXED_RATE, rounds)
+    )
     # linked to the customers by a login each (see run): one more shard call to resolve
     by_cookie = decide_bodies([f"cookie_id:k-{c}" for c in customers])
-    top, _ = _measure(port, "/v1/decide", by_cookie, JSON, seconds / 2, connections)
-    rows.append(step("decide by identifier max", top, floor))
-    mp = [msgpack.packb({"customer_id": c, "channel": "web", "limit": 3}) for c in customers]
-    top, _ = _measure(port, "/v1/decide", mp[:200], "application/msgpack", seconds / 2, connections)
-    rows.append(step("decide msgpack max", top, floor))
+    by_cookie_reqs = build_requests(port, DECIDE, by_cookie, JSON, BENCH_KEY)
+    top = _max(port, by_cookie_reqs, seconds, connections)
+    rows.append(at_max("`/v1/decide` by identifier (`cookie_id:…`), max", top, floor_max))
+    # the same customers, placement and duration as the JSON row, encoded as msgpack
+    mp = build_requests(port, DECIDE, decide_msgpack_bodies(customers), MSGPACK, BENCH_KEY)
+    top = _max(port, mp, seconds, connections)
+    rows.append(at_max("`/v1/decide` msgpack max", top, floor_max))
+    rows += client_rows(cfg, customers, floor, floor_max, [half, FIXED_RATE], say)
+
     say("/v1/events …")
     now = time.time()
-    single = event_bodies(customers, now)
-    top, half = _measure(port, "/v1/events", single, JSON, seconds, connections)
-    rows += [
-        step("events single max", top, floor),
-        step("events single @ half max", half, floor_half),
-    ]
-    batches = batch_bodies(customers, now)
-    top, _ = _measure(port, "/v1/events", batches, JSON, seconds, connections // 4)
-    row = step("events batch-100 max (events/s)", top, floor, unit=100)
-    row["ratio_rps"] = top.rps / floor.rps  # batches/s against requests/s of the floor
-    rows.append(row)
-    rows += ack_latency(cfg, port, noop_port, seconds, say)
+    single = build_requests(port, "/v1/events", event_bodies(customers, now), JSON, BENCH_KEY)
+    top = _max(port, single, seconds, connections)
+    rows.append(at_max("`/v1/events` single max", top, floor_max))
+    rate = max(1.0, top.rps / 2)
+    rows.append(_paired("`/v1/events` single @ half its max", port, single, floor, rate, rounds))
+    batches = build_requests(port, "/v1/events", batch_bodies(customers, now), JSON, BENCH_KEY)
+    top = _max(port, batches, seconds, connections // 4)
+    # events/s; the ratio compares batches/s with the floor's requests/s
+    rows.append(at_max("`/v1/events` batches of 100, max (events/s)", top, floor_max, unit=100))
+    rows += ack_latency(cfg, port, floor, say, rounds)
     serve.delete("noop")
     return rows
 
 
-def _measure(
-    port: int, path: str, bodies: list[bytes], ctype: str, seconds: float, connections: int
-) -> tuple[Result, Result]:
-    """Max throughput (closed loop, after a warm-up), then latency at half of it."""
-    reqs = build_requests(port, path, bodies, ctype, BENCH_KEY)
+def client_rows(
+    cfg: Config,
+    customers: list[str],
+    floor: Floor,
+    floor_max: Result,
+    rates: list[float],
+    say: Any,
+) -> list[dict[str, Any]]:
+    """HOOK: /v1/decide through the client path (the Python client, SDK, which sends
+    each request to the ingress of its customer's slot) next to the plain-HTTP rows
+    through one port above. No rows until the client exists; the report then prints
+    the row as "not measured yet".
+
+    To fill it: the same `customers` and decide body (`bench.bodies`), for
+    `floor.seconds` per step; a max row `at_max(f"{report.CLIENT_PATH} max", result,
+    floor_max)` and, for each of `rates` (half of the plain-HTTP decide max, FIXED_RATE),
+    `at_rate(f"{report.CLIENT_PATH} @ ...", runs, floors)` with `floor.at(rate)`
+    measured just before each run (as `_paired` does). Results must count answers by status
+    (`bench.loadgen.Result`)."""
+    return []
+
+
+def _max(port: int, reqs: list[bytes], seconds: float, connections: int) -> Result:
+    """Max throughput: a closed loop after a warm-up."""
     closed_loop(port, reqs, connections, min(1.0, seconds))  # warm up
-    top = closed_loop(port, reqs, connections, seconds)
-    half = open_loop(port, reqs, max(1.0, top.rps / 2), seconds)
-    return top, half
+    return closed_loop(port, reqs, connections, seconds)
+
+
+def _paired(
+    label: str, port: int, reqs: list[bytes], floor: Floor, rate: float, rounds: int
+) -> dict[str, Any]:
+    """The step at `rate`, each round right after the floor at the same rate."""
+    floors, runs = [], []
+    for _ in range(rounds):
+        floors.append(floor.at(rate))
+        runs.append(open_loop(port, reqs, rate, floor.seconds))
+    return at_rate(label, runs, floors)
 
 
 def _noop_port(cfg: Config) -> int:
@@ -99,23 +152,17 @@ def _noop_port(cfg: Config) -> int:
 
 
 def ack_latency(
-    cfg: Config, port: int, noop_port: int, seconds: float, say: Any
+    cfg: Config, port: int, floor: Floor, say: Any, rounds: int = 1
 ) -> list[dict[str, Any]]:
-    """Single events at ACK_RATE/s, open loop, with the shards restarted under each fsync
-    policy; the floor at the same rate is the reference."""
-    floor = open_loop(
-        noop_port,
-        build_requests(noop_port, "/noop/", [b"{}"], JSON, BENCH_KEY),
-        ACK_RATE,
-        seconds,
-    )
-    rows = [step(f"floor @ {ACK_RATE:.0f}/s", floor, floor)]
+    """Single events at FIXED_RATE/s, open loop, with the shards restarted under each
+    fsync policy, each against the floor at the same rate measured just before."""
     now = time.time()
     bodies = [
         json.dumps({"customer_id": f"c-{i}", "type": "login", "ts": now}).encode()
         for i in range(1000)
     ]
     reqs = build_requests(port, "/v1/events", bodies, JSON, BENCH_KEY)
+    rows = []
     current = cfg
     for policy in ("always", "batch", "none"):
         say(f"event ack latency, fsync={policy} …")
@@ -126,8 +173,8 @@ def ack_latency(
         ensure_supervisor(current)
         _wait_for_events(port, bodies[0])
         closed_loop(port, reqs, 4, 1.0)  # warm up
-        r = open_loop(port, reqs, ACK_RATE, seconds)
-        rows.append(step(f"events fsync={policy} @ {ACK_RATE:.0f}/s", r, floor))
+        label = f"`/v1/events` single, `fsync: {policy}` @ {FIXED_RATE:.0f}/s"
+        rows.append(_paired(label, port, reqs, floor, FIXED_RATE, rounds))
     return rows
 
 

@@ -2,9 +2,11 @@
 
 1. floor: a no-op Serve deployment behind the same proxy and options, same run;
 2. /v1/decide (20 candidate actions, 200-tree model, profile read, decision recorded)
-   and /v1/events (single and batches of 100): max throughput, and p50/p99/p99.9 at
-   half of max;
-3. in-actor time per decision, by stage;
+   and /v1/events (single and batches of 100): max throughput (2xx answers/s), and
+   p50/p99/p99.9 at half of the step's max and at a fixed 400/s, each next to the floor
+   at the same offered rate;
+3. in-actor time per decision through the request path (WAL append and group commit
+   with the configured fsync policy included), by stage;
 3b. elastic shards (bench/elastic.py): profiles moved per second, p99 during a move
    against without one, /v1/decide with 1, 2 and 4 shards;
 4. memory per profile with 1,000,000 profiles in one shard, 40 features;
@@ -50,15 +52,17 @@ def run(
     connections: int = 32,
     profiles: int = 1_000_000,
     say: Any = print,
+    rounds: int = 1,
 ) -> dict[str, Any]:
     """Every figure, printed as `report` renders them; the raw ones also as bench.json."""
     data_dir = tempfile.mkdtemp(prefix="nextbest-bench-")
     cfg = bench_config(config, data_dir, free_port())
     model = _bench_model(cfg, data_dir, say)
-    rows, elastic = _over_http(cfg, seconds, connections, say)
+    rows, elastic = _over_http(cfg, seconds, connections, say, rounds)
     say("in-actor decision time …")
-    actor: dict[str, Any] = in_actor(cfg)
-    logged = in_actor(cfg, logs_dir=os.path.join(data_dir, "bench-logs"))
+    actor: dict[str, Any] = in_actor(cfg, os.path.join(data_dir, "in-actor-wal"))
+    logs_dir = os.path.join(data_dir, "bench-logs")
+    logged = in_actor(cfg, os.path.join(data_dir, "in-actor-wal-logged"), logs_dir=logs_dir)
     actor["logged_total_us"] = logged["total_us"]
     actor["logged_p99_us"] = logged["p99_us"]
     say("eligibility rules of 100 actions …")
@@ -100,7 +104,7 @@ def _bench_model(cfg: Config, data_dir: str, say: Any) -> TrainResult:
 
 
 def _over_http(
-    cfg: Config, seconds: float, connections: int, say: Any
+    cfg: Config, seconds: float, connections: int, say: Any, rounds: int
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Ray and the server started (one shard), 1,000 live customers loaded, the HTTP
     figures, then the elastic ones (bench/elastic.py) on the same server."""
@@ -112,7 +116,7 @@ def _over_http(
     try:
         url = nb_server.start(cfg)
         _load_customers(cfg, url)
-        rows = http_figures(cfg, seconds, connections, say)
+        rows = http_figures(cfg, seconds, connections, say, rounds)
         elastic = elastic_figures(cfg.server.port, seconds, connections, say)
         nb_server.stop(cfg)
     finally:

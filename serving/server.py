@@ -83,6 +83,7 @@ def start_ray(config: Config, num_cpus: int = 2, object_store_mb: int = 256) -> 
     for key, value in serve_env(config).items():
         os.environ.setdefault(key, value)  # inherited by every Ray process started here
     ray.init(
+        address="local",  # never another user's `ray start` cluster found on this machine
         num_cpus=num_cpus,
         object_store_memory=object_store_mb * 1024 * 1024,
         include_dashboard=False,

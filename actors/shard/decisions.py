@@ -5,7 +5,7 @@ the outcomes of those decisions, and the answers given under a request id (answe
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import ItemsView, Iterator, Mapping, MutableMapping, ValuesView
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from actors.messages import RecentDecision
@@ -19,7 +19,7 @@ from decisioning.profile import ProfileStore
 if TYPE_CHECKING:
     from actors.shard.answers import Answers
 
-__all__ = ["MAX_TRACKED_DECISIONS", "DecisionHistory", "Tracked"]
+__all__ = ["MAX_TRACKED_DECISIONS", "DecisionHistory", "DecisionRing", "Tracked"]
 
 MAX_TRACKED_DECISIONS = 200_000
 
@@ -33,6 +33,68 @@ class Tracked(NamedTuple):
     channel: str
     placement: str | None
     model_version: str | None
+
+
+class DecisionRing(MutableMapping[str, Tracked]):
+    """Decision id -> `Tracked`, oldest first, each kept as a plain tuple.
+
+    Why: the garbage collector stops tracking a plain tuple of strings and numbers at
+    its first collection, never a NamedTuple. A ring of 200,000 `Tracked` records was
+    200,000 more objects for every full collection to scan, and each decision added
+    one more to the old generation, which brings full collections on sooner: pauses of
+    hundreds of ms on the shard's one thread (see docs/benchmark.md, "GC pauses")."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self) -> None:
+        self._rows: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
+
+    def __getitem__(self, decision_id: str) -> Tracked:
+        return Tracked._make(self._rows[decision_id])
+
+    def __setitem__(self, decision_id: str, record: Tracked) -> None:
+        self._rows[decision_id] = tuple(record)
+
+    def __delitem__(self, decision_id: str) -> None:
+        del self._rows[decision_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, decision_id: object) -> bool:
+        return decision_id in self._rows
+
+    def items(self) -> ItemsView[str, Tracked]:
+        return _Items(self)
+
+    def values(self) -> ValuesView[Tracked]:
+        return _Values(self)
+
+    def pop_oldest(self) -> tuple[str, Tracked]:
+        decision_id, row = self._rows.popitem(last=False)
+        return decision_id, Tracked._make(row)
+
+    def rows(self) -> list[tuple[str, tuple[Any, ...]]]:
+        """(decision id, record as a plain tuple), oldest first: a snapshot's copy."""
+        return list(self._rows.items())
+
+
+class _Items(ItemsView[str, Tracked]):
+    _mapping: DecisionRing
+
+    def __iter__(self) -> Iterator[tuple[str, Tracked]]:
+        make = Tracked._make
+        return ((k, make(v)) for k, v in self._mapping._rows.items())
+
+
+class _Values(ValuesView[Tracked]):
+    _mapping: DecisionRing
+
+    def __iter__(self) -> Iterator[Tracked]:
+        return map(Tracked._make, self._mapping._rows.values())
 
 
 class DecisionHistory:
@@ -55,7 +117,7 @@ class DecisionHistory:
         self.allowance = allowance
         self.journal = journal
         self.answers = answers  # answers given under a request id (their tracked decisions)
-        self.ring: OrderedDict[str, Tracked] = OrderedDict()
+        self.ring = DecisionRing()
         self.recent: dict[str, list[str]] = {}
         self.variant_stats: dict[str, dict[str, int]] = {}
 
@@ -106,7 +168,7 @@ class DecisionHistory:
             if len(recent) > keep:
                 del recent[0]
         if len(self.ring) > MAX_TRACKED_DECISIONS:
-            old_id, old = self.ring.popitem(last=False)
+            old_id, old = self.ring.pop_oldest()
             ids = self.recent.get(old.customer_id)
             if ids is not None and old_id in ids:
                 ids.remove(old_id)

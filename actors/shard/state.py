@@ -29,7 +29,7 @@ def capture(shard: Shard, wal_seq: int) -> State:
         id_blob=blob,
         id_ends=ends,
         matrices=matrices,
-        decisions=list(shard.history.ring.items()),
+        decisions=shard.history.ring.rows(),
         seen=list(profiles.seen),
         seen_slots=list(profiles.seen.values()),
         counters=dict(profiles.counters),

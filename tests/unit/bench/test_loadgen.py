@@ -85,12 +85,19 @@ def _requests(server: Server, path: str) -> list[bytes]:
 def test_closed_loop_counts_every_answer_on_its_connections(server: Server) -> None:
     r = closed_loop(server.port, _requests(server, "/ok"), 3, 0.2)
     assert r.requests > 0 and r.statuses == {200: r.requests} and r.errors == 0
+    assert r.rps == pytest.approx(r.requests / r.seconds) and r.rate is None
     assert server.connections == 3
+
+
+def test_fast_refusals_are_no_throughput(server: Server) -> None:
+    r = closed_loop(server.port, _requests(server, "/busy"), 2, 0.2)
+    assert r.requests > 0 and r.statuses == {503: r.requests} and r.errors == r.requests
+    assert r.rps == 0.0  # many answers a second, none of them a 2xx
 
 
 def test_open_loop_sends_at_the_rate_within_the_connection_limit(server: Server) -> None:
     r = open_loop(server.port, _requests(server, "/ok"), 100.0, 0.3, max_connections=2)
-    assert r.requests == 30 and r.statuses == {200: 30} and r.errors == 0
+    assert r.requests == 30 and r.statuses == {200: 30} and r.errors == 0 and r.rate == 100.0
     assert 1 <= server.connections <= 2
     assert r.admitted_p99_ms == pytest.approx(r.p99_ms, rel=0.01)  # every answer a 200
 

@@ -4,6 +4,7 @@ history and the allowance of contact policies and budgets."""
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,22 @@ def test_the_decision_history_is_a_bounded_ring_with_recent_lists(
     h.outcome("d2", "click")
     assert h.variant_stats == {"m@1": {"decisions": 5, "click": 1}}
     assert h.forget("c") == 2 and h.of("c") == () and list(h.ring) == ["dg"]
+
+
+def test_tracked_decisions_are_nothing_the_garbage_collector_scans(small_config: Config) -> None:
+    """A full collection scans every object it tracks, on the shard's one thread: the
+    ring (up to 200,000 decisions) keeps plain tuples, which it stops tracking."""
+    h, _, _ = _history(small_config)
+    for i in range(3):
+        h.record(_decision(f"d{i}", "c", ["m@1"]))
+    gc.collect()  # (a tuple is let go by a collection that finds its items let go: the
+    gc.collect()  # actions tuple first; long before a record reaches the old generation)
+    assert [gc.is_tracked(row) for _, row in h.ring.rows()] == [False] * 3
+    record = h.ring["d1"]  # read back as the named record, like every view of it
+    assert isinstance(record, Tracked) and record.actions == ("tip",)
+    assert record == Tracked("c", ("tip",), NOW, "web", None, "m@1")
+    assert [r.customer_id for r in h.ring.values()] == ["c"] * 3
+    assert dict(h.ring.items())["d2"].model_version == "m@1"
 
 
 def test_a_replayed_decision_counts_as_a_contact_where_a_policy_exists() -> None:
