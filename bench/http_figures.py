@@ -14,6 +14,7 @@ import httpx
 from ray import serve
 
 from actors.remote import ensure_supervisor, shutdown_cluster
+from bench import report
 from bench.bodies import batch_bodies, decide_bodies, decide_msgpack_bodies, event_bodies
 from bench.common import BENCH_HEADERS, BENCH_KEY, NOOP_PORTS
 from bench.loadgen import Result, build_requests, closed_loop, open_loop
@@ -78,7 +79,7 @@ def http_figures(
     mp = build_requests(port, DECIDE, decide_msgpack_bodies(customers), MSGPACK, BENCH_KEY)
     top = _max(port, mp, seconds, connections)
     rows.append(at_max("`/v1/decide` msgpack max", top, floor_max))
-    rows += client_rows(cfg, customers, floor, floor_max, [half, FIXED_RATE], say)
+    rows += client_rows(cfg, customers, floor, floor_max, [half, FIXED_RATE], say, rounds)
 
     say("/v1/events …")
     now = time.time()
@@ -103,19 +104,30 @@ def client_rows(
     floor_max: Result,
     rates: list[float],
     say: Any,
+    rounds: int = 1,
 ) -> list[dict[str, Any]]:
-    """HOOK: /v1/decide through the client path (the Python client, SDK, which sends
-    each request to the ingress of its customer's slot) next to the plain-HTTP rows
-    through one port above. No rows until the client exists; the report then prints
-    the row as "not measured yet".
-
-    To fill it: the same `customers` and decide body (`bench.bodies`), for
-    `floor.seconds` per step; a max row `at_max(f"{report.CLIENT_PATH} max", result,
-    floor_max)` and, for each of `rates` (half of the plain-HTTP decide max, FIXED_RATE),
-    `at_rate(f"{report.CLIENT_PATH} @ ...", runs, floors)` with `floor.at(rate)`
-    measured just before each run (as `_paired` does). Results must count answers by status
-    (`bench.loadgen.Result`)."""
-    return []
+    """/v1/decide through the client path: each request sent to the port of its
+    customer's shard, as `nextbest_client` routes it (GET /v1/cluster/slots), answered
+    in the shard's own process. The same customers and bodies as the plain-HTTP rows;
+    the load comes from the bench's generator, not from the Python client, so the row
+    measures the server's path and not the client's Python."""
+    answer = httpx.get(
+        f"http://127.0.0.1:{cfg.server.port}/v1/cluster/slots", headers=BENCH_HEADERS, timeout=10
+    ).json()
+    owners = {shard: (lo, last) for lo, last, shard in answer["slots"]}
+    ports = {s["shard"]: s["endpoint"] for s in answer["shards"] if s["endpoint"]}
+    if len(owners) != 1 or len(ports) != 1:
+        say("client path: measured with one shard only (one owner port); skipped")
+        return []
+    port = int(next(iter(ports.values())).rsplit(":", 1)[1])
+    say(f"{report.CLIENT_PATH}: /v1/decide at the owner's port {port} …")
+    reqs = build_requests(port, DECIDE, decide_bodies(customers), JSON, BENCH_KEY)
+    top = _max(port, reqs, floor.seconds, floor.connections)
+    rows = [at_max(f"{report.CLIENT_PATH} max", top, floor_max)]
+    for rate in (*rates, top.rps / 2):
+        label = f"{report.CLIENT_PATH} @ {rate:.0f}/s"
+        rows.append(_paired(label, port, reqs, floor, rate, rounds))
+    return rows
 
 
 def _max(port: int, reqs: list[bytes], seconds: float, connections: int) -> Result:

@@ -103,7 +103,7 @@ class Api:
         )
 
     def _allow(self, request: Request, scope: str | None) -> None:
-        """401/403 unless the request's API key has `scope` (None: any key)."""
+        """401/403 unless the request's API key has `scope` (None: any scope)."""
         self.keys.check(request.headers, scope)
 
     async def _body(self, request: Request) -> Any:
@@ -300,7 +300,7 @@ def api_router(get: Callable[[], Api | Awaitable[Api]]) -> APIRouter:
         """Like Redis's CLUSTER SLOTS: each slot range with its shard, each shard's own
         endpoint, the map's epoch. A client that routes by slot sends a customer's
         requests to its shard's endpoint and fetches this again on 421 `slot_moved` or
-        when an endpoint does not answer. Any API key may read it."""
+        when an endpoint does not answer. A key with any scope may read it."""
         api._allow(request, None)
         return reply(request, await api.router.supervisor_call("cluster_slots"))
 

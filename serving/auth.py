@@ -40,7 +40,7 @@ class KeyRing:
 
     def check(self, headers: object, scope: str | None) -> str | None:
         """`headers`: a mapping with lower-case `.get` (Starlette's Headers); `scope`
-        None: any known key will do."""
+        None: a key with any scope will do."""
         if not self.enabled:
             return None
         get = headers.get  # type: ignore[attr-defined]
@@ -60,6 +60,8 @@ class KeyRing:
         if found is None:
             raise WireError(401, "unauthenticated", "unknown API key")
         name, scopes = found
+        if scope is None and not scopes:
+            raise WireError(403, "forbidden", "this API key has no scope")
         if scope is not None and scope not in scopes:
             raise WireError(403, "forbidden", f"this API key lacks the scope {scope!r}")
         return name

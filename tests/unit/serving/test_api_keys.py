@@ -27,11 +27,18 @@ def _ring(**keys: list[str]) -> tuple[KeyRing, dict[str, str]]:
     return KeyRing(spec), raw
 
 
-def _status(ring: KeyRing, headers: dict[str, str], scope: str) -> int | str | None:
+def _status(ring: KeyRing, headers: dict[str, str], scope: str | None) -> int | str | None:
     try:
         return ring.check(headers, scope)
     except WireError as e:
         return e.status
+
+
+def test_a_route_open_to_any_scope_refuses_a_key_without_one() -> None:
+    ring, raw = _ring(web=["events:write"], none=[])
+    assert _status(ring, {"authorization": f"Bearer {raw['web']}"}, None) == "web"
+    assert _status(ring, {"authorization": f"Bearer {raw['none']}"}, None) == 403
+    assert _status(ring, {}, None) == 401
 
 
 def test_scopes_and_both_headers() -> None:
