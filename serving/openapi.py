@@ -85,7 +85,7 @@ ANSWERS: dict[str, dict[str, Answer]] = {
         "get": Answer(ProfileOut, (*KEY, *PATH, *LATER)),
         "delete": Answer(Erased, (*KEY, *PATH, *LATER)),
     },
-    "/v1/identities/merge": {"post": Answer(MergeOut, (*KEY, *BODY, *LATER))},
+    "/v1/identities/merge": {"post": Answer(MergeOut, (*KEY, *BODY, 409, *LATER))},
     "/v1/identities/{key}": {"get": Answer(IdentityOut, (*KEY, *PATH, *LATER))},
     "/v1/models": {"get": Answer(ModelsOut, (*KEY, *LATER))},
     "/v1/models/deploy": {"post": Answer(Deployed, (*KEY, *BODY, *LATER))},
