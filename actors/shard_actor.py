@@ -3,8 +3,10 @@
 It starts from what is deployed (actors/deployed.py), waits for a disk it cannot write
 yet, runs its background threads (budget refills, trigger ticks, delivery) through its
 own handle so every change still runs on the actor's thread, answers request-path calls
-in batches (actors/calls.py) and exits when its log cannot be written (crash-only: Ray
-restarts it from what is on disk).
+in batches (actors/calls.py), serves its own customers on a port of its own once it has
+recovered (serving/owner.py; an async actor, so the port's requests run on its event
+loop between Ray's calls, one at a time) and exits when its log cannot be written
+(crash-only: Ray restarts it from what is on disk).
 """
 
 from __future__ import annotations
