@@ -59,11 +59,11 @@ def test_no_5xx_and_answers_match_the_schema(server: Server) -> None:
     for op in operations:
         cases = st.one_of(op.as_strategy(), op.as_strategy(GenerationMode.NEGATIVE))
         if op.method.upper() == "POST" and op.path in MOVES:
-            # a valid one changes the deployment itself (up to 64 shards): only invalid
-            # bodies here; test_elastic.py sends the valid ones on purpose
-            if op.path.endswith("/rebalance"):
-                continue  # (no body to get wrong)
-            cases = op.as_strategy(GenerationMode.NEGATIVE)
+            # a valid body changes the deployment itself (a scale to 1 stops the other
+            # shards), and a "negative" case may be negative only in a part the route does
+            # not read, so its body is valid: these routes are left to test_elastic.py,
+            # which sends valid and invalid bodies on purpose
+            continue
 
         @given(case=cases, accept=st.sampled_from(ACCEPTS))
         @examples(EXAMPLES, *HealthCheck)
